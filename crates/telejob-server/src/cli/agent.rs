@@ -1,0 +1,60 @@
+//! `telejob agent`: the pipeline entry on remote machines.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use telejob_core::pipeline::{FailureKind, Pipeline, RunStores};
+use telejob_core::run::{RunRequest, RunState};
+use telejob_core::sandbox::{RunAs, SandboxOptions};
+use telejob_local::LocalStore;
+use tokio_util::sync::CancellationToken;
+
+use super::bad;
+use crate::http_fetch::HttpFetcher;
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The run request, a JSON file (as written by the server).
+    #[arg(long, value_name = "FILE")]
+    request: PathBuf,
+    /// The public store: a directory.
+    #[arg(long, value_name = "DIR")]
+    public: String,
+    /// The private store (code, logs, status): a directory.
+    #[arg(long, value_name = "DIR")]
+    private: String,
+}
+
+pub async fn agent(a: AgentArgs) -> anyhow::Result<ExitCode> {
+    let body = std::fs::read(&a.request).with_context(|| a.request.display().to_string())?;
+    let req: RunRequest = serde_json::from_slice(&body).map_err(|e| bad(format!("--request: not a run request: {e}")))?;
+    let stores = RunStores {
+        public: Arc::new(LocalStore::from_url(&a.public)?),
+        private: Arc::new(LocalStore::from_url(&a.private)?),
+    };
+    let pipeline = Pipeline::new(stores)
+        .with_fetcher(Arc::new(HttpFetcher::new()?))
+        .with_sandbox(SandboxOptions {
+            run_as: RunAs::default_for_current_user(),
+            ..SandboxOptions::default()
+        });
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            c2.cancel();
+        }
+    });
+    let out = pipeline.run(&req, None, cancel).await;
+    println!("{}", serde_json::to_string_pretty(&out.run)?);
+    Ok(ExitCode::from(match (out.run.state, out.failure) {
+        (RunState::Succeeded, _) => 0,
+        (RunState::TimedOut, _) => 124,
+        (RunState::Cancelled, _) => 130,
+        (_, Some(FailureKind::BadInput)) => 2,
+        _ => 1,
+    }))
+}
