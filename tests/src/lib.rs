@@ -8,7 +8,11 @@ pub fn telejob_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let bin = dir.join("telejob");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p telejob-server` (cargo test --workspace does)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p telejob-server` (cargo test --workspace does)",
+        bin.display()
+    );
     bin
 }
 
@@ -24,7 +28,10 @@ pub fn telejob(cwd: &Path, args: &[&str]) -> Output {
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
 }
 
 /// A gzip tarball of `(path, body, mode)` files.
@@ -49,7 +56,9 @@ pub fn processes_with(token: &str) -> Vec<i32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let zombie = stat.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+            let zombie = stat
+                .rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             !zombie && String::from_utf8_lossy(&cmd).contains(token)
         })

@@ -99,9 +99,12 @@ fn describe_head(head: &[u8]) -> String {
 /// [`Error::UnsupportedArchive`] when the input is not a (compressed) tar archive.
 pub fn open_tar<'a>(mut input: impl Read + 'a) -> Result<(ArchiveFormat, Box<dyn Read + 'a>)> {
     let mut head = [0u8; 512];
-    let n = read_up_to(&mut input, &mut head).map_err(|e| Error::UnsupportedArchive(format!("cannot read it: {e}")))?;
+    let n = read_up_to(&mut input, &mut head)
+        .map_err(|e| Error::UnsupportedArchive(format!("cannot read it: {e}")))?;
     let head = &head[..n];
-    let format = detect(head).ok_or_else(|| Error::UnsupportedArchive(format!("{}; {SUPPORTED}", describe_head(head))))?;
+    let format = detect(head).ok_or_else(|| {
+        Error::UnsupportedArchive(format!("{}; {SUPPORTED}", describe_head(head)))
+    })?;
     let raw = io::Cursor::new(head.to_vec()).chain(input);
     let decoded: Box<dyn Read + 'a> = match format {
         ArchiveFormat::Tar => return Ok((format, Box::new(raw))),
@@ -123,7 +126,10 @@ pub fn open_tar<'a>(mut input: impl Read + 'a) -> Result<(ArchiveFormat, Box<dyn
             "{format}-compressed data that is not a tar archive; {SUPPORTED}"
         )));
     }
-    Ok((format, Box::new(io::Cursor::new(inner[..n].to_vec()).chain(decoded))))
+    Ok((
+        format,
+        Box::new(io::Cursor::new(inner[..n].to_vec()).chain(decoded)),
+    ))
 }
 
 /// Writes a gzip-compressed tar of `dir` to `out`: regular files, directories and symlinks (as
@@ -146,14 +152,21 @@ pub fn pack_dir(dir: &Path, out: impl Write) -> Result<()> {
     for entry in walker {
         let entry = entry.map_err(|e| {
             let path = e.path().unwrap_or(dir).to_path_buf();
-            Error::io(path, e.into_io_error().unwrap_or_else(|| io::Error::other("loop in the directory tree")))
+            Error::io(
+                path,
+                e.into_io_error()
+                    .unwrap_or_else(|| io::Error::other("loop in the directory tree")),
+            )
         })?;
         let rel = entry.path().strip_prefix(dir).unwrap_or(entry.path());
         let ft = entry.file_type();
         if !(ft.is_file() || ft.is_dir() || ft.is_symlink()) {
             return Err(Error::Fetch {
                 source_name: dir.display().to_string(),
-                reason: format!("{} is not a file, directory or symlink; remove it", rel.display()),
+                reason: format!(
+                    "{} is not a file, directory or symlink; remove it",
+                    rel.display()
+                ),
                 retryable: false,
             });
         }
@@ -181,7 +194,8 @@ mod tests {
     fn read_all(input: &[u8]) -> Result<(ArchiveFormat, Vec<u8>)> {
         let (f, mut r) = open_tar(input)?;
         let mut v = Vec::new();
-        r.read_to_end(&mut v).map_err(|e| Error::UnsupportedArchive(e.to_string()))?;
+        r.read_to_end(&mut v)
+            .map_err(|e| Error::UnsupportedArchive(e.to_string()))?;
         Ok((f, v))
     }
 
@@ -224,7 +238,9 @@ mod tests {
         }
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(b"just some text, not a tar").expect("gz");
-        let err = read_all(&gz.finish().expect("gz")).expect_err("must fail").to_string();
+        let err = read_all(&gz.finish().expect("gz"))
+            .expect_err("must fail")
+            .to_string();
         assert!(err.contains("not a tar archive"), "{err}");
     }
 }

@@ -41,7 +41,9 @@ impl CodeSource {
             // file:///abs/path or file://localhost/abs/path
             let path = rest.strip_prefix("localhost").unwrap_or(rest);
             if !path.starts_with('/') {
-                return Err(bad("a file:// URL needs an absolute path: file:///path/to/code.tar.gz"));
+                return Err(bad(
+                    "a file:// URL needs an absolute path: file:///path/to/code.tar.gz",
+                ));
             }
             return Ok(Self::Path(PathBuf::from(percent_decode(path))));
         }
@@ -50,7 +52,9 @@ impl CodeSource {
         }
         if let Some((scheme, _)) = t.split_once("://")
             && !scheme.is_empty()
-            && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
         {
             return Ok(Self::Url(t.to_string()));
         }
@@ -64,7 +68,9 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%'
-            && let Some(v) = b.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok())
+            && let Some(v) = b
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok())
         {
             out.push(v);
             i += 3;
@@ -129,11 +135,26 @@ mod tests {
 
     #[test]
     fn parses_locations() {
-        assert_eq!(CodeSource::parse("dist/x.tgz").ok(), Some(CodeSource::Path("dist/x.tgz".into())));
-        assert_eq!(CodeSource::parse("file:///a%20b/x.tgz").ok(), Some(CodeSource::Path("/a b/x.tgz".into())));
-        assert_eq!(CodeSource::parse("store:slowsql/code/ab.tar.gz").ok(), Some(CodeSource::Store("slowsql/code/ab.tar.gz".into())));
-        assert_eq!(CodeSource::parse("https://h/x.tgz").ok(), Some(CodeSource::Url("https://h/x.tgz".into())));
-        assert_eq!(CodeSource::parse("s3://b/k.tgz").ok(), Some(CodeSource::Url("s3://b/k.tgz".into())));
+        assert_eq!(
+            CodeSource::parse("dist/x.tgz").ok(),
+            Some(CodeSource::Path("dist/x.tgz".into()))
+        );
+        assert_eq!(
+            CodeSource::parse("file:///a%20b/x.tgz").ok(),
+            Some(CodeSource::Path("/a b/x.tgz".into()))
+        );
+        assert_eq!(
+            CodeSource::parse("store:slowsql/code/ab.tar.gz").ok(),
+            Some(CodeSource::Store("slowsql/code/ab.tar.gz".into()))
+        );
+        assert_eq!(
+            CodeSource::parse("https://h/x.tgz").ok(),
+            Some(CodeSource::Url("https://h/x.tgz".into()))
+        );
+        assert_eq!(
+            CodeSource::parse("s3://b/k.tgz").ok(),
+            Some(CodeSource::Url("s3://b/k.tgz".into()))
+        );
         assert!(CodeSource::parse("file://relative").is_err());
         assert!(CodeSource::parse("  ").is_err());
     }

@@ -66,11 +66,17 @@ impl InProcessCompute {
 
     /// How a finished run failed, if it did (bad input, the job, the system).
     pub fn failure_kind(&self, run: &RunId) -> Option<FailureKind> {
-        self.lock().get(run).and_then(|e| *e.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+        self.lock().get(run).and_then(|e| {
+            *e.failure
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, Entry>> {
-        self.runs.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.runs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -127,7 +133,9 @@ impl Compute for InProcessCompute {
                 run
             } else {
                 let o = pipeline.run(&req, Some(sink), cancel).await;
-                *failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = o.failure;
+                *failure
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = o.failure;
                 o.run
             };
             tx.send_replace(out);

@@ -82,11 +82,17 @@ impl JobName {
     /// Derives a job name from a code location: `path/to/slowsql-0.3.tar.gz` → `slowsql`.
     /// Falls back to `job`.
     pub fn derive_from(code: &str) -> Self {
-        let base = code.trim_end_matches('/').rsplit(['/', '\\']).next().unwrap_or_default();
+        let base = code
+            .trim_end_matches('/')
+            .rsplit(['/', '\\'])
+            .next()
+            .unwrap_or_default();
         let stem = base.split('.').next().unwrap_or_default();
         // Drop a trailing version: slowsql-0 (from slowsql-0.3) → slowsql.
         let stem = match stem.rsplit_once('-') {
-            Some((head, tail)) if !head.is_empty() && tail.bytes().all(|b| b.is_ascii_digit()) => head,
+            Some((head, tail)) if !head.is_empty() && tail.bytes().all(|b| b.is_ascii_digit()) => {
+                head
+            }
             _ => stem,
         };
         let mut out = String::new();
@@ -209,7 +215,9 @@ impl JobSpec {
     /// [`Error::InvalidJobs`] listing **every** problem, each with its field name and what to do.
     pub fn validate(&self, limits: &ValidationLimits) -> Result<ValidJob> {
         let mut errors = Vec::new();
-        let name = JobName::new(self.name.clone()).map_err(|e| errors.push(e)).ok();
+        let name = JobName::new(self.name.clone())
+            .map_err(|e| errors.push(e))
+            .ok();
         if let Err(e) = validate_command(&self.command) {
             errors.push(e);
         }
@@ -219,7 +227,10 @@ impl JobSpec {
         if let Some(code) = &self.code
             && (code.trim().is_empty() || code.contains('\0'))
         {
-            errors.push(Error::invalid("code", "the code location is empty or holds a NUL byte"));
+            errors.push(Error::invalid(
+                "code",
+                "the code location is empty or holds a NUL byte",
+            ));
         }
         if !(1..=limits.max_timeout_minutes).contains(&self.timeout_minutes) {
             errors.push(Error::invalid(
@@ -297,7 +308,10 @@ pub fn validate_command(command: &str) -> Result<()> {
         ));
     }
     if command.contains('\0') {
-        return Err(Error::invalid("command", "the command holds a NUL byte; remove it"));
+        return Err(Error::invalid(
+            "command",
+            "the command holds a NUL byte; remove it",
+        ));
     }
     if command.len() > 64 * 1024 {
         return Err(Error::invalid(
@@ -316,10 +330,16 @@ pub fn validate_command(command: &str) -> Result<()> {
 pub fn validate_output_dir(dir: &str) -> Result<()> {
     let field = "output_dir";
     if dir.trim().is_empty() {
-        return Err(Error::invalid(field, "the output directory is empty: use a path relative to the code root, e.g. output"));
+        return Err(Error::invalid(
+            field,
+            "the output directory is empty: use a path relative to the code root, e.g. output",
+        ));
     }
     if dir.contains('\0') || dir.len() > 1024 {
-        return Err(Error::invalid(field, "the output directory holds a NUL byte or is over 1024 bytes"));
+        return Err(Error::invalid(
+            field,
+            "the output directory holds a NUL byte or is over 1024 bytes",
+        ));
     }
     for c in Path::new(dir).components() {
         match c {
@@ -327,13 +347,17 @@ pub fn validate_output_dir(dir: &str) -> Result<()> {
             Component::ParentDir => {
                 return Err(Error::invalid(
                     field,
-                    format!("{dir:?} leaves the code directory (..): use a path inside the code, e.g. output"),
+                    format!(
+                        "{dir:?} leaves the code directory (..): use a path inside the code, e.g. output"
+                    ),
                 ));
             }
             Component::RootDir | Component::Prefix(_) => {
                 return Err(Error::invalid(
                     field,
-                    format!("{dir:?} is absolute: use a path relative to the code root, e.g. output"),
+                    format!(
+                        "{dir:?} is absolute: use a path relative to the code root, e.g. output"
+                    ),
                 ));
             }
         }
@@ -350,7 +374,9 @@ pub fn validate_output_dir(dir: &str) -> Result<()> {
 pub fn validate_env_var(key: &str, value: &str) -> Result<()> {
     let field = format!("env.{key}");
     let mut chars = key.chars();
-    let ident = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    let ident = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !ident {
         return Err(Error::invalid(
@@ -359,7 +385,10 @@ pub fn validate_env_var(key: &str, value: &str) -> Result<()> {
         ));
     }
     if key.starts_with("TELEJOB_") {
-        return Err(Error::invalid(field, "TELEJOB_ variables are set by telejob; choose another name"));
+        return Err(Error::invalid(
+            field,
+            "TELEJOB_ variables are set by telejob; choose another name",
+        ));
     }
     if value.contains('\0') {
         return Err(Error::invalid(field, "the value holds a NUL byte"));
@@ -377,7 +406,18 @@ mod tests {
             assert!(JobName::new(ok).is_ok(), "{ok}");
         }
         for bad in [
-            "", "-a", "a-", "Slow", "a.b", "a/b", "a b", "ä", "../x", "a_b", "a\0", &"a".repeat(64),
+            "",
+            "-a",
+            "a-",
+            "Slow",
+            "a.b",
+            "a/b",
+            "a b",
+            "ä",
+            "../x",
+            "a_b",
+            "a\0",
+            &"a".repeat(64),
             "x'; DROP TABLE jobs;--",
         ] {
             let e = JobName::new(bad).expect_err(bad);
@@ -387,10 +427,19 @@ mod tests {
 
     #[test]
     fn derived_names() {
-        assert_eq!(JobName::derive_from("dist/slowsql-0.3.tar.gz").as_str(), "slowsql");
+        assert_eq!(
+            JobName::derive_from("dist/slowsql-0.3.tar.gz").as_str(),
+            "slowsql"
+        );
         assert_eq!(JobName::derive_from("/x/My_Job.tgz").as_str(), "my-job");
-        assert_eq!(JobName::derive_from("examples/slowsql/").as_str(), "slowsql");
-        assert_eq!(JobName::derive_from("https://h/a/b/%%%.tar").as_str(), "job");
+        assert_eq!(
+            JobName::derive_from("examples/slowsql/").as_str(),
+            "slowsql"
+        );
+        assert_eq!(
+            JobName::derive_from("https://h/a/b/%%%.tar").as_str(),
+            "job"
+        );
     }
 
     #[test]
@@ -414,7 +463,9 @@ mod tests {
         spec.env.insert("TELEJOB_JOB".into(), "x".into());
         spec.env.insert("1X".into(), "x".into());
         spec.schedule.frequency = crate::schedule::Frequency::Weekly;
-        let err = spec.validate(&ValidationLimits::default()).expect_err("invalid");
+        let err = spec
+            .validate(&ValidationLimits::default())
+            .expect_err("invalid");
         let fields: Vec<_> = err.field_errors().into_iter().map(|(f, _)| f).collect();
         for f in [
             "name",
@@ -460,7 +511,10 @@ mod tests {
         spec.output_visibility = Visibility::Private;
         spec.env.insert("MODE".into(), "full".into());
         let json = serde_json::to_string(&spec).expect("json");
-        assert_eq!(serde_json::from_str::<JobSpec>(&json).expect("json back"), spec);
+        assert_eq!(
+            serde_json::from_str::<JobSpec>(&json).expect("json back"),
+            spec
+        );
         let toml = toml::to_string(&spec).expect("toml");
         assert_eq!(toml::from_str::<JobSpec>(&toml).expect("toml back"), spec);
         assert!(

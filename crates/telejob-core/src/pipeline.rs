@@ -36,7 +36,14 @@ impl FailureKind {
     fn of(e: &Error) -> Self {
         if e.is_bad_input() {
             Self::BadInput
-        } else if matches!(e, Error::JobFailed(_) | Error::OutputDir { .. } | Error::Publish(_) | Error::Timeout(_) | Error::Cancelled) {
+        } else if matches!(
+            e,
+            Error::JobFailed(_)
+                | Error::OutputDir { .. }
+                | Error::Publish(_)
+                | Error::Timeout(_)
+                | Error::Cancelled
+        ) {
             Self::Job
         } else {
             Self::System
@@ -126,7 +133,12 @@ impl Pipeline {
     /// timeout, publish (or, for a dry run, list) the output, write the manifest last, store log
     /// and status privately, remove the workspace. Never panics on bad input; every failure ends
     /// in the returned record.
-    pub async fn run(&self, req: &RunRequest, events: Option<EventSink>, cancel: CancellationToken) -> RunOutcome {
+    pub async fn run(
+        &self,
+        req: &RunRequest,
+        events: Option<EventSink>,
+        cancel: CancellationToken,
+    ) -> RunOutcome {
         let mut ctx = Ctx {
             req,
             events,
@@ -139,7 +151,11 @@ impl Pipeline {
             Err(e) => {
                 let kind = FailureKind::of(&e);
                 if ctx.run.state != RunState::TimedOut && ctx.run.state != RunState::Cancelled {
-                    ctx.run.state = if matches!(e, Error::Cancelled) { RunState::Cancelled } else { RunState::Failed };
+                    ctx.run.state = if matches!(e, Error::Cancelled) {
+                        RunState::Cancelled
+                    } else {
+                        RunState::Failed
+                    };
                 }
                 ctx.run.error = Some(e.to_string());
                 (Some(e), Some(kind))
@@ -162,7 +178,12 @@ impl Pipeline {
     }
 
     async fn save_status(&self, run: &Run) {
-        if let Err(e) = self.stores.private.put_json(&keys::status(&run.job, &run.id), run).await {
+        if let Err(e) = self
+            .stores
+            .private
+            .put_json(&keys::status(&run.job, &run.id), run)
+            .await
+        {
             tracing::warn!(run = %run.id, error = %e, "could not store the run status");
         }
     }
@@ -172,7 +193,10 @@ impl Pipeline {
         validate_command(&req.command)?;
         validate_output_dir(&req.output_dir)?;
         if req.timeout.is_zero() {
-            return Err(Error::invalid("timeout", "the timeout must be positive, e.g. 90s, 175m, 3h"));
+            return Err(Error::invalid(
+                "timeout",
+                "the timeout must be positive, e.g. 90s, 175m, 3h",
+            ));
         }
         let source = CodeSource::parse(&req.code)?;
 
@@ -182,7 +206,9 @@ impl Pipeline {
             .prefix(&format!("telejob-{}-", req.job))
             .tempdir_in(&self.scratch_dir)
             .map_err(|e| Error::io(&self.scratch_dir, e))?;
-        let result = self.in_workspace(ctx, cancel, &source, run_dir.path()).await;
+        let result = self
+            .in_workspace(ctx, cancel, &source, run_dir.path())
+            .await;
         remove_workspace(run_dir);
         result
     }
@@ -211,9 +237,11 @@ impl Pipeline {
         let (limits, ws2) = (self.unpack_limits, ws.clone());
         let sha = tokio::task::spawn_blocking(move || -> Result<String> {
             let file = std::fs::File::open(&archive).map_err(|e| Error::io(&archive, e))?;
-            let mut hashing = HashingReader::new(std::io::BufReader::with_capacity(256 * 1024, file));
+            let mut hashing =
+                HashingReader::new(std::io::BufReader::with_capacity(256 * 1024, file));
             unpack(&mut hashing, &ws2, &limits)?;
-            std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|e| Error::io(&archive, e))?;
+            std::io::copy(&mut hashing, &mut std::io::sink())
+                .map_err(|e| Error::io(&archive, e))?;
             Ok(hashing.finish().0)
         })
         .await
@@ -225,7 +253,8 @@ impl Pipeline {
             for d in [dir.to_path_buf(), ws.clone(), home.clone(), tmp.clone()] {
                 if d == dir {
                     use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o711)).map_err(|e| Error::io(&d, e))?;
+                    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o711))
+                        .map_err(|e| Error::io(&d, e))?;
                 } else {
                     chown_tree(&d, u.uid, u.gid)?;
                 }
@@ -237,7 +266,10 @@ impl Pipeline {
         let telejob_env = [
             ("TELEJOB_JOB", req.job.to_string()),
             ("TELEJOB_RUN_ID", req.run_id.to_string()),
-            ("TELEJOB_SCHEDULED_FOR", req.scheduled_for.to_rfc3339_opts(SecondsFormat::Secs, true)),
+            (
+                "TELEJOB_SCHEDULED_FOR",
+                req.scheduled_for.to_rfc3339_opts(SecondsFormat::Secs, true),
+            ),
             ("TELEJOB_OUTPUT_DIR", output_abs.display().to_string()),
         ];
         let user = self.sandbox.run_as.as_ref().map(|u| u.name.as_str());
@@ -271,12 +303,22 @@ impl Pipeline {
             ExitKind::Exited(0) => {}
             ExitKind::Exited(code) => {
                 ctx.run.exit_code = Some(code);
-                let hint = if code == 127 { " (command not found: check the command and that the script is in the tarball)" } else if code == 126 { " (not executable: chmod +x the script before packaging)" } else { "" };
-                return Err(job_failed(format!("the command exited with status {code}{hint}; see the run log")));
+                let hint = if code == 127 {
+                    " (command not found: check the command and that the script is in the tarball)"
+                } else if code == 126 {
+                    " (not executable: chmod +x the script before packaging)"
+                } else {
+                    ""
+                };
+                return Err(job_failed(format!(
+                    "the command exited with status {code}{hint}; see the run log"
+                )));
             }
             ExitKind::Signaled(sig) => {
                 ctx.run.signal = Some(sig);
-                return Err(job_failed(format!("the command was killed by signal {sig}; see the run log")));
+                return Err(job_failed(format!(
+                    "the command was killed by signal {sig}; see the run log"
+                )));
             }
             ExitKind::TimedOut => {
                 ctx.run.state = RunState::TimedOut;
@@ -294,22 +336,41 @@ impl Pipeline {
         self.set_state(ctx, RunState::Publishing).await;
         let t = Instant::now();
         let prefix = keys::data_prefix(&req.job);
-        let (root2, out_dir, policy, prefix2) = (root.clone(), req.output_dir.clone(), self.publish_policy.clone(), prefix.clone());
-        let plan = tokio::task::spawn_blocking(move || publish::plan(&root2, &out_dir, &prefix2, &policy))
-            .await
-            .map_err(|e| Error::Publish(e.to_string()))??;
+        let (root2, out_dir, policy, prefix2) = (
+            root.clone(),
+            req.output_dir.clone(),
+            self.publish_policy.clone(),
+            prefix.clone(),
+        );
+        let plan =
+            tokio::task::spawn_blocking(move || publish::plan(&root2, &out_dir, &prefix2, &policy))
+                .await
+                .map_err(|e| Error::Publish(e.to_string()))??;
         for s in &plan.skipped {
-            ctx.emit(RunEvent::Warning(format!("not published: {}: {}", s.path, s.reason)));
+            ctx.emit(RunEvent::Warning(format!(
+                "not published: {}: {}",
+                s.path, s.reason
+            )));
         }
         if plan.files.is_empty() {
-            ctx.emit(RunEvent::Warning(format!("the output directory {} is empty; nothing to publish", req.output_dir)));
+            ctx.emit(RunEvent::Warning(format!(
+                "the output directory {} is empty; nothing to publish",
+                req.output_dir
+            )));
         }
         ctx.run.skipped = plan.skipped.clone();
         let store = self.output_store(req.visibility);
         if req.dry_run {
             ctx.run.published = publish::describe(&plan, &prefix).await?;
         } else {
-            ctx.run.published = publish::upload(&plan, store.as_ref(), &prefix, self.publish_policy.concurrency, ctx.events.as_ref()).await?;
+            ctx.run.published = publish::upload(
+                &plan,
+                store.as_ref(),
+                &prefix,
+                self.publish_policy.concurrency,
+                ctx.events.as_ref(),
+            )
+            .await?;
             ctx.durations.publish_ms = ms(t);
             let manifest = Manifest {
                 job: req.job.clone(),
@@ -326,7 +387,10 @@ impl Pipeline {
                 published_at: Utc::now(),
             };
             let key = keys::manifest(&req.job, &req.run_id);
-            store.put_json(&key, &manifest).await.map_err(|e| Error::Publish(format!("writing the manifest: {e}")))?;
+            store
+                .put_json(&key, &manifest)
+                .await
+                .map_err(|e| Error::Publish(format!("writing the manifest: {e}")))?;
             ctx.run.manifest_key = Some(key);
         }
         ctx.run.state = RunState::Succeeded;
@@ -346,14 +410,20 @@ impl Pipeline {
             Ok(f) => self
                 .stores
                 .private
-                .put_stream(&key, Box::new(f), PutOptions::default().with_content_type("text/plain; charset=utf-8"))
+                .put_stream(
+                    &key,
+                    Box::new(f),
+                    PutOptions::default().with_content_type("text/plain; charset=utf-8"),
+                )
                 .await
                 .map(|_| ()),
             Err(e) => Err(Error::io(path, e)),
         };
         match r {
             Ok(()) => ctx.run.log_key = Some(key),
-            Err(e) => tracing::warn!(run = %ctx.req.run_id, error = %e, "could not store the run log"),
+            Err(e) => {
+                tracing::warn!(run = %ctx.req.run_id, error = %e, "could not store the run log")
+            }
         }
     }
 
@@ -367,7 +437,9 @@ impl Pipeline {
         };
         match source {
             CodeSource::Path(p) => {
-                let meta = std::fs::metadata(p).map_err(|e| not_found(format!("{e}; give the path of a code tarball or directory")))?;
+                let meta = std::fs::metadata(p).map_err(|e| {
+                    not_found(format!("{e}; give the path of a code tarball or directory"))
+                })?;
                 if meta.is_dir() {
                     let out = dir.join("code.tar.gz");
                     let (p, out2) = (p.clone(), out.clone());
@@ -386,16 +458,27 @@ impl Pipeline {
             }
             CodeSource::Store(key) => {
                 let out = dir.join("code.archive");
-                let mut reader = self.stores.private.get_stream(key).await.map_err(|e| match e {
-                    Error::NotFound(_) => not_found("no such object in the private store; upload the code first".into()),
-                    other => other,
-                })?;
-                let mut f = tokio::fs::File::create(&out).await.map_err(|e| Error::io(&out, e))?;
-                tokio::io::copy(&mut reader, &mut f).await.map_err(|e| Error::Fetch {
-                    source_name: name.clone(),
-                    reason: e.to_string(),
-                    retryable: true,
-                })?;
+                let mut reader =
+                    self.stores
+                        .private
+                        .get_stream(key)
+                        .await
+                        .map_err(|e| match e {
+                            Error::NotFound(_) => not_found(
+                                "no such object in the private store; upload the code first".into(),
+                            ),
+                            other => other,
+                        })?;
+                let mut f = tokio::fs::File::create(&out)
+                    .await
+                    .map_err(|e| Error::io(&out, e))?;
+                tokio::io::copy(&mut reader, &mut f)
+                    .await
+                    .map_err(|e| Error::Fetch {
+                        source_name: name.clone(),
+                        reason: e.to_string(),
+                        retryable: true,
+                    })?;
                 Ok(out)
             }
             CodeSource::Url(url) => {
@@ -403,7 +486,9 @@ impl Pipeline {
                     not_found("this telejob cannot fetch such URLs; use a local path, file://, http(s):// or an uploaded code version".into())
                 })?;
                 let out = dir.join("code.archive");
-                fetcher.fetch(url, &out, self.unpack_limits.max_total_bytes).await?;
+                fetcher
+                    .fetch(url, &out, self.unpack_limits.max_total_bytes)
+                    .await?;
                 Ok(out)
             }
         }
@@ -444,7 +529,11 @@ fn remove_workspace(dir: tempfile::TempDir) {
         return;
     }
     use std::os::unix::fs::PermissionsExt;
-    for e in walkdir::WalkDir::new(&path).follow_links(false).into_iter().flatten() {
+    for e in walkdir::WalkDir::new(&path)
+        .follow_links(false)
+        .into_iter()
+        .flatten()
+    {
         if e.file_type().is_dir() {
             let _ = std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o700));
         }

@@ -52,11 +52,19 @@ impl Fx {
     }
 
     fn scratch_is_empty(&self) -> bool {
-        std::fs::read_dir(&self.pipeline.scratch_dir).map(|mut d| d.next().is_none()).unwrap_or(true)
+        std::fs::read_dir(&self.pipeline.scratch_dir)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true)
     }
 
     async fn data_keys(&self, job: &str) -> Vec<String> {
-        self.public.list(&format!("{job}/data/")).await.expect("list").into_iter().map(|m| m.key).collect()
+        self.public
+            .list(&format!("{job}/data/"))
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|m| m.key)
+            .collect()
     }
 }
 
@@ -66,8 +74,13 @@ async fn reference_backends_pass_the_compute_conformance_suite() {
     let code = fx.tmp.path().join("sample.tar.gz");
     std::fs::write(&code, sample_tarball()).expect("write");
     let compute = InProcessCompute::new(fx.pipeline.clone(), 4);
-    crate::testing::compute_conformance(&compute, &code.display().to_string(), fx.public.as_ref(), fx.private.as_ref())
-        .await;
+    crate::testing::compute_conformance(
+        &compute,
+        &code.display().to_string(),
+        fx.public.as_ref(),
+        fx.private.as_ref(),
+    )
+    .await;
     assert!(fx.scratch_is_empty(), "workspaces are removed");
 }
 
@@ -86,14 +99,24 @@ async fn the_job_gets_its_slot_and_runs_in_a_single_top_level_directory() {
     let out = fx.run(&req).await;
     assert_eq!(out.run.state, RunState::Succeeded, "{:?}", out.error);
     let body = fx.public.get("slot/data/env.txt").await.expect("published");
-    assert_eq!(String::from_utf8_lossy(&body), format!("2014-03-08T12:00:00Z {} proj-1.0\n", req.run_id));
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        format!("2014-03-08T12:00:00Z {} proj-1.0\n", req.run_id)
+    );
 }
 
 #[tokio::test]
 async fn a_missing_output_directory_fails_the_run_as_the_jobs_fault() {
     let fx = Fx::new();
     let code = fx.tarball("c.tgz", &[("run.sh", "echo no output", 0o755)]);
-    let out = fx.run(&request("noout", &code, "./run.sh", Duration::from_secs(30))).await;
+    let out = fx
+        .run(&request(
+            "noout",
+            &code,
+            "./run.sh",
+            Duration::from_secs(30),
+        ))
+        .await;
     assert_eq!(out.run.state, RunState::Failed);
     assert_eq!(out.failure, Some(FailureKind::Job));
     let err = out.run.error.expect("error");
@@ -107,10 +130,21 @@ async fn bad_code_is_bad_input_and_leaves_nothing_behind() {
     let missing = fx.tmp.path().join("nope.tgz").display().to_string();
     let not_tar = fx.tmp.path().join("x.tgz");
     std::fs::write(&not_tar, b"<html>not found</html>").expect("write");
-    for code in [missing, not_tar.display().to_string(), "ftp://example.invalid/x.tgz".to_string()] {
-        let out = fx.run(&request("bad", &code, "./run.sh", Duration::from_secs(30))).await;
+    for code in [
+        missing,
+        not_tar.display().to_string(),
+        "ftp://example.invalid/x.tgz".to_string(),
+    ] {
+        let out = fx
+            .run(&request("bad", &code, "./run.sh", Duration::from_secs(30)))
+            .await;
         assert_eq!(out.run.state, RunState::Failed, "{code}");
-        assert_eq!(out.failure, Some(FailureKind::BadInput), "{code}: {:?}", out.error);
+        assert_eq!(
+            out.failure,
+            Some(FailureKind::BadInput),
+            "{code}: {:?}",
+            out.error
+        );
         assert!(fx.data_keys("bad").await.is_empty());
         assert!(fx.scratch_is_empty(), "{code}: workspace left behind");
     }
@@ -129,9 +163,20 @@ async fn an_unsafe_archive_names_the_entry() {
     b.append(&h, &[][..]).expect("append");
     let path = fx.tmp.path().join("evil.tar");
     std::fs::write(&path, b.into_inner().expect("tar")).expect("write");
-    let out = fx.run(&request("evil", &path.display().to_string(), "true", Duration::from_secs(30))).await;
+    let out = fx
+        .run(&request(
+            "evil",
+            &path.display().to_string(),
+            "true",
+            Duration::from_secs(30),
+        ))
+        .await;
     assert_eq!(out.failure, Some(FailureKind::BadInput));
-    assert!(matches!(out.error, Some(Error::UnsafeArchive { ref entry, .. }) if entry == "passwd"), "{:?}", out.error);
+    assert!(
+        matches!(out.error, Some(Error::UnsafeArchive { ref entry, .. }) if entry == "passwd"),
+        "{:?}",
+        out.error
+    );
     assert!(fx.scratch_is_empty());
 }
 
@@ -147,13 +192,33 @@ async fn links_to_secrets_in_the_output_are_not_published() {
             0o755,
         )],
     );
-    let out = fx.run(&request("links", &code, "./run.sh", Duration::from_secs(30))).await;
+    let out = fx
+        .run(&request(
+            "links",
+            &code,
+            "./run.sh",
+            Duration::from_secs(30),
+        ))
+        .await;
     assert_eq!(out.run.state, RunState::Succeeded, "{:?}", out.error);
-    assert_eq!(fx.data_keys("links").await, vec!["links/data/a.csv", "links/data/latest.csv"]);
-    assert_eq!(fx.public.get("links/data/latest.csv").await.expect("get").as_ref(), b"data\n");
+    assert_eq!(
+        fx.data_keys("links").await,
+        vec!["links/data/a.csv", "links/data/latest.csv"]
+    );
+    assert_eq!(
+        fx.public
+            .get("links/data/latest.csv")
+            .await
+            .expect("get")
+            .as_ref(),
+        b"data\n"
+    );
     let skipped: Vec<&str> = out.run.skipped.iter().map(|s| s.path.as_str()).collect();
     for s in ["passwd", "code", "dirlink", "fifo", ".env", "d/id_rsa"] {
-        assert!(skipped.contains(&s), "{s} should be reported as skipped: {skipped:?}");
+        assert!(
+            skipped.contains(&s),
+            "{s} should be reported as skipped: {skipped:?}"
+        );
     }
 }
 
@@ -161,9 +226,24 @@ async fn links_to_secrets_in_the_output_are_not_published() {
 async fn an_output_directory_that_links_outside_publishes_nothing() {
     let fx = Fx::new();
     let code = fx.tarball("c.tgz", &[("run.sh", "ln -s /etc output", 0o755)]);
-    let out = fx.run(&request("outlink", &code, "./run.sh", Duration::from_secs(30))).await;
+    let out = fx
+        .run(&request(
+            "outlink",
+            &code,
+            "./run.sh",
+            Duration::from_secs(30),
+        ))
+        .await;
     assert_eq!(out.run.state, RunState::Failed);
-    assert!(out.run.error.as_deref().unwrap_or_default().contains("outside the code"), "{:?}", out.run.error);
+    assert!(
+        out.run
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("outside the code"),
+        "{:?}",
+        out.run.error
+    );
     assert!(fx.data_keys("outlink").await.is_empty());
 }
 
@@ -172,13 +252,29 @@ async fn dry_runs_list_but_do_not_upload() {
     let fx = Fx::new();
     let code = fx.tmp.path().join("sample.tgz");
     std::fs::write(&code, sample_tarball()).expect("write");
-    let mut req = request("dry", &code.display().to_string(), "./run.sh", Duration::from_secs(30));
+    let mut req = request(
+        "dry",
+        &code.display().to_string(),
+        "./run.sh",
+        Duration::from_secs(30),
+    );
     req.dry_run = true;
     let out = fx.run(&req).await;
     assert_eq!(out.run.state, RunState::Succeeded);
-    let listed: Vec<(&str, u64)> = out.run.published.iter().map(|f| (f.key.as_str(), f.size)).collect();
-    assert_eq!(listed, vec![("dry/data/hello.txt", 15), ("dry/data/sub/n.txt", 7)]);
-    assert!(fx.public.list("").await.expect("list").is_empty(), "nothing public in a dry run");
+    let listed: Vec<(&str, u64)> = out
+        .run
+        .published
+        .iter()
+        .map(|f| (f.key.as_str(), f.size))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![("dry/data/hello.txt", 15), ("dry/data/sub/n.txt", 7)]
+    );
+    assert!(
+        fx.public.list("").await.expect("list").is_empty(),
+        "nothing public in a dry run"
+    );
     assert!(out.run.manifest_key.is_none());
 }
 
@@ -187,12 +283,23 @@ async fn private_output_goes_to_the_private_store_only() {
     let fx = Fx::new();
     let code = fx.tmp.path().join("sample.tgz");
     std::fs::write(&code, sample_tarball()).expect("write");
-    let mut req = request("secret", &code.display().to_string(), "./run.sh", Duration::from_secs(30));
+    let mut req = request(
+        "secret",
+        &code.display().to_string(),
+        "./run.sh",
+        Duration::from_secs(30),
+    );
     req.visibility = Visibility::Private;
     let out = fx.run(&req).await;
     assert_eq!(out.run.state, RunState::Succeeded);
     assert!(fx.public.list("").await.expect("list").is_empty());
-    assert!(fx.private.head("secret/data/hello.txt").await.expect("head").is_some());
+    assert!(
+        fx.private
+            .head("secret/data/hello.txt")
+            .await
+            .expect("head")
+            .is_some()
+    );
 }
 
 #[tokio::test]
@@ -202,7 +309,14 @@ async fn a_directory_source_is_packed_and_run_the_same_way() {
     std::fs::create_dir_all(dir.join(".git")).expect("mkdir");
     std::fs::write(dir.join(".git/config"), "secret").expect("write");
     std::fs::write(dir.join("run.sh"), "mkdir output; ls -a > output/ls.txt").expect("write");
-    let out = fx.run(&request("dir", &dir.display().to_string(), "bash run.sh", Duration::from_secs(30))).await;
+    let out = fx
+        .run(&request(
+            "dir",
+            &dir.display().to_string(),
+            "bash run.sh",
+            Duration::from_secs(30),
+        ))
+        .await;
     assert_eq!(out.run.state, RunState::Succeeded, "{:?}", out.error);
     let ls = fx.public.get("dir/data/ls.txt").await.expect("get");
     let ls = String::from_utf8_lossy(&ls);
@@ -212,13 +326,24 @@ async fn a_directory_source_is_packed_and_run_the_same_way() {
 #[tokio::test]
 async fn timeouts_and_failures_publish_nothing_and_keep_the_log() {
     let fx = Fx::new();
-    let code = fx.tarball("c.tgz", &[("run.sh", "mkdir output; echo partial > output/x; echo working; sleep 600", 0o755)]);
+    let code = fx.tarball(
+        "c.tgz",
+        &[(
+            "run.sh",
+            "mkdir output; echo partial > output/x; echo working; sleep 600",
+            0o755,
+        )],
+    );
     let req = request("slow", &code, "./run.sh", Duration::from_secs(1));
     let out = fx.run(&req).await;
     assert_eq!(out.run.state, RunState::TimedOut);
     assert!(matches!(out.error, Some(Error::Timeout(_))));
     assert!(fx.data_keys("slow").await.is_empty());
-    let log = fx.private.get(&keys::log(&req.job, &req.run_id)).await.expect("log");
+    let log = fx
+        .private
+        .get(&keys::log(&req.job, &req.run_id))
+        .await
+        .expect("log");
     assert!(String::from_utf8_lossy(&log).contains("working"));
     assert!(fx.scratch_is_empty());
 }
@@ -238,9 +363,19 @@ async fn a_failing_store_fails_the_publish_and_writes_no_manifest() {
         async fn put(&self, key: &str, data: bytes::Bytes, o: PutOptions) -> Result<()> {
             self.0.put(key, data, o).await
         }
-        async fn put_stream(&self, key: &str, r: crate::store::ByteReader, o: PutOptions) -> Result<u64> {
+        async fn put_stream(
+            &self,
+            key: &str,
+            r: crate::store::ByteReader,
+            o: PutOptions,
+        ) -> Result<u64> {
             if key.ends_with("n.txt") {
-                return Err(Error::Store { op: "put", key: key.into(), reason: "disk on fire".into(), retryable: true });
+                return Err(Error::Store {
+                    op: "put",
+                    key: key.into(),
+                    reason: "disk on fire".into(),
+                    retryable: true,
+                });
             }
             self.0.put_stream(key, r, o).await
         }
@@ -265,9 +400,26 @@ async fn a_failing_store_fails_the_publish_and_writes_no_manifest() {
     fx.pipeline.stores.public = broken.clone();
     let code = fx.tmp.path().join("sample.tgz");
     std::fs::write(&code, sample_tarball()).expect("write");
-    let req = request("broken", &code.display().to_string(), "./run.sh", Duration::from_secs(30));
+    let req = request(
+        "broken",
+        &code.display().to_string(),
+        "./run.sh",
+        Duration::from_secs(30),
+    );
     let out = fx.run(&req).await;
     assert_eq!(out.run.state, RunState::Failed);
-    assert!(out.run.error.as_deref().unwrap_or_default().contains("disk on fire"));
-    assert!(broken.head(&keys::manifest(&req.job, &req.run_id)).await.expect("head").is_none());
+    assert!(
+        out.run
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("disk on fire")
+    );
+    assert!(
+        broken
+            .head(&keys::manifest(&req.job, &req.run_id))
+            .await
+            .expect("head")
+            .is_none()
+    );
 }

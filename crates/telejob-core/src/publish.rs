@@ -57,10 +57,12 @@ impl PublishPolicy {
     fn deny_set(&self) -> Result<GlobSet> {
         let mut b = GlobSetBuilder::new();
         for g in &self.deny {
-            let glob = Glob::new(g).map_err(|e| Error::invalid("publish.deny", format!("{g:?} is not a glob: {e}")))?;
+            let glob = Glob::new(g)
+                .map_err(|e| Error::invalid("publish.deny", format!("{g:?} is not a glob: {e}")))?;
             b.add(glob);
         }
-        b.build().map_err(|e| Error::invalid("publish.deny", e.to_string()))
+        b.build()
+            .map_err(|e| Error::invalid("publish.deny", e.to_string()))
     }
 }
 
@@ -102,7 +104,12 @@ impl PublishPlan {
 ///
 /// [`Error::OutputDir`] when the directory is missing, not a directory or outside the code;
 /// [`Error::Publish`] when the policy's size or count limit is exceeded.
-pub fn plan(code_root: &Path, output_dir: &str, data_prefix: &str, policy: &PublishPolicy) -> Result<PublishPlan> {
+pub fn plan(
+    code_root: &Path,
+    output_dir: &str,
+    data_prefix: &str,
+    policy: &PublishPolicy,
+) -> Result<PublishPlan> {
     let out_err = |reason: String| Error::OutputDir {
         path: output_dir.into(),
         reason,
@@ -119,7 +126,9 @@ pub fn plan(code_root: &Path, output_dir: &str, data_prefix: &str, policy: &Publ
         Err(e) => return Err(out_err(e.to_string())),
     };
     if !out.starts_with(&root) {
-        return Err(out_err("it is a link that leads outside the code directory; nothing is published".into()));
+        return Err(out_err(
+            "it is a link that leads outside the code directory; nothing is published".into(),
+        ));
     }
     if !out.is_dir() {
         return Err(out_err("it is not a directory".into()));
@@ -132,20 +141,37 @@ pub fn plan(code_root: &Path, output_dir: &str, data_prefix: &str, policy: &Publ
             reason: reason.into(),
         });
     };
-    for entry in walkdir::WalkDir::new(&out).follow_links(false).sort_by_file_name().min_depth(1) {
-        let entry = entry.map_err(|e| Error::Publish(format!("cannot read the output directory: {e}")))?;
-        let rel = entry.path().strip_prefix(&out).unwrap_or(entry.path()).to_path_buf();
+    for entry in walkdir::WalkDir::new(&out)
+        .follow_links(false)
+        .sort_by_file_name()
+        .min_depth(1)
+    {
+        let entry =
+            entry.map_err(|e| Error::Publish(format!("cannot read the output directory: {e}")))?;
+        let rel = entry
+            .path()
+            .strip_prefix(&out)
+            .unwrap_or(entry.path())
+            .to_path_buf();
         let ft = entry.file_type();
         if ft.is_dir() {
             continue;
         }
         let Some(rel_str) = rel.to_str() else {
-            skip(&mut plan, &rel, "the name is not UTF-8 and cannot be an object key; rename it");
+            skip(
+                &mut plan,
+                &rel,
+                "the name is not UTF-8 and cannot be an object key; rename it",
+            );
             continue;
         };
         let key = format!("{data_prefix}{rel_str}");
         if key.len() > MAX_KEY_BYTES || validate_key(&key).is_err() {
-            skip(&mut plan, &rel, "the name cannot be an object key (control characters, a backslash, or too long); rename it");
+            skip(
+                &mut plan,
+                &rel,
+                "the name cannot be an object key (control characters, a backslash, or too long); rename it",
+            );
             continue;
         }
         if deny.is_match(&rel) {
@@ -156,11 +182,19 @@ pub fn plan(code_root: &Path, output_dir: &str, data_prefix: &str, policy: &Publ
             match fs::canonicalize(entry.path()) {
                 Ok(t) if t.starts_with(&out) && t.is_file() => t,
                 Ok(t) if t.starts_with(&out) => {
-                    skip(&mut plan, &rel, "a symlink to a directory or special file inside the output; not followed");
+                    skip(
+                        &mut plan,
+                        &rel,
+                        "a symlink to a directory or special file inside the output; not followed",
+                    );
                     continue;
                 }
                 Ok(_) => {
-                    skip(&mut plan, &rel, "a symlink that leaves the output directory; never followed");
+                    skip(
+                        &mut plan,
+                        &rel,
+                        "a symlink that leaves the output directory; never followed",
+                    );
                     continue;
                 }
                 Err(_) => {
@@ -178,10 +212,16 @@ pub fn plan(code_root: &Path, output_dir: &str, data_prefix: &str, policy: &Publ
             } else {
                 "a device"
             };
-            skip(&mut plan, &rel, &format!("{what}, not a regular file; never opened"));
+            skip(
+                &mut plan,
+                &rel,
+                &format!("{what}, not a regular file; never opened"),
+            );
             continue;
         };
-        let size = fs::symlink_metadata(&source).map_err(|e| Error::io(&source, e))?.len();
+        let size = fs::symlink_metadata(&source)
+            .map_err(|e| Error::io(&source, e))?
+            .len();
         plan.files.push(PlannedFile {
             rel: rel_str.to_string(),
             source,
@@ -241,7 +281,10 @@ fn open_regular(path: &Path) -> Result<fs::File> {
         .map_err(|e| Error::Publish(format!("cannot read {}: {e}", path.display())))?;
     let m = f.metadata().map_err(|e| Error::io(path, e))?;
     if !m.is_file() {
-        return Err(Error::Publish(format!("{} changed into something else than a file", path.display())));
+        return Err(Error::Publish(format!(
+            "{} changed into something else than a file",
+            path.display()
+        )));
     }
     Ok(f)
 }
@@ -250,7 +293,8 @@ fn open_regular(path: &Path) -> Result<fs::File> {
 fn hash_file(path: &Path) -> Result<String> {
     let mut f = open_regular(path)?;
     let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(|e| Error::Publish(format!("cannot read {}: {e}", path.display())))?;
+    std::io::copy(&mut f, &mut h)
+        .map_err(|e| Error::Publish(format!("cannot read {}: {e}", path.display())))?;
     Ok(hex::encode(h.finalize()))
 }
 
@@ -292,7 +336,11 @@ pub async fn upload(
     let uploads: Vec<futures::future::BoxFuture<'_, Result<PublishedFile>>> = plan
         .files
         .iter()
-        .map(|f| -> futures::future::BoxFuture<'_, Result<PublishedFile>> { Box::pin(upload_one(f, store, data_prefix, events)) })
+        .map(
+            |f| -> futures::future::BoxFuture<'_, Result<PublishedFile>> {
+                Box::pin(upload_one(f, store, data_prefix, events))
+            },
+        )
         .collect();
     let mut files: Vec<PublishedFile> = futures::stream::iter(uploads)
         .buffer_unordered(concurrency.max(1))
@@ -302,7 +350,12 @@ pub async fn upload(
     Ok(files)
 }
 
-async fn upload_one(f: &PlannedFile, store: &dyn Store, data_prefix: &str, events: Option<&EventSink>) -> Result<PublishedFile> {
+async fn upload_one(
+    f: &PlannedFile,
+    store: &dyn Store,
+    data_prefix: &str,
+    events: Option<&EventSink>,
+) -> Result<PublishedFile> {
     {
         {
             let key = format!("{data_prefix}{}", f.rel);
@@ -317,9 +370,12 @@ async fn upload_one(f: &PlannedFile, store: &dyn Store, data_prefix: &str, event
                 .put_stream(&key, Box::new(reader), PutOptions::default())
                 .await
                 .map_err(|e| Error::Publish(format!("uploading {}: {e}", f.rel)))?;
-            let sha256 = rx
-                .await
-                .map_err(|_| Error::Publish(format!("uploading {}: the store did not read the whole file", f.rel)))?;
+            let sha256 = rx.await.map_err(|_| {
+                Error::Publish(format!(
+                    "uploading {}: the store did not read the whole file",
+                    f.rel
+                ))
+            })?;
             if let Some(ev) = events {
                 ev.emit(RunEvent::Published {
                     path: f.rel.clone(),

@@ -25,10 +25,17 @@ fn plans_regular_files_and_reports_the_rest() {
     });
     let p = plan(t.path(), "output", "j/data/", &PublishPolicy::default()).expect("plan");
     let files: Vec<(&str, u64)> = p.files.iter().map(|f| (f.rel.as_str(), f.size)).collect();
-    assert_eq!(files, vec![("a.csv", 1), ("b-latest.csv", 2), ("sub/b.csv", 2)]);
+    assert_eq!(
+        files,
+        vec![("a.csv", 1), ("b-latest.csv", 2), ("sub/b.csv", 2)]
+    );
     let skipped: Vec<&str> = p.skipped.iter().map(|s| s.path.as_str()).collect();
     assert_eq!(skipped.len(), 4, "{skipped:?}");
-    assert!(skipped.contains(&"pw") && skipped.contains(&"dangling") && skipped.contains(&"ctl\u{7}name"));
+    assert!(
+        skipped.contains(&"pw")
+            && skipped.contains(&"dangling")
+            && skipped.contains(&"ctl\u{7}name")
+    );
 }
 
 #[test]
@@ -42,12 +49,16 @@ fn limits_fail_the_publish() {
         max_files: 4,
         ..PublishPolicy::default()
     };
-    assert!(matches!(plan(t.path(), "output", "j/data/", &few), Err(Error::Publish(m)) if m.contains("max_files")));
+    assert!(
+        matches!(plan(t.path(), "output", "j/data/", &few), Err(Error::Publish(m)) if m.contains("max_files"))
+    );
     let small = PublishPolicy {
         max_total_bytes: 49,
         ..PublishPolicy::default()
     };
-    assert!(matches!(plan(t.path(), "output", "j/data/", &small), Err(Error::Publish(m)) if m.contains("max_total_bytes")));
+    assert!(
+        matches!(plan(t.path(), "output", "j/data/", &small), Err(Error::Publish(m)) if m.contains("max_total_bytes"))
+    );
 }
 
 #[test]
@@ -73,9 +84,15 @@ fn deny_globs_are_configurable() {
 #[test]
 fn the_output_directory_is_checked_just_before_publishing() {
     let t = tempfile::tempdir().expect("tempdir");
-    assert!(matches!(plan(t.path(), "output", "j/", &PublishPolicy::default()), Err(Error::OutputDir { .. })));
+    assert!(matches!(
+        plan(t.path(), "output", "j/", &PublishPolicy::default()),
+        Err(Error::OutputDir { .. })
+    ));
     fs::write(t.path().join("output"), "file").expect("w");
-    assert!(matches!(plan(t.path(), "output", "j/", &PublishPolicy::default()), Err(Error::OutputDir { .. })));
+    assert!(matches!(
+        plan(t.path(), "output", "j/", &PublishPolicy::default()),
+        Err(Error::OutputDir { .. })
+    ));
     fs::remove_file(t.path().join("output")).expect("rm");
     std::os::unix::fs::symlink("/tmp", t.path().join("output")).expect("ln");
     let e = plan(t.path(), "output", "j/", &PublishPolicy::default()).expect_err("outside");
@@ -85,5 +102,11 @@ fn the_output_directory_is_checked_just_before_publishing() {
     fs::create_dir(t.path().join("real")).expect("mkdir");
     fs::write(t.path().join("real/x"), "x").expect("w");
     std::os::unix::fs::symlink("real", t.path().join("output")).expect("ln");
-    assert_eq!(plan(t.path(), "output", "j/", &PublishPolicy::default()).expect("plan").files.len(), 1);
+    assert_eq!(
+        plan(t.path(), "output", "j/", &PublishPolicy::default())
+            .expect("plan")
+            .files
+            .len(),
+        1
+    );
 }

@@ -23,7 +23,9 @@ impl RunId {
     /// Wraps an existing id. Returns `None` unless it is 1–64 ASCII letters, digits and dashes, so
     /// it is safe in object keys, file names and tags.
     pub fn parse(s: &str) -> Option<Self> {
-        let ok = !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
         ok.then(|| Self(s.to_string()))
     }
 
@@ -74,7 +76,10 @@ pub enum RunState {
 impl RunState {
     /// Whether the run is over.
     pub fn is_terminal(self) -> bool {
-        !matches!(self, Self::Pending | Self::Fetching | Self::Running | Self::Publishing)
+        !matches!(
+            self,
+            Self::Pending | Self::Fetching | Self::Running | Self::Publishing
+        )
     }
 
     /// The lowercase name used in JSON and the CLI.

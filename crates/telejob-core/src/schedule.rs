@@ -23,7 +23,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, Datelike, Days, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc, Weekday};
+use chrono::{
+    DateTime, Datelike, Days, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc, Weekday,
+};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
@@ -96,7 +98,9 @@ impl TimeOfDay {
         if hour > 23 || minute > 59 {
             return Err(Error::invalid(
                 "schedule.time_of_day",
-                format!("{hour:02}:{minute:02} is not a time of day: use HH:MM from 00:00 to 23:59"),
+                format!(
+                    "{hour:02}:{minute:02} is not a time of day: use HH:MM from 00:00 to 23:59"
+                ),
             ));
         }
         Ok(Self { hour, minute })
@@ -173,7 +177,9 @@ pub fn parse_weekday(s: &str) -> Result<Weekday> {
             1..=6 => Ok(Weekday::try_from(n - 1).unwrap_or(Weekday::Mon)),
             _ => Err(Error::invalid(
                 "schedule.day_of_week",
-                format!("{n} is not a day of the week: use monday … sunday (or 0–7, 0 and 7 = sunday)"),
+                format!(
+                    "{n} is not a day of the week: use monday … sunday (or 0–7, 0 and 7 = sunday)"
+                ),
             )),
         };
     }
@@ -200,14 +206,19 @@ fn weekday_name(d: Weekday) -> &'static str {
 mod weekday_serde {
     use super::*;
 
-    pub fn serialize<S: Serializer>(d: &Option<Weekday>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        d: &Option<Weekday>,
+        s: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
         match d {
             Some(d) => s.serialize_str(weekday_name(*d)),
             None => s.serialize_none(),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Weekday>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<Option<Weekday>, D::Error> {
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Raw {
@@ -216,8 +227,12 @@ mod weekday_serde {
         }
         match Option::<Raw>::deserialize(d)? {
             None => Ok(None),
-            Some(Raw::Name(s)) => parse_weekday(&s).map(Some).map_err(serde::de::Error::custom),
-            Some(Raw::Number(n)) => parse_weekday(&n.to_string()).map(Some).map_err(serde::de::Error::custom),
+            Some(Raw::Name(s)) => parse_weekday(&s)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            Some(Raw::Number(n)) => parse_weekday(&n.to_string())
+                .map(Some)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -232,7 +247,11 @@ pub struct ScheduleSpec {
     #[serde(default)]
     pub frequency: Frequency,
     /// Required for weekly schedules, and only for them.
-    #[serde(default, with = "weekday_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "weekday_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub day_of_week: Option<Weekday>,
     /// Required for monthly schedules, and only for them: 1–31; 29–31 mean the last day of
     /// shorter months.
@@ -402,7 +421,9 @@ impl ScheduleSpec {
 }
 
 fn fixed_probe_instant() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).single().unwrap_or(DateTime::UNIX_EPOCH)
+    Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0)
+        .single()
+        .unwrap_or(DateTime::UNIX_EPOCH)
 }
 
 /// Parses a five-field cron expression (or an `@` nickname) with croner.
@@ -410,10 +431,16 @@ fn parse_cron(expr: &str) -> Result<Cron> {
     let field = "schedule.cron";
     let trimmed = expr.trim();
     if trimmed.is_empty() {
-        return Err(Error::invalid(field, "the cron expression is empty: use five fields, e.g. \"0 12 * * *\""));
+        return Err(Error::invalid(
+            field,
+            "the cron expression is empty: use five fields, e.g. \"0 12 * * *\"",
+        ));
     }
     if trimmed.eq_ignore_ascii_case("@reboot") {
-        return Err(Error::invalid(field, "@reboot has no fire times; use a time-based expression"));
+        return Err(Error::invalid(
+            field,
+            "@reboot has no fire times; use a time-based expression",
+        ));
     }
     if !trimmed.starts_with('@') {
         let n = trimmed.split_whitespace().count();
@@ -432,7 +459,12 @@ fn parse_cron(expr: &str) -> Result<Cron> {
         .year(Year::Disallowed)
         .build()
         .parse(trimmed)
-        .map_err(|e| Error::invalid(field, format!("{trimmed:?} is not a valid cron expression: {e}")))
+        .map_err(|e| {
+            Error::invalid(
+                field,
+                format!("{trimmed:?} is not a valid cron expression: {e}"),
+            )
+        })
 }
 
 #[derive(Debug, Clone)]
@@ -472,7 +504,8 @@ impl Schedule {
             }
             Kind::Weekly { day, at } => {
                 let d0 = self.local_date(after);
-                let ahead = (7 + day.num_days_from_monday() - d0.weekday().num_days_from_monday()) % 7;
+                let ahead =
+                    (7 + day.num_days_from_monday() - d0.weekday().num_days_from_monday()) % 7;
                 let first = d0.checked_add_days(Days::new(ahead.into()))?;
                 (0..3)
                     .filter_map(|i| first.checked_add_days(Days::new(7 * i)))
@@ -527,7 +560,12 @@ impl Schedule {
         let line = match &self.kind {
             Kind::Daily { at } => format!("{} {} * * *", at.minute, at.hour),
             Kind::Weekly { day, at } => {
-                format!("{} {} * * {}", at.minute, at.hour, day.num_days_from_sunday())
+                format!(
+                    "{} {} * * {}",
+                    at.minute,
+                    at.hour,
+                    day.num_days_from_sunday()
+                )
             }
             Kind::Monthly { day: 31, at } => format!("{} {} L * *", at.minute, at.hour),
             Kind::Monthly { day, at } if *day > 28 => format!(

@@ -2,7 +2,9 @@ use super::*;
 use proptest::prelude::*;
 
 fn utc(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).expect("test instant").with_timezone(&Utc)
+    DateTime::parse_from_rfc3339(s)
+        .expect("test instant")
+        .with_timezone(&Utc)
 }
 
 fn at(s: &str) -> TimeOfDay {
@@ -122,14 +124,22 @@ fn named_schedules_table() {
             from: "2021-03-13T00:00:00Z",
             // Mar 13 02:30 EST = 07:30Z; Mar 14 02:30 is in the gap -> 03:30 EDT = 07:30Z;
             // Mar 15 02:30 EDT = 06:30Z.
-            want: &["2021-03-13T07:30:00Z", "2021-03-14T07:30:00Z", "2021-03-15T06:30:00Z"],
+            want: &[
+                "2021-03-13T07:30:00Z",
+                "2021-03-14T07:30:00Z",
+                "2021-03-15T06:30:00Z",
+            ],
         },
         Case {
             name: "daily in New York across the fall-back overlap (01:30 twice) fires once",
             spec: ScheduleSpec::daily(at("01:30")).with_timezone("America/New_York"),
             from: "2021-11-06T00:00:00Z",
             // Nov 6 01:30 EDT = 05:30Z; Nov 7 first 01:30 (EDT) = 05:30Z; Nov 8 01:30 EST = 06:30Z.
-            want: &["2021-11-06T05:30:00Z", "2021-11-07T05:30:00Z", "2021-11-08T06:30:00Z"],
+            want: &[
+                "2021-11-06T05:30:00Z",
+                "2021-11-07T05:30:00Z",
+                "2021-11-08T06:30:00Z",
+            ],
         },
         Case {
             name: "weekly in Berlin keeps local time across DST",
@@ -139,34 +149,108 @@ fn named_schedules_table() {
         },
     ];
     for c in cases {
-        assert_eq!(fires(&c.spec, c.from, c.want.len()), c.want, "case: {}", c.name);
+        assert_eq!(
+            fires(&c.spec, c.from, c.want.len()),
+            c.want,
+            "case: {}",
+            c.name
+        );
     }
 }
 
 #[test]
 fn cron_table() {
     let cases: &[(&str, Option<&str>, &str, &[&str])] = &[
-        ("0 12 * * *", None, "2014-03-08T12:00:00Z", &["2014-03-09T12:00:00Z"]),
-        ("*/15 * * * *", None, "2014-03-08T12:07:00Z", &["2014-03-08T12:15:00Z", "2014-03-08T12:30:00Z"]),
-        ("0 0 29 2 *", None, "2015-01-01T00:00:00Z", &["2016-02-29T00:00:00Z", "2020-02-29T00:00:00Z"]),
-        ("0 0 L * *", None, "2015-01-31T00:00:00Z", &["2015-02-28T00:00:00Z", "2015-03-31T00:00:00Z"]),
-        ("30 8 * * MON-FRI", None, "2014-03-07T09:00:00Z", &["2014-03-10T08:30:00Z"]),
-        ("0 0 1 1 *", None, "2014-12-31T23:59:00Z", &["2015-01-01T00:00:00Z"]),
-        ("@daily", None, "2014-03-08T12:00:00Z", &["2014-03-09T00:00:00Z"]),
-        ("@monthly", None, "2014-03-08T12:00:00Z", &["2014-04-01T00:00:00Z"]),
-        ("0 12 * * 0", None, "2014-03-08T00:00:00Z", &["2014-03-09T12:00:00Z"]),
-        ("0 12 * * 7", None, "2014-03-08T00:00:00Z", &["2014-03-09T12:00:00Z"]),
+        (
+            "0 12 * * *",
+            None,
+            "2014-03-08T12:00:00Z",
+            &["2014-03-09T12:00:00Z"],
+        ),
+        (
+            "*/15 * * * *",
+            None,
+            "2014-03-08T12:07:00Z",
+            &["2014-03-08T12:15:00Z", "2014-03-08T12:30:00Z"],
+        ),
+        (
+            "0 0 29 2 *",
+            None,
+            "2015-01-01T00:00:00Z",
+            &["2016-02-29T00:00:00Z", "2020-02-29T00:00:00Z"],
+        ),
+        (
+            "0 0 L * *",
+            None,
+            "2015-01-31T00:00:00Z",
+            &["2015-02-28T00:00:00Z", "2015-03-31T00:00:00Z"],
+        ),
+        (
+            "30 8 * * MON-FRI",
+            None,
+            "2014-03-07T09:00:00Z",
+            &["2014-03-10T08:30:00Z"],
+        ),
+        (
+            "0 0 1 1 *",
+            None,
+            "2014-12-31T23:59:00Z",
+            &["2015-01-01T00:00:00Z"],
+        ),
+        (
+            "@daily",
+            None,
+            "2014-03-08T12:00:00Z",
+            &["2014-03-09T00:00:00Z"],
+        ),
+        (
+            "@monthly",
+            None,
+            "2014-03-08T12:00:00Z",
+            &["2014-04-01T00:00:00Z"],
+        ),
+        (
+            "0 12 * * 0",
+            None,
+            "2014-03-08T00:00:00Z",
+            &["2014-03-09T12:00:00Z"],
+        ),
+        (
+            "0 12 * * 7",
+            None,
+            "2014-03-08T00:00:00Z",
+            &["2014-03-09T12:00:00Z"],
+        ),
         // Vixie semantics: day-of-month OR day-of-week when both are restricted.
-        ("0 0 13 * 5", None, "2014-06-01T00:00:00Z", &["2014-06-06T00:00:00Z", "2014-06-13T00:00:00Z"]),
+        (
+            "0 0 13 * 5",
+            None,
+            "2014-06-01T00:00:00Z",
+            &["2014-06-06T00:00:00Z", "2014-06-13T00:00:00Z"],
+        ),
         // Fixed-time cron in a gap runs once, at the first valid time after it.
-        ("30 2 * * *", Some("America/New_York"), "2021-03-14T00:00:00Z", &["2021-03-14T07:00:00Z", "2021-03-15T06:30:00Z"]),
+        (
+            "30 2 * * *",
+            Some("America/New_York"),
+            "2021-03-14T00:00:00Z",
+            &["2021-03-14T07:00:00Z", "2021-03-15T06:30:00Z"],
+        ),
         // ... and once in an overlap.
-        ("30 1 * * *", Some("America/New_York"), "2021-11-07T00:00:00Z", &["2021-11-07T05:30:00Z", "2021-11-08T06:30:00Z"]),
+        (
+            "30 1 * * *",
+            Some("America/New_York"),
+            "2021-11-07T00:00:00Z",
+            &["2021-11-07T05:30:00Z", "2021-11-08T06:30:00Z"],
+        ),
     ];
     for (expr, tz, from, want) in cases {
         let mut spec = ScheduleSpec::cron(*expr);
         spec.timezone = tz.map(str::to_string);
-        assert_eq!(fires(&spec, from, want.len()), *want, "cron {expr:?} tz {tz:?} from {from}");
+        assert_eq!(
+            fires(&spec, from, want.len()),
+            *want,
+            "cron {expr:?} tz {tz:?} from {from}"
+        );
     }
 }
 
@@ -187,8 +271,14 @@ fn invalid_specs_name_the_field() {
             },
             "schedule.day_of_month",
         ),
-        (ScheduleSpec::monthly(32, TimeOfDay::NOON), "schedule.day_of_month"),
-        (ScheduleSpec::monthly(0, TimeOfDay::NOON), "schedule.day_of_month"),
+        (
+            ScheduleSpec::monthly(32, TimeOfDay::NOON),
+            "schedule.day_of_month",
+        ),
+        (
+            ScheduleSpec::monthly(0, TimeOfDay::NOON),
+            "schedule.day_of_month",
+        ),
         (ScheduleSpec::cron("0 0 12 * * ? 2030"), "schedule.cron"),
         (ScheduleSpec::cron("0 0 12 * * ?"), "schedule.cron"),
         (ScheduleSpec::cron("0 12 * *"), "schedule.cron"),
@@ -210,20 +300,37 @@ fn invalid_specs_name_the_field() {
             },
             "schedule.day_of_week",
         ),
-        (ScheduleSpec::daily(TimeOfDay::NOON).with_timezone("Mars/Olympus"), "schedule.timezone"),
+        (
+            ScheduleSpec::daily(TimeOfDay::NOON).with_timezone("Mars/Olympus"),
+            "schedule.timezone",
+        ),
     ];
     for (spec, field) in cases {
-        let err = spec.compile().expect_err(&format!("{spec:?} must be invalid"));
-        let fields: Vec<_> = err.field_errors().into_iter().map(|(f, _)| f.to_string()).collect();
-        assert!(fields.contains(&field.to_string()), "{spec:?}: want {field}, got {err}");
+        let err = spec
+            .compile()
+            .expect_err(&format!("{spec:?} must be invalid"));
+        let fields: Vec<_> = err
+            .field_errors()
+            .into_iter()
+            .map(|(f, _)| f.to_string())
+            .collect();
+        assert!(
+            fields.contains(&field.to_string()),
+            "{spec:?}: want {field}, got {err}"
+        );
     }
 }
 
 #[test]
 fn time_of_day_parsing() {
     assert_eq!(at("7:05").to_string(), "07:05");
-    for bad in ["24:00", "12:60", "12", "noon", "12:5", "-1:00", "12:00:00", ""] {
-        assert!(bad.parse::<TimeOfDay>().is_err(), "{bad:?} must be rejected");
+    for bad in [
+        "24:00", "12:60", "12", "noon", "12:5", "-1:00", "12:00:00", "",
+    ] {
+        assert!(
+            bad.parse::<TimeOfDay>().is_err(),
+            "{bad:?} must be rejected"
+        );
     }
 }
 
@@ -240,7 +347,9 @@ fn weekday_parsing() {
 
 #[test]
 fn words_and_cron_lines() {
-    let s = ScheduleSpec::daily(TimeOfDay::NOON).compile().expect("valid");
+    let s = ScheduleSpec::daily(TimeOfDay::NOON)
+        .compile()
+        .expect("valid");
     assert_eq!(s.describe(), "daily at 12:00 UTC");
     assert_eq!(s.cron_line(), "0 12 * * *");
     let s = ScheduleSpec::weekly(Weekday::Mon, at("06:30"))
@@ -249,18 +358,24 @@ fn words_and_cron_lines() {
         .expect("valid");
     assert_eq!(s.describe(), "weekly on monday at 06:30 Europe/Berlin");
     assert_eq!(s.cron_line(), "CRON_TZ=Europe/Berlin 30 6 * * 1");
-    let s = ScheduleSpec::monthly(31, TimeOfDay::NOON).compile().expect("valid");
+    let s = ScheduleSpec::monthly(31, TimeOfDay::NOON)
+        .compile()
+        .expect("valid");
     assert_eq!(s.cron_line(), "0 12 L * *");
 }
 
 #[test]
 fn spec_serde_uses_form_names_and_defaults() {
-    let spec: ScheduleSpec =
-        serde_json::from_str(r#"{"frequency":"weekly","day_of_week":"Tuesday","time_of_day":"06:00"}"#)
-            .expect("parses");
+    let spec: ScheduleSpec = serde_json::from_str(
+        r#"{"frequency":"weekly","day_of_week":"Tuesday","time_of_day":"06:00"}"#,
+    )
+    .expect("parses");
     assert_eq!(spec, ScheduleSpec::weekly(Weekday::Tue, at("06:00")));
     let json = serde_json::to_string(&spec).expect("serializes");
-    assert_eq!(json, r#"{"frequency":"weekly","day_of_week":"tuesday","time_of_day":"06:00"}"#);
+    assert_eq!(
+        json,
+        r#"{"frequency":"weekly","day_of_week":"tuesday","time_of_day":"06:00"}"#
+    );
     let empty: ScheduleSpec = serde_json::from_str("{}").expect("defaults");
     assert_eq!(empty, ScheduleSpec::daily(TimeOfDay::NOON));
     assert!(serde_json::from_str::<ScheduleSpec>(r#"{"frequency":"hourly"}"#).is_err());
@@ -270,7 +385,8 @@ fn spec_serde_uses_form_names_and_defaults() {
 
 fn arb_instant() -> impl Strategy<Value = DateTime<Utc>> {
     // 1990..2100
-    (631_152_000i64..4_102_444_800i64).prop_map(|s| DateTime::from_timestamp(s, 0).unwrap_or_default())
+    (631_152_000i64..4_102_444_800i64)
+        .prop_map(|s| DateTime::from_timestamp(s, 0).unwrap_or_default())
 }
 
 fn arb_tz() -> impl Strategy<Value = Option<&'static str>> {
@@ -287,11 +403,14 @@ fn arb_tz() -> impl Strategy<Value = Option<&'static str>> {
 fn arb_named() -> impl Strategy<Value = ScheduleSpec> {
     let at = (0u8..24, 0u8..60).prop_map(|(h, m)| TimeOfDay::new(h, m).unwrap_or_default());
     let wd = (0u8..7).prop_map(|d| Weekday::try_from(d).unwrap_or(Weekday::Mon));
-    (prop_oneof![
-        at.clone().prop_map(ScheduleSpec::daily),
-        (wd, at.clone()).prop_map(|(d, t)| ScheduleSpec::weekly(d, t)),
-        (1u8..=31, at).prop_map(|(d, t)| ScheduleSpec::monthly(d, t)),
-    ], arb_tz())
+    (
+        prop_oneof![
+            at.clone().prop_map(ScheduleSpec::daily),
+            (wd, at.clone()).prop_map(|(d, t)| ScheduleSpec::weekly(d, t)),
+            (1u8..=31, at).prop_map(|(d, t)| ScheduleSpec::monthly(d, t)),
+        ],
+        arb_tz(),
+    )
         .prop_map(|(s, tz)| match tz {
             Some(tz) => s.with_timezone(tz),
             None => s,

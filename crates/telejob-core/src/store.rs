@@ -41,7 +41,10 @@ pub fn validate_key(key: &str) -> Result<()> {
     if key.chars().any(|c| c.is_control() || c == '\\') {
         return Err(bad("holds a control character or a backslash"));
     }
-    if key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+    if key
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
         return Err(bad("has an empty, '.' or '..' segment"));
     }
     Ok(())
@@ -148,8 +151,12 @@ pub trait StoreExt: Store {
             reason: format!("cannot encode JSON: {e}"),
             retryable: false,
         })?;
-        self.put(key, body.into(), PutOptions::default().with_content_type("application/json"))
-            .await
+        self.put(
+            key,
+            body.into(),
+            PutOptions::default().with_content_type("application/json"),
+        )
+        .await
     }
 
     /// Reads JSON.
@@ -179,7 +186,9 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (Bytes, DateTime<Utc>)>> {
-        self.objects.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.objects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -202,12 +211,15 @@ impl Store for MemoryStore {
     async fn put_stream(&self, key: &str, mut reader: ByteReader, opts: PutOptions) -> Result<u64> {
         validate_key(key)?;
         let mut buf = Vec::new();
-        reader.read_to_end(&mut buf).await.map_err(|e| Error::Store {
-            op: "put",
-            key: key.into(),
-            reason: format!("reading the upload failed: {e}"),
-            retryable: false,
-        })?;
+        reader
+            .read_to_end(&mut buf)
+            .await
+            .map_err(|e| Error::Store {
+                op: "put",
+                key: key.into(),
+                reason: format!("reading the upload failed: {e}"),
+                retryable: false,
+            })?;
         let n = buf.len() as u64;
         self.put(key, buf.into(), opts).await?;
         Ok(n)
@@ -264,7 +276,17 @@ mod tests {
         for ok in ["a", "job/data/x.csv.gz", "job/data/with space/ü.txt"] {
             assert!(validate_key(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "/abs", "a//b", "a/../b", "a/./b", "tail/", "nl\nx", "back\\slash", &"k".repeat(1025)] {
+        for bad in [
+            "",
+            "/abs",
+            "a//b",
+            "a/../b",
+            "a/./b",
+            "tail/",
+            "nl\nx",
+            "back\\slash",
+            &"k".repeat(1025),
+        ] {
             assert!(validate_key(bad).is_err(), "{bad:?}");
         }
     }

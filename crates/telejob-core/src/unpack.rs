@@ -96,7 +96,8 @@ impl<R: Read> Read for GuardedReader<R> {
     }
 }
 
-const HEADER_LIMIT_MSG: &str = "extension headers (long names or PAX records) exceed the header size limit";
+const HEADER_LIMIT_MSG: &str =
+    "extension headers (long names or PAX records) exceed the header size limit";
 
 /// Unpacks the (possibly compressed) tar archive read from `input` into `dest`, which must be an
 /// existing, empty directory.
@@ -137,7 +138,9 @@ pub fn unpack(input: impl Read, dest: &Path, limits: &UnpackLimits) -> Result<Un
         since_mark.set(0);
     }
     if u.summary.entries == 0 {
-        return Err(Error::UnsupportedArchive("the archive holds no entries; package the code directory".into()));
+        return Err(Error::UnsupportedArchive(
+            "the archive holds no entries; package the code directory".into(),
+        ));
     }
     u.finish()?;
     Ok(u.summary)
@@ -175,7 +178,10 @@ impl Unpacker<'_> {
         if self.summary.bytes > self.limits.max_total_bytes {
             return Err(Error::unsafe_entry(
                 name,
-                format!("the archive unpacks to more than {} bytes (max_total_bytes)", self.limits.max_total_bytes),
+                format!(
+                    "the archive unpacks to more than {} bytes (max_total_bytes)",
+                    self.limits.max_total_bytes
+                ),
             ));
         }
         Ok(())
@@ -187,7 +193,10 @@ impl Unpacker<'_> {
         if self.summary.entries > self.limits.max_entries {
             return Err(Error::unsafe_entry(
                 name,
-                format!("the archive has more than {} entries (max_entries)", self.limits.max_entries),
+                format!(
+                    "the archive has more than {} entries (max_entries)",
+                    self.limits.max_entries
+                ),
             ));
         }
         let kind = entry.header().entry_type();
@@ -196,12 +205,19 @@ impl Unpacker<'_> {
         }
         let rel = self.relative_path(&name, &entry.path_bytes())?;
         let declared = entry.header().entry_size().unwrap_or(0);
-        if declared > self.limits.max_total_bytes.saturating_sub(self.summary.bytes) {
+        if declared
+            > self
+                .limits
+                .max_total_bytes
+                .saturating_sub(self.summary.bytes)
+        {
             return Err(Error::unsafe_entry(
                 name,
                 format!(
                     "the entry declares {declared} bytes, more than the {} left under max_total_bytes",
-                    self.limits.max_total_bytes.saturating_sub(self.summary.bytes)
+                    self.limits
+                        .max_total_bytes
+                        .saturating_sub(self.summary.bytes)
                 ),
             ));
         }
@@ -210,7 +226,10 @@ impl Unpacker<'_> {
             // `./` itself: the root exists already.
             return match kind {
                 EntryType::Directory => Ok(()),
-                _ => Err(Error::unsafe_entry(name, "a non-directory entry names the archive root")),
+                _ => Err(Error::unsafe_entry(
+                    name,
+                    "a non-directory entry names the archive root",
+                )),
             };
         }
         match kind {
@@ -219,20 +238,33 @@ impl Unpacker<'_> {
                 self.make_file(&name, &rel, mode, entry)
             }
             EntryType::Symlink => {
-                let target = entry.link_name_bytes().map(|b| b.into_owned()).unwrap_or_default();
+                let target = entry
+                    .link_name_bytes()
+                    .map(|b| b.into_owned())
+                    .unwrap_or_default();
                 self.make_symlink(&name, &rel, &target)
             }
             EntryType::Link => {
-                let target = entry.link_name_bytes().map(|b| b.into_owned()).unwrap_or_default();
+                let target = entry
+                    .link_name_bytes()
+                    .map(|b| b.into_owned())
+                    .unwrap_or_default();
                 self.make_hardlink(&name, &rel, &target)
             }
-            EntryType::Char | EntryType::Block => {
-                Err(Error::unsafe_entry(name, "device nodes are not allowed in code archives"))
-            }
-            EntryType::Fifo => Err(Error::unsafe_entry(name, "FIFOs are not allowed in code archives")),
+            EntryType::Char | EntryType::Block => Err(Error::unsafe_entry(
+                name,
+                "device nodes are not allowed in code archives",
+            )),
+            EntryType::Fifo => Err(Error::unsafe_entry(
+                name,
+                "FIFOs are not allowed in code archives",
+            )),
             other => Err(Error::unsafe_entry(
                 name,
-                format!("entry type {:?} is not supported; use files, directories and links", other.as_byte() as char),
+                format!(
+                    "entry type {:?} is not supported; use files, directories and links",
+                    other.as_byte() as char
+                ),
             )),
         }
     }
@@ -243,11 +275,17 @@ impl Unpacker<'_> {
         if raw.len() > self.limits.max_path_bytes {
             return Err(Error::unsafe_entry(
                 name.chars().take(200).collect::<String>(),
-                format!("the path is longer than {} bytes (max_path_bytes)", self.limits.max_path_bytes),
+                format!(
+                    "the path is longer than {} bytes (max_path_bytes)",
+                    self.limits.max_path_bytes
+                ),
             ));
         }
         if raw.first() == Some(&b'/') {
-            return Err(Error::unsafe_entry(name, "absolute paths are not allowed; archive paths relative to the code root"));
+            return Err(Error::unsafe_entry(
+                name,
+                "absolute paths are not allowed; archive paths relative to the code root",
+            ));
         }
         let mut out = PathBuf::new();
         let mut depth = 0;
@@ -255,7 +293,10 @@ impl Unpacker<'_> {
             match seg {
                 b"" | b"." => {}
                 b".." => {
-                    return Err(Error::unsafe_entry(name, "'..' in a path would leave the code directory"));
+                    return Err(Error::unsafe_entry(
+                        name,
+                        "'..' in a path would leave the code directory",
+                    ));
                 }
                 s => {
                     depth += 1;
@@ -266,7 +307,10 @@ impl Unpacker<'_> {
         if depth > self.limits.max_depth {
             return Err(Error::unsafe_entry(
                 name,
-                format!("the path is deeper than {} directories (max_depth)", self.limits.max_depth),
+                format!(
+                    "the path is deeper than {} directories (max_depth)",
+                    self.limits.max_depth
+                ),
             ));
         }
         Ok(out)
@@ -276,7 +320,9 @@ impl Unpacker<'_> {
     /// file.
     fn make_parents(&mut self, name: &str, rel: &Path) -> Result<()> {
         let mut cur = self.root.clone();
-        let Some(parent) = rel.parent() else { return Ok(()) };
+        let Some(parent) = rel.parent() else {
+            return Ok(());
+        };
         for c in parent.components() {
             cur.push(c);
             match fs::symlink_metadata(&cur) {
@@ -293,7 +339,10 @@ impl Unpacker<'_> {
                 Ok(_) => {
                     return Err(Error::unsafe_entry(
                         name,
-                        format!("a parent, {:?}, is a file", cur.strip_prefix(&self.root).unwrap_or(&cur)),
+                        format!(
+                            "a parent, {:?}, is a file",
+                            cur.strip_prefix(&self.root).unwrap_or(&cur)
+                        ),
                     ));
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -310,9 +359,10 @@ impl Unpacker<'_> {
     /// (never followed); a directory there is an error.
     fn clear_slot(&self, name: &str, path: &Path) -> Result<()> {
         match fs::symlink_metadata(path) {
-            Ok(m) if m.file_type().is_dir() => {
-                Err(Error::unsafe_entry(name, "the entry would replace a directory"))
-            }
+            Ok(m) if m.file_type().is_dir() => Err(Error::unsafe_entry(
+                name,
+                "the entry would replace a directory",
+            )),
             Ok(_) => fs::remove_file(path).map_err(|e| Error::io(path, e)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(path, e)),
@@ -325,7 +375,10 @@ impl Unpacker<'_> {
         match fs::symlink_metadata(&path) {
             Ok(m) if m.file_type().is_dir() => {}
             Ok(m) if m.file_type().is_symlink() => {
-                return Err(Error::unsafe_entry(name, "a directory entry over a symlink of the same archive"));
+                return Err(Error::unsafe_entry(
+                    name,
+                    "a directory entry over a symlink of the same archive",
+                ));
             }
             Ok(_) => {
                 fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
@@ -340,7 +393,13 @@ impl Unpacker<'_> {
         Ok(())
     }
 
-    fn make_file<R: Read>(&mut self, name: &str, rel: &Path, mode: u32, data: &mut R) -> Result<()> {
+    fn make_file<R: Read>(
+        &mut self,
+        name: &str,
+        rel: &Path,
+        mode: u32,
+        data: &mut R,
+    ) -> Result<()> {
         self.make_parents(name, rel)?;
         let path = self.root.join(rel);
         self.clear_slot(name, &path)?;
@@ -352,14 +411,18 @@ impl Unpacker<'_> {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
-        let budget = self.limits.max_total_bytes.saturating_sub(self.summary.bytes);
-        let written = io::copy(&mut data.take(budget.saturating_add(1)), &mut file).map_err(|e| {
-            if e.kind() == io::ErrorKind::WriteZero || e.raw_os_error().is_some() {
-                Error::io(&path, e)
-            } else {
-                corrupt(e)
-            }
-        })?;
+        let budget = self
+            .limits
+            .max_total_bytes
+            .saturating_sub(self.summary.bytes);
+        let written =
+            io::copy(&mut data.take(budget.saturating_add(1)), &mut file).map_err(|e| {
+                if e.kind() == io::ErrorKind::WriteZero || e.raw_os_error().is_some() {
+                    Error::io(&path, e)
+                } else {
+                    corrupt(e)
+                }
+            })?;
         self.add_bytes(name, written)?;
         // Only permission bits; the owner can always read and write.
         file.set_permissions(fs::Permissions::from_mode((mode & 0o777) | 0o600))
@@ -373,13 +436,18 @@ impl Unpacker<'_> {
             return Err(Error::unsafe_entry(name, "a symlink with an empty target"));
         }
         if target.len() > self.limits.max_path_bytes {
-            return Err(Error::unsafe_entry(name, "the symlink target is longer than max_path_bytes"));
+            return Err(Error::unsafe_entry(
+                name,
+                "the symlink target is longer than max_path_bytes",
+            ));
         }
         let shown = String::from_utf8_lossy(target).into_owned();
         if target.first() == Some(&b'/') {
             return Err(Error::unsafe_entry(
                 name,
-                format!("the symlink points to the absolute path {shown:?}; links must stay inside the code"),
+                format!(
+                    "the symlink points to the absolute path {shown:?}; links must stay inside the code"
+                ),
             ));
         }
         // Lexically, from the link's directory.
@@ -400,7 +468,8 @@ impl Unpacker<'_> {
         self.make_parents(name, rel)?;
         let path = self.root.join(rel);
         self.clear_slot(name, &path)?;
-        std::os::unix::fs::symlink(OsStr::from_bytes(target), &path).map_err(|e| Error::io(&path, e))?;
+        std::os::unix::fs::symlink(OsStr::from_bytes(target), &path)
+            .map_err(|e| Error::io(&path, e))?;
         self.symlinks.push((rel.to_path_buf(), name.to_string()));
         // Through the links already in place, too.
         self.check_link_resolution(rel, name)
@@ -408,9 +477,12 @@ impl Unpacker<'_> {
 
     fn make_hardlink(&mut self, name: &str, rel: &Path, target: &[u8]) -> Result<()> {
         let shown = String::from_utf8_lossy(target).into_owned();
-        let target_rel = self
-            .relative_path(name, target)
-            .map_err(|_| Error::unsafe_entry(name, format!("the hard link target {shown:?} is outside the code")))?;
+        let target_rel = self.relative_path(name, target).map_err(|_| {
+            Error::unsafe_entry(
+                name,
+                format!("the hard link target {shown:?} is outside the code"),
+            )
+        })?;
         if target_rel.as_os_str().is_empty() {
             return Err(Error::unsafe_entry(name, "a hard link to the archive root"));
         }
@@ -420,14 +492,23 @@ impl Unpacker<'_> {
         for c in target_rel.components() {
             cur.push(c);
             let m = fs::symlink_metadata(&cur).map_err(|_| {
-                Error::unsafe_entry(name, format!("the hard link target {shown:?} is not an earlier file of the archive"))
+                Error::unsafe_entry(
+                    name,
+                    format!("the hard link target {shown:?} is not an earlier file of the archive"),
+                )
             })?;
             if m.file_type().is_symlink() {
-                return Err(Error::unsafe_entry(name, format!("the hard link target {shown:?} goes through a symlink")));
+                return Err(Error::unsafe_entry(
+                    name,
+                    format!("the hard link target {shown:?} goes through a symlink"),
+                ));
             }
         }
         if !fs::symlink_metadata(&cur).is_ok_and(|m| m.file_type().is_file()) {
-            return Err(Error::unsafe_entry(name, format!("the hard link target {shown:?} is not a regular file")));
+            return Err(Error::unsafe_entry(
+                name,
+                format!("the hard link target {shown:?} is not a regular file"),
+            ));
         }
         self.make_parents(name, rel)?;
         let path = self.root.join(rel);
@@ -487,7 +568,10 @@ pub(crate) fn resolve_within(root: &Path, rel: &Path) -> std::result::Result<(),
                 }
                 let target = fs::read_link(&here).map_err(|e| e.to_string())?;
                 if target.is_absolute() {
-                    return Err(format!("a symlink points to the absolute path {}", target.display()));
+                    return Err(format!(
+                        "a symlink points to the absolute path {}",
+                        target.display()
+                    ));
                 }
                 for c in target.iter().rev() {
                     todo.push(c.to_os_string());

@@ -37,11 +37,23 @@ fn archive(entries: &[E]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for e in entries {
         let (h, data): (Header, &[u8]) = match e {
-            E::File(p, d) => (header(p.as_bytes(), EntryType::Regular, b"", d.len() as u64, 0o644), d),
+            E::File(p, d) => (
+                header(p.as_bytes(), EntryType::Regular, b"", d.len() as u64, 0o644),
+                d,
+            ),
             E::FileMode(p, m) => (header(p.as_bytes(), EntryType::Regular, b"", 1, *m), b"x"),
-            E::Dir(p) => (header(p.as_bytes(), EntryType::Directory, b"", 0, 0o755), b""),
-            E::Sym(p, t) => (header(p.as_bytes(), EntryType::Symlink, t.as_bytes(), 0, 0o777), b""),
-            E::Hard(p, t) => (header(p.as_bytes(), EntryType::Link, t.as_bytes(), 0, 0o644), b""),
+            E::Dir(p) => (
+                header(p.as_bytes(), EntryType::Directory, b"", 0, 0o755),
+                b"",
+            ),
+            E::Sym(p, t) => (
+                header(p.as_bytes(), EntryType::Symlink, t.as_bytes(), 0, 0o777),
+                b"",
+            ),
+            E::Hard(p, t) => (
+                header(p.as_bytes(), EntryType::Link, t.as_bytes(), 0, 0o644),
+                b"",
+            ),
             E::Kind(p, k) => (header(p.as_bytes(), *k, b"", 0, 0o644), b""),
         };
         b.append(&h, data).expect("append");
@@ -64,9 +76,14 @@ impl Sandbox {
         fs::create_dir_all(&dest).expect("dest");
         fs::create_dir_all(&outside).expect("outside");
         fs::write(outside.join("secret"), b"secret").expect("secret");
-        fs::set_permissions(outside.join("secret"), fs::Permissions::from_mode(0o600)).expect("chmod");
+        fs::set_permissions(outside.join("secret"), fs::Permissions::from_mode(0o600))
+            .expect("chmod");
         fs::set_permissions(&outside, fs::Permissions::from_mode(0o700)).expect("chmod");
-        Self { _tmp: tmp, dest, outside }
+        Self {
+            _tmp: tmp,
+            dest,
+            outside,
+        }
     }
 
     /// Everything under the temp root but `dest`: paths, modes, contents.
@@ -79,7 +96,11 @@ impl Sandbox {
             .filter_map(|e| e.ok())
             .map(|e| {
                 let m = fs::symlink_metadata(e.path()).expect("meta");
-                let data = if m.is_file() { fs::read(e.path()).expect("read") } else { Vec::new() };
+                let data = if m.is_file() {
+                    fs::read(e.path()).expect("read")
+                } else {
+                    Vec::new()
+                };
                 (e.path().to_path_buf(), (m.mode(), data))
             })
             .collect()
@@ -92,16 +113,26 @@ impl Sandbox {
     fn unpack_with(&self, entries: &[E], limits: &UnpackLimits) -> Result<UnpackSummary> {
         let before = self.outside_snapshot();
         let r = unpack(&archive(entries)[..], &self.dest, limits);
-        assert_eq!(before, self.outside_snapshot(), "something outside the workspace changed");
+        assert_eq!(
+            before,
+            self.outside_snapshot(),
+            "something outside the workspace changed"
+        );
         r
     }
 }
 
 fn expect_unsafe(r: Result<UnpackSummary>, entry: &str, reason: &str) {
     match r {
-        Err(Error::UnsafeArchive { entry: e, reason: why }) => {
+        Err(Error::UnsafeArchive {
+            entry: e,
+            reason: why,
+        }) => {
             assert_eq!(e, entry, "wrong entry named ({why})");
-            assert!(why.contains(reason), "reason {why:?} should mention {reason:?}");
+            assert!(
+                why.contains(reason),
+                "reason {why:?} should mention {reason:?}"
+            );
         }
         other => panic!("want UnsafeArchive for {entry}, got {other:?}"),
     }
@@ -121,25 +152,59 @@ fn a_plain_archive_unpacks() {
         ])
         .expect("unpacks");
     assert_eq!(sum.files, 2);
-    assert_eq!(fs::read(s.dest.join("job/latest")).expect("via link"), b"#!/bin/bash\necho hi\n");
-    assert_eq!(fs::read(s.dest.join("job/copy.sh")).expect("hard link"), b"#!/bin/bash\necho hi\n");
+    assert_eq!(
+        fs::read(s.dest.join("job/latest")).expect("via link"),
+        b"#!/bin/bash\necho hi\n"
+    );
+    assert_eq!(
+        fs::read(s.dest.join("job/copy.sh")).expect("hard link"),
+        b"#!/bin/bash\necho hi\n"
+    );
 }
 
 #[test]
 fn traversal_and_absolute_paths_fail() {
-    expect_unsafe(Sandbox::new().unpack(&[E::File("../evil", b"x")]), "../evil", "..");
-    expect_unsafe(Sandbox::new().unpack(&[E::File("a/../../evil", b"x")]), "a/../../evil", "..");
-    expect_unsafe(Sandbox::new().unpack(&[E::File("/tmp/evil", b"x")]), "/tmp/evil", "absolute");
+    expect_unsafe(
+        Sandbox::new().unpack(&[E::File("../evil", b"x")]),
+        "../evil",
+        "..",
+    );
+    expect_unsafe(
+        Sandbox::new().unpack(&[E::File("a/../../evil", b"x")]),
+        "a/../../evil",
+        "..",
+    );
+    expect_unsafe(
+        Sandbox::new().unpack(&[E::File("/tmp/evil", b"x")]),
+        "/tmp/evil",
+        "absolute",
+    );
     expect_unsafe(Sandbox::new().unpack(&[E::Dir("../d/")]), "../d/", "..");
 }
 
 #[test]
 fn links_that_leave_the_workspace_fail_even_unused() {
-    expect_unsafe(Sandbox::new().unpack(&[E::Sym("etc", "/etc")]), "etc", "absolute");
+    expect_unsafe(
+        Sandbox::new().unpack(&[E::Sym("etc", "/etc")]),
+        "etc",
+        "absolute",
+    );
     expect_unsafe(Sandbox::new().unpack(&[E::Sym("up", "..")]), "up", "leaves");
-    expect_unsafe(Sandbox::new().unpack(&[E::Sym("a/b/up", "../../../outside/secret")]), "a/b/up", "leaves");
-    expect_unsafe(Sandbox::new().unpack(&[E::Hard("pw", "/etc/passwd")]), "pw", "outside");
-    expect_unsafe(Sandbox::new().unpack(&[E::Hard("pw", "../outside/secret")]), "pw", "outside");
+    expect_unsafe(
+        Sandbox::new().unpack(&[E::Sym("a/b/up", "../../../outside/secret")]),
+        "a/b/up",
+        "leaves",
+    );
+    expect_unsafe(
+        Sandbox::new().unpack(&[E::Hard("pw", "/etc/passwd")]),
+        "pw",
+        "outside",
+    );
+    expect_unsafe(
+        Sandbox::new().unpack(&[E::Hard("pw", "../outside/secret")]),
+        "pw",
+        "outside",
+    );
 }
 
 #[test]
@@ -152,7 +217,11 @@ fn writing_through_a_planted_link_fails() {
         "symlink",
     );
     // A directory entry over a link (the chmod-through-symlink advisory).
-    expect_unsafe(Sandbox::new().unpack(&[E::Dir("sub/"), E::Sym("l", "sub"), E::Dir("l/")]), "l/", "symlink");
+    expect_unsafe(
+        Sandbox::new().unpack(&[E::Dir("sub/"), E::Sym("l", "sub"), E::Dir("l/")]),
+        "l/",
+        "symlink",
+    );
     // A hard link to a link.
     expect_unsafe(
         Sandbox::new().unpack(&[E::File("f", b"x"), E::Sym("l", "f"), E::Hard("h", "l")]),
@@ -164,9 +233,16 @@ fn writing_through_a_planted_link_fails() {
 #[test]
 fn a_file_entry_replaces_a_link_instead_of_writing_through_it() {
     let s = Sandbox::new();
-    s.unpack(&[E::File("target", b"original"), E::Sym("l", "target"), E::File("l", b"new")])
-        .expect("unpacks");
-    assert_eq!(fs::read(s.dest.join("target")).expect("target"), b"original");
+    s.unpack(&[
+        E::File("target", b"original"),
+        E::Sym("l", "target"),
+        E::File("l", b"new"),
+    ])
+    .expect("unpacks");
+    assert_eq!(
+        fs::read(s.dest.join("target")).expect("target"),
+        b"original"
+    );
     assert!(fs::symlink_metadata(s.dest.join("l")).expect("l").is_file());
 }
 
@@ -174,13 +250,23 @@ fn a_file_entry_replaces_a_link_instead_of_writing_through_it() {
 fn link_chains_that_escape_are_caught() {
     // Each link is lexically inside, but l2 resolves above the root through l1.
     expect_unsafe(
-        Sandbox::new().unpack(&[E::Dir("a/"), E::Sym("a/b", ".."), E::Sym("l1", "a/b"), E::Sym("l2", "l1/..")]),
+        Sandbox::new().unpack(&[
+            E::Dir("a/"),
+            E::Sym("a/b", ".."),
+            E::Sym("l1", "a/b"),
+            E::Sym("l2", "l1/.."),
+        ]),
         "l2",
         "outside",
     );
     // The same, with the link that makes it escape coming after.
     expect_unsafe(
-        Sandbox::new().unpack(&[E::Dir("a/"), E::Sym("a/b", ".."), E::Sym("l2", "x/.."), E::Sym("x", "a/b")]),
+        Sandbox::new().unpack(&[
+            E::Dir("a/"),
+            E::Sym("a/b", ".."),
+            E::Sym("l2", "x/.."),
+            E::Sym("x", "a/b"),
+        ]),
         "l2",
         "outside",
     );
@@ -188,16 +274,32 @@ fn link_chains_that_escape_are_caught() {
 
 #[test]
 fn devices_and_fifos_fail() {
-    expect_unsafe(Sandbox::new().unpack(&[E::Kind("dev", EntryType::Char)]), "dev", "device");
-    expect_unsafe(Sandbox::new().unpack(&[E::Kind("blk", EntryType::Block)]), "blk", "device");
-    expect_unsafe(Sandbox::new().unpack(&[E::Kind("fifo", EntryType::Fifo)]), "fifo", "FIFO");
+    expect_unsafe(
+        Sandbox::new().unpack(&[E::Kind("dev", EntryType::Char)]),
+        "dev",
+        "device",
+    );
+    expect_unsafe(
+        Sandbox::new().unpack(&[E::Kind("blk", EntryType::Block)]),
+        "blk",
+        "device",
+    );
+    expect_unsafe(
+        Sandbox::new().unpack(&[E::Kind("fifo", EntryType::Fifo)]),
+        "fifo",
+        "FIFO",
+    );
 }
 
 #[test]
 fn setuid_and_setgid_bits_are_dropped() {
     let s = Sandbox::new();
-    s.unpack(&[E::FileMode("suid", 0o4755), E::FileMode("sgid", 0o2755), E::FileMode("ro", 0o400)])
-        .expect("unpacks");
+    s.unpack(&[
+        E::FileMode("suid", 0o4755),
+        E::FileMode("sgid", 0o2755),
+        E::FileMode("ro", 0o400),
+    ])
+    .expect("unpacks");
     let mode = |p: &str| fs::metadata(s.dest.join(p)).expect("meta").mode() & 0o7777;
     assert_eq!(mode("suid"), 0o755);
     assert_eq!(mode("sgid"), 0o755);
@@ -214,10 +316,22 @@ fn limits_stop_bombs() {
         max_header_bytes: 1024,
     };
     let s = Sandbox::new();
-    expect_unsafe(s.unpack_with(&[E::File("big", b"01234567890")], &small), "big", "max_total_bytes");
+    expect_unsafe(
+        s.unpack_with(&[E::File("big", b"01234567890")], &small),
+        "big",
+        "max_total_bytes",
+    );
     let s = Sandbox::new();
     expect_unsafe(
-        s.unpack_with(&[E::File("a", b""), E::File("b", b""), E::File("c", b""), E::File("d", b"")], &small),
+        s.unpack_with(
+            &[
+                E::File("a", b""),
+                E::File("b", b""),
+                E::File("c", b""),
+                E::File("d", b""),
+            ],
+            &small,
+        ),
         "d",
         "max_entries",
     );
@@ -260,7 +374,9 @@ fn a_declared_size_over_the_budget_fails_before_writing() {
         ..UnpackLimits::default()
     };
     // The header claims 1 GiB; the body is never read.
-    let mut raw = header(b"huge", EntryType::Regular, b"", 1 << 30, 0o644).as_bytes().to_vec();
+    let mut raw = header(b"huge", EntryType::Regular, b"", 1 << 30, 0o644)
+        .as_bytes()
+        .to_vec();
     raw.extend_from_slice(&[0u8; 1024]);
     expect_unsafe(unpack(&raw[..], &s.dest, &limits), "huge", "declares");
     assert!(!s.dest.join("huge").exists());
@@ -290,9 +406,15 @@ fn git_archive_global_headers_are_ignored() {
     let mut h = Header::new_ustar();
     h.set_size(2);
     h.set_mode(0o755);
-    b.append_data(&mut h, "proj/run.sh", &b"ok"[..]).expect("append");
+    b.append_data(&mut h, "proj/run.sh", &b"ok"[..])
+        .expect("append");
     let s = Sandbox::new();
-    unpack(&b.into_inner().expect("tar")[..], &s.dest, &UnpackLimits::default()).expect("unpacks");
+    unpack(
+        &b.into_inner().expect("tar")[..],
+        &s.dest,
+        &UnpackLimits::default(),
+    )
+    .expect("unpacks");
     assert!(s.dest.join("proj/run.sh").is_file());
     assert!(!s.dest.join("pax_global_header").exists());
 }
@@ -362,10 +484,17 @@ fn successful_unpacks_leave_only_inside_links() {
     for entries in cases {
         let s = Sandbox::new();
         if s.unpack(&entries).is_ok() {
-            for e in walkdir::WalkDir::new(&s.dest).follow_links(false).into_iter().filter_map(|e| e.ok()) {
+            for e in walkdir::WalkDir::new(&s.dest)
+                .follow_links(false)
+                .into_iter()
+                .filter_map(|e| e.ok())
+            {
                 let rel = e.path().strip_prefix(&s.dest).expect("inside");
                 if e.path_is_symlink() {
-                    assert!(resolve_within(&s.dest, rel).is_ok(), "{entries:?}: {rel:?} escapes");
+                    assert!(
+                        resolve_within(&s.dest, rel).is_ok(),
+                        "{entries:?}: {rel:?} escapes"
+                    );
                 }
             }
         }

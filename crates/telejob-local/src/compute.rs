@@ -76,7 +76,12 @@ impl LocalComputeBuilder {
     pub fn from_env(mut self) -> Result<Self> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         if let Some(v) = var("TELEJOB_MAX_CONCURRENT") {
-            let n = v.trim().parse().map_err(|_| Error::invalid("TELEJOB_MAX_CONCURRENT", format!("{v:?} is not a number: use e.g. 2")))?;
+            let n = v.trim().parse().map_err(|_| {
+                Error::invalid(
+                    "TELEJOB_MAX_CONCURRENT",
+                    format!("{v:?} is not a number: use e.g. 2"),
+                )
+            })?;
             self = self.with_max_concurrent(n);
         }
         if let Some(v) = var("TELEJOB_RUN_AS") {
@@ -87,7 +92,12 @@ impl LocalComputeBuilder {
                 "auto" => CgroupMode::Auto,
                 "off" => CgroupMode::Off,
                 "required" => CgroupMode::Required,
-                other => return Err(Error::invalid("TELEJOB_CGROUP", format!("{other:?}: use auto, off or required"))),
+                other => {
+                    return Err(Error::invalid(
+                        "TELEJOB_CGROUP",
+                        format!("{other:?}: use auto, off or required"),
+                    ));
+                }
             };
         }
         if let Some(v) = var("TELEJOB_SCRATCH_DIR") {

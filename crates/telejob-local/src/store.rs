@@ -9,7 +9,9 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
-use telejob_core::store::{ByteReader, ObjectMeta, PutOptions, Store, StoreCapabilities, validate_key};
+use telejob_core::store::{
+    ByteReader, ObjectMeta, PutOptions, Store, StoreCapabilities, validate_key,
+};
 use telejob_core::{Error, Result};
 use tokio::io::AsyncReadExt;
 
@@ -107,13 +109,25 @@ impl Store for LocalStore {
 
     async fn put(&self, key: &str, data: Bytes, _opts: PutOptions) -> Result<()> {
         let p = Self::path(key)?;
-        self.inner.put(&p, PutPayload::from(data)).await.map_err(|e| map_err("put", key, e))?;
+        self.inner
+            .put(&p, PutPayload::from(data))
+            .await
+            .map_err(|e| map_err("put", key, e))?;
         Ok(())
     }
 
-    async fn put_stream(&self, key: &str, mut reader: ByteReader, _opts: PutOptions) -> Result<u64> {
+    async fn put_stream(
+        &self,
+        key: &str,
+        mut reader: ByteReader,
+        _opts: PutOptions,
+    ) -> Result<u64> {
         let p = Self::path(key)?;
-        let upload = self.inner.put_multipart(&p).await.map_err(|e| map_err("put", key, e))?;
+        let upload = self
+            .inner
+            .put_multipart(&p)
+            .await
+            .map_err(|e| map_err("put", key, e))?;
         let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
         let mut buf = vec![0u8; 1 << 20];
         let mut total = 0u64;
@@ -146,13 +160,21 @@ impl Store for LocalStore {
 
     async fn get(&self, key: &str) -> Result<Bytes> {
         let p = Self::path(key)?;
-        let r = self.inner.get(&p).await.map_err(|e| map_err("get", key, e))?;
+        let r = self
+            .inner
+            .get(&p)
+            .await
+            .map_err(|e| map_err("get", key, e))?;
         r.bytes().await.map_err(|e| map_err("get", key, e))
     }
 
     async fn get_stream(&self, key: &str) -> Result<ByteReader> {
         let p = Self::path(key)?;
-        let r = self.inner.get(&p).await.map_err(|e| map_err("get", key, e))?;
+        let r = self
+            .inner
+            .get(&p)
+            .await
+            .map_err(|e| map_err("get", key, e))?;
         let stream = r.into_stream().map_err(std::io::Error::other);
         Ok(Box::new(tokio_util::io::StreamReader::new(stream)))
     }
@@ -169,7 +191,11 @@ impl Store for LocalStore {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         // object_store lists by whole path segments; list the enclosing directory and filter.
         let dir = prefix.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-        let dir_path = if dir.is_empty() { None } else { Some(ObjectPath::parse(dir).map_err(|e| map_err("list", prefix, e.into()))?) };
+        let dir_path = if dir.is_empty() {
+            None
+        } else {
+            Some(ObjectPath::parse(dir).map_err(|e| map_err("list", prefix, e.into()))?)
+        };
         let mut out: Vec<ObjectMeta> = self
             .inner
             .list(dir_path.as_ref())

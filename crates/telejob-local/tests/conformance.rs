@@ -20,8 +20,14 @@ async fn local_store_writes_plain_files_under_its_root() {
     use telejob_core::store::{PutOptions, Store};
     let dir = tempfile::tempdir().expect("tempdir");
     let store = LocalStore::from_url(&format!("file://{}", dir.path().display())).expect("store");
-    store.put("job/data/x.csv", "a,b\n".into(), PutOptions::default()).await.expect("put");
-    assert_eq!(std::fs::read_to_string(dir.path().join("job/data/x.csv")).expect("file"), "a,b\n");
+    store
+        .put("job/data/x.csv", "a,b\n".into(), PutOptions::default())
+        .await
+        .expect("put");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("job/data/x.csv")).expect("file"),
+        "a,b\n"
+    );
     assert!(LocalStore::from_url("s3://bucket/x").is_err());
 }
 
@@ -43,6 +49,16 @@ async fn local_compute_conforms() {
         ..SandboxOptions::default()
     })
     .build();
-    compute_conformance(&compute, &code.display().to_string(), public.as_ref(), private.as_ref()).await;
-    assert_eq!(std::fs::read_dir(&scratch).expect("scratch").count(), 0, "workspaces are removed");
+    compute_conformance(
+        &compute,
+        &code.display().to_string(),
+        public.as_ref(),
+        private.as_ref(),
+    )
+    .await;
+    assert_eq!(
+        std::fs::read_dir(&scratch).expect("scratch").count(),
+        0,
+        "workspaces are removed"
+    );
 }

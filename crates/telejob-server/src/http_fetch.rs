@@ -50,21 +50,34 @@ impl UrlFetcher for HttpFetcher {
             .map_err(|e| fail(format!("request failed: {e}"), true))?;
         let status = resp.status();
         if !status.is_success() {
-            return Err(fail(format!("HTTP {status}"), status.is_server_error() || status.as_u16() == 429));
+            return Err(fail(
+                format!("HTTP {status}"),
+                status.is_server_error() || status.as_u16() == 429,
+            ));
         }
         if resp.content_length().is_some_and(|n| n > max_bytes) {
-            return Err(fail(format!("larger than the {max_bytes}-byte limit"), false));
+            return Err(fail(
+                format!("larger than the {max_bytes}-byte limit"),
+                false,
+            ));
         }
-        let mut file = tokio::fs::File::create(dest).await.map_err(|e| Error::io(dest, e))?;
+        let mut file = tokio::fs::File::create(dest)
+            .await
+            .map_err(|e| Error::io(dest, e))?;
         let mut total = 0u64;
         let mut body = resp.bytes_stream();
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| fail(format!("download interrupted: {e}"), true))?;
             total += chunk.len() as u64;
             if total > max_bytes {
-                return Err(fail(format!("larger than the {max_bytes}-byte limit"), false));
+                return Err(fail(
+                    format!("larger than the {max_bytes}-byte limit"),
+                    false,
+                ));
             }
-            file.write_all(&chunk).await.map_err(|e| Error::io(dest, e))?;
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| Error::io(dest, e))?;
         }
         file.flush().await.map_err(|e| Error::io(dest, e))?;
         Ok(total)

@@ -23,7 +23,10 @@ fn unescape_mount_path(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -37,7 +40,8 @@ fn unescape_mount_path(s: &str) -> String {
 /// This process's cgroup v2 path (the `0::` line of `/proc/self/cgroup`).
 fn own_cgroup() -> Option<String> {
     let s = fs::read_to_string("/proc/self/cgroup").ok()?;
-    s.lines().find_map(|l| l.strip_prefix("0::").map(str::to_string))
+    s.lines()
+        .find_map(|l| l.strip_prefix("0::").map(str::to_string))
 }
 
 /// A cgroup made for one run.
@@ -55,12 +59,17 @@ impl RunCgroup {
     ///
     /// Any I/O error: no cgroup2 mount, no permission to create or join it.
     pub fn create(name: &str) -> io::Result<Self> {
-        let mount = cgroup2_mount().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no cgroup2 mount"))?;
-        let own = own_cgroup().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no cgroup v2 membership"))?;
+        let mount = cgroup2_mount()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no cgroup2 mount"))?;
+        let own = own_cgroup()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no cgroup v2 membership"))?;
         let parent = mount.join(own.trim_start_matches('/'));
         let dir = parent.join(format!("telejob-{name}"));
         fs::create_dir(&dir)?;
-        let procs = match fs::OpenOptions::new().write(true).open(dir.join("cgroup.procs")) {
+        let procs = match fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("cgroup.procs"))
+        {
             Ok(f) => OwnedFd::from(f),
             Err(e) => {
                 let _ = fs::remove_dir(&dir);
@@ -135,7 +144,11 @@ impl Drop for RunCgroup {
 pub(crate) fn join_in_child(fd: i32) -> io::Result<()> {
     // SAFETY: writes two bytes from a static buffer to an fd the parent opened and keeps open.
     let n = unsafe { libc::write(fd, b"0\n".as_ptr().cast(), 2) };
-    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -144,7 +157,10 @@ mod tests {
 
     #[test]
     fn mount_paths_are_unescaped() {
-        assert_eq!(unescape_mount_path("/sys/fs/cgroup/unified"), "/sys/fs/cgroup/unified");
+        assert_eq!(
+            unescape_mount_path("/sys/fs/cgroup/unified"),
+            "/sys/fs/cgroup/unified"
+        );
         assert_eq!(unescape_mount_path("/a\\040b"), "/a b");
     }
 }

@@ -161,8 +161,11 @@ async fn kill_rest(group: &Group, child: &mut tokio::process::Child) -> usize {
 ///
 /// [`Error::Spawn`] when the command cannot be started; [`Error::Io`] for log failures.
 pub async fn execute(spec: ExecSpec, opts: &SandboxOptions) -> Result<ExecOutcome> {
-    let (reader, writer) = std::io::pipe().map_err(|e| Error::Spawn(format!("cannot create a pipe: {e}")))?;
-    let writer2 = writer.try_clone().map_err(|e| Error::Spawn(format!("cannot dup a pipe: {e}")))?;
+    let (reader, writer) =
+        std::io::pipe().map_err(|e| Error::Spawn(format!("cannot create a pipe: {e}")))?;
+    let writer2 = writer
+        .try_clone()
+        .map_err(|e| Error::Spawn(format!("cannot dup a pipe: {e}")))?;
     let cgroup = match opts.cgroup {
         CgroupMode::Off => None,
         CgroupMode::Auto => match RunCgroup::create(&spec.run_id) {
@@ -173,7 +176,9 @@ pub async fn execute(spec: ExecSpec, opts: &SandboxOptions) -> Result<ExecOutcom
             }
         },
         CgroupMode::Required => Some(RunCgroup::create(&spec.run_id).map_err(|e| {
-            Error::Spawn(format!("a cgroup v2 is required (sandbox.cgroup = required) but cannot be made: {e}"))
+            Error::Spawn(format!(
+                "a cgroup v2 is required (sandbox.cgroup = required) but cannot be made: {e}"
+            ))
         })?),
     };
     let bash = ["/bin/bash", "/usr/bin/bash"]
@@ -242,10 +247,15 @@ pub async fn execute(spec: ExecSpec, opts: &SandboxOptions) -> Result<ExecOutcom
     if let Some(ev) = &spec.events
         && exit == ExitKind::TimedOut
     {
-        ev.emit(RunEvent::Warning(format!("timed out after {:?}; ending every process of the run", spec.timeout)));
+        ev.emit(RunEvent::Warning(format!(
+            "timed out after {:?}; ending every process of the run",
+            spec.timeout
+        )));
     }
     let survivors = match exit {
-        ExitKind::TimedOut | ExitKind::Cancelled => end_all(&group, &mut child, opts.kill_grace).await,
+        ExitKind::TimedOut | ExitKind::Cancelled => {
+            end_all(&group, &mut child, opts.kill_grace).await
+        }
         // The main process is done: whatever it left behind goes too.
         _ => kill_rest(&group, &mut child).await,
     };

@@ -53,7 +53,9 @@ pub(crate) async fn capture(
         if room > 0 {
             file.write_all(&chunk[..room]).await?;
             if let Some(ev) = &events {
-                ev.emit(RunEvent::Output(bytes::Bytes::copy_from_slice(&chunk[..room])));
+                ev.emit(RunEvent::Output(bytes::Bytes::copy_from_slice(
+                    &chunk[..room],
+                )));
             }
         }
         if room < n {

@@ -50,15 +50,21 @@ impl RunAs {
         let mut out: *mut libc::passwd = std::ptr::null_mut();
         // SAFETY: getpwnam_r writes into `pwd` and `buf`, both valid for the lengths given, and sets
         // `out` to `&pwd` or null.
-        let rc = unsafe { libc::getpwnam_r(c.as_ptr(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut out) };
+        let rc = unsafe {
+            libc::getpwnam_r(c.as_ptr(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut out)
+        };
         if rc != 0 || out.is_null() {
-            return Err(bad("no such user; create it or choose another (e.g. nobody)"));
+            return Err(bad(
+                "no such user; create it or choose another (e.g. nobody)",
+            ));
         }
         if pwd.pw_uid == 0 {
             return Err(bad("is root; jobs must run as an unprivileged user"));
         }
         // SAFETY: pw_name points into `buf`, NUL-terminated, valid while `buf` lives.
-        let real = unsafe { CStr::from_ptr(pwd.pw_name) }.to_string_lossy().into_owned();
+        let real = unsafe { CStr::from_ptr(pwd.pw_name) }
+            .to_string_lossy()
+            .into_owned();
         Ok(Self {
             name: real,
             uid: pwd.pw_uid,
@@ -69,7 +75,11 @@ impl RunAs {
     /// `nobody` when this process runs as root, else `None` (jobs run as the current user).
     pub fn default_for_current_user() -> Option<Self> {
         // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 { Self::lookup("nobody").ok() } else { None }
+        if unsafe { libc::geteuid() } == 0 {
+            Self::lookup("nobody").ok()
+        } else {
+            None
+        }
     }
 }
 
@@ -117,7 +127,9 @@ pub fn job_environment(
 ) -> Vec<(OsString, OsString)> {
     let mut env: BTreeMap<OsString, OsString> = BTreeMap::new();
     for (k, v) in std::env::vars_os() {
-        let pass = k.to_str().is_some_and(|k| ENV_ALLOWLIST.contains(&k) || k.starts_with("LC_"));
+        let pass = k
+            .to_str()
+            .is_some_and(|k| ENV_ALLOWLIST.contains(&k) || k.starts_with("LC_"));
         if pass {
             env.insert(k, v);
         }
@@ -155,8 +167,15 @@ pub fn harden_current_process() {
 /// [`Error::Io`] on the first failure.
 pub fn chown_tree(root: &Path, uid: u32, gid: u32) -> Result<()> {
     for e in walkdir::WalkDir::new(root).follow_links(false) {
-        let e = e.map_err(|e| Error::io(root, e.into_io_error().unwrap_or_else(|| std::io::Error::other("walk failed"))))?;
-        std::os::unix::fs::lchown(e.path(), Some(uid), Some(gid)).map_err(|err| Error::io(e.path(), err))?;
+        let e = e.map_err(|e| {
+            Error::io(
+                root,
+                e.into_io_error()
+                    .unwrap_or_else(|| std::io::Error::other("walk failed")),
+            )
+        })?;
+        std::os::unix::fs::lchown(e.path(), Some(uid), Some(gid))
+            .map_err(|err| Error::io(e.path(), err))?;
     }
     Ok(())
 }

@@ -35,13 +35,19 @@ impl ProcessTracker {
         let me = std::process::id() as i32;
         let mut parents: HashMap<i32, Vec<i32>> = HashMap::new();
         let mut found = BTreeSet::new();
-        let Ok(dir) = fs::read_dir("/proc") else { return found };
+        let Ok(dir) = fs::read_dir("/proc") else {
+            return found;
+        };
         for e in dir.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
             if pid == me {
                 continue;
             }
-            let Some((state, ppid, pgrp)) = stat(pid) else { continue };
+            let Some((state, ppid, pgrp)) = stat(pid) else {
+                continue;
+            };
             if state == 'Z' || state == 'X' {
                 continue;
             }
@@ -63,8 +69,11 @@ impl ProcessTracker {
     }
 
     fn is_marked(&self, pid: i32) -> bool {
-        let Ok(env) = fs::read(format!("/proc/{pid}/environ")) else { return false };
-        env.split(|b| *b == 0).any(|kv| kv == self.marker.as_slice())
+        let Ok(env) = fs::read(format!("/proc/{pid}/environ")) else {
+            return false;
+        };
+        env.split(|b| *b == 0)
+            .any(|kv| kv == self.marker.as_slice())
     }
 
     /// Signals the process group and every tracked process. Returns how many were signalled.

@@ -30,7 +30,8 @@ pub struct AgentArgs {
 
 pub async fn agent(a: AgentArgs) -> anyhow::Result<ExitCode> {
     let body = std::fs::read(&a.request).with_context(|| a.request.display().to_string())?;
-    let req: RunRequest = serde_json::from_slice(&body).map_err(|e| bad(format!("--request: not a run request: {e}")))?;
+    let req: RunRequest = serde_json::from_slice(&body)
+        .map_err(|e| bad(format!("--request: not a run request: {e}")))?;
     let stores = RunStores {
         public: Arc::new(LocalStore::from_url(&a.public)?),
         private: Arc::new(LocalStore::from_url(&a.private)?),

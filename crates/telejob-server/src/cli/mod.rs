@@ -26,7 +26,12 @@ pub fn bad(msg: impl Into<String>) -> anyhow::Error {
 /// Test a job locally with `telejob run`, package it with `telejob package`, preview a schedule
 /// with `telejob schedule`.
 #[derive(Debug, Parser)]
-#[command(name = "telejob", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "telejob",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

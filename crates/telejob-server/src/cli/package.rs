@@ -24,13 +24,24 @@ pub struct PackageArgs {
 
 pub async fn package(a: PackageArgs) -> anyhow::Result<ExitCode> {
     if !a.dir.is_dir() {
-        return Err(bad(format!("{}: not a directory; give the directory holding the job's code", a.dir.display())));
+        return Err(bad(format!(
+            "{}: not a directory; give the directory holding the job's code",
+            a.dir.display()
+        )));
     }
     let dir = std::fs::canonicalize(&a.dir).with_context(|| a.dir.display().to_string())?;
-    let name = dir.file_name().map_or("code".into(), |n| n.to_string_lossy().into_owned());
-    let out = a.output.unwrap_or_else(|| PathBuf::from(format!("{name}.tar.gz")));
-    if std::fs::canonicalize(out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(".".as_ref()))
-        .is_ok_and(|p| p.starts_with(&dir))
+    let name = dir
+        .file_name()
+        .map_or("code".into(), |n| n.to_string_lossy().into_owned());
+    let out = a
+        .output
+        .unwrap_or_else(|| PathBuf::from(format!("{name}.tar.gz")));
+    if std::fs::canonicalize(
+        out.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(".".as_ref()),
+    )
+    .is_ok_and(|p| p.starts_with(&dir))
     {
         return Err(bad(format!(
             "-o {}: the tarball would be written inside the directory it packs; write it elsewhere",

@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 use clap::{Args, ValueEnum};
 use telejob_core::compute::{Compute, LaunchOptions};
 use telejob_core::fetch::CodeSource;
-use telejob_core::job::{JobName, Visibility, validate_command, validate_env_var, validate_output_dir};
+use telejob_core::job::{
+    JobName, Visibility, validate_command, validate_env_var, validate_output_dir,
+};
 use telejob_core::pipeline::{FailureKind, RunStores};
 use telejob_core::run::{RunId, RunRequest, RunState};
 use telejob_core::sandbox::{CgroupMode, RunAs, SandboxOptions};
@@ -95,9 +97,12 @@ pub fn parse_timeout(s: &str) -> Result<Duration, String> {
         return Err("the timeout must be positive: use e.g. 90s, 175m or 3h".into());
     }
     let d = if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
-        t.parse::<u64>().map(|m| Duration::from_secs(m * 60)).map_err(|e| e.to_string())?
+        t.parse::<u64>()
+            .map(|m| Duration::from_secs(m * 60))
+            .map_err(|e| e.to_string())?
     } else {
-        humantime::parse_duration(t).map_err(|e| format!("{s:?} is not a duration ({e}): use e.g. 90s, 175m or 3h"))?
+        humantime::parse_duration(t)
+            .map_err(|e| format!("{s:?} is not a duration ({e}): use e.g. 90s, 175m or 3h"))?
     };
     if d.is_zero() {
         return Err("the timeout must be positive: use e.g. 90s, 175m or 3h".into());
@@ -113,7 +118,11 @@ fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
@@ -125,11 +134,19 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     }
     // Catch the common mistakes before anything starts, in one line each.
     validate_command(&a.command).map_err(|e| bad(format!("--{e}")))?;
-    validate_output_dir(&a.output_dir).map_err(|e| bad(format!("--{}", e.to_string().replace("output_dir", "output-dir"))))?;
+    validate_output_dir(&a.output_dir).map_err(|e| {
+        bad(format!(
+            "--{}",
+            e.to_string().replace("output_dir", "output-dir")
+        ))
+    })?;
     if let CodeSource::Path(p) = CodeSource::parse(&a.code)?
         && !p.exists()
     {
-        return Err(bad(format!("--code {}: no such file or directory; give a code tarball, a directory or a URL", p.display())));
+        return Err(bad(format!(
+            "--code {}: no such file or directory; give a code tarball, a directory or a URL",
+            p.display()
+        )));
     }
     let job = match &a.job_name {
         Some(n) => JobName::new(n.clone()).map_err(|e| bad(format!("--job-name: {e}")))?,
@@ -137,13 +154,19 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let mut env = BTreeMap::new();
     for kv in &a.env {
-        let (k, v) = kv.split_once('=').ok_or_else(|| bad(format!("--env {kv:?}: use KEY=VALUE")))?;
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| bad(format!("--env {kv:?}: use KEY=VALUE")))?;
         validate_env_var(k, v).map_err(|e| bad(format!("--env {e}")))?;
         env.insert(k.to_string(), v.to_string());
     }
     let scheduled_for = match &a.scheduled_for {
         Some(s) => DateTime::parse_from_rfc3339(s)
-            .map_err(|e| bad(format!("--scheduled-for {s:?}: {e}; use RFC 3339, e.g. 2014-03-08T12:00:00Z")))?
+            .map_err(|e| {
+                bad(format!(
+                    "--scheduled-for {s:?}: {e}; use RFC 3339, e.g. 2014-03-08T12:00:00Z"
+                ))
+            })?
             .with_timezone(&Utc),
         None => Utc::now(),
     };
@@ -151,8 +174,14 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         Some(u) => Some(RunAs::lookup(u).map_err(|e| bad(format!("--run-as: {e}")))?),
         None => RunAs::default_for_current_user(),
     };
-    let public = Arc::new(LocalStore::from_url(&a.publish_to).with_context(|| format!("--publish-to {}", a.publish_to))?);
-    let private = Arc::new(LocalStore::from_url(&a.private_to).with_context(|| format!("--private-to {}", a.private_to))?);
+    let public = Arc::new(
+        LocalStore::from_url(&a.publish_to)
+            .with_context(|| format!("--publish-to {}", a.publish_to))?,
+    );
+    let private = Arc::new(
+        LocalStore::from_url(&a.private_to)
+            .with_context(|| format!("--private-to {}", a.private_to))?,
+    );
     let sandbox = SandboxOptions {
         cgroup: match a.cgroup {
             CgroupArg::Auto => CgroupMode::Auto,
@@ -173,7 +202,8 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     .build();
     // A relative code path is taken from the current directory.
     let code = if !a.code.contains("://") && !a.code.starts_with("store:") {
-        std::path::absolute(PathBuf::from(&a.code)).map_or(a.code.clone(), |p| p.display().to_string())
+        std::path::absolute(PathBuf::from(&a.code))
+            .map_or(a.code.clone(), |p| p.display().to_string())
     } else {
         a.code.clone()
     };
@@ -196,7 +226,10 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!("telejob: run {} of job {job}", req.run_id);
     }
     compute
-        .launch(req.clone(), LaunchOptions::default().with_events(progress::sink(a.quiet)))
+        .launch(
+            req.clone(),
+            LaunchOptions::default().with_events(progress::sink(a.quiet)),
+        )
         .await?;
     let run = tokio::select! {
         r = compute.wait(&req.run_id) => r?,
@@ -216,7 +249,11 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     }
     match run.state {
         RunState::Succeeded => {
-            let verb = if run.dry_run { "would publish" } else { "published" };
+            let verb = if run.dry_run {
+                "would publish"
+            } else {
+                "published"
+            };
             println!(
                 "{verb} {} file{} ({}) to {}/",
                 run.published.len(),
@@ -243,7 +280,11 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         _ => {
             let msg = run.error.as_deref().unwrap_or("the run failed");
             eprintln!("telejob: {msg}");
-            let code = if compute.failure_kind(&req.run_id) == Some(FailureKind::BadInput) { 2 } else { 1 };
+            let code = if compute.failure_kind(&req.run_id) == Some(FailureKind::BadInput) {
+                2
+            } else {
+                1
+            };
             Ok(ExitCode::from(code))
         }
     }

@@ -51,14 +51,20 @@ pub fn schedule(a: ScheduleArgs) -> anyhow::Result<ExitCode> {
     if let Some(expr) = &a.cron {
         spec = ScheduleSpec::cron(expr.clone());
         if a.at != "12:00" {
-            return Err(bad("--at does not apply to --cron: put the time in the expression"));
+            return Err(bad(
+                "--at does not apply to --cron: put the time in the expression",
+            ));
         }
     }
     spec.timezone = a.tz.clone();
     let schedule = spec.compile().map_err(|e| bad(e.to_string()))?;
     let from = match &a.from {
         Some(s) => DateTime::parse_from_rfc3339(s)
-            .map_err(|e| bad(format!("--from {s:?}: {e}; use RFC 3339, e.g. 2014-03-08T12:00:00Z")))?
+            .map_err(|e| {
+                bad(format!(
+                    "--from {s:?}: {e}; use RFC 3339, e.g. 2014-03-08T12:00:00Z"
+                ))
+            })?
             .with_timezone(&Utc),
         None => Utc::now(),
     };
@@ -68,7 +74,11 @@ pub fn schedule(a: ScheduleArgs) -> anyhow::Result<ExitCode> {
         if tz == chrono_tz::UTC {
             println!("{}", t.to_rfc3339_opts(SecondsFormat::Secs, true));
         } else {
-            println!("{}  ({})", t.to_rfc3339_opts(SecondsFormat::Secs, true), t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z"));
+            println!(
+                "{}  ({})",
+                t.to_rfc3339_opts(SecondsFormat::Secs, true),
+                t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z")
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,0 +1,1 @@
+//! Benchmarks for telejob; see `benches/` and BENCHMARKS.md.

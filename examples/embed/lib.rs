@@ -1,0 +1,1 @@
+//! Rust programs that embed telejob; see the examples in this directory.

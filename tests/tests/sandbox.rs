@@ -1,0 +1,116 @@
+//! What a job can reach of the machine and of telejob itself, through the real binary.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use telejob_e2e::{tarball, telejob, telejob_bin};
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+#[test]
+fn under_a_root_telejob_jobs_run_as_nobody_and_cannot_read_root_files() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("vault/secret");
+    std::fs::create_dir(dir.path().join("vault")).expect("mkdir");
+    std::fs::write(&secret, "hunter2").expect("write");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::fs::write(
+        dir.path().join("c.tgz"),
+        tarball(&[("run.sh", "true", 0o755)]),
+    )
+    .expect("write");
+    let cmd = format!(
+        "mkdir output; id -un > output/who; cat {} > output/stolen",
+        secret.display()
+    );
+    let o = telejob(
+        dir.path(),
+        &[
+            "run",
+            "--code",
+            "c.tgz",
+            "--command",
+            &cmd,
+            "--job-name",
+            "thief",
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "the read must fail: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let log_dir = dir.path().join("telejob-private/thief/runs");
+    let run = std::fs::read_dir(&log_dir)
+        .expect("runs")
+        .flatten()
+        .next()
+        .expect("one run");
+    let log = std::fs::read_to_string(run.path().join("log.txt")).expect("log");
+    assert!(log.contains("Permission denied"), "{log}");
+    assert!(!dir.path().join("telejob-output/thief/data/stolen").exists());
+}
+
+#[test]
+fn a_same_user_job_cannot_read_telejobs_environment() {
+    if !is_root() || Command::new("setpriv").arg("--help").output().is_err() {
+        eprintln!("skipped: needs root and setpriv to run telejob as an unprivileged user");
+        return;
+    }
+    // telejob itself runs as nobody here, so the job runs as the same user.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let bin = dir.path().join("telejob");
+    std::fs::copy(telejob_bin(), &bin).expect("copy binary");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let code = dir.path().join("c.tgz");
+    std::fs::write(&code, tarball(&[("run.sh", "true", 0o755)])).expect("write");
+    std::fs::set_permissions(&code, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let job = "mkdir output; env > output/env.txt; (cat /proc/$PPID/environ || echo DENIED) > output/parent.txt 2>&1";
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&bin)
+        .args([
+            "run",
+            "--code",
+            "c.tgz",
+            "--command",
+            job,
+            "--job-name",
+            "peek",
+            "--cgroup",
+            "off",
+        ])
+        .current_dir(dir.path())
+        .env("TELEJOB_TEST_SECRET", "hunter2-secret")
+        .env("AWS_SECRET_ACCESS_KEY", "hunter2-aws")
+        .output()
+        .expect("run telejob as nobody");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let data = dir.path().join("telejob-output/peek/data");
+    let env = std::fs::read_to_string(data.join("env.txt")).expect("env.txt");
+    let parent = std::fs::read_to_string(data.join("parent.txt")).expect("parent.txt");
+    assert!(
+        !env.contains("hunter2"),
+        "the job's environment holds telejob's secrets:\n{env}"
+    );
+    assert!(
+        !parent.contains("hunter2"),
+        "the job read telejob's environment:\n{parent}"
+    );
+    assert!(parent.contains("DENIED"), "{parent}");
+}
