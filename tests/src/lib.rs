@@ -1,24 +1,29 @@
 //! Helpers for the end-to-end tests: the `telejob` binary and archives built in code.
 
 use std::path::{Path, PathBuf};
+
 use std::process::{Command, Output};
 
-/// The `telejob` binary of this build (next to the test executable's `deps/` directory).
-pub fn telejob_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("telejob");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p telejob-server` (cargo test --workspace does)",
-        bin.display()
-    );
-    bin
+/// The `telejob` binary of this build. The test files are test targets of `telejob-server`
+/// (see its Cargo.toml), so cargo builds the binary before running them.
+#[macro_export]
+macro_rules! telejob_bin {
+    () => {
+        ::std::path::Path::new(env!("CARGO_BIN_EXE_telejob"))
+    };
 }
 
 /// Runs `telejob args…` in `cwd` and returns its output.
-pub fn telejob(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(telejob_bin())
+#[macro_export]
+macro_rules! telejob {
+    ($cwd:expr, $args:expr $(,)?) => {
+        $crate::run_bin($crate::telejob_bin!(), $cwd, $args)
+    };
+}
+
+/// Runs `bin args…` in `cwd` and returns its output.
+pub fn run_bin(bin: &Path, cwd: &Path, args: &[&str]) -> Output {
+    Command::new(bin)
         .args(args)
         .current_dir(cwd)
         .env_remove("TELEJOB_LOG")

@@ -30,7 +30,7 @@ fn walk_files(root: &std::path::Path) -> Vec<std::path::PathBuf> {
 fn the_example_job_publishes_its_dated_file_and_the_manifest() {
     let dir = tempfile::tempdir().expect("tempdir");
     let code = dir.path().join("slowsql-0.3.tar.gz");
-    let pkg = telejob(
+    let pkg = telejob!(
         dir.path(),
         &[
             "package",
@@ -40,7 +40,7 @@ fn the_example_job_publishes_its_dated_file_and_the_manifest() {
         ],
     );
     assert!(pkg.status.success(), "package: {}", stderr(&pkg));
-    let o = telejob(
+    let o = telejob!(
         dir.path(),
         &[
             "run",
@@ -94,7 +94,7 @@ fn a_timeout_ends_within_seconds_with_124_and_no_process_left() {
     )
     .expect("write");
     let started = Instant::now();
-    let o = telejob(
+    let o = telejob!(
         dir.path(),
         &[
             "run",
@@ -151,7 +151,7 @@ fn bad_input_exits_2_with_one_line_naming_the_problem() {
         (&["schedule", "--daily", "--tz", "Mars/Base"], "time zone"),
     ];
     for (args, needle) in cases {
-        let o = telejob(dir.path(), args);
+        let o = telejob!(dir.path(), args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
         let err = stderr(&o);
         assert!(err.contains(needle), "{args:?}: {err}");
@@ -171,7 +171,7 @@ fn an_unsafe_archive_exits_2_naming_the_entry() {
     h.set_cksum();
     b.append(&h, &b"x"[..]).expect("append");
     std::fs::write(dir.path().join("evil.tar"), b.into_inner().expect("tar")).expect("write");
-    let o = telejob(dir.path(), &["run", "--code", "evil.tar"]);
+    let o = telejob!(dir.path(), &["run", "--code", "evil.tar"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("\"../escape\""), "{}", stderr(&o));
     assert!(!dir.path().join("escape").exists());
@@ -189,7 +189,7 @@ fn a_symlink_to_a_secret_in_the_output_is_not_published() {
         )]),
     )
     .expect("write");
-    let o = telejob(
+    let o = telejob!(
         dir.path(),
         &["run", "--code", "c.tgz", "--job-name", "leak"],
     );
@@ -215,11 +215,11 @@ fn a_failing_command_exits_1_and_publishes_nothing() {
         tarball(&[("run.sh", "mkdir output; echo x > output/x; exit 7", 0o755)]),
     )
     .expect("write");
-    let o = telejob(dir.path(), &["run", "--code", "c.tgz"]);
+    let o = telejob!(dir.path(), &["run", "--code", "c.tgz"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("status 7"));
     assert!(!dir.path().join("telejob-output/c/data/x").exists());
-    let o = telejob(
+    let o = telejob!(
         dir.path(),
         &["run", "--code", "c.tgz", "--command", "./not-there.sh"],
     );
@@ -235,7 +235,7 @@ fn dry_run_lists_without_publishing() {
         tarball(&[("run.sh", "mkdir output; echo 12345 > output/a.csv", 0o755)]),
     )
     .expect("write");
-    let o = telejob(dir.path(), &["run", "--code", "c.tgz", "--dry-run"]);
+    let o = telejob!(dir.path(), &["run", "--code", "c.tgz", "--dry-run"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
         stdout(&o).contains("would publish 1 file (6 B)"),
@@ -249,7 +249,7 @@ fn dry_run_lists_without_publishing() {
 #[test]
 fn schedule_previews_are_reproducible() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let o = telejob(
+    let o = telejob!(
         dir.path(),
         &[
             "schedule",
@@ -266,7 +266,7 @@ fn schedule_previews_are_reproducible() {
         stdout(&o),
         "2015-02-28T12:00:00Z\n2015-03-31T12:00:00Z\n2015-04-30T12:00:00Z\n"
     );
-    let o = telejob(
+    let o = telejob!(
         dir.path(),
         &[
             "schedule",
@@ -286,7 +286,7 @@ fn schedule_previews_are_reproducible() {
 #[test]
 fn help_lists_every_command() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let o = telejob(dir.path(), &["--help"]);
+    let o = telejob!(dir.path(), &["--help"]);
     let out = stdout(&o);
     for c in ["run", "package", "schedule", "agent"] {
         assert!(out.contains(c), "{out}");

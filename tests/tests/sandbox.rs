@@ -31,7 +31,7 @@ fn under_a_root_telejob_jobs_run_as_nobody_and_cannot_read_root_files() {
         "mkdir output; id -un > output/who; cat {} > output/stolen",
         secret.display()
     );
-    let o = telejob(
+    let o = telejob!(
         dir.path(),
         &[
             "run",
@@ -70,7 +70,7 @@ fn a_same_user_job_cannot_read_telejobs_environment() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let bin = dir.path().join("telejob");
-    std::fs::copy(telejob_bin(), &bin).expect("copy binary");
+    std::fs::copy(telejob_bin!(), &bin).expect("copy binary");
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let code = dir.path().join("c.tgz");
     std::fs::write(&code, tarball(&[("run.sh", "true", 0o755)])).expect("write");
