@@ -110,3 +110,17 @@ fn the_output_directory_is_checked_just_before_publishing() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_file_that_cannot_be_read_fails_the_upload() {
+    let t = code_with(|o| {
+        fs::write(o.join("a.csv"), "1").expect("w");
+        fs::write(o.join("b.csv"), "2").expect("w");
+    });
+    let p = plan(t.path(), "output", "j/data/", &PublishPolicy::default()).expect("plan");
+    // The file vanishes (or becomes unreadable) between planning and upload.
+    fs::remove_file(t.path().join("output/b.csv")).expect("rm");
+    let store = crate::store::MemoryStore::new();
+    let err = upload(&p, &store, "j/data/", 2, None).await.expect_err("must fail");
+    assert!(matches!(err, Error::Publish(ref m) if m.contains("b.csv")), "{err}");
+}
