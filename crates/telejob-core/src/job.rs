@@ -6,7 +6,12 @@ use std::path::{Component, Path};
 
 use serde::{Deserialize, Serialize};
 
+use chrono::{DateTime, Utc};
+
 use crate::error::{Error, Result};
+use crate::policy::{
+    MissedPolicy, NotifySpec, OverlapPolicy, default_backoff, default_catch_up_limit,
+};
 use crate::schedule::{Schedule, ScheduleSpec};
 
 /// The command the original form proposed: a wrapper script at the root of the code.
@@ -181,6 +186,36 @@ pub struct JobSpec {
     /// Extra environment variables handed to the job.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// What happens when a slot fires while the previous run is still going.
+    #[serde(default)]
+    pub overlap: OverlapPolicy,
+    /// What happens to slots missed while the scheduler was down.
+    #[serde(default)]
+    pub missed: MissedPolicy,
+    /// With `missed = catch_up`: at most this many missed slots are run (1–1000, default 10).
+    #[serde(default = "default_catch_up_limit")]
+    pub catch_up_limit: u32,
+    /// Retries of a failed run (0–10, default 0), with exponential backoff.
+    #[serde(default)]
+    pub max_retries: u32,
+    /// Seconds before the first retry; doubled for each further one (1–86400, default 60).
+    #[serde(default = "default_backoff")]
+    pub retry_backoff_seconds: u32,
+    /// Whether a timed-out run is retried too (default: no).
+    #[serde(default)]
+    pub retry_on_timeout: bool,
+    /// No slot before this instant fires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<DateTime<Utc>>,
+    /// No slot after this instant fires; the job is then marked expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_at: Option<DateTime<Utc>>,
+    /// Users who may edit, run and read the logs of the job besides its owner.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub maintainers: Vec<String>,
+    /// Where notifications go.
+    #[serde(default, skip_serializing_if = "NotifySpec::is_empty")]
+    pub notify: NotifySpec,
 }
 
 fn default_command() -> String {
@@ -205,6 +240,16 @@ impl JobSpec {
             timeout_minutes: DEFAULT_TIMEOUT_MINUTES,
             output_visibility: Visibility::Public,
             env: BTreeMap::new(),
+            overlap: OverlapPolicy::default(),
+            missed: MissedPolicy::default(),
+            catch_up_limit: default_catch_up_limit(),
+            max_retries: 0,
+            retry_backoff_seconds: default_backoff(),
+            retry_on_timeout: false,
+            start_at: None,
+            end_at: None,
+            maintainers: Vec::new(),
+            notify: NotifySpec::default(),
         }
     }
 
@@ -240,6 +285,43 @@ impl JobSpec {
                     self.timeout_minutes, limits.max_timeout_minutes
                 ),
             ));
+        }
+        if !(1..=1000).contains(&self.catch_up_limit) {
+            errors.push(Error::invalid(
+                "catch_up_limit",
+                format!("{} is out of range: use 1 to 1000", self.catch_up_limit),
+            ));
+        }
+        if self.max_retries > 10 {
+            errors.push(Error::invalid(
+                "max_retries",
+                format!("{} is too many: use 0 to 10", self.max_retries),
+            ));
+        }
+        if !(1..=86_400).contains(&self.retry_backoff_seconds) {
+            errors.push(Error::invalid(
+                "retry_backoff_seconds",
+                format!(
+                    "{} is out of range: use 1 to 86400 seconds",
+                    self.retry_backoff_seconds
+                ),
+            ));
+        }
+        if let (Some(s), Some(e)) = (self.start_at, self.end_at)
+            && e <= s
+        {
+            errors.push(Error::invalid(
+                "end_at",
+                "the end date must be after the start date",
+            ));
+        }
+        for m in &self.maintainers {
+            if let Err(e) = validate_user_name(m) {
+                errors.push(Error::invalid("maintainers", e.to_string()));
+            }
+        }
+        if let Err(e) = self.notify.validate() {
+            errors.push(e);
         }
         for (k, v) in &self.env {
             if let Err(e) = validate_env_var(k, v) {
@@ -363,6 +445,30 @@ pub fn validate_output_dir(dir: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Checks a user name: 1–64 lowercase letters, digits, `-`, `_` or `.`, starting with a letter.
+///
+/// # Errors
+///
+/// [`Error::InvalidJob`] for `user`.
+pub fn validate_user_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "user",
+            format!(
+                "{name:?} is not a user name: use lowercase letters, digits, -, _ or ., starting with a letter"
+            ),
+        ))
+    }
 }
 
 /// Checks one job environment variable.

@@ -32,10 +32,12 @@ pub mod fetch;
 pub mod inprocess;
 pub mod job;
 pub mod pipeline;
+pub mod policy;
 pub mod publish;
 pub mod run;
 pub mod sandbox;
 pub mod schedule;
+pub mod scheduler;
 pub mod store;
 pub mod unpack;
 

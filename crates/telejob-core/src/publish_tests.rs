@@ -121,6 +121,11 @@ async fn a_file_that_cannot_be_read_fails_the_upload() {
     // The file vanishes (or becomes unreadable) between planning and upload.
     fs::remove_file(t.path().join("output/b.csv")).expect("rm");
     let store = crate::store::MemoryStore::new();
-    let err = upload(&p, &store, "j/data/", 2, None).await.expect_err("must fail");
-    assert!(matches!(err, Error::Publish(ref m) if m.contains("b.csv")), "{err}");
+    let err = upload(&p, &store, "j/data/", 2, None)
+        .await
+        .expect_err("must fail");
+    assert!(
+        matches!(err, Error::Publish(ref m) if m.contains("b.csv")),
+        "{err}"
+    );
 }

@@ -1,0 +1,521 @@
+//! The engine with an injected clock (tokio's paused time) and a scripted compute backend.
+
+use std::sync::Mutex as StdMutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use super::clock::TokioClock;
+use super::notify::NoObserver;
+use super::persist::MemorySchedulerStore;
+use super::*;
+use crate::compute::ComputeCapabilities;
+use crate::job::JobSpec;
+use crate::policy::MissedPolicy;
+use crate::schedule::ScheduleSpec;
+
+/// Runs "succeed after N seconds" (`ok N`), "fail after N seconds" (`fail N`) or "time out after
+/// N seconds" (`timeout N`) in virtual time.
+#[derive(Debug, Default)]
+struct Scripted {
+    runs: StdMutex<HashMap<RunId, (watch::Receiver<Run>, CancellationToken)>>,
+    launched: StdMutex<Vec<RunRequest>>,
+}
+
+#[async_trait]
+impl Compute for Scripted {
+    fn capabilities(&self) -> ComputeCapabilities {
+        let mut c = ComputeCapabilities::named("scripted");
+        c.cancel = true;
+        c
+    }
+
+    async fn launch(&self, req: RunRequest, opts: LaunchOptions) -> Result<()> {
+        let (tx, rx) = watch::channel(Run::pending(&req));
+        let cancel = CancellationToken::new();
+        self.runs
+            .lock()
+            .expect("lock")
+            .insert(req.run_id.clone(), (rx, cancel.clone()));
+        self.launched.lock().expect("lock").push(req.clone());
+        let mut words = req.command.split_whitespace();
+        let (verb, secs) = (
+            words.next().unwrap_or("ok").to_string(),
+            words.next().and_then(|s| s.parse().ok()).unwrap_or(1),
+        );
+        tokio::spawn(async move {
+            if let Some(ev) = &opts.events {
+                ev.emit(RunEvent::State(RunState::Running));
+            }
+            let mut run = Run::pending(&req);
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(secs)) => {
+                    run.state = match verb.as_str() {
+                        "fail" => RunState::Failed,
+                        "timeout" => RunState::TimedOut,
+                        _ => RunState::Succeeded,
+                    };
+                }
+                () = cancel.cancelled() => run.state = RunState::Cancelled,
+            }
+            run.phases.finished = Some(Utc::now());
+            if let Some(ev) = &opts.events {
+                ev.emit(RunEvent::State(run.state));
+            }
+            tx.send_replace(run);
+        });
+        Ok(())
+    }
+
+    async fn wait(&self, run: &RunId) -> Result<Run> {
+        let mut rx = self
+            .runs
+            .lock()
+            .expect("lock")
+            .get(run)
+            .map(|(r, _)| r.clone())
+            .ok_or_else(|| Error::NotFound(run.to_string()))?;
+        let r = rx
+            .wait_for(|r| r.phases.finished.is_some())
+            .await
+            .map_err(|_| Error::Cancelled)?;
+        Ok(r.clone())
+    }
+
+    async fn cancel(&self, run: &RunId) -> Result<()> {
+        if let Some((_, c)) = self.runs.lock().expect("lock").get(run) {
+            c.cancel();
+        }
+        Ok(())
+    }
+
+    async fn status(&self, run: &RunId) -> Result<Option<Run>> {
+        Ok(self
+            .runs
+            .lock()
+            .expect("lock")
+            .get(run)
+            .map(|(r, _)| r.borrow().clone()))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Recorder(StdMutex<Vec<JobEvent>>);
+
+#[async_trait]
+impl Notifier for Recorder {
+    async fn notify(&self, event: JobEvent) {
+        self.0.lock().expect("lock").push(event);
+    }
+}
+
+fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .expect("instant")
+        .with_timezone(&Utc)
+}
+
+struct Fx {
+    store: Arc<MemorySchedulerStore>,
+    compute: Arc<Scripted>,
+    events: Arc<Recorder>,
+    clock: Arc<TokioClock>,
+}
+
+impl Fx {
+    fn new(start: &str) -> Self {
+        Self {
+            store: Arc::new(MemorySchedulerStore::new()),
+            compute: Arc::new(Scripted::default()),
+            events: Arc::new(Recorder::default()),
+            clock: Arc::new(TokioClock::starting_at(t(start))),
+        }
+    }
+
+    fn scheduler(&self) -> Scheduler {
+        Scheduler::new(SchedulerParts {
+            store: self.store.clone(),
+            compute: self.compute.clone(),
+            clock: self.clock.clone(),
+            notifier: self.events.clone(),
+            observer: Arc::new(NoObserver),
+            limits: ValidationLimits::default(),
+        })
+    }
+
+    fn add(&self, spec: JobSpec, cursor: &str) {
+        self.store
+            .put_job(JobState {
+                spec,
+                owner: "alice".into(),
+                code: Some("/code.tgz".into()),
+                paused: false,
+                expired: false,
+                cursor: t(cursor),
+                last_failed: false,
+            })
+            .expect("job");
+    }
+
+    /// (slot, state) of every run of `job`.
+    fn runs(&self, job: &str) -> Vec<(String, RunState)> {
+        self.store
+            .runs(job)
+            .into_iter()
+            .map(|(_, r)| {
+                (
+                    r.scheduled_for.format("%m-%dT%H:%M:%S").to_string(),
+                    r.state,
+                )
+            })
+            .collect()
+    }
+
+    fn events(&self) -> Vec<EventKind> {
+        self.events
+            .0
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|e| e.kind)
+            .collect()
+    }
+}
+
+fn job(name: &str, schedule: ScheduleSpec, command: &str) -> JobSpec {
+    let mut s = JobSpec::new(name);
+    s.schedule = schedule;
+    s.command = command.into();
+    s
+}
+
+async fn advance_to(fx: &Fx, to: &str) {
+    let d = (t(to) - fx.clock.now()).to_std().expect("forward");
+    tokio::time::sleep(d).await;
+    // Let the tasks woken at the deadline record what they did.
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_daily_job_fires_once_a_day_on_time() {
+    let fx = Fx::new("2014-03-08T11:00:00Z");
+    fx.add(
+        job(
+            "daily",
+            ScheduleSpec::daily(crate::schedule::TimeOfDay::NOON),
+            "ok 60",
+        ),
+        "2014-03-08T11:00:00Z",
+    );
+    let s = fx.scheduler();
+    s.start().await.expect("start");
+    advance_to(&fx, "2014-03-10T13:00:00Z").await;
+    use RunState::Succeeded as S;
+    assert_eq!(
+        fx.runs("daily"),
+        vec![
+            ("03-08T12:00:00".into(), S),
+            ("03-09T12:00:00".into(), S),
+            ("03-10T12:00:00".into(), S)
+        ]
+    );
+    let launched = fx.compute.launched.lock().expect("lock").len();
+    assert_eq!(launched, 3);
+    s.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slot_never_runs_twice_across_a_restart() {
+    let fx = Fx::new("2014-03-08T11:59:00Z");
+    fx.add(
+        job(
+            "once",
+            ScheduleSpec::daily(crate::schedule::TimeOfDay::NOON),
+            "ok 10",
+        ),
+        "2014-03-08T11:00:00Z",
+    );
+    let s1 = fx.scheduler();
+    s1.start().await.expect("start");
+    advance_to(&fx, "2014-03-08T12:00:30Z").await;
+    s1.shutdown().await;
+    // A second scheduler over the same store: the cursor says the slot is handled, and even a
+    // forced re-insert of the slot is refused.
+    let mut js = fx.store.job("once").expect("job");
+    js.cursor = t("2014-03-08T11:00:00Z");
+    fx.store.put_job(js).expect("rewind the cursor");
+    let s2 = fx.scheduler();
+    s2.start().await.expect("start");
+    advance_to(&fx, "2014-03-08T12:05:00Z").await;
+    assert_eq!(
+        fx.runs("once"),
+        vec![("03-08T12:00:00".into(), RunState::Succeeded)]
+    );
+    assert_eq!(
+        fx.compute.launched.lock().expect("lock").len(),
+        1,
+        "launched once"
+    );
+    s2.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn missed_slots_after_downtime_follow_the_policy_and_are_recorded() {
+    for (policy, want_runs) in [
+        (MissedPolicy::Latest, 1),
+        (MissedPolicy::Skip, 0),
+        (MissedPolicy::CatchUp, 2),
+    ] {
+        // Down since the 4th: the 5th, 6th, 7th and (1 h late) 8th are due at start.
+        let fx = Fx::new("2014-03-08T13:00:00Z");
+        let mut spec = job(
+            "m",
+            ScheduleSpec::daily(crate::schedule::TimeOfDay::NOON),
+            "ok 5",
+        );
+        spec.missed = policy;
+        spec.catch_up_limit = 2;
+        fx.add(spec, "2014-03-04T12:00:00Z");
+        let s = fx.scheduler();
+        s.start().await.expect("start");
+        advance_to(&fx, "2014-03-08T13:10:00Z").await;
+        let runs = fx.runs("m");
+        assert_eq!(
+            runs.len(),
+            4,
+            "{policy:?}: every due slot is recorded: {runs:?}"
+        );
+        let ran = runs
+            .iter()
+            .filter(|(_, s)| *s == RunState::Succeeded)
+            .count();
+        let missed = runs.iter().filter(|(_, s)| *s == RunState::Missed).count();
+        assert_eq!(
+            (ran, missed),
+            (want_runs, 4 - want_runs),
+            "{policy:?}: {runs:?}"
+        );
+        assert_eq!(
+            fx.events()
+                .iter()
+                .filter(|k| **k == EventKind::Missed)
+                .count(),
+            4 - want_runs
+        );
+        // Scheduling goes on.
+        assert_eq!(
+            s.next_fire(&JobName::new("m").expect("name")),
+            Some(t("2014-03-09T12:00:00Z"))
+        );
+        s.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn overlap_policies() {
+    use RunState::*;
+    let every_minute = ScheduleSpec::cron("* * * * *");
+    for (policy, want) in [
+        (OverlapPolicy::Forbid, vec![Succeeded, Missed]),
+        (OverlapPolicy::Allow, vec![Succeeded, Succeeded]),
+        (OverlapPolicy::Replace, vec![Cancelled, Succeeded]),
+    ] {
+        let fx = Fx::new("2014-03-08T12:00:30Z");
+        let mut spec = job("o", every_minute.clone(), "ok 90");
+        spec.overlap = policy;
+        fx.add(spec, "2014-03-08T12:00:30Z");
+        let s = fx.scheduler();
+        s.start().await.expect("start");
+        // Slots at 12:01 and 12:02; the first run lasts 90 s.
+        advance_to(&fx, "2014-03-08T12:02:30Z").await;
+        let mut js = fx.store.job("o").expect("job");
+        js.paused = true;
+        s.upsert(js).await.expect("pause");
+        advance_to(&fx, "2014-03-08T12:10:00Z").await;
+        let states: Vec<RunState> = fx.runs("o").into_iter().map(|(_, s)| s).collect();
+        assert_eq!(states, want, "{policy:?}");
+        s.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_retry_with_exponential_backoff_and_timeouts_only_when_asked() {
+    let fx = Fx::new("2014-03-08T11:59:00Z");
+    let mut spec = job(
+        "r",
+        ScheduleSpec::daily(crate::schedule::TimeOfDay::NOON),
+        "fail 1",
+    );
+    spec.max_retries = 2;
+    spec.retry_backoff_seconds = 60;
+    fx.add(spec, "2014-03-08T11:00:00Z");
+    let mut spec = job(
+        "t",
+        ScheduleSpec::daily(crate::schedule::TimeOfDay::NOON),
+        "timeout 1",
+    );
+    spec.max_retries = 2;
+    fx.add(spec, "2014-03-08T11:00:00Z");
+    let s = fx.scheduler();
+    s.start().await.expect("start");
+    advance_to(&fx, "2014-03-08T12:30:00Z").await;
+    let launched: Vec<(String, String)> = fx
+        .compute
+        .launched
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|r| {
+            (
+                r.job.to_string(),
+                r.scheduled_for.format("%H:%M").to_string(),
+            )
+        })
+        .collect();
+    let r_runs = launched.iter().filter(|(j, _)| j == "r").count();
+    assert_eq!(r_runs, 3, "first attempt and two retries: {launched:?}");
+    assert_eq!(
+        launched.iter().filter(|(j, _)| j == "t").count(),
+        1,
+        "timeouts are not retried by default"
+    );
+    // Retries keep the slot they are for, and every attempt is its own row.
+    let rows = fx.store.runs("r");
+    assert!(
+        rows.iter()
+            .all(|(_, r)| r.scheduled_for == t("2014-03-08T12:00:00Z"))
+    );
+    let keys: Vec<&str> = rows.iter().map(|(row, _)| row.slot_key.as_str()).collect();
+    assert!(
+        keys.contains(&"slot:2014-03-08T12:00:00Z#retry2"),
+        "{keys:?}"
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_wait_out_their_backoff() {
+    let fx = Fx::new("2014-03-08T11:59:00Z");
+    let mut spec = job(
+        "b",
+        ScheduleSpec::daily(crate::schedule::TimeOfDay::NOON),
+        "fail 1",
+    );
+    spec.max_retries = 2;
+    spec.retry_backoff_seconds = 60;
+    fx.add(spec, "2014-03-08T11:00:00Z");
+    let s = fx.scheduler();
+    s.start().await.expect("start");
+    // Attempt 0 at 12:00:00 fails at :01; retry 1 at 12:01:01 fails at :02; retry 2 at 12:03:02.
+    advance_to(&fx, "2014-03-08T12:03:00Z").await;
+    assert_eq!(fx.store.runs("b").len(), 2);
+    advance_to(&fx, "2014-03-08T12:03:05Z").await;
+    assert_eq!(fx.store.runs("b").len(), 3);
+    s.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn end_dates_expire_jobs_and_start_dates_hold_them() {
+    let fx = Fx::new("2014-03-08T00:00:00Z");
+    let mut spec = job(
+        "e",
+        ScheduleSpec::daily(crate::schedule::TimeOfDay::NOON),
+        "ok 1",
+    );
+    spec.start_at = Some(t("2014-03-09T00:00:00Z"));
+    spec.end_at = Some(t("2014-03-10T23:00:00Z"));
+    fx.add(spec, "2014-03-08T00:00:00Z");
+    let s = fx.scheduler();
+    s.start().await.expect("start");
+    advance_to(&fx, "2014-03-12T00:00:00Z").await;
+    let slots: Vec<String> = fx.runs("e").into_iter().map(|(s, _)| s).collect();
+    assert_eq!(slots, vec!["03-09T12:00:00", "03-10T12:00:00"]);
+    assert!(fx.store.job("e").expect("job").expired);
+    assert!(fx.events().contains(&EventKind::Expired));
+    s.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn pause_resume_and_run_now() {
+    let fx = Fx::new("2014-03-08T11:00:00Z");
+    fx.add(
+        job(
+            "p",
+            ScheduleSpec::daily(crate::schedule::TimeOfDay::NOON),
+            "ok 1",
+        ),
+        "2014-03-08T11:00:00Z",
+    );
+    let s = fx.scheduler();
+    s.start().await.expect("start");
+    let name = JobName::new("p").expect("name");
+    s.set_paused(&name, true).await.expect("pause");
+    advance_to(&fx, "2014-03-09T11:00:00Z").await;
+    assert!(fx.runs("p").is_empty(), "paused jobs do not fire");
+    s.set_paused(&name, false).await.expect("resume");
+    // A manual run does not consume the next slot.
+    let id = s.run_now(&name).await.expect("run now");
+    advance_to(&fx, "2014-03-09T12:10:00Z").await;
+    let runs = fx.store.runs("p");
+    assert_eq!(
+        runs.len(),
+        2,
+        "the manual run and the 9th's slot; the 8th is not made up: {runs:?}"
+    );
+    assert!(
+        runs.iter()
+            .any(|(row, r)| r.id == id && row.trigger == Trigger::Manual)
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn failure_then_recovery_notifies_once_each() {
+    let fx = Fx::new("2014-03-08T11:00:00Z");
+    fx.add(
+        job(
+            "n",
+            ScheduleSpec::daily(crate::schedule::TimeOfDay::NOON),
+            "fail 1",
+        ),
+        "2014-03-08T11:00:00Z",
+    );
+    let s = fx.scheduler();
+    s.start().await.expect("start");
+    advance_to(&fx, "2014-03-08T13:00:00Z").await;
+    let mut js = fx.store.job("n").expect("job");
+    js.spec.command = "ok 1".into();
+    js.cursor = t("2014-03-08T13:00:00Z");
+    s.upsert(js).await.expect("edit");
+    advance_to(&fx, "2014-03-10T13:00:00Z").await;
+    assert_eq!(fx.events(), vec![EventKind::Failed, EventKind::Recovered]);
+    s.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_cancels_runs_in_flight_and_records_it() {
+    let fx = Fx::new("2014-03-08T11:59:59Z");
+    fx.add(
+        job(
+            "s",
+            ScheduleSpec::daily(crate::schedule::TimeOfDay::NOON),
+            "ok 3600",
+        ),
+        "2014-03-08T11:00:00Z",
+    );
+    let s = fx.scheduler();
+    s.start().await.expect("start");
+    advance_to(&fx, "2014-03-08T12:00:10Z").await;
+    assert_eq!(
+        fx.runs("s"),
+        vec![("03-08T12:00:00".into(), RunState::Running)]
+    );
+    s.shutdown().await;
+    assert_eq!(
+        fx.runs("s"),
+        vec![("03-08T12:00:00".into(), RunState::Cancelled)]
+    );
+}

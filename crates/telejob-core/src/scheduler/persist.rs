@@ -1,0 +1,201 @@
+//! What the scheduler persists, behind a trait: jobs' scheduling state and run rows.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Debug;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::job::{JobName, JobSpec};
+use crate::run::{Run, RunId};
+
+/// A job as the scheduler sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobState {
+    /// The spec.
+    pub spec: JobSpec,
+    /// The owning user.
+    pub owner: String,
+    /// Where the current code version is (`store:<key>`, a path or URL); `None` until uploaded.
+    pub code: Option<String>,
+    /// Paused jobs fire no slots (missed slots are not made up on resume).
+    pub paused: bool,
+    /// Past its end date.
+    pub expired: bool,
+    /// The last slot handled; slots after it are due.
+    pub cursor: DateTime<Utc>,
+    /// Whether the job's last finished run failed (for "recovered" notifications).
+    pub last_failed: bool,
+}
+
+/// Why a run exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// A slot of the schedule.
+    Scheduled,
+    /// A retry of a failed scheduled run.
+    Retry,
+    /// Run now, by a user.
+    Manual,
+}
+
+impl Trigger {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Retry => "retry",
+            Self::Manual => "manual",
+        }
+    }
+}
+
+/// A run row to insert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRow {
+    /// The run record.
+    pub run: Run,
+    /// Unique per job: `slot:<instant>` (attempt 0), `slot:<instant>#retry<n>`, `manual:<run id>`.
+    /// A second insert of the same key fails, so a slot can never run twice.
+    pub slot_key: String,
+    /// Why it runs.
+    pub trigger: Trigger,
+    /// 0 for the first attempt.
+    pub attempt: u32,
+}
+
+impl RunRow {
+    /// The key of `slot`'s attempt `attempt`.
+    pub fn slot_key(slot: DateTime<Utc>, attempt: u32) -> String {
+        let s = slot.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        if attempt == 0 {
+            format!("slot:{s}")
+        } else {
+            format!("slot:{s}#retry{attempt}")
+        }
+    }
+}
+
+/// The scheduler's persistence. Object-safe.
+///
+/// # Contract
+///
+/// `insert_run` is atomic and returns `false`, storing nothing, when the job already has a row
+/// with the same `slot_key` — across processes and restarts.
+#[async_trait]
+pub trait SchedulerStore: Send + Sync + Debug + 'static {
+    /// Every job to arm.
+    async fn load_jobs(&self) -> Result<Vec<JobState>>;
+    /// Inserts a run row; `Ok(false)` if the job has one with this slot key.
+    async fn insert_run(&self, row: &RunRow) -> Result<bool>;
+    /// Saves a run's latest record.
+    async fn update_run(&self, run: &Run) -> Result<()>;
+    /// Records the last slot handled for a job.
+    async fn set_cursor(&self, job: &JobName, cursor: DateTime<Utc>) -> Result<()>;
+    /// Marks a job expired.
+    async fn set_expired(&self, job: &JobName) -> Result<()>;
+}
+
+/// An in-memory [`SchedulerStore`], the reference for tests and embedding.
+#[derive(Debug, Default)]
+pub struct MemorySchedulerStore {
+    inner: Mutex<MemInner>,
+}
+
+#[derive(Debug, Default)]
+struct MemInner {
+    jobs: BTreeMap<JobName, JobState>,
+    runs: BTreeMap<RunId, (RunRow, Run)>,
+    keys: HashSet<(JobName, String)>,
+}
+
+impl MemorySchedulerStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds or replaces a job.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidJob`] if the spec's name is invalid.
+    pub fn put_job(&self, job: JobState) -> Result<()> {
+        let name = JobName::new(job.spec.name.clone())?;
+        self.lock().jobs.insert(name, job);
+        Ok(())
+    }
+
+    /// Every run of `job`, oldest slot first.
+    pub fn runs(&self, job: &str) -> Vec<(RunRow, Run)> {
+        let mut v: Vec<_> = self
+            .lock()
+            .runs
+            .values()
+            .filter(|(r, _)| r.run.job.as_str() == job)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| (a.1.scheduled_for, &a.1.id).cmp(&(b.1.scheduled_for, &b.1.id)));
+        v
+    }
+
+    /// A job's state.
+    pub fn job(&self, job: &str) -> Option<JobState> {
+        self.lock()
+            .jobs
+            .values()
+            .find(|j| j.spec.name == job)
+            .cloned()
+    }
+}
+
+#[async_trait]
+impl SchedulerStore for MemorySchedulerStore {
+    async fn load_jobs(&self) -> Result<Vec<JobState>> {
+        Ok(self.lock().jobs.values().cloned().collect())
+    }
+
+    async fn insert_run(&self, row: &RunRow) -> Result<bool> {
+        let mut g = self.lock();
+        if !g.keys.insert((row.run.job.clone(), row.slot_key.clone())) {
+            return Ok(false);
+        }
+        g.runs
+            .insert(row.run.id.clone(), (row.clone(), row.run.clone()));
+        Ok(true)
+    }
+
+    async fn update_run(&self, run: &Run) -> Result<()> {
+        let mut g = self.lock();
+        let e = g
+            .runs
+            .get_mut(&run.id)
+            .ok_or_else(|| Error::NotFound(format!("run {}", run.id)))?;
+        e.1 = run.clone();
+        Ok(())
+    }
+
+    async fn set_cursor(&self, job: &JobName, cursor: DateTime<Utc>) -> Result<()> {
+        if let Some(j) = self.lock().jobs.get_mut(job) {
+            j.cursor = cursor;
+        }
+        Ok(())
+    }
+
+    async fn set_expired(&self, job: &JobName) -> Result<()> {
+        if let Some(j) = self.lock().jobs.get_mut(job) {
+            j.expired = true;
+        }
+        Ok(())
+    }
+}
