@@ -1,9 +1,11 @@
 //! `telejob`: schedule analysis jobs that run on fresh machines and publish their results.
 //!
-//! This binary composes the library crates: the CLI, and (to come) the server.
+//! This binary composes the library crates: the CLI, the server (API, scheduler, SQLite), and
+//! the backends.
 
 mod cli;
 mod http_fetch;
+mod server;
 
 use std::process::ExitCode;
 

@@ -52,6 +52,42 @@ pub struct RunCgroup {
     procs: OwnedFd,
 }
 
+/// The directory `telejob-<name>` would have under this process's cgroup.
+fn dir_for(name: &str) -> io::Result<PathBuf> {
+    let mount = cgroup2_mount()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no cgroup2 mount"))?;
+    let own = own_cgroup()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no cgroup v2 membership"))?;
+    Ok(mount
+        .join(own.trim_start_matches('/'))
+        .join(format!("telejob-{name}")))
+}
+
+/// Kills every process left in the cgroup of run `name` (made by an earlier telejob process of
+/// this host, e.g. before a crash) and removes it. Returns whether such a cgroup existed.
+pub fn kill_existing(name: &str) -> bool {
+    let Ok(dir) = dir_for(name) else { return false };
+    if !dir.is_dir() {
+        return false;
+    }
+    let _ = fs::write(dir.join("cgroup.kill"), b"1");
+    for _ in 0..200 {
+        if fs::remove_dir(&dir).is_ok() {
+            return true;
+        }
+        for pid in fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse::<i32>().ok())
+        {
+            // SAFETY: kill(2) with a pid read from the run's cgroup; no memory is involved.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    true
+}
+
 impl RunCgroup {
     /// Creates `telejob-<name>` under this process's own cgroup.
     ///

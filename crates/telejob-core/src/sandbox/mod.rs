@@ -152,6 +152,15 @@ pub fn job_environment(
     env.into_iter().collect()
 }
 
+/// Kills whatever of run `run_id` still runs on this host (its cgroup, then any process with its
+/// marker), after a crash or `kill -9` of the process that launched it. Returns whether anything
+/// was found.
+pub fn kill_leftovers(run_id: &str) -> bool {
+    let cg = cgroup::kill_existing(run_id);
+    let marked = tracker::kill_marked(run_id);
+    cg || marked > 0
+}
+
 /// Makes this process non-dumpable, so processes of the same user (jobs run without a separate
 /// user) cannot read its memory or `/proc/<pid>/environ`, nor attach a debugger. Jobs are not
 /// affected: `execve` makes them dumpable again.

@@ -89,6 +89,19 @@ impl ProcessTracker {
     }
 }
 
+/// Kills every live process that carries run `run_id`'s marker, and their descendants (used at
+/// restart for runs an earlier telejob process left behind). Returns how many were found.
+pub fn kill_marked(run_id: &str) -> usize {
+    // A process group id no process can have: only marked processes and descendants match.
+    let t = ProcessTracker::new(i32::MAX, run_id);
+    let pids = t.pids();
+    for pid in &pids {
+        // SAFETY: kill(2) on a pid found by its marker; no memory is involved.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    pids.len()
+}
+
 /// (state, ppid, pgrp) from `/proc/<pid>/stat`.
 fn stat(pid: i32) -> Option<(char, i32, i32)> {
     let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

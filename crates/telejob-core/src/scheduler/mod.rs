@@ -247,7 +247,8 @@ impl Scheduler {
     ///
     /// [`Error::NotFound`] for an unknown job; launch errors.
     pub async fn run_now(&self, job: &JobName) -> Result<RunId> {
-        let now = self.inner.parts.clock.now();
+        use chrono::SubsecRound;
+        let now = self.inner.parts.clock.now().trunc_subsecs(0);
         let id = RunId::new();
         let key = format!("manual:{id}");
         self.launch(job, now, key, Trigger::Manual, 0, Some(id.clone()))

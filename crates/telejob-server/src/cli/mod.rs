@@ -1,6 +1,7 @@
 //! The command line.
 
 mod agent;
+mod client;
 mod package;
 mod progress;
 mod run;
@@ -57,6 +58,47 @@ enum Command {
     Schedule(schedule::ScheduleArgs),
     /// Execute one run request (JSON) with the pipeline; used on remote machines.
     Agent(agent::AgentArgs),
+    /// Run the server: JSON API, scheduler and SQLite state in a data directory.
+    ///
+    /// On first start it creates the admin user and writes its token to <data-dir>/admin.token
+    /// (mode 0600). Stops gracefully on SIGTERM or SIGINT (runs in flight are cancelled).
+    Serve(crate::server::ServeArgs),
+    /// Manage jobs on a server.
+    Jobs {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(subcommand)]
+        cmd: client::JobsCmd,
+    },
+    /// Inspect runs on a server.
+    Runs {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(subcommand)]
+        cmd: client::RunsCmd,
+    },
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCmd {
+    /// Print a new token for USER (created if missing), writing directly to the server's
+    /// database: run it on the server's host.
+    Create {
+        /// The user.
+        #[arg(long)]
+        user: String,
+        /// The server's data directory.
+        #[arg(long, env = "TELEJOB_DATA_DIR", default_value = "telejob-data")]
+        data_dir: std::path::PathBuf,
+        /// Make the user an admin.
+        #[arg(long)]
+        admin: bool,
+    },
 }
 
 /// Runs the chosen subcommand.
@@ -66,5 +108,20 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Package(a) => package::package(a).await,
         Command::Schedule(a) => schedule::schedule(a),
         Command::Agent(a) => agent::agent(a).await,
+        Command::Serve(a) => crate::server::serve(a).await,
+        Command::Jobs { server, cmd } => client::jobs(server, cmd).await,
+        Command::Runs { server, cmd } => client::runs(server, cmd).await,
+        Command::Token {
+            cmd:
+                TokenCmd::Create {
+                    user,
+                    data_dir,
+                    admin,
+                },
+        } => {
+            let token = crate::server::create_token(&data_dir, &user, admin).await?;
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

@@ -1,0 +1,60 @@
+//! The server's config file (TOML). Every setting is optional; flags and environment variables
+//! override the file.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use telejob_core::job::ValidationLimits;
+
+use super::notify::SmtpConfig;
+use crate::cli::bad;
+
+/// `telejob serve --config FILE`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on (default 127.0.0.1:8080).
+    pub listen: Option<String>,
+    /// Data directory (default ./telejob-data).
+    pub data_dir: Option<PathBuf>,
+    /// Where published output goes: a directory or file:// URL (default <data_dir>/public).
+    pub public_store: Option<String>,
+    /// Runs at once on this host (default: the number of CPUs); more wait in a queue.
+    pub max_concurrent_runs: Option<usize>,
+    /// The largest timeout a job may have, in minutes (default 1440).
+    pub max_timeout_minutes: Option<u32>,
+    /// The largest code upload in bytes (default 1 GiB).
+    pub max_code_bytes: Option<u64>,
+    /// The user jobs run as when telejob runs as root (default nobody).
+    pub run_as: Option<String>,
+    /// `auto` (default), `off` or `required`: a cgroup v2 per run.
+    pub cgroup: Option<String>,
+    /// Where run workspaces are made (default: the system temp directory).
+    pub scratch_dir: Option<PathBuf>,
+    /// Email notifications.
+    pub smtp: Option<SmtpConfig>,
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| bad(format!("--config {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| {
+            bad(format!(
+                "--config {}: {}",
+                path.display(),
+                e.to_string().replace('\n', " ")
+            ))
+        })
+    }
+
+    /// Validation bounds for job specs.
+    pub fn limits(&self) -> ValidationLimits {
+        ValidationLimits {
+            max_timeout_minutes: self
+                .max_timeout_minutes
+                .unwrap_or(ValidationLimits::default().max_timeout_minutes),
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! The bundled slowsql example, scheduled every minute by `telejob serve --example`.
+
+use chrono::Utc;
+use telejob_core::job::{JobName, JobSpec};
+use telejob_core::schedule::ScheduleSpec;
+use telejob_core::store::PutOptions;
+
+use super::api::AppState;
+
+const RUN_SH: &[u8] = include_bytes!("../../../../examples/slowsql/run.sh");
+const QUERIES: &[u8] = include_bytes!("../../../../examples/slowsql/data/queries.csv");
+
+/// The example's code tarball.
+pub fn tarball() -> anyhow::Result<Vec<u8>> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut b = tar::Builder::new(gz);
+    for (path, body, mode) in [
+        ("run.sh", RUN_SH, 0o755),
+        ("data/queries.csv", QUERIES, 0o644),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(mode);
+        h.set_mtime(Utc::now().timestamp().try_into().unwrap_or(0));
+        b.append_data(&mut h, path, body)?;
+    }
+    Ok(b.into_inner()?.finish()?)
+}
+
+/// Creates the `slowsql` job (owner admin, every minute) with its code, unless it exists.
+pub async fn ensure(s: &AppState) -> anyhow::Result<()> {
+    let mut spec = JobSpec::new("slowsql");
+    spec.schedule = ScheduleSpec::cron("* * * * *");
+    spec.timeout_minutes = 5;
+    if s.db.insert_job(&spec, "admin", Utc::now()).await? {
+        let body = tarball()?;
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
+        let key = format!("slowsql/code/{sha}.tar");
+        s.stores
+            .private
+            .put(&key, body.clone().into(), PutOptions::default())
+            .await?;
+        s.db.add_code("slowsql", &sha, &key, body.len() as u64, "admin")
+            .await?;
+        eprintln!(
+            "telejob: scheduled the example job slowsql every minute; watch it with `telejob runs list slowsql`"
+        );
+    }
+    let row =
+        s.db.job("slowsql")
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the example job vanished"))?;
+    s.scheduler
+        .upsert(row.state(s.db.last_failed("slowsql").await?))
+        .await?;
+    let _ = JobName::new("slowsql")?;
+    Ok(())
+}

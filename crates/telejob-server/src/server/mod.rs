@@ -1,0 +1,216 @@
+//! `telejob serve`: the HTTP API, the scheduler and SQLite persistence on one host.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod example;
+pub mod metrics;
+pub mod notify;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use telejob_core::pipeline::RunStores;
+use telejob_core::sandbox::{CgroupMode, RunAs, SandboxOptions};
+use telejob_core::scheduler::clock::SystemClock;
+use telejob_core::scheduler::{Scheduler, SchedulerParts};
+use telejob_local::{LocalCompute, LocalStore};
+
+use self::config::Config;
+use crate::cli::bad;
+use crate::http_fetch::HttpFetcher;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where the database, the admin token, code, logs and published output live.
+    #[arg(long, env = "TELEJOB_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long, env = "TELEJOB_LISTEN", value_name = "ADDR")]
+    listen: Option<String>,
+    /// A TOML config file (see docs/config.md); flags and environment override it.
+    #[arg(long, env = "TELEJOB_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Schedule the bundled slowsql example job every minute (owner: admin), to watch telejob work.
+    #[arg(long)]
+    example: bool,
+}
+
+/// Runs the server until SIGTERM or SIGINT.
+pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    let cfg = match &a.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    let data_dir = a
+        .data_dir
+        .or(cfg.data_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("telejob-data"));
+    let listen = a
+        .listen
+        .or(cfg.listen.clone())
+        .unwrap_or_else(|| "127.0.0.1:8080".into());
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("--data-dir {}", data_dir.display()))?;
+    std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("--data-dir {}", data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&data_dir)?;
+
+    let db = db::Db::open(&data_dir.join("telejob.db")).await?;
+    let token_file = data_dir.join("admin.token");
+    if !db.has_admin().await? {
+        let tokens = auth::Tokens::load(&db).await?;
+        let token = tokens
+            .create(&db, "admin", true, Some("first start"))
+            .await?;
+        write_secret(&token_file, &token)?;
+        eprintln!(
+            "telejob: created the admin user; its token is in {} (mode 0600)",
+            token_file.display()
+        );
+    }
+    let tokens = auth::Tokens::load(&db).await?;
+
+    let stores = RunStores {
+        public: Arc::new(LocalStore::from_url(
+            cfg.public_store
+                .as_deref()
+                .unwrap_or(&data_dir.join("public").display().to_string()),
+        )?),
+        private: Arc::new(LocalStore::new(data_dir.join("private"))?),
+    };
+    let run_as = match &cfg.run_as {
+        Some(u) => Some(RunAs::lookup(u).map_err(|e| bad(format!("config run_as: {e}")))?),
+        None => RunAs::default_for_current_user(),
+    };
+    let cgroup = match cfg.cgroup.as_deref() {
+        None | Some("auto") => CgroupMode::Auto,
+        Some("off") => CgroupMode::Off,
+        Some("required") => CgroupMode::Required,
+        Some(o) => {
+            return Err(bad(format!(
+                "config cgroup = {o:?}: use auto, off or required"
+            )));
+        }
+    };
+    let mut builder = LocalCompute::builder(stores.clone())
+        .with_sandbox(SandboxOptions {
+            cgroup,
+            run_as,
+            ..SandboxOptions::default()
+        })
+        .with_fetcher(Arc::new(HttpFetcher::new()?));
+    if let Some(n) = cfg.max_concurrent_runs {
+        builder = builder.with_max_concurrent(n);
+    }
+    if let Some(d) = &cfg.scratch_dir {
+        builder = builder.with_scratch_dir(d);
+    }
+    let compute = Arc::new(builder.build());
+
+    // Recovery: runs that were in flight when telejob stopped are interrupted, and whatever of
+    // them still runs on this host is killed.
+    for run in db.interrupt_in_flight().await? {
+        let killed = telejob_core::sandbox::kill_leftovers(run.id.as_str());
+        tracing::warn!(run = %run.id, job = %run.job, killed, "run interrupted by a restart");
+        eprintln!(
+            "telejob: run {} of {} was in flight at the last stop: marked interrupted",
+            run.id, run.job
+        );
+    }
+
+    let metrics = Arc::new(metrics::Metrics::new());
+    let limits = cfg.limits();
+    let scheduler = Scheduler::new(SchedulerParts {
+        store: Arc::new(db.clone()),
+        compute,
+        clock: Arc::new(SystemClock),
+        notifier: Arc::new(notify::ServerNotifier::new(db.clone(), cfg.smtp.clone())?),
+        observer: metrics.clone(),
+        limits,
+    });
+    let timer = scheduler.start().await?;
+    let state = api::AppState {
+        db: db.clone(),
+        tokens,
+        scheduler: scheduler.clone(),
+        stores,
+        limits,
+        max_code_bytes: cfg.max_code_bytes.unwrap_or(1 << 30),
+        metrics,
+    };
+    if a.example {
+        example::ensure(&state).await?;
+    }
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("--listen {listen}"))?;
+    let addr = listener.local_addr()?;
+    println!("telejob: listening on http://{addr}");
+    eprintln!(
+        "telejob: data in {}; admin token in {}",
+        data_dir.display(),
+        token_file.display()
+    );
+    let app = api::router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    eprintln!("telejob: shutting down: cancelling runs in flight");
+    scheduler.shutdown().await;
+    timer.abort();
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Writes a secret file readable by its owner only.
+pub fn write_secret(path: &std::path::Path, content: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| path.display().to_string())?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    writeln!(f, "{content}")?;
+    Ok(())
+}
+
+/// `telejob token create`: a new token for a user, made directly in the server's database.
+pub async fn create_token(
+    data_dir: &std::path::Path,
+    user: &str,
+    admin: bool,
+) -> anyhow::Result<String> {
+    let db_path = data_dir.join("telejob.db");
+    if !db_path.exists() {
+        return Err(bad(format!(
+            "--data-dir {}: no telejob database there; start `telejob serve` once first",
+            data_dir.display()
+        )));
+    }
+    let db = db::Db::open(&db_path).await?;
+    let tokens = auth::Tokens::load(&db).await?;
+    tokens
+        .create(&db, user, admin, Some("telejob token create"))
+        .await
+}

@@ -1,0 +1,658 @@
+//! `telejob serve` driven over HTTP, as clients and operators meet it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use telejob_e2e::{processes_with, tarball, telejob_bin};
+
+struct Server {
+    child: Child,
+    base: String,
+    token: String,
+    data: PathBuf,
+}
+
+impl Server {
+    fn start(data: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(telejob_bin!())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .args(extra)
+            .env_remove("TELEJOB_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read the address");
+        let base = line
+            .trim()
+            .strip_prefix("telejob: listening on ")
+            .expect("address line")
+            .to_string();
+        let token = std::fs::read_to_string(data.join("admin.token"))
+            .expect("admin token")
+            .trim()
+            .to_string();
+        Self {
+            child,
+            base,
+            token,
+            data: data.to_path_buf(),
+        }
+    }
+
+    fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Api {
+    fn new(s: &Server, token: Option<&str>) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: s.base.clone(),
+            token: token.map(str::to_string),
+        }
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> (u16, Value, Vec<u8>) {
+        let mut r = self.http.request(
+            method.parse().expect("method"),
+            format!("{}{path}", self.base),
+        );
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.body(b);
+        }
+        let resp = r.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.expect("body").to_vec();
+        let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, v, bytes)
+    }
+
+    async fn post_json(&self, path: &str, v: &Value) -> (u16, Value) {
+        let (s, v, _) = self
+            .call("POST", path, Some(serde_json::to_vec(v).expect("json")))
+            .await;
+        (s, v)
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let (s, v, _) = self.call("GET", path, None).await;
+        (s, v)
+    }
+
+    async fn create_with_code(&self, spec: Value, files: &[(&str, &str, u32)]) {
+        let name = spec["name"].as_str().expect("name").to_string();
+        let (s, v) = self.post_json("/api/jobs", &spec).await;
+        assert_eq!(s, 201, "{v}");
+        let (s, v, _) = self
+            .call(
+                "PUT",
+                &format!("/api/jobs/{name}/code"),
+                Some(tarball(files)),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+
+    async fn run_to_end(&self, job: &str) -> Value {
+        let (s, v) = self
+            .post_json(&format!("/api/jobs/{job}/runs"), &json!({}))
+            .await;
+        assert_eq!(s, 202, "{v}");
+        let id = v["run_id"].as_str().expect("run id").to_string();
+        let (s, run) = self.get(&format!("/api/runs/{id}?wait=120")).await;
+        assert_eq!(s, 200);
+        run
+    }
+}
+
+fn token_for(data: &Path, user: &str) -> String {
+    let o = Command::new(telejob_bin!())
+        .args(["token", "create", "--user", user, "--data-dir"])
+        .arg(data)
+        .output()
+        .expect("token create");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+#[tokio::test]
+async fn bad_requests_name_the_field_and_store_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = Server::start(dir.path(), &[]);
+    let api = Api::new(&srv, Some(&srv.token));
+    let cases: Vec<(&[u8], u16, Option<&str>)> = vec![
+        (b"{\"name\":", 400, None),
+        (b"not json", 400, None),
+        (b"", 400, None),
+        (br#"{"name":"ok","tmeout":5}"#, 422, Some("tmeout")),
+        (
+            br#"{"name":"ok","timeout_minutes":-5}"#,
+            422,
+            Some("timeout_minutes"),
+        ),
+        (
+            br#"{"name":"ok","timeout_minutes":"soon"}"#,
+            422,
+            Some("timeout_minutes"),
+        ),
+        (
+            br#"{"name":"ok","timeout_minutes":0}"#,
+            422,
+            Some("timeout_minutes"),
+        ),
+        (br#"{"name":"bad\u0000name"}"#, 422, Some("name")),
+        (br#"{"name":"x'; DROP TABLE jobs;--"}"#, 422, Some("name")),
+        (br#"{"name":"../etc"}"#, 422, Some("name")),
+        (
+            br#"{"name":"ok","schedule":{"frequency":"weekly"}}"#,
+            422,
+            Some("schedule.day_of_week"),
+        ),
+        (
+            br#"{"name":"ok","schedule":{"frequency":"cron","cron":"0 0 12 * * ? 2030"}}"#,
+            422,
+            Some("schedule.cron"),
+        ),
+        (
+            br#"{"name":"ok","schedule":{"frequency":"monthly","day_of_month":32}}"#,
+            422,
+            Some("schedule.day_of_month"),
+        ),
+        (
+            br#"{"name":"ok","output_dir":"/etc"}"#,
+            422,
+            Some("output_dir"),
+        ),
+        (
+            br#"{"name":"ok","code":"http://x/y.tgz"}"#,
+            422,
+            Some("code"),
+        ),
+    ];
+    for (body, want, field) in cases {
+        let (s, v, _) = api.call("POST", "/api/jobs", Some(body.to_vec())).await;
+        assert_eq!(s, want, "{}: {v}", String::from_utf8_lossy(body));
+        if let Some(f) = field {
+            assert_eq!(v["field"], f, "{}: {v}", String::from_utf8_lossy(body));
+        }
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+    let (_, jobs) = api.get("/api/jobs").await;
+    assert_eq!(jobs, json!([]), "nothing was stored");
+    // No token, a wrong token.
+    for token in [None, Some("tj_wrong")] {
+        let anon = Api::new(&srv, token);
+        assert_eq!(anon.get("/api/jobs").await.0, 401);
+        assert_eq!(
+            anon.post_json("/api/jobs", &json!({"name": "anon"}))
+                .await
+                .0,
+            401
+        );
+    }
+    assert_eq!(Api::new(&srv, None).get("/healthz").await.0, 200);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_creates_of_one_name_make_one_job() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = Server::start(dir.path(), &[]);
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let api = Api::new(&srv, Some(&srv.token));
+        tasks.push(tokio::spawn(async move {
+            api.post_json("/api/jobs", &json!({"name": "race"})).await.0
+        }));
+    }
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.expect("join"));
+    }
+    assert_eq!(codes.iter().filter(|c| **c == 201).count(), 1, "{codes:?}");
+    assert_eq!(codes.iter().filter(|c| **c == 409).count(), 49, "{codes:?}");
+    let (_, jobs) = Api::new(&srv, Some(&srv.token)).get("/api/jobs").await;
+    assert_eq!(jobs.as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn a_run_now_publishes_and_only_owners_read_logs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = Server::start(dir.path(), &[]);
+    let admin = Api::new(&srv, Some(&srv.token));
+    admin
+        .create_with_code(
+            json!({"name": "pub", "schedule": {"frequency": "daily", "time_of_day": "03:00"}}),
+            &[(
+                "run.sh",
+                "mkdir -p output; echo \"secret-log-line $TELEJOB_JOB\"; echo a,b > output/agg.csv",
+                0o755,
+            )],
+        )
+        .await;
+    admin
+        .create_with_code(
+            json!({"name": "priv", "output_visibility": "private"}),
+            &[("run.sh", "mkdir -p output; echo x > output/x", 0o755)],
+        )
+        .await;
+    let run = admin.run_to_end("pub").await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["trigger"], "manual");
+    assert_eq!(run["published"][0]["path"], "agg.csv");
+    assert!(run["phases"]["run_started"].is_string());
+    let id = run["id"].as_str().expect("id");
+    let (s, _, log) = admin
+        .call("GET", &format!("/api/runs/{id}/log"), None)
+        .await;
+    assert_eq!(s, 200);
+    assert!(String::from_utf8_lossy(&log).contains("secret-log-line pub"));
+    assert!(
+        srv.data.join("public/pub/data/agg.csv").is_file(),
+        "published under <job>/data/"
+    );
+
+    // Another user: sees the public job but may not manage it or read its logs; the private job
+    // does not exist for them.
+    let bob_token = token_for(&srv.data, "bob");
+    let bob = Api::new(&srv, Some(&bob_token));
+    assert_eq!(bob.get("/api/jobs/pub").await.0, 200);
+    assert_eq!(bob.get(&format!("/api/runs/{id}")).await.0, 200);
+    assert_eq!(
+        bob.call("GET", &format!("/api/runs/{id}/log"), None)
+            .await
+            .0,
+        403
+    );
+    assert_eq!(bob.call("DELETE", "/api/jobs/pub", None).await.0, 403);
+    assert_eq!(bob.post_json("/api/jobs/pub/runs", &json!({})).await.0, 403);
+    assert_eq!(
+        bob.post_json("/api/jobs/pub/pause", &json!({})).await.0,
+        403
+    );
+    assert_eq!(
+        bob.call("PUT", "/api/jobs/pub", Some(br#"{"name":"pub"}"#.to_vec()))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        bob.call(
+            "PUT",
+            "/api/jobs/pub/code",
+            Some(tarball(&[("run.sh", "true", 0o755)]))
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(bob.get("/api/jobs/priv").await.0, 404);
+    assert_eq!(bob.get("/api/jobs/priv/runs").await.0, 404);
+    let (_, list) = bob.get("/api/jobs").await;
+    let names: Vec<&str> = list
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|j| j["name"].as_str())
+        .collect();
+    assert_eq!(names, vec!["pub"]);
+    assert_eq!(
+        bob.post_json("/api/tokens", &json!({"user": "mallory", "admin": true}))
+            .await
+            .0,
+        403
+    );
+    // Bob's own job is his to manage.
+    bob.create_with_code(
+        json!({"name": "bobs"}),
+        &[("run.sh", "mkdir output", 0o755)],
+    )
+    .await;
+    assert_eq!(
+        bob.post_json("/api/jobs/bobs/pause", &json!({})).await.0,
+        200
+    );
+    // Admins can make tokens over the API.
+    let (s, t) = admin
+        .post_json("/api/tokens", &json!({"user": "carol"}))
+        .await;
+    assert_eq!(s, 201);
+    let carol = Api::new(&srv, t["token"].as_str());
+    assert_eq!(carol.get("/api/jobs").await.0, 200);
+}
+
+#[tokio::test]
+async fn code_uploads_are_checked_and_capped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("telejob.toml");
+    std::fs::write(&cfg, "max_code_bytes = 4096\n").expect("config");
+    let data = dir.path().join("data");
+    let srv = Server::start(&data, &["--config", cfg.to_str().expect("utf8")]);
+    let api = Api::new(&srv, Some(&srv.token));
+    assert_eq!(
+        api.post_json("/api/jobs", &json!({"name": "up"})).await.0,
+        201
+    );
+    let (s, v, _) = api
+        .call(
+            "PUT",
+            "/api/jobs/up/code",
+            Some(b"<html>not a tarball</html>".to_vec()),
+        )
+        .await;
+    assert_eq!((s, v["field"].as_str()), (422, Some("code")), "{v}");
+    let big: String = (0..20_000)
+        .map(|i| char::from(b'a' + (i * 7 % 26) as u8))
+        .collect();
+    let (s, _, _) = api
+        .call("PUT", "/api/jobs/up/code", Some(big.into_bytes()))
+        .await;
+    assert_eq!(s, 413);
+    let (s, v, _) = api
+        .call(
+            "PUT",
+            "/api/jobs/up/code",
+            Some(tarball(&[("run.sh", "true", 0o755)])),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (_, job) = api.get("/api/jobs/up").await;
+    assert_eq!(job["code_versions"].as_array().map(Vec::len), Some(1));
+    assert_eq!(job["code_sha256"], v["sha256"]);
+    // A job without code cannot run.
+    assert_eq!(
+        api.post_json("/api/jobs", &json!({"name": "nocode"}))
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        api.post_json("/api/jobs/nocode/runs", &json!({})).await.0,
+        422
+    );
+}
+
+#[tokio::test]
+async fn after_kill_9_runs_in_flight_are_interrupted_killed_and_schedules_rearmed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = Server::start(dir.path(), &[]);
+    let api = Api::new(&srv, Some(&srv.token));
+    api.create_with_code(
+        json!({"name": "victim", "command": "sleep 600.9191", "schedule": {"frequency": "daily", "time_of_day": "06:00"}}),
+        &[("run.sh", "true", 0o755)],
+    )
+    .await;
+    let (_, v) = api.post_json("/api/jobs/victim/runs", &json!({})).await;
+    let id = v["run_id"].as_str().expect("id").to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api.get(&format!("/api/runs/{id}")).await.1["state"] != "running" {
+        assert!(Instant::now() < deadline, "the run never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!processes_with("600.9191").is_empty());
+    let data = srv.data.clone();
+    srv.kill9();
+    let srv = Server::start(&data, &[]);
+    let api = Api::new(&srv, Some(&srv.token));
+    let (_, run) = api.get(&format!("/api/runs/{id}")).await;
+    assert_eq!(run["state"], "interrupted", "{run}");
+    assert_eq!(
+        processes_with("600.9191"),
+        Vec::<i32>::new(),
+        "the orphaned job still runs"
+    );
+    let (_, job) = api.get("/api/jobs/victim").await;
+    assert!(
+        job["next_run"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("T06:00:00Z")),
+        "{job}"
+    );
+    // SIGTERM stops the server gracefully.
+    let pid = srv.child.id();
+    // SAFETY: not needed — use the kill command.
+    let st = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let mut srv = srv;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = srv.child.try_wait().expect("wait") {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no graceful exit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A one-shot HTTP server that records request bodies.
+fn webhook_sink() -> (String, std::sync::mpsc::Receiver<String>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hook", l.local_addr().expect("addr"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut s = s;
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            loop {
+                let n = s.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf);
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        let _ = tx.send(body.to_string());
+                        break;
+                    }
+                }
+            }
+            let _ = s.write_all(
+                b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+        }
+    });
+    (url, rx)
+}
+
+#[tokio::test]
+async fn failures_are_sent_to_the_webhook_once_and_a_dead_webhook_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = Server::start(dir.path(), &[]);
+    let api = Api::new(&srv, Some(&srv.token));
+    let (url, rx) = webhook_sink();
+    api.create_with_code(
+        json!({"name": "hooked", "notify": {"webhook": url}}),
+        &[("run.sh", "exit 3", 0o755)],
+    )
+    .await;
+    let run = api.run_to_end("hooked").await;
+    assert_eq!(run["state"], "failed");
+    let body = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the webhook is called");
+    let ev: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(ev["event"], "failed");
+    assert_eq!(ev["job"], "hooked");
+    assert_eq!(ev["run"]["id"], run["id"]);
+    assert!(
+        rx.recv_timeout(Duration::from_secs(2)).is_err(),
+        "sent once"
+    );
+    // A webhook that is down: the run's outcome is the run's own.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead = format!("http://{}/hook", closed.local_addr().expect("addr"));
+    drop(closed);
+    api.create_with_code(
+        json!({"name": "deadhook", "notify": {"webhook": dead}}),
+        &[("run.sh", "mkdir output; echo 1 > output/x", 0o755)],
+    )
+    .await;
+    assert_eq!(api.run_to_end("deadhook").await["state"], "succeeded");
+    api.create_with_code(
+        json!({"name": "deadhook2", "notify": {"webhook": "http://127.0.0.1:9/x"}}),
+        &[("run.sh", "exit 1", 0o755)],
+    )
+    .await;
+    assert_eq!(api.run_to_end("deadhook2").await["state"], "failed");
+    assert_eq!(api.get("/healthz").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_scheduled_run_happens_on_its_minute() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = Server::start(dir.path(), &[]);
+    let api = Api::new(&srv, Some(&srv.token));
+    api.create_with_code(
+        json!({"name": "minutely", "schedule": {"frequency": "cron", "cron": "* * * * *"}}),
+        &[(
+            "run.sh",
+            "mkdir -p output; echo \"$TELEJOB_SCHEDULED_FOR\" > output/slot.txt",
+            0o755,
+        )],
+    )
+    .await;
+    let (_, job) = api.get("/api/jobs/minutely").await;
+    let next = job["next_run"].as_str().expect("armed").to_string();
+    let (s, preview) = api.get("/api/jobs/minutely/schedule?next=3").await;
+    assert_eq!(s, 200);
+    assert_eq!(preview["next"][0], next);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let run = loop {
+        let (_, runs) = api.get("/api/jobs/minutely/runs").await;
+        if let Some(r) = runs
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["state"] == "succeeded"))
+        {
+            break r.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled run within 90 s: {runs}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(run["trigger"], "scheduled");
+    assert_eq!(run["scheduled_for"], next);
+    let slot =
+        std::fs::read_to_string(srv.data.join("public/minutely/data/slot.txt")).expect("published");
+    assert_eq!(slot.trim(), next, "TELEJOB_SCHEDULED_FOR is the slot");
+    let (_, metrics, text) = api.call("GET", "/metrics", None).await;
+    let _ = metrics;
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.contains("telejob_fire_lateness_seconds_count 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("telejob_runs{state=\"succeeded\"} 1"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_cli_verbs_drive_the_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = Server::start(&dir.path().join("data"), &[]);
+    let code = dir.path().join("c.tgz");
+    std::fs::write(
+        &code,
+        tarball(&[(
+            "run.sh",
+            "mkdir output; echo hi; echo 1 > output/one.csv",
+            0o755,
+        )]),
+    )
+    .expect("write");
+    let cli = |args: &[&str]| {
+        Command::new(telejob_bin!())
+            .args(args)
+            .env("TELEJOB_SERVER", &srv.base)
+            .env("TELEJOB_TOKEN", &srv.token)
+            .output()
+            .expect("telejob")
+    };
+    let o = cli(&[
+        "jobs",
+        "create",
+        "--name",
+        "viacli",
+        "--code",
+        code.to_str().expect("utf8"),
+        "--frequency",
+        "weekly",
+        "--day-of-week",
+        "monday",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("weekly on monday at 12:00 UTC"));
+    let o = cli(&["jobs", "run-now", "viacli", "--wait"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let o = cli(&["runs", "log", &id]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "hi");
+    let o = cli(&["runs", "list", "viacli"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("succeeded"));
+    let o = cli(&[
+        "jobs",
+        "create",
+        "--name",
+        "viacli",
+        "--code",
+        code.to_str().expect("utf8"),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a taken name is the user's mistake"
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("exists already"));
+    assert!(cli(&["jobs", "pause", "viacli"]).status.success());
+    assert!(cli(&["jobs", "delete", "viacli"]).status.success());
+    let o = cli(&["jobs", "show", "viacli"]);
+    assert_eq!(o.status.code(), Some(2));
+}
