@@ -25,4 +25,7 @@ awk -F, -v day="$day" '
   }' data/queries.csv | { read -r header; echo "$header"; sort; } | gzip -9n > "$out"
 
 rows=$(gzip -dc "$out" | tail -n +2 | wc -l)
+if [ "$rows" -eq 0 ]; then
+  echo "slowsql: no slow queries recorded for ${day} (the bundled sample covers 2014-03-01 to 2014-03-10)"
+fi
 echo "slowsql: wrote ${out} (${rows} databases)"
