@@ -423,3 +423,48 @@ async fn a_failing_store_fails_the_publish_and_writes_no_manifest() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn runs_beyond_the_concurrency_limit_wait_in_a_queue() {
+    let fx = Fx::new();
+    let code = fx.tarball("c.tgz", &[("run.sh", "true", 0o755)]);
+    let compute = InProcessCompute::new(fx.pipeline.clone(), 1);
+    let first = request("q1", &code, "sleep 600.5151", Duration::from_secs(600));
+    let second = request("q2", &code, "mkdir output", Duration::from_secs(60));
+    let (tx, mut running) = tokio::sync::mpsc::unbounded_channel();
+    let sink = crate::compute::EventSink::new(move |e| {
+        if e == crate::compute::RunEvent::State(RunState::Running) {
+            let _ = tx.send(());
+        }
+    });
+    use crate::compute::{Compute, LaunchOptions};
+    compute
+        .launch(first.clone(), LaunchOptions::default().with_events(sink))
+        .await
+        .expect("launch");
+    running.recv().await.expect("the first run starts");
+    compute
+        .launch(second.clone(), LaunchOptions::default())
+        .await
+        .expect("launch");
+    tokio::task::yield_now().await;
+    let queued = compute
+        .status(&second.run_id)
+        .await
+        .expect("status")
+        .expect("known");
+    assert_eq!(
+        queued.state,
+        RunState::Pending,
+        "the second run waits for a slot"
+    );
+    compute.cancel(&first.run_id).await.expect("cancel");
+    assert_eq!(
+        compute.wait(&first.run_id).await.expect("wait").state,
+        RunState::Cancelled
+    );
+    assert_eq!(
+        compute.wait(&second.run_id).await.expect("wait").state,
+        RunState::Succeeded
+    );
+}

@@ -1,0 +1,261 @@
+//! Scheduler fire lateness (p50, p99, max) with 1, 1k and 100k jobs, and the memory 10k armed
+//! jobs take.
+//!
+//! Real time, real engine, in-memory persistence and a no-op compute backend: lateness is the
+//! wall-clock time from a slot's instant to its `Compute::launch` call. To see many slot
+//! boundaries without waiting minutes, the clock is the system clock plus an offset that jumps to
+//! just before the next boundary once the engine has handled the previous one.
+//!
+//! ```sh
+//! cargo bench -p telejob-benches --bench scheduler            # full run
+//! cargo bench -p telejob-benches --bench scheduler -- --quick # 1k jobs max, fewer boundaries
+//! ```
+//! Under `cargo test` (no `--bench` flag) it runs a tiny smoke version.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use telejob_core::compute::{Compute, ComputeCapabilities, LaunchOptions};
+use telejob_core::job::{JobSpec, ValidationLimits};
+use telejob_core::run::{Run, RunId, RunRequest, RunState};
+use telejob_core::schedule::ScheduleSpec;
+use telejob_core::scheduler::clock::Clock;
+use telejob_core::scheduler::notify::{NoNotifier, NoObserver};
+use telejob_core::scheduler::persist::{JobState, MemorySchedulerStore};
+use telejob_core::scheduler::{Scheduler, SchedulerParts};
+
+/// System time plus a jumpable offset (microseconds).
+#[derive(Debug)]
+struct JumpClock {
+    offset_us: AtomicI64,
+    jumped: tokio::sync::Notify,
+}
+
+impl JumpClock {
+    fn set_now(&self, virt: DateTime<Utc>) {
+        self.offset_us.store(
+            (virt - Utc::now()).num_microseconds().unwrap_or(0),
+            Ordering::SeqCst,
+        );
+        self.jumped.notify_waiters();
+    }
+}
+
+#[async_trait]
+impl Clock for JumpClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::microseconds(self.offset_us.load(Ordering::SeqCst))
+    }
+
+    async fn sleep_until(&self, t: DateTime<Utc>) {
+        loop {
+            let jumped = self.jumped.notified();
+            let Ok(left) = (t - self.now()).to_std() else {
+                return;
+            };
+            tokio::select! {
+                () = tokio::time::sleep(left) => {}
+                () = jumped => {}
+            }
+        }
+    }
+}
+
+/// Records lateness at launch; every run succeeds at once.
+#[derive(Debug)]
+struct NoopCompute {
+    clock: Arc<JumpClock>,
+    lateness_us: Mutex<Vec<i64>>,
+}
+
+#[async_trait]
+impl Compute for NoopCompute {
+    fn capabilities(&self) -> ComputeCapabilities {
+        ComputeCapabilities::named("noop")
+    }
+    async fn launch(&self, req: RunRequest, _opts: LaunchOptions) -> telejob_core::Result<()> {
+        let late = (self.clock.now() - req.scheduled_for)
+            .num_microseconds()
+            .unwrap_or(i64::MAX);
+        self.lateness_us.lock().expect("lock").push(late);
+        Ok(())
+    }
+    async fn wait(&self, run: &RunId) -> telejob_core::Result<Run> {
+        let req: RunRequest = serde_json::from_value(serde_json::json!({
+            "run_id": run, "job": "x", "code": "", "command": "", "output_dir": "o", "timeout": 1.0,
+            "scheduled_for": "2000-01-01T00:00:00Z"
+        }))
+        .expect("request");
+        let mut r = Run::pending(&req);
+        r.state = RunState::Succeeded;
+        r.phases.finished = Some(Utc::now());
+        Ok(r)
+    }
+    async fn cancel(&self, _run: &RunId) -> telejob_core::Result<()> {
+        Ok(())
+    }
+    async fn status(&self, _run: &RunId) -> telejob_core::Result<Option<Run>> {
+        Ok(None)
+    }
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[i64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+fn jobs(n: usize) -> Vec<JobState> {
+    let t0 = Utc
+        .with_ymd_and_hms(2014, 3, 8, 11, 59, 59)
+        .single()
+        .expect("instant");
+    (0..n)
+        .map(|i| {
+            let mut spec = JobSpec::new(format!("job{i}"));
+            // Spread over the minutes of the hour; fewer than 60 jobs fire every minute.
+            spec.schedule = ScheduleSpec::cron(if n < 60 {
+                "* * * * *".to_string()
+            } else {
+                format!("{} * * * *", i % 60)
+            });
+            JobState {
+                spec,
+                owner: "bench".into(),
+                code: Some("/dev/null".into()),
+                paused: false,
+                expired: false,
+                cursor: t0,
+                last_failed: false,
+            }
+        })
+        .collect()
+}
+
+async fn lateness(n: usize, boundaries: u32) -> (Vec<i64>, Duration) {
+    let start = Utc
+        .with_ymd_and_hms(2014, 3, 8, 11, 59, 59)
+        .single()
+        .expect("instant");
+    let clock = Arc::new(JumpClock {
+        offset_us: AtomicI64::new(0),
+        jumped: tokio::sync::Notify::new(),
+    });
+    clock.set_now(start);
+    let store = Arc::new(MemorySchedulerStore::new());
+    for j in jobs(n) {
+        store.put_job(j).expect("job");
+    }
+    let compute = Arc::new(NoopCompute {
+        clock: clock.clone(),
+        lateness_us: Mutex::new(Vec::new()),
+    });
+    let s = Scheduler::new(SchedulerParts {
+        store,
+        compute: compute.clone(),
+        clock: clock.clone(),
+        notifier: Arc::new(NoNotifier),
+        observer: Arc::new(NoObserver),
+        limits: ValidationLimits::default(),
+    });
+    let t = Instant::now();
+    s.start().await.expect("start");
+    let armed = t.elapsed();
+    let per_boundary = if n < 60 { n } else { n / 60 };
+    for b in 0..boundaries {
+        // Wait until this boundary's fires are all launched, then jump to just before the next.
+        let want = per_boundary * (b as usize + 1);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while compute.lateness_us.lock().expect("lock").len() < want && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        clock.set_now(start + chrono::Duration::minutes(i64::from(b) + 1));
+    }
+    s.shutdown().await;
+    let mut v = compute.lateness_us.lock().expect("lock").clone();
+    v.sort_unstable();
+    (v, armed)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let bench = args.iter().any(|a| a == "--bench");
+    let quick = args.iter().any(|a| a == "--quick");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sizes: &[usize] = if !bench {
+        &[1, 120]
+    } else if quick {
+        &[1, 1000]
+    } else {
+        &[1, 1000, 100_000]
+    };
+    let boundaries = if bench { 10 } else { 2 };
+    println!("scheduler fire lateness ({boundaries} slot boundaries; ms)");
+    println!(
+        "{:>8} {:>10} {:>10} {:>10} {:>10} {:>12}",
+        "jobs", "fires", "p50", "p99", "max", "arm time"
+    );
+    for &n in sizes {
+        let (v, armed) = rt.block_on(lateness(n, boundaries));
+        println!(
+            "{n:>8} {:>10} {:>10.3} {:>10.3} {:>10.3} {:>10.1}ms",
+            v.len(),
+            percentile(&v, 0.5),
+            percentile(&v, 0.99),
+            percentile(&v, 1.0),
+            armed.as_secs_f64() * 1000.0
+        );
+    }
+    // Memory of 10k armed jobs (engine + in-memory store), idle.
+    let before = rss_kib();
+    let n = if bench { 10_000 } else { 500 };
+    let held = rt.block_on(async {
+        let store = Arc::new(MemorySchedulerStore::new());
+        for j in jobs(n) {
+            store.put_job(j).expect("job");
+        }
+        let clock = Arc::new(JumpClock {
+            offset_us: AtomicI64::new(0),
+            jumped: tokio::sync::Notify::new(),
+        });
+        let s = Scheduler::new(SchedulerParts {
+            store: store.clone(),
+            compute: Arc::new(NoopCompute {
+                clock: clock.clone(),
+                lateness_us: Mutex::new(Vec::new()),
+            }),
+            clock,
+            notifier: Arc::new(NoNotifier),
+            observer: Arc::new(NoObserver),
+            limits: ValidationLimits::default(),
+        });
+        s.start().await.expect("start");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        (s, store)
+    });
+    let after = rss_kib();
+    println!(
+        "idle memory of {n} armed jobs: {:.1} MiB (RSS growth)",
+        (after.saturating_sub(before)) as f64 / 1024.0
+    );
+    drop(held);
+}
