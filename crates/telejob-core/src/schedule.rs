@@ -20,8 +20,10 @@
 //!   matching fires the job (Vixie cron). They are evaluated in `timezone`; a fixed-time expression
 //!   in a DST gap fires at the first valid time after it, and once in an overlap.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use chrono::{
     DateTime, Datelike, Days, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc, Weekday,
@@ -382,8 +384,8 @@ impl ScheduleSpec {
                 }
             },
             Frequency::Cron => match self.cron.as_deref() {
-                Some(expr) => match parse_cron(expr) {
-                    Ok(cron) => Some(Kind::Cron(Box::new(cron))),
+                Some(expr) => match parse_cron_shared(expr) {
+                    Ok(cron) => Some(Kind::Cron(cron)),
                     Err(e) => {
                         errors.push(e);
                         None
@@ -424,6 +426,36 @@ fn fixed_probe_instant() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0)
         .single()
         .unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+/// A compiled cron expression is about 5 KB (croner keeps a bitfield per possible year), so
+/// identical expressions share one compiled copy.
+fn parse_cron_shared(expr: &str) -> Result<Arc<Cron>> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Weak<Cron>>>> = OnceLock::new();
+    let key = expr
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_ascii_uppercase();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(c) = cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&key)
+        .and_then(Weak::upgrade)
+    {
+        return Ok(c);
+    }
+    let c = Arc::new(parse_cron(expr)?);
+    let mut g = cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Drop dead entries now and then (amortized: when the map doubles).
+    if g.len() >= 64 && g.len().is_power_of_two() {
+        g.retain(|_, w| w.strong_count() > 0);
+    }
+    g.insert(key, Arc::downgrade(&c));
+    Ok(c)
 }
 
 /// Parses a five-field cron expression (or an `@` nickname) with croner.
@@ -472,7 +504,7 @@ enum Kind {
     Daily { at: TimeOfDay },
     Weekly { day: Weekday, at: TimeOfDay },
     Monthly { day: u8, at: TimeOfDay },
-    Cron(Box<Cron>),
+    Cron(Arc<Cron>),
 }
 
 /// A validated schedule that computes fire times. Made by [`ScheduleSpec::compile`].

@@ -27,6 +27,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -60,7 +61,7 @@ pub struct SchedulerParts {
 
 #[derive(Debug, Clone)]
 struct Entry {
-    job: ValidJob,
+    job: Arc<ValidJob>,
     code: Option<String>,
     paused: bool,
     expired: bool,
@@ -68,6 +69,9 @@ struct Entry {
     generation: u64,
     last_failed: bool,
 }
+
+/// Jobs whose slots are handled at once when many fire together.
+const FIRE_CONCURRENCY: usize = 64;
 
 #[derive(Debug, Clone)]
 enum Timer {
@@ -167,7 +171,7 @@ impl Scheduler {
             // The engine's own view of the last outcome is newer than the store's.
             let last_failed = st.jobs.get(&name).map_or(js.last_failed, |e| e.last_failed);
             let entry = Entry {
-                job,
+                job: Arc::new(job),
                 code: js.code,
                 paused: js.paused,
                 expired: js.expired,
@@ -315,17 +319,33 @@ impl Scheduler {
                 }
                 due
             };
+            // Timers of different jobs are handled concurrently; one job's in order.
+            let mut by_job: HashMap<JobName, Vec<Timer>> = HashMap::new();
             for timer in due {
-                match timer {
-                    Timer::Fire { job, generation } => self.fire(&job, generation, now).await,
-                    Timer::Retry { job, slot, attempt } => {
-                        if let Err(e) = self
-                            .fire_slot(&job, slot, attempt, Trigger::Retry, true)
-                            .await
-                        {
-                            tracing::error!(job = %job, error = %e, "retry not launched");
-                        }
+                let job = match &timer {
+                    Timer::Fire { job, .. } | Timer::Retry { job, .. } => job.clone(),
+                };
+                by_job.entry(job).or_default().push(timer);
+            }
+            futures::stream::iter(by_job.into_values())
+                .for_each_concurrent(FIRE_CONCURRENCY, |timers| async move {
+                    for timer in timers {
+                        self.handle(timer, now).await;
                     }
+                })
+                .await;
+        }
+    }
+
+    async fn handle(&self, timer: Timer, now: DateTime<Utc>) {
+        match timer {
+            Timer::Fire { job, generation } => self.fire(&job, generation, now).await,
+            Timer::Retry { job, slot, attempt } => {
+                if let Err(e) = self
+                    .fire_slot(&job, slot, attempt, Trigger::Retry, true)
+                    .await
+                {
+                    tracing::error!(job = %job, error = %e, "retry not launched");
                 }
             }
         }
