@@ -73,7 +73,7 @@ fn processes_with(token: &str) -> Vec<i32> {
 /// The modes to test: tracking always; cgroup where the host allows it (required in CI).
 fn modes() -> Vec<CgroupMode> {
     let mut m = vec![CgroupMode::Off];
-    match super::super::cgroup::RunCgroup::create(&format!("probe-{}", std::process::id())) {
+    match super::super::cgroup::RunCgroup::create(&format!("probe-{}", crate::run::RunId::new())) {
         Ok(_) => m.push(CgroupMode::Required),
         Err(e) if std::env::var_os("TELEJOB_REQUIRE_CGROUP").is_some() => {
             panic!("TELEJOB_REQUIRE_CGROUP is set but no cgroup can be made: {e}")
