@@ -34,16 +34,8 @@ impl Fx {
 
     /// Writes a tarball with `files` (path, body, mode) and returns its path.
     fn tarball(&self, name: &str, files: &[(&str, &str, u32)]) -> String {
-        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        let mut b = tar::Builder::new(gz);
-        for (p, body, mode) in files {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(body.len() as u64);
-            h.set_mode(*mode);
-            b.append_data(&mut h, p, body.as_bytes()).expect("append");
-        }
         let path = self.tmp.path().join(name);
-        std::fs::write(&path, b.into_inner().expect("tar").finish().expect("gz")).expect("write");
+        std::fs::write(&path, crate::testing::tarball(files)).expect("write");
         path.display().to_string()
     }
 

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use super::*;
 use crate::sandbox::job_environment;
+use crate::testing::processes_with;
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -50,24 +51,6 @@ fn opts(cgroup: CgroupMode) -> SandboxOptions {
         kill_grace: Duration::from_millis(500),
         ..SandboxOptions::default()
     }
-}
-
-/// Processes whose command line holds `token`.
-fn processes_with(token: &str) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let zombie = stat
-                .rsplit_once(')')
-                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            !zombie && String::from_utf8_lossy(&cmd).contains(token)
-        })
-        .collect()
 }
 
 /// The modes to test: tracking always; cgroup where the host allows it (required in CI).
