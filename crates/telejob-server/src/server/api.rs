@@ -41,6 +41,8 @@ pub struct AppState {
     pub max_code_bytes: u64,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Dashboard sessions.
+    pub sessions: super::ui::session::Sessions,
 }
 
 /// An API error: a status, one line, the offending field, and every field problem.

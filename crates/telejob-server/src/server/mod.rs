@@ -7,6 +7,7 @@ pub mod db;
 pub mod example;
 pub mod metrics;
 pub mod notify;
+pub mod ui;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -143,6 +144,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         limits,
         max_code_bytes: cfg.max_code_bytes.unwrap_or(1 << 30),
         metrics,
+        sessions: ui::session::Sessions::default(),
     };
     if a.example {
         example::ensure(&state).await?;
@@ -152,12 +154,13 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("--listen {listen}"))?;
     let addr = listener.local_addr()?;
     println!("telejob: listening on http://{addr}");
+    eprintln!("telejob: dashboard at http://{addr}/ (sign in with a token)");
     eprintln!(
         "telejob: data in {}; admin token in {}",
         data_dir.display(),
         token_file.display()
     );
-    let app = api::router(state);
+    let app = api::router(state.clone()).merge(ui::router(state));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;

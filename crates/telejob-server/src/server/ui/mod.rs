@@ -1,0 +1,504 @@
+//! The web dashboard, served by `telejob serve` itself: sign in, the job list, the "Schedule a
+//! Job" form, job and run pages. Same validation and owner rules as the API.
+
+mod form;
+mod pages;
+pub mod session;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use chrono::Utc;
+use maud::Markup;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use telejob_core::job::JobName;
+use telejob_core::run::RunId;
+use telejob_core::store::PutOptions;
+
+use self::form::JobForm;
+use self::session::{Browser, check_post};
+use super::api::AppState;
+
+/// The dashboard's routes.
+pub fn router(state: AppState) -> Router {
+    let code_limit = usize::try_from(state.max_code_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(64 * 1024);
+    Router::new()
+        .route("/", get(index))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/jobs/new", get(new_job))
+        .route(
+            "/jobs",
+            post(create_job).layer(DefaultBodyLimit::max(code_limit)),
+        )
+        .route("/jobs/{name}", get(job_page))
+        .route("/jobs/{name}/{action}", post(job_action))
+        .route("/runs/{id}", get(run_page))
+        .route("/ui/preview", get(preview))
+        .route("/public/{*path}", get(public_file))
+        .with_state(state)
+}
+
+fn page(m: Markup) -> Response {
+    ([(header::CONTENT_SECURITY_POLICY, "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; frame-ancestors 'none'")], m)
+        .into_response()
+}
+
+fn forbidden(b: &Browser, text: &str) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        page(pages::message(
+            Some(&b.session.user.name),
+            Some(&b.session.csrf),
+            "Not allowed",
+            text,
+        )),
+    )
+        .into_response()
+}
+
+fn not_found(b: &Browser) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        page(pages::message(
+            Some(&b.session.user.name),
+            Some(&b.session.csrf),
+            "Not found",
+            "There is nothing here for you.",
+        )),
+    )
+        .into_response()
+}
+
+async fn index(State(s): State<AppState>, b: Browser) -> Response {
+    let mut rows = Vec::new();
+    for j in s.db.jobs().await.unwrap_or_default() {
+        if !j.can_see(&b.session.user) {
+            continue;
+        }
+        let words = j
+            .spec
+            .schedule
+            .compile()
+            .map(|c| c.describe())
+            .unwrap_or_default();
+        let next = JobName::new(j.spec.name.clone())
+            .ok()
+            .and_then(|n| s.scheduler.next_fire(&n))
+            .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string());
+        let last =
+            s.db.runs_of(&j.spec.name, 1)
+                .await
+                .ok()
+                .and_then(|v| v.into_iter().next())
+                .map(|(r, _)| r);
+        rows.push((j, words, next, last));
+    }
+    page(pages::jobs(&b.session.user.name, &b.session.csrf, &rows))
+}
+
+async fn login_page() -> Response {
+    page(pages::login(None))
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(State(s): State<AppState>, axum::Form(f): axum::Form<LoginForm>) -> Response {
+    match s.tokens.check(&s.db, f.token.trim()).await {
+        Some(user) => {
+            let id = s.sessions.start(user);
+            (
+                [(header::SET_COOKIE, session::cookie(&id))],
+                Redirect::to("/"),
+            )
+                .into_response()
+        }
+        None => (
+            StatusCode::UNAUTHORIZED,
+            page(pages::login(Some("That token is not known here."))),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(
+    State(s): State<AppState>,
+    b: Browser,
+    headers: HeaderMap,
+    axum::Form(f): axum::Form<CsrfForm>,
+) -> Response {
+    if !check_post(&headers, &b.session, &f.csrf) {
+        return forbidden(
+            &b,
+            "The form was stale or came from another site; reload the page and try again.",
+        );
+    }
+    s.sessions.end(&b.id);
+    (
+        [(header::SET_COOKIE, session::clear_cookie())],
+        Redirect::to("/login"),
+    )
+        .into_response()
+}
+
+async fn new_job(b: Browser) -> Response {
+    page(pages::job_form(
+        &b.session.user.name,
+        &b.session.csrf,
+        &JobForm::defaults(),
+        None,
+    ))
+}
+
+async fn create_job(
+    State(s): State<AppState>,
+    b: Browser,
+    headers: HeaderMap,
+    mut mp: Multipart,
+) -> Response {
+    let mut f = JobForm::defaults();
+    let mut code: Option<Bytes> = None;
+    let mut csrf = String::new();
+    loop {
+        match mp.next_field().await {
+            Ok(Some(field)) => {
+                let name = field.name().unwrap_or_default().to_string();
+                if name == "code" {
+                    let has_file = field.file_name().is_some_and(|n| !n.is_empty());
+                    match field.bytes().await {
+                        Ok(bytes) if has_file && !bytes.is_empty() => code = Some(bytes),
+                        Ok(_) => {}
+                        Err(e) => {
+                            let too_big = e.status() == StatusCode::PAYLOAD_TOO_LARGE;
+                            f.errors.insert(
+                                "code".into(),
+                                if too_big {
+                                    format!("the tarball is larger than {} bytes", s.max_code_bytes)
+                                } else {
+                                    format!("upload failed: {e}")
+                                },
+                            );
+                        }
+                    }
+                } else if let Ok(text) = field.text().await {
+                    if name == "csrf" {
+                        csrf = text;
+                    } else {
+                        f.values.insert(name, text);
+                    }
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                f.errors.insert(
+                    "code".into(),
+                    format!("the upload did not arrive whole: {e}"),
+                );
+                break;
+            }
+        }
+    }
+    if !check_post(&headers, &b.session, &csrf) {
+        return forbidden(
+            &b,
+            "The form was stale or came from another site; reload the page and try again.",
+        );
+    }
+    let spec = f.to_spec(&s.limits);
+    let code = match (&code, f.errors.contains_key("code")) {
+        (Some(c), false) => {
+            match telejob_core::archive::open_tar(std::io::Cursor::new(c.clone())) {
+                Ok(_) => Some(c.clone()),
+                Err(e) => {
+                    f.errors.insert("code".into(), e.to_string());
+                    None
+                }
+            }
+        }
+        (None, false) => {
+            f.errors
+                .insert("code".into(), "choose the code tarball to upload".into());
+            None
+        }
+        _ => None,
+    };
+    let (Some(spec), Some(code)) = (spec, code) else {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            page(pages::job_form(
+                &b.session.user.name,
+                &b.session.csrf,
+                &f,
+                None,
+            )),
+        )
+            .into_response();
+    };
+    let name = spec.name.clone();
+    match s
+        .db
+        .insert_job(&spec, &b.session.user.name, Utc::now())
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            f.errors.insert(
+                "name".into(),
+                format!("a job named {name:?} exists already; choose another name"),
+            );
+            return (
+                StatusCode::CONFLICT,
+                page(pages::job_form(
+                    &b.session.user.name,
+                    &b.session.csrf,
+                    &f,
+                    None,
+                )),
+            )
+                .into_response();
+        }
+        Err(e) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                page(pages::job_form(
+                    &b.session.user.name,
+                    &b.session.csrf,
+                    &f,
+                    Some(&e.to_string()),
+                )),
+            )
+                .into_response();
+        }
+    }
+    let sha = hex::encode(Sha256::digest(&code));
+    let key = format!("{name}/code/{sha}.tar");
+    let stored = async {
+        s.stores
+            .private
+            .put(&key, code.clone(), PutOptions::default())
+            .await?;
+        s.db.add_code(&name, &sha, &key, code.len() as u64, &b.session.user.name)
+            .await?;
+        let row =
+            s.db.job(&name)
+                .await?
+                .ok_or_else(|| telejob_core::Error::NotFound(name.clone()))?;
+        s.scheduler.upsert(row.state(false)).await
+    }
+    .await;
+    if let Err(e) = stored {
+        // Leave no half-made job behind.
+        let _ = s.db.delete_job(&name).await;
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            page(pages::job_form(
+                &b.session.user.name,
+                &b.session.csrf,
+                &f,
+                Some(&e.to_string()),
+            )),
+        )
+            .into_response();
+    }
+    Redirect::to(&format!("/jobs/{name}?created=1")).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct JobQuery {
+    created: Option<String>,
+}
+
+async fn job_page(
+    State(s): State<AppState>,
+    b: Browser,
+    Path(name): Path<String>,
+    Query(q): Query<JobQuery>,
+) -> Response {
+    let Ok(Some(j)) = s.db.job(&name).await else {
+        return not_found(&b);
+    };
+    if !j.can_see(&b.session.user) {
+        return not_found(&b);
+    }
+    let versions = s.db.code_versions(&name).await.unwrap_or_default();
+    let runs = s.db.runs_of(&name, 50).await.unwrap_or_default();
+    let next = JobName::new(name.clone())
+        .ok()
+        .and_then(|n| s.scheduler.next_fire(&n))
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string());
+    page(pages::job_page(
+        &b.session.user.name,
+        &b.session.csrf,
+        &j,
+        j.can_manage(&b.session.user),
+        &versions,
+        &runs,
+        next.as_deref(),
+        q.created.is_some(),
+    ))
+}
+
+async fn job_action(
+    State(s): State<AppState>,
+    b: Browser,
+    headers: HeaderMap,
+    Path((name, action)): Path<(String, String)>,
+    axum::Form(f): axum::Form<CsrfForm>,
+) -> Response {
+    if !check_post(&headers, &b.session, &f.csrf) {
+        return forbidden(
+            &b,
+            "The form was stale or came from another site; reload the page and try again.",
+        );
+    }
+    let Ok(Some(j)) = s.db.job(&name).await else {
+        return not_found(&b);
+    };
+    if !j.can_see(&b.session.user) {
+        return not_found(&b);
+    }
+    if !j.can_manage(&b.session.user) {
+        return forbidden(&b, "Only the job's owner and maintainers may do this.");
+    }
+    let Ok(job) = JobName::new(name.clone()) else {
+        return not_found(&b);
+    };
+    let r: telejob_core::Result<String> = async {
+        match action.as_str() {
+            "run" => {
+                let id = s.scheduler.run_now(&job).await?;
+                Ok(format!("/runs/{id}"))
+            }
+            "pause" | "resume" => {
+                let paused = action == "pause";
+                s.db.set_paused(&name, paused).await?;
+                s.scheduler.set_paused(&job, paused).await?;
+                Ok(format!("/jobs/{name}"))
+            }
+            "delete" => {
+                for r in s.scheduler.active_runs().remove(&job).unwrap_or_default() {
+                    s.scheduler.cancel_run(&r).await?;
+                }
+                s.scheduler.remove(&job);
+                s.db.delete_job(&name).await?;
+                Ok("/".to_string())
+            }
+            _ => Err(telejob_core::Error::NotFound(action.clone())),
+        }
+    }
+    .await;
+    match r {
+        Ok(to) => Redirect::to(&to).into_response(),
+        Err(telejob_core::Error::NotFound(_)) => not_found(&b),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            page(pages::message(
+                Some(&b.session.user.name),
+                Some(&b.session.csrf),
+                "That did not work",
+                &e.to_string(),
+            )),
+        )
+            .into_response(),
+    }
+}
+
+async fn run_page(State(s): State<AppState>, b: Browser, Path(id): Path<String>) -> Response {
+    if RunId::parse(&id).is_none() {
+        return not_found(&b);
+    }
+    let Ok(Some((run, trigger))) = s.db.run(&id).await else {
+        return not_found(&b);
+    };
+    let Ok(Some(j)) = s.db.job(run.job.as_str()).await else {
+        return not_found(&b);
+    };
+    if !j.can_see(&b.session.user) {
+        return not_found(&b);
+    }
+    let log = if j.can_manage(&b.session.user) {
+        match &run.log_key {
+            Some(k) => s
+                .stores
+                .private
+                .get(k)
+                .await
+                .ok()
+                .map(|b| String::from_utf8_lossy(&b).into_owned()),
+            None => Some(String::from("(no log yet)")),
+        }
+    } else {
+        None
+    };
+    let public = j.spec.output_visibility == telejob_core::job::Visibility::Public;
+    page(pages::run_page(
+        &b.session.user.name,
+        &b.session.csrf,
+        &run,
+        &trigger,
+        log.as_deref(),
+        public,
+    ))
+}
+
+async fn preview(
+    _b: Browser,
+    Query(values): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let f = JobForm {
+        values,
+        errors: Default::default(),
+    };
+    let body = match f
+        .schedule()
+        .map_err(|(_, m)| m)
+        .and_then(|spec| spec.compile().map_err(|e| e.to_string()))
+    {
+        Ok(s) => serde_json::json!({
+            "description": s.describe(),
+            "next": s.preview(Utc::now(), 5).iter().map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string()).collect::<Vec<_>>(),
+        }),
+        Err(e) => serde_json::json!({"error": e}),
+    };
+    axum::Json(body).into_response()
+}
+
+/// Published output of public jobs: anyone may read it (it is public by definition).
+async fn public_file(State(s): State<AppState>, Path(path): Path<String>) -> Response {
+    // Only <job>/data/… and <job>/runs/<id>/manifest.json, of public jobs.
+    let mut parts = path.splitn(3, '/');
+    let (Some(job), Some(kind)) = (parts.next(), parts.next()) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let ok_kind = kind == "data" || (kind == "runs" && path.ends_with("/manifest.json"));
+    let public_job = matches!(s.db.job(job).await, Ok(Some(j)) if j.spec.output_visibility == telejob_core::job::Visibility::Public);
+    if !ok_kind || !public_job || telejob_core::store::validate_key(&path).is_err() {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    match s.stores.public.get(&path).await {
+        Ok(body) => (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(_) => StatusCode::NOT_FOUND.into_response(),
+    }
+}

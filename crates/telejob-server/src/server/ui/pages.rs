@@ -1,0 +1,403 @@
+//! HTML, checked at compile time by maud; every interpolation is escaped.
+
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use telejob_core::run::Run;
+
+use super::form::JobForm;
+use crate::server::db::{CodeVersion, JobRow};
+
+const CSS: &str = r#"
+body{font:15px/1.45 system-ui,sans-serif;margin:0;color:#1d232a;background:#f6f7f9}
+header{background:#1d3557;color:#fff;padding:.6em 1.2em;display:flex;gap:1.2em;align-items:center}
+header a{color:#fff;text-decoration:none;font-weight:600}header .who{margin-left:auto;opacity:.85}
+main{max-width:980px;margin:1.2em auto;padding:0 1em}
+table{border-collapse:collapse;width:100%;background:#fff}th,td{text-align:left;padding:.4em .6em;border-bottom:1px solid #e3e6ea}
+.card{background:#fff;border:1px solid #e3e6ea;border-radius:6px;padding:1em 1.2em;margin:1em 0}
+label{display:block;font-weight:600;margin-top:.8em}input,select{font:inherit;padding:.3em;min-width:16em}
+.help{color:#5c6670;font-size:.88em;margin:.15em 0}.error{color:#b00020;font-weight:600;font-size:.9em}
+.warn{background:#fff4e5;border:1px solid #f0b05a;padding:.6em .9em;border-radius:6px}
+.state-succeeded{color:#1b7f3b}.state-failed,.state-timed_out,.state-interrupted{color:#b00020}.state-missed{color:#8a6d00}
+button{font:inherit;padding:.35em .9em;cursor:pointer}form.inline{display:inline}pre{background:#111;color:#eee;padding:1em;overflow:auto;max-height:30em}
+"#;
+
+/// The page frame.
+pub fn layout(title: &str, user: Option<&str>, csrf: Option<&str>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " — telejob" }
+                style { (PreEscaped(CSS)) }
+            }
+            body {
+                header {
+                    a href="/" { "telejob" }
+                    @if user.is_some() {
+                        a href="/" { "Jobs" }
+                        a href="/jobs/new" { "Schedule a Job" }
+                    }
+                    @if let Some(u) = user {
+                        span.who { "signed in as " (u) }
+                        @if let Some(c) = csrf {
+                            form.inline method="post" action="/logout" {
+                                input type="hidden" name="csrf" value=(c);
+                                button type="submit" { "Sign out" }
+                            }
+                        }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+/// Sign in with a token.
+pub fn login(error: Option<&str>) -> Markup {
+    layout(
+        "Sign in",
+        None,
+        None,
+        html! {
+            h1 { "Sign in" }
+            div.card {
+                p { "Paste your API token. The admin's is in " code { "<data-dir>/admin.token" } "; "
+                    code { "telejob token create --user NAME" } " makes more." }
+                @if let Some(e) = error { p.error { (e) } }
+                form method="post" action="/login" {
+                    label for="token" { "Token" }
+                    input #token type="password" name="token" autocomplete="off" required;
+                    p { button type="submit" { "Sign in" } }
+                }
+            }
+        },
+    )
+}
+
+/// The job list.
+pub fn jobs(
+    user: &str,
+    csrf: &str,
+    rows: &[(JobRow, String, Option<String>, Option<Run>)],
+) -> Markup {
+    layout(
+        "Jobs",
+        Some(user),
+        Some(csrf),
+        html! {
+            h1 { "Jobs" }
+            @if rows.is_empty() {
+                p { "No jobs yet. " a href="/jobs/new" { "Schedule a Job" } "." }
+            } @else {
+                table {
+                    tr { th { "Job" } th { "Schedule" } th { "Next run" } th { "Last run" } }
+                    @for (job, words, next, last) in rows {
+                        tr {
+                            td { a href={ "/jobs/" (job.spec.name) } { (job.spec.name) }
+                                @if job.paused { " (paused)" } @if job.expired { " (expired)" } }
+                            td { (words) }
+                            td { (next.as_deref().unwrap_or("—")) }
+                            td {
+                                @if let Some(r) = last {
+                                    a href={ "/runs/" (r.id) } class={ "state-" (r.state) } { (r.state) }
+                                    " " (r.phases.finished.or(r.phases.created_at).map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_default())
+                                } @else { "—" }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+fn field_error(f: &JobForm, k: &str) -> Markup {
+    html! { @if let Some(e) = f.errors.get(k) { p.error id={ "error-" (k) } { (e) } } }
+}
+
+fn select(f: &JobForm, name: &str, options: &[(&str, &str)]) -> Markup {
+    html! {
+        select #(name) name=(name) {
+            @for (v, label) in options {
+                option value=(v) selected[f.get(name) == *v] { (label) }
+            }
+        }
+    }
+}
+
+/// The "Schedule a Job" form.
+pub fn job_form(user: &str, csrf: &str, f: &JobForm, general: Option<&str>) -> Markup {
+    let days = [
+        ("monday", "Monday"),
+        ("tuesday", "Tuesday"),
+        ("wednesday", "Wednesday"),
+        ("thursday", "Thursday"),
+        ("friday", "Friday"),
+        ("saturday", "Saturday"),
+        ("sunday", "Sunday"),
+    ];
+    layout(
+        "Schedule a Job",
+        Some(user),
+        Some(csrf),
+        html! {
+            h1 { "Schedule a Job" }
+            @if let Some(g) = general { p.error { (g) } }
+            form #job-form method="post" action="/jobs" enctype="multipart/form-data" {
+                input type="hidden" name="csrf" value=(csrf);
+                div.card {
+                    label for="name" { "Job name" }
+                    input #name name="name" value=(f.get("name")) required;
+                    p.help { "Lowercase letters, digits and dashes. It is also where the output goes: <store>/<name>/data/." }
+                    (field_error(f, "name"))
+
+                    label for="code" { "Code tarball" }
+                    input #code type="file" name="code";
+                    p.help { "A .tar.gz (or .tgz, .tar.xz, .tar.zst, .tar) with your wrapper script; " code { "telejob package DIR" } " makes one. It is unpacked into an empty directory before each run." }
+                    (field_error(f, "code"))
+
+                    label for="command" { "Execution command line" }
+                    input #command name="command" value=(f.get("command"));
+                    p.help { "Run with bash from the root of the unpacked code." }
+                    (field_error(f, "command"))
+
+                    label for="output_dir" { "Output directory" }
+                    input #output_dir name="output_dir" value=(f.get("output_dir"));
+                    p.help { "Relative to the code root. Every file in it is published when the command succeeds." }
+                    p.warn { "Public output is readable by anyone. Publish aggregates, never raw data or anything sensitive." }
+                    (field_error(f, "output_dir"))
+
+                    label for="output_visibility" { "Output visibility" }
+                    (select(f, "output_visibility", &[("public", "public — anyone can read it"), ("private", "private — the job's owners only")]))
+                }
+                div.card {
+                    label for="frequency" { "Schedule frequency" }
+                    (select(f, "frequency", &[("daily", "daily"), ("weekly", "weekly"), ("monthly", "monthly"), ("cron", "cron expression")]))
+                    (field_error(f, "frequency"))
+                    div #field-day_of_week data-for="weekly" {
+                        label for="day_of_week" { "Day of week" }
+                        (select(f, "day_of_week", &days))
+                        (field_error(f, "day_of_week"))
+                    }
+                    div #field-day_of_month data-for="monthly" {
+                        label for="day_of_month" { "Day of month" }
+                        input #day_of_month name="day_of_month" type="number" min="1" max="31" value=(f.get("day_of_month"));
+                        p.help { "29–31 run on the last day of shorter months." }
+                        (field_error(f, "day_of_month"))
+                    }
+                    div #field-time_of_day data-for="daily weekly monthly" {
+                        label for="time_of_day" { "Time of day (UTC unless a time zone is given)" }
+                        input #time_of_day name="time_of_day" value=(f.get("time_of_day")) placeholder="HH:MM";
+                        p.help { "Now it is " span #utc-now { "…" } " UTC. Noon is the default because yesterday's data may arrive late." }
+                        (field_error(f, "time_of_day"))
+                    }
+                    div #field-cron data-for="cron" {
+                        label for="cron" { "Cron expression" }
+                        input #cron name="cron" value=(f.get("cron")) placeholder="0 12 * * *";
+                        p.help { "Five fields: minute hour day-of-month month day-of-week." }
+                        (field_error(f, "cron"))
+                    }
+                    label for="timezone" { "Time zone" }
+                    input #timezone name="timezone" value=(f.get("timezone")) placeholder="UTC";
+                    (field_error(f, "timezone"))
+                    p.help { "Next runs: " span #preview { "…" } }
+                }
+                div.card {
+                    label for="timeout_minutes" { "Job timeout (minutes)" }
+                    input #timeout_minutes name="timeout_minutes" type="number" min="1" value=(f.get("timeout_minutes"));
+                    p.help { "The run and everything it started are killed after this. Set it a little above a typical run." }
+                    (field_error(f, "timeout_minutes"))
+                    label for="overlap" { "If the previous run is still going" }
+                    (select(f, "overlap", &[("forbid", "skip this run (recorded as missed)"), ("allow", "run both"), ("replace", "cancel the old run")]))
+                    label for="missed" { "Runs missed while telejob was down" }
+                    (select(f, "missed", &[("latest", "run the most recent one"), ("skip", "run none"), ("catch_up", "run them all (up to 10)")]))
+                    label for="max_retries" { "Retries after a failure" }
+                    input #max_retries name="max_retries" type="number" min="0" max="10" value=(f.get("max_retries"));
+                    (field_error(f, "max_retries"))
+                }
+                p { button #submit type="submit" { "Schedule the job" } }
+            }
+            script { (PreEscaped(FORM_JS)) }
+        },
+    )
+}
+
+const FORM_JS: &str = r#"
+(function(){
+  const f=document.getElementById('job-form'), freq=document.getElementById('frequency');
+  function show(){ document.querySelectorAll('[data-for]').forEach(d=>{ d.hidden=!d.dataset.for.split(' ').includes(freq.value); }); }
+  function tick(){ const n=new Date(); document.getElementById('utc-now').textContent=n.toISOString().slice(11,16); }
+  let t=null;
+  function preview(){ clearTimeout(t); t=setTimeout(async()=>{
+    const p=new URLSearchParams();
+    ['frequency','day_of_week','day_of_month','time_of_day','cron','timezone'].forEach(k=>p.set(k,f.elements[k].value));
+    const out=document.getElementById('preview');
+    try{ const r=await fetch('/ui/preview?'+p.toString(),{credentials:'same-origin'}); const j=await r.json();
+      out.textContent=j.error?j.error:(j.description+': '+j.next.join(', ')); }catch(e){ out.textContent='(preview unavailable)'; }
+  },150); }
+  freq.addEventListener('change',()=>{show();preview();});
+  f.addEventListener('input',preview);
+  show(); tick(); setInterval(tick,10000); preview();
+})();
+"#;
+
+/// A job's page; `created` adds what will happen, in plain words.
+pub fn job_page(
+    user: &str,
+    csrf: &str,
+    j: &JobRow,
+    can_manage: bool,
+    versions: &[CodeVersion],
+    runs: &[(Run, String)],
+    next: Option<&str>,
+    created: bool,
+) -> Markup {
+    let sched = j.spec.schedule.compile().ok();
+    let words = sched.as_ref().map(|s| s.describe()).unwrap_or_default();
+    let cron = sched.as_ref().map(|s| s.cron_line()).unwrap_or_default();
+    let name = &j.spec.name;
+    let where_to = if j.spec.output_visibility == telejob_core::job::Visibility::Public {
+        format!("the public store under {name}/data/ (readable by anyone)")
+    } else {
+        format!("the private store under {name}/data/ (readable by the job's owners only)")
+    };
+    html! {
+        (layout(name, Some(user), Some(csrf), html! {
+            h1 { "Job " (name) @if j.paused { " (paused)" } @if j.expired { " (expired)" } }
+            @if created {
+                div.card #what-happens {
+                    h2 { "Scheduled. Here is what will happen" }
+                    ul {
+                        li { "The code is stored privately as version " code { (versions.first().map(|v| v.sha256.as_str()).unwrap_or("—")) } "." }
+                        li { "At every run it is unpacked into an empty directory, and " code { (j.spec.command) } " runs there with bash." }
+                        li { "Every file of " code { (j.spec.output_dir) } " is then published to " (where_to) "; files of the same name there are overwritten." }
+                        li { "It runs " (words) " (as cron: " code { (cron) } "); next run " (next.unwrap_or("—")) "." }
+                        li { "A run still going after " (j.spec.timeout_minutes) " minutes is killed, with everything it started." }
+                    }
+                }
+            }
+            div.card {
+                table {
+                    tr { th { "Schedule" } td { (words) } }
+                    tr { th { "Next run" } td { (next.unwrap_or("—")) } }
+                    tr { th { "Command" } td { code { (j.spec.command) } } }
+                    tr { th { "Output directory" } td { code { (j.spec.output_dir) } " → " (where_to) } }
+                    tr { th { "Timeout" } td { (j.spec.timeout_minutes) " minutes" } }
+                    tr { th { "Owner" } td { (j.owner) } }
+                    tr { th { "Published data" } td { a href={ "/public/" (name) "/data/" } { "/public/" (name) "/data/" } } }
+                }
+                @if can_manage {
+                    p {
+                        form.inline method="post" action={ "/jobs/" (name) "/run" } { input type="hidden" name="csrf" value=(csrf); button #run-now type="submit" { "Run now" } }
+                        " "
+                        @if j.paused {
+                            form.inline method="post" action={ "/jobs/" (name) "/resume" } { input type="hidden" name="csrf" value=(csrf); button type="submit" { "Resume" } }
+                        } @else {
+                            form.inline method="post" action={ "/jobs/" (name) "/pause" } { input type="hidden" name="csrf" value=(csrf); button type="submit" { "Pause" } }
+                        }
+                        " "
+                        form.inline method="post" action={ "/jobs/" (name) "/delete" } onsubmit="return confirm('Delete this job and its run history?')" {
+                            input type="hidden" name="csrf" value=(csrf); button type="submit" { "Delete" }
+                        }
+                    }
+                }
+            }
+            h2 { "Code versions" }
+            table {
+                tr { th { "sha256" } th { "bytes" } th { "uploaded" } th { "by" } }
+                @for v in versions { tr { td { code { (v.sha256) } } td { (v.size) } td { (v.uploaded_at) } td { (v.uploaded_by) } } }
+            }
+            h2 { "Runs" }
+            table #runs {
+                tr { th { "Run" } th { "State" } th { "For slot" } th { "Trigger" } th { "Duration" } }
+                @for (r, trigger) in runs {
+                    tr {
+                        td { a href={ "/runs/" (r.id) } { (r.id) } }
+                        td class={ "state-" (r.state) } { (r.state) }
+                        td { (r.scheduled_for.format("%Y-%m-%d %H:%M UTC")) }
+                        td { (trigger) }
+                        td { (duration(r)) }
+                    }
+                }
+            }
+        }))
+    }
+}
+
+fn duration(r: &Run) -> String {
+    match (r.phases.fetch_started, r.phases.finished) {
+        (Some(a), Some(b)) => format!("{:.1} s", (b - a).num_milliseconds() as f64 / 1000.0),
+        _ => "—".into(),
+    }
+}
+
+/// A run's page; the log only for the job's owners.
+pub fn run_page(
+    user: &str,
+    csrf: &str,
+    r: &Run,
+    trigger: &str,
+    log: Option<&str>,
+    public_data: bool,
+) -> Markup {
+    let ts = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+            .unwrap_or_else(|| "—".into())
+    };
+    layout(
+        &format!("Run {}", r.id),
+        Some(user),
+        Some(csrf),
+        html! {
+            h1 { "Run of " a href={ "/jobs/" (r.job) } { (r.job) } }
+            div.card {
+                table {
+                    tr { th { "State" } td #run-state class={ "state-" (r.state) } { (r.state) } }
+                    @if let Some(e) = &r.error { tr { th { "Error" } td { (e) } } }
+                    tr { th { "Slot" } td { (r.scheduled_for.format("%Y-%m-%d %H:%M:%S UTC")) " (" (trigger) ")" } }
+                    tr { th { "Fetch started" } td { (ts(r.phases.fetch_started)) } }
+                    tr { th { "Command started" } td { (ts(r.phases.run_started)) } }
+                    tr { th { "Command ended" } td { (ts(r.phases.run_ended)) } }
+                    tr { th { "Publish started" } td { (ts(r.phases.publish_started)) } }
+                    tr { th { "Finished" } td { (ts(r.phases.finished)) } }
+                    tr { th { "Exit code" } td { (r.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "—".into())) } }
+                    tr { th { "Code sha256" } td { code { (r.code_sha256.as_deref().unwrap_or("—")) } } }
+                }
+            }
+            h2 { "Published files" }
+            @if public_data { p.warn { "These files are public: anyone can read them." } }
+            table #published {
+                tr { th { "File" } th { "Bytes" } th { "sha256" } }
+                @for f in &r.published {
+                    tr {
+                        td { @if public_data { a href={ "/public/" (f.key) } { (f.path) } } @else { (f.path) } }
+                        td { (f.size) }
+                        td { code { (f.sha256) } }
+                    }
+                }
+            }
+            @if !r.skipped.is_empty() {
+                h3 { "Not published" }
+                ul { @for s in &r.skipped { li { code { (s.path) } ": " (s.reason) } } }
+            }
+            @if let Some(m) = &r.manifest_key { p { "Manifest: " @if public_data { a href={ "/public/" (m) } { (m) } } @else { code { (m) } } } }
+            h2 { "Log" }
+            @match log {
+                Some(l) => pre #log { (l) },
+                None => p #no-log { "Only the job's owner and maintainers may read the log." },
+            }
+        },
+    )
+}
+
+/// A page for errors.
+pub fn message(user: Option<&str>, csrf: Option<&str>, title: &str, text: &str) -> Markup {
+    layout(
+        title,
+        user,
+        csrf,
+        html! { h1 { (title) } p { (text) } p { a href="/" { "Back to the jobs" } } },
+    )
+}
