@@ -53,7 +53,7 @@ impl JobForm {
     }
 
     /// The spec, if every field is valid; otherwise the errors are filled in.
-    pub fn to_spec(&mut self, limits: &ValidationLimits) -> Option<JobSpec> {
+    pub fn check(&mut self, limits: &ValidationLimits) -> Option<JobSpec> {
         let mut spec = JobSpec::new(self.get("name").trim());
         spec.command = self.get("command").to_string();
         spec.output_dir = self.get("output_dir").trim().to_string();
@@ -153,7 +153,7 @@ mod tests {
     #[test]
     fn defaults_make_a_valid_daily_job() {
         let mut f = form(&[("name", "slowsql")]);
-        let spec = f.to_spec(&ValidationLimits::default()).expect("valid");
+        let spec = f.check(&ValidationLimits::default()).expect("valid");
         assert_eq!(spec, JobSpec::new("slowsql"));
     }
 
@@ -166,7 +166,7 @@ mod tests {
             ("day_of_week", "friday"),
         ]);
         assert!(
-            f.to_spec(&ValidationLimits::default()).is_some(),
+            f.check(&ValidationLimits::default()).is_some(),
             "{:?}",
             f.errors
         );
@@ -180,7 +180,7 @@ mod tests {
             ("day_of_month", "32"),
             ("timeout_minutes", "0"),
         ]);
-        assert!(f.to_spec(&ValidationLimits::default()).is_none());
+        assert!(f.check(&ValidationLimits::default()).is_none());
         for k in ["name", "day_of_month", "timeout_minutes"] {
             assert!(f.errors.contains_key(k), "{k}: {:?}", f.errors);
         }
@@ -189,7 +189,7 @@ mod tests {
             ("frequency", "cron"),
             ("cron", "0 0 12 * * ? 2030"),
         ]);
-        assert!(f.to_spec(&ValidationLimits::default()).is_none());
+        assert!(f.check(&ValidationLimits::default()).is_none());
         assert!(f.errors.contains_key("cron"), "{:?}", f.errors);
     }
 }

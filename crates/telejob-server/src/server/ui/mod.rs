@@ -219,7 +219,7 @@ async fn create_job(
             "The form was stale or came from another site; reload the page and try again.",
         );
     }
-    let spec = f.to_spec(&s.limits);
+    let spec = f.check(&s.limits);
     let code = match (&code, f.errors.contains_key("code")) {
         (Some(c), false) => {
             match telejob_core::archive::open_tar(std::io::Cursor::new(c.clone())) {
@@ -344,12 +344,14 @@ async fn job_page(
     page(pages::job_page(
         &b.session.user.name,
         &b.session.csrf,
-        &j,
-        j.can_manage(&b.session.user),
-        &versions,
-        &runs,
-        next.as_deref(),
-        q.created.is_some(),
+        &pages::JobPage {
+            job: &j,
+            can_manage: j.can_manage(&b.session.user),
+            versions: &versions,
+            runs: &runs,
+            next: next.as_deref(),
+            created: q.created.is_some(),
+        },
     ))
 }
 

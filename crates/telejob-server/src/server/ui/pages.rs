@@ -243,17 +243,33 @@ const FORM_JS: &str = r#"
 })();
 "#;
 
-/// A job's page; `created` adds what will happen, in plain words.
-pub fn job_page(
-    user: &str,
-    csrf: &str,
-    j: &JobRow,
-    can_manage: bool,
-    versions: &[CodeVersion],
-    runs: &[(Run, String)],
-    next: Option<&str>,
-    created: bool,
-) -> Markup {
+/// What a job's page shows.
+#[derive(Debug)]
+pub struct JobPage<'a> {
+    /// The job.
+    pub job: &'a JobRow,
+    /// Whether the viewer may run, pause, delete it.
+    pub can_manage: bool,
+    /// Its code versions, newest first.
+    pub versions: &'a [CodeVersion],
+    /// Its runs, newest first, with their triggers.
+    pub runs: &'a [(Run, String)],
+    /// Its next fire time.
+    pub next: Option<&'a str>,
+    /// Just created: say what will happen.
+    pub created: bool,
+}
+
+/// A job's page; a new job's page says what will happen, in plain words.
+pub fn job_page(user: &str, csrf: &str, p: &JobPage<'_>) -> Markup {
+    let JobPage {
+        job: j,
+        can_manage,
+        versions,
+        runs,
+        next,
+        created,
+    } = *p;
     let sched = j.spec.schedule.compile().ok();
     let words = sched.as_ref().map(|s| s.describe()).unwrap_or_default();
     let cron = sched.as_ref().map(|s| s.cron_line()).unwrap_or_default();
