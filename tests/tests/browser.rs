@@ -1,0 +1,400 @@
+//! The dashboard in a real browser: Debian's chromium driven headless through chromedriver.
+//!
+//! Skipped (with a message) where chromium or chromedriver is missing, unless
+//! TELEJOB_REQUIRE_BROWSER is set (as `.ci/run` does after installing them). Screenshots of the
+//! form and of a run page are saved to `<target dir>/test-artifacts/`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use telejob_e2e::{tarball, telejob_bin};
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tools() -> Option<(PathBuf, PathBuf)> {
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    let driver = ["/usr/bin/chromedriver"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    match (chromium, driver) {
+        (Some(c), Some(d)) => Some((c, d)),
+        _ if std::env::var_os("TELEJOB_REQUIRE_BROWSER").is_some() => {
+            panic!("TELEJOB_REQUIRE_BROWSER is set but chromium or chromedriver is missing")
+        }
+        _ => None,
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn artifacts() -> PathBuf {
+    let exe = std::env::current_exe().expect("exe");
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let dir = target.join("test-artifacts");
+    std::fs::create_dir_all(&dir).expect("artifacts dir");
+    dir
+}
+
+async fn browser(chromium: &Path, driver_port: u16) -> Client {
+    let caps = serde_json::json!({
+        "goog:chromeOptions": {
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                     "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--window-size=1200,1600", format!("--user-data-dir={}", tempfile::tempdir().expect("profile").keep().display())]
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut b = ClientBuilder::rustls().expect("tls");
+        b.capabilities(caps.as_object().cloned().expect("object"));
+        match b.connect(&format!("http://127.0.0.1:{driver_port}")).await {
+            Ok(c) => return c,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("cannot start a chromium session: {e}"),
+        }
+    }
+}
+
+async fn sign_in(c: &Client, base: &str, token: &str) {
+    c.goto(&format!("{base}/login")).await.expect("login page");
+    c.find(Locator::Id("token"))
+        .await
+        .expect("token field")
+        .send_keys(token)
+        .await
+        .expect("type");
+    c.find(Locator::Css("button[type=submit]"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("click");
+    c.wait()
+        .for_element(Locator::Css("header .who"))
+        .await
+        .expect("signed in");
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css))
+        .await
+        .expect(css)
+        .text()
+        .await
+        .expect("text")
+}
+
+#[tokio::test]
+async fn a_user_schedules_and_runs_a_job_from_the_form() {
+    let Some((chromium, driver)) = tools() else {
+        eprintln!("skipped: chromium and chromedriver are not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    // The server.
+    let mut srv = Command::new(telejob_bin!())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server");
+    let mut line = String::new();
+    BufReader::new(srv.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("address");
+    let _srv = Kill(srv);
+    let base = line
+        .trim()
+        .strip_prefix("telejob: listening on ")
+        .expect("address")
+        .to_string();
+    let admin = std::fs::read_to_string(data.join("admin.token"))
+        .expect("token")
+        .trim()
+        .to_string();
+    // The browser.
+    let port = free_port();
+    let _driver = Kill(
+        Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver"),
+    );
+    let c = browser(&chromium, port).await;
+    let code = dir.path().join("job.tar.gz");
+    std::fs::write(
+        &code,
+        tarball(&[(
+            "run.sh",
+            "mkdir -p output; echo from-the-browser; echo 1,2 > output/result.csv",
+            0o755,
+        )]),
+    )
+    .expect("write");
+
+    sign_in(&c, &base, &admin).await;
+    c.goto(&format!("{base}/jobs/new")).await.expect("form");
+    // Defaults of the original form.
+    assert_eq!(
+        c.find(Locator::Id("command"))
+            .await
+            .expect("command")
+            .prop("value")
+            .await
+            .expect("v")
+            .as_deref(),
+        Some("./run.sh")
+    );
+    assert_eq!(
+        c.find(Locator::Id("output_dir"))
+            .await
+            .expect("dir")
+            .prop("value")
+            .await
+            .expect("v")
+            .as_deref(),
+        Some("output")
+    );
+    assert_eq!(
+        c.find(Locator::Id("timeout_minutes"))
+            .await
+            .expect("t")
+            .prop("value")
+            .await
+            .expect("v")
+            .as_deref(),
+        Some("120")
+    );
+    // Fields that do not apply are hidden; choosing weekly shows the day.
+    assert!(
+        !c.find(Locator::Id("field-day_of_week"))
+            .await
+            .expect("dow")
+            .is_displayed()
+            .await
+            .expect("shown?")
+    );
+    c.find(Locator::Css("#frequency option[value=weekly]"))
+        .await
+        .expect("weekly")
+        .click()
+        .await
+        .expect("choose");
+    assert!(
+        c.find(Locator::Id("field-day_of_week"))
+            .await
+            .expect("dow")
+            .is_displayed()
+            .await
+            .expect("shown?")
+    );
+    c.wait()
+        .for_element(Locator::XPath(
+            "//span[@id='preview'][contains(., 'weekly on monday')]",
+        ))
+        .await
+        .expect("the preview follows the form");
+    std::fs::write(
+        artifacts().join("schedule-a-job-form.png"),
+        c.screenshot().await.expect("screenshot"),
+    )
+    .expect("save");
+
+    // A bad name: the error stands next to the field and what was typed is kept.
+    c.find(Locator::Id("name"))
+        .await
+        .expect("name")
+        .send_keys("Not Valid")
+        .await
+        .expect("type");
+    c.find(Locator::Id("command"))
+        .await
+        .expect("command")
+        .clear()
+        .await
+        .expect("clear");
+    c.find(Locator::Id("command"))
+        .await
+        .expect("command")
+        .send_keys("bash run.sh")
+        .await
+        .expect("type");
+    c.find(Locator::Id("code"))
+        .await
+        .expect("file")
+        .send_keys(code.to_str().expect("utf8"))
+        .await
+        .expect("attach");
+    c.find(Locator::Id("submit"))
+        .await
+        .expect("submit")
+        .click()
+        .await
+        .expect("click");
+    let err = c
+        .wait()
+        .for_element(Locator::Id("error-name"))
+        .await
+        .expect("field error")
+        .text()
+        .await
+        .expect("text");
+    assert!(err.contains("not a job name"), "{err}");
+    assert_eq!(
+        c.find(Locator::Id("name"))
+            .await
+            .expect("name")
+            .prop("value")
+            .await
+            .expect("v")
+            .as_deref(),
+        Some("Not Valid")
+    );
+    assert_eq!(
+        c.find(Locator::Id("command"))
+            .await
+            .expect("cmd")
+            .prop("value")
+            .await
+            .expect("v")
+            .as_deref(),
+        Some("bash run.sh")
+    );
+    assert_eq!(
+        c.find(Locator::Id("frequency"))
+            .await
+            .expect("freq")
+            .prop("value")
+            .await
+            .expect("v")
+            .as_deref(),
+        Some("weekly")
+    );
+
+    // Fixed: scheduled, and the page says what will happen.
+    c.find(Locator::Id("name"))
+        .await
+        .expect("name")
+        .clear()
+        .await
+        .expect("clear");
+    c.find(Locator::Id("name"))
+        .await
+        .expect("name")
+        .send_keys("browserjob")
+        .await
+        .expect("type");
+    c.find(Locator::Id("code"))
+        .await
+        .expect("file")
+        .send_keys(code.to_str().expect("utf8"))
+        .await
+        .expect("attach");
+    c.find(Locator::Id("submit"))
+        .await
+        .expect("submit")
+        .click()
+        .await
+        .expect("click");
+    let what = c
+        .wait()
+        .for_element(Locator::Id("what-happens"))
+        .await
+        .expect("what will happen")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        what.contains("weekly on monday at 12:00 UTC")
+            && what.contains("120 minutes")
+            && what.contains("browserjob/data/"),
+        "{what}"
+    );
+
+    // Run it now and watch it succeed with its file listed.
+    c.find(Locator::Id("run-now"))
+        .await
+        .expect("run now")
+        .click()
+        .await
+        .expect("click");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let state = text(&c, "#run-state").await;
+        if state == "succeeded" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && !["failed", "timed_out"].contains(&state.as_str()),
+            "run state {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.refresh().await.expect("reload");
+    }
+    assert!(text(&c, "#published").await.contains("result.csv"));
+    assert!(text(&c, "#log").await.contains("from-the-browser"));
+    let run_url = c.current_url().await.expect("url").to_string();
+    std::fs::write(
+        artifacts().join("run-page.png"),
+        c.screenshot().await.expect("screenshot"),
+    )
+    .expect("save");
+
+    // A second user sees the run of this public job, but not its log.
+    let o = Command::new(telejob_bin!())
+        .args(["token", "create", "--user", "bob", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("token");
+    let bob = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    c.delete_all_cookies().await.expect("sign out");
+    sign_in(&c, &base, &bob).await;
+    c.goto(&run_url).await.expect("run page");
+    assert!(
+        c.find(Locator::Id("no-log")).await.is_ok(),
+        "bob is told the log is for owners"
+    );
+    assert!(
+        c.find(Locator::Id("log")).await.is_err(),
+        "bob must not see the log"
+    );
+    assert!(
+        !c.source()
+            .await
+            .expect("source")
+            .contains("from-the-browser")
+    );
+    c.close().await.expect("close");
+}
