@@ -372,6 +372,47 @@ async fn a_user_schedules_and_runs_a_job_from_the_form() {
     )
     .expect("save");
 
+    // Edit it: the form comes back filled in; the change shows on the job page.
+    c.goto(&format!("{base}/jobs/browserjob/edit"))
+        .await
+        .expect("edit page");
+    assert_eq!(
+        c.find(Locator::Id("frequency"))
+            .await
+            .expect("freq")
+            .prop("value")
+            .await
+            .expect("v")
+            .as_deref(),
+        Some("weekly")
+    );
+    let t = c
+        .find(Locator::Id("timeout_minutes"))
+        .await
+        .expect("timeout");
+    t.clear().await.expect("clear");
+    t.send_keys("175").await.expect("type");
+    c.find(Locator::Id("submit"))
+        .await
+        .expect("save")
+        .click()
+        .await
+        .expect("click");
+    c.wait()
+        .for_element(Locator::Id("runs"))
+        .await
+        .expect("back on the job page");
+    assert!(c.source().await.expect("source").contains("175 minutes"));
+    // The job list: schedule in words, last run state.
+    c.goto(&base).await.expect("list");
+    let list = text(&c, "main table").await;
+    assert!(
+        list.contains("browserjob")
+            && list.contains("weekly on monday at 12:00 UTC")
+            && list.contains("succeeded"),
+        "{list}"
+    );
+
     // A second user sees the run of this public job, but not its log.
     let o = Command::new(telejob_bin!())
         .args(["token", "create", "--user", "bob", "--data-dir"])

@@ -31,7 +31,9 @@ impl JobForm {
             ("timeout_minutes", "120"),
             ("overlap", "forbid"),
             ("missed", "latest"),
+            ("catch_up_limit", "10"),
             ("max_retries", "0"),
+            ("retry_backoff_seconds", "60"),
         ] {
             values.insert(k.to_string(), v.to_string());
         }
@@ -39,6 +41,64 @@ impl JobForm {
             values,
             errors: HashMap::new(),
         }
+    }
+
+    /// The form filled in from an existing job, for editing.
+    pub fn from_spec(spec: &JobSpec) -> Self {
+        let mut f = Self::defaults();
+        let mut set = |k: &str, v: String| {
+            f.values.insert(k.to_string(), v);
+        };
+        set("name", spec.name.clone());
+        set("command", spec.command.clone());
+        set("output_dir", spec.output_dir.clone());
+        set("output_visibility", spec.output_visibility.to_string());
+        set("frequency", spec.schedule.frequency.to_string());
+        if let Some(d) = spec.schedule.day_of_week {
+            set("day_of_week", format!("{d:?}"));
+        }
+        if let Some(d) = spec.schedule.day_of_month {
+            set("day_of_month", d.to_string());
+        }
+        set("time_of_day", spec.schedule.time_of_day.to_string());
+        set("cron", spec.schedule.cron.clone().unwrap_or_default());
+        set(
+            "timezone",
+            spec.schedule.timezone.clone().unwrap_or_default(),
+        );
+        set("timeout_minutes", spec.timeout_minutes.to_string());
+        set("overlap", format!("{:?}", spec.overlap).to_lowercase());
+        set(
+            "missed",
+            match spec.missed {
+                MissedPolicy::Skip => "skip",
+                MissedPolicy::Latest => "latest",
+                MissedPolicy::CatchUp => "catch_up",
+            }
+            .into(),
+        );
+        set("catch_up_limit", spec.catch_up_limit.to_string());
+        set("max_retries", spec.max_retries.to_string());
+        set(
+            "retry_backoff_seconds",
+            spec.retry_backoff_seconds.to_string(),
+        );
+        if spec.retry_on_timeout {
+            set("retry_on_timeout", "on".into());
+        }
+        let fmt = |t: Option<chrono::DateTime<chrono::Utc>>| {
+            t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_default()
+        };
+        set("start_at", fmt(spec.start_at));
+        set("end_at", fmt(spec.end_at));
+        set("maintainers", spec.maintainers.join(", "));
+        set(
+            "notify_webhook",
+            spec.notify.webhook.clone().unwrap_or_default(),
+        );
+        set("notify_email", spec.notify.email.join(", "));
+        f
     }
 
     /// A submitted value.
@@ -82,13 +142,52 @@ impl JobForm {
             "catch_up" => MissedPolicy::CatchUp,
             _ => MissedPolicy::Latest,
         };
-        match self.get("max_retries").trim().parse::<u32>() {
-            Ok(n) => spec.max_retries = n,
-            Err(_) => self.err("max_retries", "give a whole number, 0 to 10"),
+        for (field, slot) in [
+            ("max_retries", &mut spec.max_retries),
+            ("catch_up_limit", &mut spec.catch_up_limit),
+            ("retry_backoff_seconds", &mut spec.retry_backoff_seconds),
+        ] {
+            match self.get(field).trim().parse::<u32>() {
+                Ok(n) => *slot = n,
+                Err(_) => self.err(field, "give a whole number"),
+            }
         }
+        spec.retry_on_timeout = !self.get("retry_on_timeout").is_empty();
+        for (field, slot) in [
+            ("start_at", &mut spec.start_at),
+            ("end_at", &mut spec.end_at),
+        ] {
+            let v = self.get(field).trim();
+            if !v.is_empty() {
+                match chrono::DateTime::parse_from_rfc3339(v) {
+                    Ok(t) => *slot = Some(t.with_timezone(&chrono::Utc)),
+                    Err(_) => self.err(
+                        field,
+                        "give an instant like 2026-12-01T00:00:00Z, or leave it empty",
+                    ),
+                }
+            }
+        }
+        let list = |s: &str| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        spec.maintainers = list(self.get("maintainers"));
+        spec.notify.email = list(self.get("notify_email"));
+        spec.notify.webhook =
+            Some(self.get("notify_webhook").trim().to_string()).filter(|w| !w.is_empty());
         if let Err(e) = spec.validate(limits) {
             for (f, m) in e.field_errors() {
-                self.err(f.strip_prefix("schedule.").unwrap_or(f), m);
+                let f = f.strip_prefix("schedule.").unwrap_or(f);
+                let f = match f {
+                    "notify.webhook" => "notify_webhook",
+                    "notify.email" => "notify_email",
+                    other => other,
+                };
+                self.err(f, m);
             }
         }
         self.errors.is_empty().then_some(spec)
@@ -155,6 +254,22 @@ mod tests {
         let mut f = form(&[("name", "slowsql")]);
         let spec = f.check(&ValidationLimits::default()).expect("valid");
         assert_eq!(spec, JobSpec::new("slowsql"));
+    }
+
+    #[test]
+    fn an_edited_job_round_trips_through_the_form() {
+        let mut spec = JobSpec::new("rt");
+        spec.schedule = ScheduleSpec::weekly(chrono::Weekday::Fri, "06:30".parse().expect("time"))
+            .with_timezone("Europe/Berlin");
+        spec.timeout_minutes = 175;
+        spec.max_retries = 2;
+        spec.retry_on_timeout = true;
+        spec.missed = MissedPolicy::CatchUp;
+        spec.maintainers = vec!["bob".into()];
+        spec.notify.webhook = Some("https://h.example/x".into());
+        spec.end_at = Some("2030-01-01T00:00:00Z".parse().expect("instant"));
+        let mut f = JobForm::from_spec(&spec);
+        assert_eq!(f.check(&ValidationLimits::default()), Some(spec));
     }
 
     #[test]

@@ -38,6 +38,12 @@ pub fn router(state: AppState) -> Router {
             post(create_job).layer(DefaultBodyLimit::max(code_limit)),
         )
         .route("/jobs/{name}", get(job_page))
+        .route(
+            "/jobs/{name}/edit",
+            get(edit_page)
+                .post(save_edit)
+                .layer(DefaultBodyLimit::max(code_limit)),
+        )
         .route("/jobs/{name}/{action}", post(job_action))
         .route("/runs/{id}", get(run_page))
         .route("/ui/preview", get(preview))
@@ -162,16 +168,14 @@ async fn new_job(b: Browser) -> Response {
         &b.session.csrf,
         &JobForm::defaults(),
         None,
+        None,
     ))
 }
 
-async fn create_job(
-    State(s): State<AppState>,
-    b: Browser,
-    headers: HeaderMap,
-    mut mp: Multipart,
-) -> Response {
+/// The submitted form: its fields, the uploaded tarball (if any), its CSRF token.
+async fn read_form(s: &AppState, mut mp: Multipart) -> (JobForm, Option<Bytes>, String) {
     let mut f = JobForm::defaults();
+    f.values.remove("retry_on_timeout");
     let mut code: Option<Bytes> = None;
     let mut csrf = String::new();
     loop {
@@ -213,6 +217,53 @@ async fn create_job(
             }
         }
     }
+    if let Some(c) = &code
+        && let Err(e) = telejob_core::archive::open_tar(std::io::Cursor::new(c.clone()))
+    {
+        f.errors.insert("code".into(), e.to_string());
+        code = None;
+    }
+    (f, code, csrf)
+}
+
+/// Stores a code version and makes it the job's current one.
+async fn store_code(s: &AppState, job: &str, code: &Bytes, by: &str) -> telejob_core::Result<()> {
+    let sha = hex::encode(Sha256::digest(code));
+    let key = format!("{job}/code/{sha}.tar");
+    s.stores
+        .private
+        .put(&key, code.clone(), PutOptions::default())
+        .await?;
+    s.db.add_code(job, &sha, &key, code.len() as u64, by).await
+}
+
+fn form_page(
+    b: &Browser,
+    status: StatusCode,
+    f: &JobForm,
+    general: Option<&str>,
+    editing: Option<&str>,
+) -> Response {
+    (
+        status,
+        page(pages::job_form(
+            &b.session.user.name,
+            &b.session.csrf,
+            f,
+            general,
+            editing,
+        )),
+    )
+        .into_response()
+}
+
+async fn create_job(
+    State(s): State<AppState>,
+    b: Browser,
+    headers: HeaderMap,
+    mp: Multipart,
+) -> Response {
+    let (mut f, code, csrf) = read_form(&s, mp).await;
     if !check_post(&headers, &b.session, &csrf) {
         return forbidden(
             &b,
@@ -220,34 +271,12 @@ async fn create_job(
         );
     }
     let spec = f.check(&s.limits);
-    let code = match (&code, f.errors.contains_key("code")) {
-        (Some(c), false) => {
-            match telejob_core::archive::open_tar(std::io::Cursor::new(c.clone())) {
-                Ok(_) => Some(c.clone()),
-                Err(e) => {
-                    f.errors.insert("code".into(), e.to_string());
-                    None
-                }
-            }
-        }
-        (None, false) => {
-            f.errors
-                .insert("code".into(), "choose the code tarball to upload".into());
-            None
-        }
-        _ => None,
-    };
+    if code.is_none() && !f.errors.contains_key("code") {
+        f.errors
+            .insert("code".into(), "choose the code tarball to upload".into());
+    }
     let (Some(spec), Some(code)) = (spec, code) else {
-        return (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            page(pages::job_form(
-                &b.session.user.name,
-                &b.session.csrf,
-                &f,
-                None,
-            )),
-        )
-            .into_response();
+        return form_page(&b, StatusCode::UNPROCESSABLE_ENTITY, &f, None, None);
     };
     let name = spec.name.clone();
     match s
@@ -261,39 +290,20 @@ async fn create_job(
                 "name".into(),
                 format!("a job named {name:?} exists already; choose another name"),
             );
-            return (
-                StatusCode::CONFLICT,
-                page(pages::job_form(
-                    &b.session.user.name,
-                    &b.session.csrf,
-                    &f,
-                    None,
-                )),
-            )
-                .into_response();
+            return form_page(&b, StatusCode::CONFLICT, &f, None, None);
         }
         Err(e) => {
-            return (
+            return form_page(
+                &b,
                 StatusCode::INTERNAL_SERVER_ERROR,
-                page(pages::job_form(
-                    &b.session.user.name,
-                    &b.session.csrf,
-                    &f,
-                    Some(&e.to_string()),
-                )),
-            )
-                .into_response();
+                &f,
+                Some(&e.to_string()),
+                None,
+            );
         }
     }
-    let sha = hex::encode(Sha256::digest(&code));
-    let key = format!("{name}/code/{sha}.tar");
     let stored = async {
-        s.stores
-            .private
-            .put(&key, code.clone(), PutOptions::default())
-            .await?;
-        s.db.add_code(&name, &sha, &key, code.len() as u64, &b.session.user.name)
-            .await?;
+        store_code(&s, &name, &code, &b.session.user.name).await?;
         let row =
             s.db.job(&name)
                 .await?
@@ -304,18 +314,89 @@ async fn create_job(
     if let Err(e) = stored {
         // Leave no half-made job behind.
         let _ = s.db.delete_job(&name).await;
-        return (
+        return form_page(
+            &b,
             StatusCode::INTERNAL_SERVER_ERROR,
-            page(pages::job_form(
-                &b.session.user.name,
-                &b.session.csrf,
-                &f,
-                Some(&e.to_string()),
-            )),
-        )
-            .into_response();
+            &f,
+            Some(&e.to_string()),
+            None,
+        );
     }
     Redirect::to(&format!("/jobs/{name}?created=1")).into_response()
+}
+
+async fn edit_page(State(s): State<AppState>, b: Browser, Path(name): Path<String>) -> Response {
+    let Ok(Some(j)) = s.db.job(&name).await else {
+        return not_found(&b);
+    };
+    if !j.can_see(&b.session.user) {
+        return not_found(&b);
+    }
+    if !j.can_manage(&b.session.user) {
+        return forbidden(&b, "Only the job's owner and maintainers may edit it.");
+    }
+    form_page(
+        &b,
+        StatusCode::OK,
+        &JobForm::from_spec(&j.spec),
+        None,
+        Some(&name),
+    )
+}
+
+async fn save_edit(
+    State(s): State<AppState>,
+    b: Browser,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    mp: Multipart,
+) -> Response {
+    let (mut f, code, csrf) = read_form(&s, mp).await;
+    if !check_post(&headers, &b.session, &csrf) {
+        return forbidden(
+            &b,
+            "The form was stale or came from another site; reload the page and try again.",
+        );
+    }
+    let Ok(Some(old)) = s.db.job(&name).await else {
+        return not_found(&b);
+    };
+    if !old.can_see(&b.session.user) {
+        return not_found(&b);
+    }
+    if !old.can_manage(&b.session.user) {
+        return forbidden(&b, "Only the job's owner and maintainers may edit it.");
+    }
+    f.values.insert("name".into(), name.clone());
+    let Some(spec) = f.check(&s.limits) else {
+        return form_page(&b, StatusCode::UNPROCESSABLE_ENTITY, &f, None, Some(&name));
+    };
+    let saved = async {
+        if let Some(code) = &code {
+            store_code(&s, &name, code, &b.session.user.name).await?;
+        }
+        // Slots before the edit are not made up under the new schedule.
+        s.db.update_job_spec(&spec, old.cursor.max(Utc::now()))
+            .await?;
+        let row =
+            s.db.job(&name)
+                .await?
+                .ok_or_else(|| telejob_core::Error::NotFound(name.clone()))?;
+        s.scheduler
+            .upsert(row.state(s.db.last_failed(&name).await?))
+            .await
+    }
+    .await;
+    match saved {
+        Ok(()) => Redirect::to(&format!("/jobs/{name}")).into_response(),
+        Err(e) => form_page(
+            &b,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &f,
+            Some(&e.to_string()),
+            Some(&name),
+        ),
+    }
 }
 
 #[derive(Debug, Deserialize)]

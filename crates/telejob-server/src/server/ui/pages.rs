@@ -127,8 +127,14 @@ fn select(f: &JobForm, name: &str, options: &[(&str, &str)]) -> Markup {
     }
 }
 
-/// The "Schedule a Job" form.
-pub fn job_form(user: &str, csrf: &str, f: &JobForm, general: Option<&str>) -> Markup {
+/// The "Schedule a Job" form; with `editing`, the form that edits that job.
+pub fn job_form(
+    user: &str,
+    csrf: &str,
+    f: &JobForm,
+    general: Option<&str>,
+    editing: Option<&str>,
+) -> Markup {
     let days = [
         ("monday", "Monday"),
         ("tuesday", "Tuesday"),
@@ -138,24 +144,27 @@ pub fn job_form(user: &str, csrf: &str, f: &JobForm, general: Option<&str>) -> M
         ("saturday", "Saturday"),
         ("sunday", "Sunday"),
     ];
+    let title = editing.map_or_else(|| "Schedule a Job".to_string(), |n| format!("Edit {n}"));
+    let action = editing.map_or_else(|| "/jobs".to_string(), |n| format!("/jobs/{n}/edit"));
     layout(
-        "Schedule a Job",
+        &title,
         Some(user),
         Some(csrf),
         html! {
-            h1 { "Schedule a Job" }
+            h1 { (title) }
             @if let Some(g) = general { p.error { (g) } }
-            form #job-form method="post" action="/jobs" enctype="multipart/form-data" {
+            form #job-form method="post" action=(action) enctype="multipart/form-data" {
                 input type="hidden" name="csrf" value=(csrf);
                 div.card {
                     label for="name" { "Job name" }
-                    input #name name="name" value=(f.get("name")) required;
+                    input #name name="name" value=(f.get("name")) required readonly[editing.is_some()];
                     p.help { "Lowercase letters, digits and dashes. It is also where the output goes: <store>/<name>/data/." }
                     (field_error(f, "name"))
 
                     label for="code" { "Code tarball" }
                     input #code type="file" name="code";
-                    p.help { "A .tar.gz (or .tgz, .tar.xz, .tar.zst, .tar) with your wrapper script; " code { "telejob package DIR" } " makes one. It is unpacked into an empty directory before each run." }
+                    p.help { "A .tar.gz (or .tgz, .tar.xz, .tar.zst, .tar) with your wrapper script; " code { "telejob package DIR" } " makes one. It is unpacked into an empty directory before each run."
+                        @if editing.is_some() { " Leave it empty to keep the current version." } }
                     (field_error(f, "code"))
 
                     label for="command" { "Execution command line" }
@@ -213,11 +222,38 @@ pub fn job_form(user: &str, csrf: &str, f: &JobForm, general: Option<&str>) -> M
                     (select(f, "overlap", &[("forbid", "skip this run (recorded as missed)"), ("allow", "run both"), ("replace", "cancel the old run")]))
                     label for="missed" { "Runs missed while telejob was down" }
                     (select(f, "missed", &[("latest", "run the most recent one"), ("skip", "run none"), ("catch_up", "run them all (up to 10)")]))
+                    label for="catch_up_limit" { "At most this many missed runs are made up" }
+                    input #catch_up_limit name="catch_up_limit" type="number" min="1" max="1000" value=(f.get("catch_up_limit"));
+                    (field_error(f, "catch_up_limit"))
                     label for="max_retries" { "Retries after a failure" }
                     input #max_retries name="max_retries" type="number" min="0" max="10" value=(f.get("max_retries"));
                     (field_error(f, "max_retries"))
+                    label for="retry_backoff_seconds" { "Seconds before the first retry (doubled for each next one)" }
+                    input #retry_backoff_seconds name="retry_backoff_seconds" type="number" min="1" value=(f.get("retry_backoff_seconds"));
+                    (field_error(f, "retry_backoff_seconds"))
+                    label { input #retry_on_timeout type="checkbox" name="retry_on_timeout" checked[!f.get("retry_on_timeout").is_empty()]; " Retry runs that timed out too" }
+                    label for="start_at" { "Start (optional)" }
+                    input #start_at name="start_at" value=(f.get("start_at")) placeholder="2026-12-01T00:00:00Z";
+                    (field_error(f, "start_at"))
+                    label for="end_at" { "End (optional)" }
+                    input #end_at name="end_at" value=(f.get("end_at")) placeholder="2027-12-01T00:00:00Z";
+                    p.help { "After its end the job is marked expired and runs no more." }
+                    (field_error(f, "end_at"))
                 }
-                p { button #submit type="submit" { "Schedule the job" } }
+                div.card {
+                    label for="maintainers" { "Maintainers (optional)" }
+                    input #maintainers name="maintainers" value=(f.get("maintainers")) placeholder="bob, carol";
+                    p.help { "Users who may edit, run and read the logs of this job besides you." }
+                    (field_error(f, "maintainers"))
+                    label for="notify_webhook" { "Webhook for failures (optional)" }
+                    input #notify_webhook name="notify_webhook" value=(f.get("notify_webhook")) placeholder="https://hooks.example.com/telejob";
+                    (field_error(f, "notify_webhook"))
+                    label for="notify_email" { "Email for failures (optional)" }
+                    input #notify_email name="notify_email" value=(f.get("notify_email")) placeholder="team@example.com";
+                    p.help { "Sent on failure, timeout, missed run, expiry, and the first success after failures." }
+                    (field_error(f, "notify_email"))
+                }
+                p { button #submit type="submit" { @if editing.is_some() { "Save" } @else { "Schedule the job" } } }
             }
             script { (PreEscaped(FORM_JS)) }
         },
@@ -314,6 +350,8 @@ pub fn job_page(user: &str, csrf: &str, p: &JobPage<'_>) -> Markup {
                             form.inline method="post" action={ "/jobs/" (name) "/pause" } { input type="hidden" name="csrf" value=(csrf); button type="submit" { "Pause" } }
                         }
                         " "
+                        a href={ "/jobs/" (name) "/edit" } { "Edit" }
+                        " "
                         form.inline method="post" action={ "/jobs/" (name) "/delete" } onsubmit="return confirm('Delete this job and its run history?')" {
                             input type="hidden" name="csrf" value=(csrf); button type="submit" { "Delete" }
                         }
@@ -327,14 +365,16 @@ pub fn job_page(user: &str, csrf: &str, p: &JobPage<'_>) -> Markup {
             }
             h2 { "Runs" }
             table #runs {
-                tr { th { "Run" } th { "State" } th { "For slot" } th { "Trigger" } th { "Duration" } }
+                tr { th { "Run" } th { "State" } th { "For slot" } th { "Trigger" } th { "Fetch" } th { "Command" } th { "Publish" } }
                 @for (r, trigger) in runs {
                     tr {
                         td { a href={ "/runs/" (r.id) } { (r.id) } }
                         td class={ "state-" (r.state) } { (r.state) }
                         td { (r.scheduled_for.format("%Y-%m-%d %H:%M UTC")) }
                         td { (trigger) }
-                        td { (duration(r)) }
+                        td { (span(r.phases.fetch_started, r.phases.run_started)) }
+                        td { (span(r.phases.run_started, r.phases.run_ended)) }
+                        td { (span(r.phases.publish_started, r.phases.finished)) }
                     }
                 }
             }
@@ -342,8 +382,11 @@ pub fn job_page(user: &str, csrf: &str, p: &JobPage<'_>) -> Markup {
     }
 }
 
-fn duration(r: &Run) -> String {
-    match (r.phases.fetch_started, r.phases.finished) {
+fn span(
+    a: Option<chrono::DateTime<chrono::Utc>>,
+    b: Option<chrono::DateTime<chrono::Utc>>,
+) -> String {
+    match (a, b) {
         (Some(a), Some(b)) => format!("{:.1} s", (b - a).num_milliseconds() as f64 / 1000.0),
         _ => "—".into(),
     }
