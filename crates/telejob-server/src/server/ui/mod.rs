@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/runs/{id}", get(run_page))
         .route("/ui/preview", get(preview))
         .route("/public/{*path}", get(public_file))
+        .route("/example/slowsql.tar.gz", get(example_tarball))
         .with_state(state)
 }
 
@@ -559,6 +560,24 @@ async fn preview(
         Err(e) => serde_json::json!({"error": e}),
     };
     axum::Json(body).into_response()
+}
+
+/// The bundled example's code tarball, to try the form with.
+async fn example_tarball() -> Response {
+    match crate::server::example::tarball() {
+        Ok(body) => (
+            [
+                (header::CONTENT_TYPE, "application/gzip"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"slowsql.tar.gz\"",
+                ),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 /// Published output of public jobs: anyone may read it (it is public by definition).

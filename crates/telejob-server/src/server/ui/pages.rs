@@ -164,7 +164,8 @@ pub fn job_form(
                     label for="code" { "Code tarball" }
                     input #code type="file" name="code";
                     p.help { "A .tar.gz (or .tgz, .tar.xz, .tar.zst, .tar) with your wrapper script; " code { "telejob package DIR" } " makes one. It is unpacked into an empty directory before each run."
-                        @if editing.is_some() { " Leave it empty to keep the current version." } }
+                        @if editing.is_some() { " Leave it empty to keep the current version." }
+                        @else { " No tarball yet? Try " a href="/example/slowsql.tar.gz" { "the slowsql example" } "." } }
                     (field_error(f, "code"))
 
                     label for="command" { "Execution command line" }
