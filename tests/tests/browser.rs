@@ -103,8 +103,10 @@ async fn sign_in(c: &Client, base: &str, token: &str) {
         .expect("signed in");
 }
 
+/// The text of the element `css`, waiting for it to appear (pages load after clicks).
 async fn text(c: &Client, css: &str) -> String {
-    c.find(Locator::Css(css))
+    c.wait()
+        .for_element(Locator::Css(css))
         .await
         .expect(css)
         .text()

@@ -587,6 +587,26 @@ async fn a_scheduled_run_happens_on_its_minute() {
         text.contains("telejob_runs{state=\"succeeded\"} 1"),
         "{text}"
     );
+
+    // kill -9 and restart within the same minute: the slot that ran does not run again.
+    let data = srv.data.clone();
+    srv.kill9();
+    let srv = Server::start(&data, &[]);
+    let api = Api::new(&srv, Some(&srv.token));
+    let (_, job) = api.get("/api/jobs/minutely").await;
+    assert!(
+        job["next_run"].as_str().is_some_and(|t| t > next.as_str()),
+        "re-armed after the slot: {job}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, runs) = api.get("/api/jobs/minutely/runs").await;
+    let for_slot = runs
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter(|r| r["scheduled_for"] == next.as_str())
+        .count();
+    assert_eq!(for_slot, 1, "the slot ran once: {runs}");
 }
 
 #[tokio::test]
