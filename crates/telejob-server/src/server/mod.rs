@@ -71,7 +71,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
             .await?;
         write_secret(&token_file, &token)?;
         eprintln!(
-            "telejob: created the admin user; its token is in {} (mode 0600)",
+            "telejob: created the admin user; sign in with this token (also in {}, mode 0600):\n    {token}",
             token_file.display()
         );
     }
