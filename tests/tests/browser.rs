@@ -103,6 +103,17 @@ async fn sign_in(c: &Client, base: &str, token: &str) {
         .expect("signed in");
 }
 
+/// The value of the form field with id `id`.
+async fn value(c: &Client, id: &str) -> Option<String> {
+    c.wait()
+        .for_element(Locator::Id(id))
+        .await
+        .expect(id)
+        .prop("value")
+        .await
+        .expect("value")
+}
+
 /// The text of the element `css`, waiting for it to appear (pages load after clicks).
 async fn text(c: &Client, css: &str) -> String {
     c.wait()
@@ -169,36 +180,9 @@ async fn a_user_schedules_and_runs_a_job_from_the_form() {
     sign_in(&c, &base, &admin).await;
     c.goto(&format!("{base}/jobs/new")).await.expect("form");
     // Defaults of the original form.
-    assert_eq!(
-        c.find(Locator::Id("command"))
-            .await
-            .expect("command")
-            .prop("value")
-            .await
-            .expect("v")
-            .as_deref(),
-        Some("./run.sh")
-    );
-    assert_eq!(
-        c.find(Locator::Id("output_dir"))
-            .await
-            .expect("dir")
-            .prop("value")
-            .await
-            .expect("v")
-            .as_deref(),
-        Some("output")
-    );
-    assert_eq!(
-        c.find(Locator::Id("timeout_minutes"))
-            .await
-            .expect("t")
-            .prop("value")
-            .await
-            .expect("v")
-            .as_deref(),
-        Some("120")
-    );
+    assert_eq!(value(&c, "command").await.as_deref(), Some("./run.sh"));
+    assert_eq!(value(&c, "output_dir").await.as_deref(), Some("output"));
+    assert_eq!(value(&c, "timeout_minutes").await.as_deref(), Some("120"));
     // Fields that do not apply are hidden; choosing weekly shows the day.
     assert!(
         !c.find(Locator::Id("field-day_of_week"))
@@ -274,36 +258,9 @@ async fn a_user_schedules_and_runs_a_job_from_the_form() {
         .await
         .expect("text");
     assert!(err.contains("not a job name"), "{err}");
-    assert_eq!(
-        c.find(Locator::Id("name"))
-            .await
-            .expect("name")
-            .prop("value")
-            .await
-            .expect("v")
-            .as_deref(),
-        Some("Not Valid")
-    );
-    assert_eq!(
-        c.find(Locator::Id("command"))
-            .await
-            .expect("cmd")
-            .prop("value")
-            .await
-            .expect("v")
-            .as_deref(),
-        Some("bash run.sh")
-    );
-    assert_eq!(
-        c.find(Locator::Id("frequency"))
-            .await
-            .expect("freq")
-            .prop("value")
-            .await
-            .expect("v")
-            .as_deref(),
-        Some("weekly")
-    );
+    assert_eq!(value(&c, "name").await.as_deref(), Some("Not Valid"));
+    assert_eq!(value(&c, "command").await.as_deref(), Some("bash run.sh"));
+    assert_eq!(value(&c, "frequency").await.as_deref(), Some("weekly"));
 
     // Fixed: scheduled, and the page says what will happen.
     c.find(Locator::Id("name"))
@@ -378,16 +335,7 @@ async fn a_user_schedules_and_runs_a_job_from_the_form() {
     c.goto(&format!("{base}/jobs/browserjob/edit"))
         .await
         .expect("edit page");
-    assert_eq!(
-        c.find(Locator::Id("frequency"))
-            .await
-            .expect("freq")
-            .prop("value")
-            .await
-            .expect("v")
-            .as_deref(),
-        Some("weekly")
-    );
+    assert_eq!(value(&c, "frequency").await.as_deref(), Some("weekly"));
     let t = c
         .find(Locator::Id("timeout_minutes"))
         .await

@@ -70,6 +70,29 @@ fn forbidden(b: &Browser, text: &str) -> Response {
         .into_response()
 }
 
+fn stale_form(b: &Browser) -> Response {
+    forbidden(
+        b,
+        "The form was stale or came from another site; reload the page and try again.",
+    )
+}
+
+/// The job, if the signed-in user may manage it; otherwise the 404 (invisible) or 403 page.
+async fn managed_job(
+    s: &AppState,
+    b: &Browser,
+    name: &str,
+) -> Result<crate::server::db::JobRow, Response> {
+    match s.db.job(name).await {
+        Ok(Some(j)) if j.can_manage(&b.session.user) => Ok(j),
+        Ok(Some(j)) if j.can_see(&b.session.user) => Err(forbidden(
+            b,
+            "Only the job's owner and maintainers may do this.",
+        )),
+        _ => Err(not_found(b)),
+    }
+}
+
 fn not_found(b: &Browser) -> Response {
     (
         StatusCode::NOT_FOUND,
@@ -150,10 +173,7 @@ async fn logout(
     axum::Form(f): axum::Form<CsrfForm>,
 ) -> Response {
     if !check_post(&headers, &b.session, &f.csrf) {
-        return forbidden(
-            &b,
-            "The form was stale or came from another site; reload the page and try again.",
-        );
+        return stale_form(&b);
     }
     s.sessions.end(&b.id);
     (
@@ -266,10 +286,7 @@ async fn create_job(
 ) -> Response {
     let (mut f, code, csrf) = read_form(&s, mp).await;
     if !check_post(&headers, &b.session, &csrf) {
-        return forbidden(
-            &b,
-            "The form was stale or came from another site; reload the page and try again.",
-        );
+        return stale_form(&b);
     }
     let spec = f.check(&s.limits);
     if code.is_none() && !f.errors.contains_key("code") {
@@ -327,15 +344,10 @@ async fn create_job(
 }
 
 async fn edit_page(State(s): State<AppState>, b: Browser, Path(name): Path<String>) -> Response {
-    let Ok(Some(j)) = s.db.job(&name).await else {
-        return not_found(&b);
+    let j = match managed_job(&s, &b, &name).await {
+        Ok(j) => j,
+        Err(r) => return r,
     };
-    if !j.can_see(&b.session.user) {
-        return not_found(&b);
-    }
-    if !j.can_manage(&b.session.user) {
-        return forbidden(&b, "Only the job's owner and maintainers may edit it.");
-    }
     form_page(
         &b,
         StatusCode::OK,
@@ -354,20 +366,12 @@ async fn save_edit(
 ) -> Response {
     let (mut f, code, csrf) = read_form(&s, mp).await;
     if !check_post(&headers, &b.session, &csrf) {
-        return forbidden(
-            &b,
-            "The form was stale or came from another site; reload the page and try again.",
-        );
+        return stale_form(&b);
     }
-    let Ok(Some(old)) = s.db.job(&name).await else {
-        return not_found(&b);
+    let old = match managed_job(&s, &b, &name).await {
+        Ok(j) => j,
+        Err(r) => return r,
     };
-    if !old.can_see(&b.session.user) {
-        return not_found(&b);
-    }
-    if !old.can_manage(&b.session.user) {
-        return forbidden(&b, "Only the job's owner and maintainers may edit it.");
-    }
     f.values.insert("name".into(), name.clone());
     let Some(spec) = f.check(&s.limits) else {
         return form_page(&b, StatusCode::UNPROCESSABLE_ENTITY, &f, None, Some(&name));
@@ -445,19 +449,10 @@ async fn job_action(
     axum::Form(f): axum::Form<CsrfForm>,
 ) -> Response {
     if !check_post(&headers, &b.session, &f.csrf) {
-        return forbidden(
-            &b,
-            "The form was stale or came from another site; reload the page and try again.",
-        );
+        return stale_form(&b);
     }
-    let Ok(Some(j)) = s.db.job(&name).await else {
-        return not_found(&b);
-    };
-    if !j.can_see(&b.session.user) {
-        return not_found(&b);
-    }
-    if !j.can_manage(&b.session.user) {
-        return forbidden(&b, "Only the job's owner and maintainers may do this.");
+    if let Err(r) = managed_job(&s, &b, &name).await {
+        return r;
     }
     let Ok(job) = JobName::new(name.clone()) else {
         return not_found(&b);
