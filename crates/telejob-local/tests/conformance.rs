@@ -62,3 +62,44 @@ async fn local_compute_conforms() {
         "workspaces are removed"
     );
 }
+
+#[test]
+fn settings_come_from_the_environment_with_errors_naming_the_variable() {
+    // Each case sets one variable in a child process, so the test's own environment is untouched.
+    let exe = std::env::current_exe().expect("exe");
+    for (var, value, ok) in [
+        ("TELEJOB_CGROUP", "off", true),
+        ("TELEJOB_CGROUP", "sometimes", false),
+        ("TELEJOB_MAX_CONCURRENT", "two", false),
+    ] {
+        let out = std::process::Command::new(&exe)
+            .args(["--exact", "from_env_probe", "--nocapture"])
+            .env("TELEJOB_FROM_ENV_PROBE", "1")
+            .env(var, value)
+            .output()
+            .expect("run the probe");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text.contains("probe: ok"), ok, "{var}={value}: {text}");
+        if !ok {
+            assert!(text.contains(var), "the error names {var}: {text}");
+        }
+    }
+}
+
+#[test]
+fn from_env_probe() {
+    if std::env::var_os("TELEJOB_FROM_ENV_PROBE").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(LocalStore::new(dir.path()).expect("store"));
+    match LocalCompute::builder(RunStores {
+        public: store.clone(),
+        private: store,
+    })
+    .from_env()
+    {
+        Ok(_) => println!("probe: ok"),
+        Err(e) => println!("probe: error: {e}"),
+    }
+}

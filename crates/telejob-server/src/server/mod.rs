@@ -112,6 +112,8 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(d) = &cfg.scratch_dir {
         builder = builder.with_scratch_dir(d);
     }
+    // Environment variables override the file.
+    let builder = builder.from_env().map_err(|e| bad(e.to_string()))?;
     let compute = Arc::new(builder.build());
 
     // Recovery: runs that were in flight when telejob stopped are interrupted, and whatever of
