@@ -745,3 +745,84 @@ async fn failures_are_emailed_through_the_configured_relay() {
     assert!(mail.contains("[telejob] mailed: Failed"), "{mail}");
     assert!(mail.contains("Job: mailed"), "{mail}");
 }
+
+#[tokio::test]
+async fn the_dashboard_refuses_cross_site_posts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = Server::start(dir.path(), &[]);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let login = |origin: &str| {
+        http.post(format!("{}/login", srv.base))
+            .header("Origin", origin)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(format!("token={}", srv.token))
+            .send()
+    };
+    let evil = login("http://evil.example").await.expect("post");
+    assert_eq!(evil.status().as_u16(), 403, "login CSRF is refused");
+    assert!(evil.headers().get("set-cookie").is_none());
+    let ok = login(&srv.base).await.expect("post");
+    assert_eq!(ok.status().as_u16(), 303);
+    let cookie = ok
+        .headers()
+        .get("set-cookie")
+        .expect("session cookie")
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().expect("pair").to_string();
+    // A state-changing form without the session's CSRF token, or from another origin, is refused.
+    let post = |origin: &str, csrf: &str| {
+        http.post(format!("{}/logout", srv.base))
+            .header("Cookie", session.clone())
+            .header("Origin", origin)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(format!("csrf={csrf}"))
+            .send()
+    };
+    assert_eq!(
+        post(&srv.base, "wrong")
+            .await
+            .expect("post")
+            .status()
+            .as_u16(),
+        403
+    );
+    let page = http
+        .get(format!("{}/jobs/new", srv.base))
+        .header("Cookie", session.clone())
+        .send()
+        .await
+        .expect("get");
+    let html = page.text().await.expect("html");
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("csrf field")
+        .to_string();
+    assert_eq!(
+        post("http://evil.example", &csrf)
+            .await
+            .expect("post")
+            .status()
+            .as_u16(),
+        403
+    );
+    assert_eq!(
+        post(&srv.base, &csrf)
+            .await
+            .expect("post")
+            .status()
+            .as_u16(),
+        303,
+        "the real form works"
+    );
+}

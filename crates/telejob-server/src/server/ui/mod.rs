@@ -142,7 +142,21 @@ struct LoginForm {
     token: String,
 }
 
-async fn login(State(s): State<AppState>, axum::Form(f): axum::Form<LoginForm>) -> Response {
+async fn login(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    axum::Form(f): axum::Form<LoginForm>,
+) -> Response {
+    // No signing in from another site's form (login CSRF).
+    if !session::same_origin(&headers) {
+        return (
+            StatusCode::FORBIDDEN,
+            page(pages::login(Some(
+                "Sign in from this page, not from another site.",
+            ))),
+        )
+            .into_response();
+    }
     match s.tokens.check(&s.db, f.token.trim()).await {
         Some(user) => {
             let id = s.sessions.start(user);

@@ -135,6 +135,14 @@ impl FromRequestParts<AppState> for Browser {
 /// Whether a state-changing request may proceed: its Origin (or Referer) must be this host, and
 /// its CSRF field must be the session's.
 pub fn check_post(headers: &HeaderMap, session: &Session, csrf: &str) -> bool {
+    same_origin(headers)
+        && !csrf.is_empty()
+        && constant_time_eq(csrf.as_bytes(), session.csrf.as_bytes())
+}
+
+/// Whether the request's Origin (or Referer) is this host. Requests without either (old clients,
+/// command-line tools) pass; browsers always send Origin on POST.
+pub fn same_origin(headers: &HeaderMap) -> bool {
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -143,7 +151,7 @@ pub fn check_post(headers: &HeaderMap, session: &Session, csrf: &str) -> bool {
         .get(header::ORIGIN)
         .or_else(|| headers.get(header::REFERER))
         .and_then(|v| v.to_str().ok());
-    let same_origin = match origin {
+    match origin {
         // Browsers send Origin on POST; a missing one (old clients) falls back to the token alone.
         Some(o) => {
             o.split_once("://")
@@ -151,8 +159,7 @@ pub fn check_post(headers: &HeaderMap, session: &Session, csrf: &str) -> bool {
                 == Some(host)
         }
         None => true,
-    };
-    same_origin && !csrf.is_empty() && constant_time_eq(csrf.as_bytes(), session.csrf.as_bytes())
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
