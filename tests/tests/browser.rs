@@ -85,12 +85,7 @@ async fn browser(chromium: &Path, driver_port: u16) -> Client {
 
 async fn sign_in(c: &Client, base: &str, token: &str) {
     c.goto(&format!("{base}/login")).await.expect("login page");
-    c.find(Locator::Id("token"))
-        .await
-        .expect("token field")
-        .send_keys(token)
-        .await
-        .expect("type");
+    type_into(c, "token", token).await;
     c.find(Locator::Css("button[type=submit]"))
         .await
         .expect("button")
@@ -101,6 +96,40 @@ async fn sign_in(c: &Client, base: &str, token: &str) {
         .for_element(Locator::Css("header .who"))
         .await
         .expect("signed in");
+}
+
+/// Types `text` into the field with id `id` (a file input takes a path).
+async fn type_into(c: &Client, id: &str, text: &str) {
+    c.wait()
+        .for_element(Locator::Id(id))
+        .await
+        .expect(id)
+        .send_keys(text)
+        .await
+        .expect("type");
+}
+
+/// Replaces the content of the field with id `id`.
+async fn set_field(c: &Client, id: &str, text: &str) {
+    c.wait()
+        .for_element(Locator::Id(id))
+        .await
+        .expect(id)
+        .clear()
+        .await
+        .expect("clear");
+    type_into(c, id, text).await;
+}
+
+/// Clicks the element with id `id`.
+async fn click(c: &Client, id: &str) {
+    c.wait()
+        .for_element(Locator::Id(id))
+        .await
+        .expect(id)
+        .click()
+        .await
+        .expect("click");
 }
 
 /// The value of the form field with id `id`.
@@ -219,36 +248,10 @@ async fn a_user_schedules_and_runs_a_job_from_the_form() {
     .expect("save");
 
     // A bad name: the error stands next to the field and what was typed is kept.
-    c.find(Locator::Id("name"))
-        .await
-        .expect("name")
-        .send_keys("Not Valid")
-        .await
-        .expect("type");
-    c.find(Locator::Id("command"))
-        .await
-        .expect("command")
-        .clear()
-        .await
-        .expect("clear");
-    c.find(Locator::Id("command"))
-        .await
-        .expect("command")
-        .send_keys("bash run.sh")
-        .await
-        .expect("type");
-    c.find(Locator::Id("code"))
-        .await
-        .expect("file")
-        .send_keys(code.to_str().expect("utf8"))
-        .await
-        .expect("attach");
-    c.find(Locator::Id("submit"))
-        .await
-        .expect("submit")
-        .click()
-        .await
-        .expect("click");
+    type_into(&c, "name", "Not Valid").await;
+    set_field(&c, "command", "bash run.sh").await;
+    type_into(&c, "code", code.to_str().expect("utf8")).await;
+    click(&c, "submit").await;
     let err = c
         .wait()
         .for_element(Locator::Id("error-name"))
@@ -263,30 +266,9 @@ async fn a_user_schedules_and_runs_a_job_from_the_form() {
     assert_eq!(value(&c, "frequency").await.as_deref(), Some("weekly"));
 
     // Fixed: scheduled, and the page says what will happen.
-    c.find(Locator::Id("name"))
-        .await
-        .expect("name")
-        .clear()
-        .await
-        .expect("clear");
-    c.find(Locator::Id("name"))
-        .await
-        .expect("name")
-        .send_keys("browserjob")
-        .await
-        .expect("type");
-    c.find(Locator::Id("code"))
-        .await
-        .expect("file")
-        .send_keys(code.to_str().expect("utf8"))
-        .await
-        .expect("attach");
-    c.find(Locator::Id("submit"))
-        .await
-        .expect("submit")
-        .click()
-        .await
-        .expect("click");
+    set_field(&c, "name", "browserjob").await;
+    type_into(&c, "code", code.to_str().expect("utf8")).await;
+    click(&c, "submit").await;
     let what = c
         .wait()
         .for_element(Locator::Id("what-happens"))
@@ -342,12 +324,7 @@ async fn a_user_schedules_and_runs_a_job_from_the_form() {
         .expect("timeout");
     t.clear().await.expect("clear");
     t.send_keys("175").await.expect("type");
-    c.find(Locator::Id("submit"))
-        .await
-        .expect("save")
-        .click()
-        .await
-        .expect("click");
+    click(&c, "submit").await;
     c.wait()
         .for_element(Locator::Id("runs"))
         .await

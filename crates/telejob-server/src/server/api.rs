@@ -380,12 +380,7 @@ async fn delete_job(
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
     managed_job(&s, &caller, &name).await?;
-    let job = JobName::new(name.clone())?;
-    for r in s.scheduler.active_runs().remove(&job).unwrap_or_default() {
-        s.scheduler.cancel_run(&r).await?;
-    }
-    s.scheduler.remove(&job);
-    s.db.delete_job(&name).await?;
+    super::jobs::delete(&s, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -449,7 +444,7 @@ async fn upload_code(
         return Err(ApiError::invalid("code", format!("{e:#}")));
     }
     let sha = hex::encode(hasher.finalize());
-    let key = format!("{name}/code/{sha}.tar");
+    let key = super::jobs::code_key(&name, &sha);
     let reader = tokio::fs::File::open(tmp.path())
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
@@ -522,10 +517,7 @@ async fn set_paused(
     paused: bool,
 ) -> ApiResult<Json<JobView>> {
     managed_job(&s, &caller, &name).await?;
-    s.db.set_paused(&name, paused).await?;
-    s.scheduler
-        .set_paused(&JobName::new(name.clone())?, paused)
-        .await?;
+    super::jobs::set_paused(&s, &name, paused).await?;
     let row =
         s.db.job(&name)
             .await?

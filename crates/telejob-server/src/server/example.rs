@@ -3,7 +3,6 @@
 use chrono::Utc;
 use telejob_core::job::{JobName, JobSpec};
 use telejob_core::schedule::ScheduleSpec;
-use telejob_core::store::PutOptions;
 
 use super::api::AppState;
 
@@ -34,14 +33,7 @@ pub async fn ensure(s: &AppState) -> anyhow::Result<()> {
     spec.timeout_minutes = 5;
     if s.db.insert_job(&spec, "admin", Utc::now()).await? {
         let body = tarball()?;
-        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
-        let key = format!("slowsql/code/{sha}.tar");
-        s.stores
-            .private
-            .put(&key, body.clone().into(), PutOptions::default())
-            .await?;
-        s.db.add_code("slowsql", &sha, &key, body.len() as u64, "admin")
-            .await?;
+        super::jobs::store_code(s, "slowsql", &body.into(), "admin").await?;
         eprintln!(
             "telejob: scheduled the example job slowsql every minute; watch it with `telejob runs list slowsql`"
         );

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod example;
+pub mod jobs;
 pub mod metrics;
 pub mod notify;
 pub mod ui;

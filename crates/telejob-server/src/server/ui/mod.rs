@@ -14,14 +14,13 @@ use axum::routing::{get, post};
 use chrono::Utc;
 use maud::Markup;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use telejob_core::job::JobName;
 use telejob_core::run::RunId;
-use telejob_core::store::PutOptions;
 
 use self::form::JobForm;
 use self::session::{Browser, check_post};
 use super::api::AppState;
+use super::jobs;
 
 /// The dashboard's routes.
 pub fn router(state: AppState) -> Router {
@@ -261,17 +260,6 @@ async fn read_form(s: &AppState, mut mp: Multipart) -> (JobForm, Option<Bytes>, 
     (f, code, csrf)
 }
 
-/// Stores a code version and makes it the job's current one.
-async fn store_code(s: &AppState, job: &str, code: &Bytes, by: &str) -> telejob_core::Result<()> {
-    let sha = hex::encode(Sha256::digest(code));
-    let key = format!("{job}/code/{sha}.tar");
-    s.stores
-        .private
-        .put(&key, code.clone(), PutOptions::default())
-        .await?;
-    s.db.add_code(job, &sha, &key, code.len() as u64, by).await
-}
-
 fn form_page(
     b: &Browser,
     status: StatusCode,
@@ -335,7 +323,7 @@ async fn create_job(
         }
     }
     let stored = async {
-        store_code(&s, &name, &code, &b.session.user.name).await?;
+        jobs::store_code(&s, &name, &code, &b.session.user.name).await?;
         let row =
             s.db.job(&name)
                 .await?
@@ -392,7 +380,7 @@ async fn save_edit(
     };
     let saved = async {
         if let Some(code) = &code {
-            store_code(&s, &name, code, &b.session.user.name).await?;
+            jobs::store_code(&s, &name, code, &b.session.user.name).await?;
         }
         // Slots before the edit are not made up under the new schedule.
         s.db.update_job_spec(&spec, old.cursor.max(Utc::now()))
@@ -479,16 +467,11 @@ async fn job_action(
             }
             "pause" | "resume" => {
                 let paused = action == "pause";
-                s.db.set_paused(&name, paused).await?;
-                s.scheduler.set_paused(&job, paused).await?;
+                jobs::set_paused(&s, &name, paused).await?;
                 Ok(format!("/jobs/{name}"))
             }
             "delete" => {
-                for r in s.scheduler.active_runs().remove(&job).unwrap_or_default() {
-                    s.scheduler.cancel_run(&r).await?;
-                }
-                s.scheduler.remove(&job);
-                s.db.delete_job(&name).await?;
+                jobs::delete(&s, &name).await?;
                 Ok("/".to_string())
             }
             _ => Err(telejob_core::Error::NotFound(action.clone())),
