@@ -43,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
             .expect("valid instant"),
         visibility: Visibility::Public,
         dry_run: false,
+        owner: None,
     };
     compute
         .launch(req.clone(), LaunchOptions::default())

@@ -123,4 +123,13 @@ pub trait Compute: Send + Sync + Debug + 'static {
 
     /// The latest known state of a run.
     async fn status(&self, run: &RunId) -> Result<Option<Run>>;
+
+    /// Resumes following `run`, launched by an earlier process (before a restart), so that
+    /// [`wait`](Self::wait), [`cancel`](Self::cancel) and [`status`](Self::status) work on it
+    /// again. `Ok(false)` when the run cannot be found: it is lost, and the caller records it as
+    /// interrupted. The default knows no earlier runs: local runs die with their process.
+    async fn reattach(&self, run: &Run) -> Result<bool> {
+        let _ = run;
+        Ok(false)
+    }
 }

@@ -96,6 +96,55 @@ pub trait UrlFetcher: Send + Sync + Debug + 'static {
     async fn fetch(&self, url: &str, dest: &Path, max_bytes: u64) -> Result<u64>;
 }
 
+/// Makes `req`'s code reachable from another machine: a local tarball is uploaded (a directory
+/// packed first) to `<job>/runs/<run>/code.tar.gz` in `store`, and the returned request points
+/// at it (`store:KEY`). Code already in the store or at a URL is left as it is. For remote
+/// compute backends, whose machines see the run's private store but not this host's files.
+///
+/// # Errors
+///
+/// [`Error::Fetch`] for a missing or unreadable path; the store's errors.
+pub async fn stage_code(
+    store: &dyn crate::store::Store,
+    req: &crate::run::RunRequest,
+) -> Result<crate::run::RunRequest> {
+    let CodeSource::Path(path) = CodeSource::parse(&req.code)? else {
+        return Ok(req.clone());
+    };
+    let meta = std::fs::metadata(&path).map_err(|e| Error::Fetch {
+        source_name: path.display().to_string(),
+        reason: format!("cannot read the code: {e}"),
+        retryable: false,
+    })?;
+    let key = format!(
+        "{}code.tar.gz",
+        crate::run::keys::run_prefix(&req.job, &req.run_id)
+    );
+    let packed;
+    let file = if meta.is_dir() {
+        let tmp = tempfile::NamedTempFile::new().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+        let dir = path.clone();
+        let out = tmp.reopen().map_err(|e| Error::io(tmp.path(), e))?;
+        tokio::task::spawn_blocking(move || crate::archive::pack_dir(&dir, out))
+            .await
+            .map_err(|e| Error::io(&path, std::io::Error::other(e)))??;
+        packed = tmp;
+        packed.path().to_path_buf()
+    } else {
+        path.clone()
+    };
+    let f = tokio::fs::File::open(&file)
+        .await
+        .map_err(|e| Error::io(&file, e))?;
+    store
+        .put_stream(&key, Box::new(f), crate::store::PutOptions::default())
+        .await?;
+    Ok(crate::run::RunRequest {
+        code: format!("store:{key}"),
+        ..req.clone()
+    })
+}
+
 /// A reader that hashes what passes through it.
 #[derive(Debug)]
 pub struct HashingReader<R> {

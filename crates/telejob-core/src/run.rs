@@ -133,6 +133,9 @@ pub struct RunRequest {
     /// Run the job but only list what would be published.
     #[serde(default)]
     pub dry_run: bool,
+    /// The job's owner, for bookkeeping (e.g. instance tags); not used to run the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 mod duration_secs {

@@ -76,6 +76,7 @@ pub fn request(job: &str, code: &str, command: &str, timeout: Duration) -> RunRe
             .expect("instant"),
         visibility: Visibility::Public,
         dry_run: false,
+        owner: None,
     }
 }
 

@@ -62,6 +62,7 @@ pub struct SchedulerParts {
 #[derive(Debug, Clone)]
 struct Entry {
     job: Arc<ValidJob>,
+    owner: String,
     code: Option<String>,
     paused: bool,
     expired: bool,
@@ -172,6 +173,7 @@ impl Scheduler {
             let last_failed = st.jobs.get(&name).map_or(js.last_failed, |e| e.last_failed);
             let entry = Entry {
                 job: Arc::new(job),
+                owner: js.owner,
                 code: js.code,
                 paused: js.paused,
                 expired: js.expired,
@@ -222,7 +224,7 @@ impl Scheduler {
                 .ok_or_else(|| Error::NotFound(format!("job {job}")))?;
             JobState {
                 spec: e.job.spec().clone(),
-                owner: String::new(),
+                owner: e.owner.clone(),
                 code: e.code.clone(),
                 paused,
                 expired: e.expired,
@@ -279,9 +281,35 @@ impl Scheduler {
         self.lock().active.clone()
     }
 
-    /// Stops firing, cancels the runs in flight and waits until their final state is recorded.
+    /// Follows a run that an earlier process launched and the compute backend has
+    /// [reattached](crate::compute::Compute::reattach): it counts as active for its job's overlap
+    /// policy, and its outcome is recorded, notified and retried like any other run's.
+    pub fn adopt(&self, run: Run, trigger: Trigger, attempt: u32) {
+        let (job, id) = (run.job.clone(), run.id.clone());
+        self.lock()
+            .active
+            .entry(job.clone())
+            .or_default()
+            .push(id.clone());
+        self.inner.parts.observer.queued(1);
+        // Phase changes of an adopted run are not streamed; its outcome comes from `wait`.
+        let (_, rx) = tokio::sync::mpsc::unbounded_channel::<RunState>();
+        let me = self.clone();
+        self.inner
+            .tasks
+            .spawn(async move { me.monitor(job, id, run, rx, trigger, attempt).await });
+    }
+
+    /// Stops firing and waits until the final state of every run in flight is recorded. Local
+    /// runs are cancelled first; runs on remote machines
+    /// ([`ComputeCapabilities::remote`](crate::compute::ComputeCapabilities)) go on, stay
+    /// in flight in the store, and are reattached by the next start.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
+        if self.inner.parts.compute.capabilities().remote {
+            self.inner.tasks.close();
+            return;
+        }
         let active: Vec<RunId> = self.lock().active.values().flatten().cloned().collect();
         for r in active {
             let _ = self.inner.parts.compute.cancel(&r).await;
@@ -565,6 +593,7 @@ impl Scheduler {
             scheduled_for: slot,
             visibility: spec.output_visibility,
             dry_run: false,
+            owner: (!entry.owner.is_empty()).then(|| entry.owner.clone()),
         }
     }
 
