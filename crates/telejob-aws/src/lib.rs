@@ -1,7 +1,28 @@
 //! # telejob-aws
 //!
-//! telejob's AWS backends — `Ec2Compute` (one instance per run, self-terminating, tagged,
-//! idempotent launch, reaper) and `S3Store` (any S3-compatible endpoint) — are not implemented
-//! yet. This crate holds their place in the workspace so the binary's wiring and the crate
-//! boundaries stay as designed; it exports nothing.
+//! telejob's AWS backends, built on the official SDKs and object_store:
+//!
+//! * [`S3Store`] — a [`Store`](telejob_core::store::Store) in any S3-compatible bucket (AWS,
+//!   MinIO, a local test endpoint), with concurrent, retried requests and multipart uploads for
+//!   large objects.
+//! * [`Ec2Compute`] — a [`Compute`](telejob_core::compute::Compute) that starts one fresh EC2
+//!   instance per run. The instance fetches the `telejob` binary and the run request through
+//!   pre-signed URLs and runs `telejob agent` — the same pipeline as a local run — then shuts
+//!   down (and so terminates). Launches are idempotent, every instance is tagged with its run,
+//!   deadlines are enforced from outside too, and a reaper ends instances nobody needs.
+//!
+//! Credentials always come from the standard AWS chain; see [`AwsOptions`].
+//!
+//! With the `testing` feature, [`testing::Moto`] starts a local AWS endpoint for tests.
 #![warn(missing_docs)]
+
+mod config;
+mod credentials;
+pub mod ec2;
+mod s3;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use config::AwsOptions;
+pub use ec2::{Ec2Compute, Ec2ComputeBuilder, Ec2Settings, ReapReason, Reaped};
+pub use s3::{DEFAULT_MAX_CONCURRENCY, DEFAULT_PART_SIZE, S3Store, S3StoreBuilder};
