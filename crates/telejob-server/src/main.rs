@@ -3,6 +3,7 @@
 //! This binary composes the library crates: the CLI, the server (API, scheduler, SQLite), and
 //! the backends.
 
+mod backends;
 mod cli;
 mod http_fetch;
 mod server;
@@ -17,7 +18,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TELEJOB_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,aws_config=error")),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -9,10 +9,10 @@ use clap::Args;
 use telejob_core::pipeline::{FailureKind, Pipeline, RunStores};
 use telejob_core::run::{RunRequest, RunState};
 use telejob_core::sandbox::{RunAs, SandboxOptions};
-use telejob_local::LocalStore;
 use tokio_util::sync::CancellationToken;
 
 use super::bad;
+use crate::backends::{self, AwsConfig};
 use crate::http_fetch::HttpFetcher;
 
 #[derive(Debug, Args)]
@@ -20,21 +20,31 @@ pub struct AgentArgs {
     /// The run request, a JSON file (as written by the server).
     #[arg(long, value_name = "FILE")]
     request: PathBuf,
-    /// The public store: a directory.
-    #[arg(long, value_name = "DIR")]
+    /// The public store: a directory or s3://bucket/prefix.
+    #[arg(long, value_name = "DIR|URL")]
     public: String,
-    /// The private store (code, logs, status): a directory.
-    #[arg(long, value_name = "DIR")]
+    /// The private store (code, logs, status): a directory or s3://bucket/prefix.
+    #[arg(long, value_name = "DIR|URL")]
     private: String,
+    /// A custom S3 endpoint (S3-compatible stores); default AWS. Credentials come from the
+    /// standard chain: on EC2, the instance profile.
+    #[arg(long, value_name = "URL")]
+    s3_endpoint: Option<String>,
+    /// The S3 region (default: the standard chain).
+    #[arg(long, value_name = "REGION")]
+    s3_region: Option<String>,
 }
 
 pub async fn agent(a: AgentArgs) -> anyhow::Result<ExitCode> {
     let body = std::fs::read(&a.request).with_context(|| a.request.display().to_string())?;
     let req: RunRequest = serde_json::from_slice(&body)
         .map_err(|e| bad(format!("--request: not a run request: {e}")))?;
+    let mut cfg = AwsConfig::default();
+    cfg.aws.region = a.s3_region.clone();
+    cfg.aws.endpoint = a.s3_endpoint.clone();
     let stores = RunStores {
-        public: Arc::new(LocalStore::from_url(&a.public)?),
-        private: Arc::new(LocalStore::from_url(&a.private)?),
+        public: backends::store(&a.public, &cfg).await?,
+        private: backends::store(&a.private, &cfg).await?,
     };
     let pipeline = Pipeline::new(stores)
         .with_fetcher(Arc::new(HttpFetcher::new()?))

@@ -1,4 +1,4 @@
-//! `telejob run`: one run now, locally.
+//! `telejob run`: one run now, on this machine or a fresh EC2 instance.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,9 +17,10 @@ use telejob_core::job::{
 use telejob_core::pipeline::{FailureKind, RunStores};
 use telejob_core::run::{RunId, RunRequest, RunState};
 use telejob_core::sandbox::{CgroupMode, RunAs, SandboxOptions};
-use telejob_local::{LocalCompute, LocalStore};
+use telejob_local::LocalCompute;
 
 use super::{bad, progress};
+use crate::backends;
 use crate::http_fetch::HttpFetcher;
 
 #[derive(Debug, Args)]
@@ -39,13 +40,26 @@ pub struct RunArgs {
     /// Kill the run (and everything it started) after this long: 90s, 175m, 3h.
     #[arg(long, default_value = "120m", value_parser = parse_timeout, allow_hyphen_values = true)]
     timeout: Duration,
-    /// Where to publish: a directory. Files go to <DIR>/<job-name>/data/ and the run's manifest
-    /// to <DIR>/<job-name>/runs/<run-id>/manifest.json.
-    #[arg(long, value_name = "DIR", default_value = "telejob-output")]
-    publish_to: String,
-    /// Where the run's log and status go (never published): a directory.
-    #[arg(long, value_name = "DIR", default_value = "telejob-private")]
-    private_to: String,
+    /// Where to publish: a directory or s3://bucket/prefix. Files go to
+    /// <DIR>/<job-name>/data/ and the run's manifest to
+    /// <DIR>/<job-name>/runs/<run-id>/manifest.json. Default: telejob-output, or the config
+    /// file's public_store.
+    #[arg(long, value_name = "DIR|URL")]
+    publish_to: Option<String>,
+    /// Where the run's code, log and status go (never published): a directory or
+    /// s3://bucket/prefix. Default: telejob-private, or the config file's private_store.
+    #[arg(long, value_name = "DIR|URL")]
+    private_to: Option<String>,
+    /// Where the run executes: local (this machine) or ec2 (a fresh instance, configured by the
+    /// [ec2] table of --config; stores must be s3://).
+    #[arg(long, value_enum, default_value_t = ComputeArg::Local)]
+    compute: ComputeArg,
+    /// A config file, as for `telejob serve`: stores, [aws], [s3], [ec2] (see docs/aws.md).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The EC2 instance type (default: the config's; must be in its allowlist).
+    #[arg(long, value_name = "TYPE")]
+    instance_type: Option<String>,
     /// The job's name, also its publish prefix. Default: derived from --code
     /// (slowsql-0.3.tar.gz → slowsql).
     #[arg(long, value_name = "NAME")]
@@ -81,6 +95,12 @@ pub struct RunArgs {
 enum VisibilityArg {
     Public,
     Private,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ComputeArg {
+    Local,
+    Ec2,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -126,11 +146,39 @@ fn human_bytes(n: u64) -> String {
 }
 
 pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
-    if a.publish_to.contains("://") && !a.publish_to.starts_with("file://") {
-        return Err(bad(format!(
-            "--publish-to {}: only local directories are supported by this build; use a directory",
-            a.publish_to
-        )));
+    let cfg = match &a.config {
+        Some(p) => crate::server::config::Config::load(p)?,
+        None => crate::server::config::Config::default(),
+    };
+    let aws = cfg.aws_config();
+    let publish_to = a
+        .publish_to
+        .clone()
+        .or(cfg.public_store.clone())
+        .unwrap_or_else(|| "telejob-output".into());
+    let private_to = a
+        .private_to
+        .clone()
+        .or(cfg.private_store.clone())
+        .unwrap_or_else(|| "telejob-private".into());
+    for (flag, url) in [("--publish-to", &publish_to), ("--private-to", &private_to)] {
+        if let Some((scheme, _)) = url.split_once("://")
+            && !matches!(scheme, "file" | "s3")
+        {
+            return Err(bad(format!(
+                "{flag} {url}: {scheme}:// is not a store; use a directory or s3://bucket/prefix"
+            )));
+        }
+        if a.compute == ComputeArg::Ec2 && aws.ec2.is_none() {
+            return Err(bad(
+                "--compute ec2 needs --config FILE with an [ec2] table (at least ami = \"ami-…\"); see docs/aws.md",
+            ));
+        }
+        if a.compute == ComputeArg::Ec2 && !url.starts_with("s3://") {
+            return Err(bad(format!(
+                "{flag} {url}: an EC2 run reads and writes through S3; use s3://bucket/prefix"
+            )));
+        }
     }
     // Catch the common mistakes before anything starts, in one line each.
     validate_command(&a.command).map_err(|e| bad(format!("--{e}")))?;
@@ -174,14 +222,12 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         Some(u) => Some(RunAs::lookup(u).map_err(|e| bad(format!("--run-as: {e}")))?),
         None => RunAs::default_for_current_user(),
     };
-    let public = Arc::new(
-        LocalStore::from_url(&a.publish_to)
-            .with_context(|| format!("--publish-to {}", a.publish_to))?,
-    );
-    let private = Arc::new(
-        LocalStore::from_url(&a.private_to)
-            .with_context(|| format!("--private-to {}", a.private_to))?,
-    );
+    let public = backends::store(&publish_to, &aws)
+        .await
+        .with_context(|| format!("--publish-to {publish_to}"))?;
+    let private = backends::store(&private_to, &aws)
+        .await
+        .with_context(|| format!("--private-to {private_to}"))?;
     let sandbox = SandboxOptions {
         cgroup: match a.cgroup {
             CgroupArg::Auto => CgroupMode::Auto,
@@ -192,14 +238,32 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         kill_grace: a.kill_grace,
         ..SandboxOptions::default()
     };
-    let compute = LocalCompute::builder(RunStores {
-        public: public.clone(),
-        private: private.clone(),
-    })
-    .with_sandbox(sandbox)
-    .with_max_concurrent(1)
-    .with_fetcher(Arc::new(HttpFetcher::new()?))
-    .build();
+    let local = match a.compute {
+        ComputeArg::Local => Some(Arc::new(
+            LocalCompute::builder(RunStores {
+                public: public.clone(),
+                private: private.clone(),
+            })
+            .with_sandbox(sandbox)
+            .with_max_concurrent(1)
+            .with_fetcher(Arc::new(HttpFetcher::new()?))
+            .build(),
+        )),
+        ComputeArg::Ec2 => None,
+    };
+    let compute: Arc<dyn Compute> = match &local {
+        Some(l) => l.clone(),
+        None => Arc::new(
+            backends::ec2_compute(
+                &aws,
+                &publish_to,
+                &private_to,
+                a.instance_type.as_deref(),
+                Some("telejob-cli"),
+            )
+            .await?,
+        ),
+    };
     // A relative code path is taken from the current directory.
     let code = if !a.code.contains("://") && !a.code.starts_with("store:") {
         std::path::absolute(PathBuf::from(&a.code))
@@ -221,9 +285,14 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             VisibilityArg::Private => Visibility::Private,
         },
         dry_run: a.dry_run,
+        owner: None,
     };
-    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        eprintln!("telejob: run {} of job {job}", req.run_id);
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) || a.compute == ComputeArg::Ec2 {
+        eprintln!(
+            "telejob: run {} of job {job} on {}",
+            req.run_id,
+            compute.capabilities().name
+        );
     }
     compute
         .launch(
@@ -243,9 +312,9 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         Visibility::Public => public.as_ref(),
         Visibility::Private => private.as_ref(),
     };
-    let data_dir = data_store.root().join(format!("{job}/data"));
+    let data_dir = data_store.locate(&format!("{job}/data"));
     if let Some(log) = &run.log_key {
-        eprintln!("telejob: log: {}", private.root().join(log).display());
+        eprintln!("telejob: log: {}", private.locate(log));
     }
     match run.state {
         RunState::Succeeded => {
@@ -259,7 +328,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 run.published.len(),
                 if run.published.len() == 1 { "" } else { "s" },
                 human_bytes(run.published_bytes()),
-                data_dir.display()
+                data_dir
             );
             for f in &run.published {
                 println!("  {:>10}  {}", human_bytes(f.size), f.path);
@@ -268,7 +337,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 println!("  not published: {} ({})", s.path, s.reason);
             }
             if let Some(m) = &run.manifest_key {
-                println!("manifest: {}", data_store.root().join(m).display());
+                println!("manifest: {}", data_store.locate(m));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -280,7 +349,8 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         _ => {
             let msg = run.error.as_deref().unwrap_or("the run failed");
             eprintln!("telejob: {msg}");
-            let code = if compute.failure_kind(&req.run_id) == Some(FailureKind::BadInput) {
+            let kind = local.as_ref().and_then(|l| l.failure_kind(&req.run_id));
+            let code = if kind == Some(FailureKind::BadInput) {
                 2
             } else {
                 1

@@ -33,6 +33,20 @@ pub struct Config {
     pub scratch_dir: Option<PathBuf>,
     /// Email notifications.
     pub smtp: Option<SmtpConfig>,
+    /// Where code, logs and run status go: a directory, file:// or s3:// URL (default
+    /// <data_dir>/private).
+    pub private_store: Option<String>,
+    /// Where runs execute: `local` (default: child processes of this host) or `ec2` (a fresh
+    /// instance per run; needs `[ec2]` and s3:// stores).
+    pub compute: Option<String>,
+    /// Region and endpoint for S3 and EC2 (credentials come from the standard AWS chain).
+    pub aws: Option<telejob_aws::AwsOptions>,
+    /// S3 tuning.
+    pub s3: Option<crate::backends::S3Tuning>,
+    /// EC2 settings (AMI, instance types, network, instance profile).
+    pub ec2: Option<telejob_aws::Ec2Settings>,
+    /// Seconds between reaper passes over tagged EC2 instances (default 300).
+    pub reap_interval_seconds: Option<u64>,
 }
 
 impl Config {
@@ -47,6 +61,15 @@ impl Config {
                 e.to_string().replace('\n', " ")
             ))
         })
+    }
+
+    /// The AWS parts.
+    pub fn aws_config(&self) -> crate::backends::AwsConfig {
+        crate::backends::AwsConfig {
+            aws: self.aws.clone().unwrap_or_default(),
+            s3: self.s3.clone().unwrap_or_default(),
+            ec2: self.ec2.clone(),
+        }
     }
 
     /// Validation bounds for job specs.

@@ -9,7 +9,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use telejob_core::job::{JobName, JobSpec};
 use telejob_core::run::{Run, RunState};
-use telejob_core::scheduler::persist::{JobState, RunRow, SchedulerStore};
+use telejob_core::scheduler::persist::{JobState, RunRow, SchedulerStore, Trigger};
 use telejob_core::{Error, Result};
 
 /// Fixed-width RFC 3339, so text order is time order.
@@ -421,21 +421,35 @@ impl Db {
     }
 
     /// Runs that were in flight, marked `interrupted`; returns them.
-    pub async fn interrupt_in_flight(&self) -> Result<Vec<Run>> {
-        let rows = sqlx::query("SELECT record FROM runs WHERE state IN ('pending', 'fetching', 'running', 'publishing')")
+    /// Runs recorded as in flight, with their trigger and attempt.
+    pub async fn in_flight(&self) -> Result<Vec<(Run, Trigger, u32)>> {
+        let rows = sqlx::query("SELECT record, trigger, attempt FROM runs WHERE state IN ('pending', 'fetching', 'running', 'publishing')")
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
-        let mut out = Vec::new();
-        for r in rows {
-            let mut run = Self::run_from_json(r.get(0))?;
-            run.state = RunState::Interrupted;
-            run.error = Some("interrupted: telejob stopped while the run was in flight; its processes were killed at restart".into());
-            run.phases.finished = Some(Utc::now());
-            self.update_run(&run).await?;
-            out.push(run);
-        }
-        Ok(out)
+        rows.into_iter()
+            .map(|r| {
+                let trigger = match r.get::<String, _>(1).as_str() {
+                    "scheduled" => Trigger::Scheduled,
+                    "retry" => Trigger::Retry,
+                    _ => Trigger::Manual,
+                };
+                Ok((
+                    Self::run_from_json(r.get(0))?,
+                    trigger,
+                    r.get::<i64, _>(2) as u32,
+                ))
+            })
+            .collect()
+    }
+
+    /// Marks one in-flight run interrupted.
+    pub async fn interrupt(&self, mut run: Run, why: &str) -> Result<Run> {
+        run.state = RunState::Interrupted;
+        run.error = Some(why.into());
+        run.phases.finished = Some(Utc::now());
+        self.update_run(&run).await?;
+        Ok(run)
     }
 
     /// Number of runs per state.
@@ -604,8 +618,11 @@ mod tests {
         let mut done = row("j", "slot:b");
         done.run.state = RunState::Succeeded;
         db.insert_run(&done).await.expect("insert");
-        let interrupted = db.interrupt_in_flight().await.expect("recover");
-        assert_eq!(interrupted.len(), 1);
+        let in_flight = db.in_flight().await.expect("in flight");
+        assert_eq!(in_flight.len(), 1);
+        let (run, trigger, attempt) = in_flight.into_iter().next().expect("one");
+        assert_eq!((trigger, attempt), (r.trigger, r.attempt));
+        db.interrupt(run, "restart").await.expect("interrupt");
         let (back, _) = db
             .run(r.run.id.as_str())
             .await

@@ -17,11 +17,15 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
+use telejob_aws::Ec2Compute;
+use telejob_core::compute::Compute;
 use telejob_core::pipeline::RunStores;
 use telejob_core::sandbox::{CgroupMode, RunAs, SandboxOptions};
 use telejob_core::scheduler::clock::SystemClock;
 use telejob_core::scheduler::{Scheduler, SchedulerParts};
-use telejob_local::{LocalCompute, LocalStore};
+use telejob_local::LocalCompute;
+
+use crate::backends;
 
 use self::config::Config;
 use crate::cli::bad;
@@ -41,6 +45,40 @@ pub struct ServeArgs {
     /// Schedule the bundled slowsql example job every minute (owner: admin), to watch telejob work.
     #[arg(long)]
     example: bool,
+}
+
+/// The local compute backend from the config file and environment.
+fn local_compute(cfg: &Config, stores: RunStores) -> anyhow::Result<LocalCompute> {
+    let run_as = match &cfg.run_as {
+        Some(u) => Some(RunAs::lookup(u).map_err(|e| bad(format!("config run_as: {e}")))?),
+        None => RunAs::default_for_current_user(),
+    };
+    let cgroup = match cfg.cgroup.as_deref() {
+        None | Some("auto") => CgroupMode::Auto,
+        Some("off") => CgroupMode::Off,
+        Some("required") => CgroupMode::Required,
+        Some(o) => {
+            return Err(bad(format!(
+                "config cgroup = {o:?}: use auto, off or required"
+            )));
+        }
+    };
+    let mut builder = LocalCompute::builder(stores)
+        .with_sandbox(SandboxOptions {
+            cgroup,
+            run_as,
+            ..SandboxOptions::default()
+        })
+        .with_fetcher(Arc::new(HttpFetcher::new()?));
+    if let Some(n) = cfg.max_concurrent_runs {
+        builder = builder.with_max_concurrent(n);
+    }
+    if let Some(d) = &cfg.scratch_dir {
+        builder = builder.with_scratch_dir(d);
+    }
+    // Environment variables override the file.
+    let builder = builder.from_env().map_err(|e| bad(e.to_string()))?;
+    Ok(builder.build())
 }
 
 /// Runs the server until SIGTERM or SIGINT.
@@ -78,55 +116,66 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let tokens = auth::Tokens::load(&db).await?;
 
+    let aws = cfg.aws_config();
+    let public_url = cfg
+        .public_store
+        .clone()
+        .unwrap_or_else(|| data_dir.join("public").display().to_string());
+    let private_url = cfg
+        .private_store
+        .clone()
+        .unwrap_or_else(|| data_dir.join("private").display().to_string());
     let stores = RunStores {
-        public: Arc::new(LocalStore::from_url(
-            cfg.public_store
-                .as_deref()
-                .unwrap_or(&data_dir.join("public").display().to_string()),
-        )?),
-        private: Arc::new(LocalStore::new(data_dir.join("private"))?),
+        public: backends::store(&public_url, &aws)
+            .await
+            .with_context(|| format!("config public_store {public_url}"))?,
+        private: backends::store(&private_url, &aws)
+            .await
+            .with_context(|| format!("config private_store {private_url}"))?,
     };
-    let run_as = match &cfg.run_as {
-        Some(u) => Some(RunAs::lookup(u).map_err(|e| bad(format!("config run_as: {e}")))?),
-        None => RunAs::default_for_current_user(),
-    };
-    let cgroup = match cfg.cgroup.as_deref() {
-        None | Some("auto") => CgroupMode::Auto,
-        Some("off") => CgroupMode::Off,
-        Some("required") => CgroupMode::Required,
+    let (compute, ec2): (Arc<dyn Compute>, Option<Ec2Compute>) = match cfg.compute.as_deref() {
+        None | Some("local") => (Arc::new(local_compute(&cfg, stores.clone())?), None),
+        Some("ec2") => {
+            let c = backends::ec2_compute(&aws, &public_url, &private_url, None, None).await?;
+            (Arc::new(c.clone()), Some(c))
+        }
         Some(o) => {
-            return Err(bad(format!(
-                "config cgroup = {o:?}: use auto, off or required"
-            )));
+            return Err(bad(format!("config compute = {o:?}: use local or ec2")));
         }
     };
-    let mut builder = LocalCompute::builder(stores.clone())
-        .with_sandbox(SandboxOptions {
-            cgroup,
-            run_as,
-            ..SandboxOptions::default()
-        })
-        .with_fetcher(Arc::new(HttpFetcher::new()?));
-    if let Some(n) = cfg.max_concurrent_runs {
-        builder = builder.with_max_concurrent(n);
-    }
-    if let Some(d) = &cfg.scratch_dir {
-        builder = builder.with_scratch_dir(d);
-    }
-    // Environment variables override the file.
-    let builder = builder.from_env().map_err(|e| bad(e.to_string()))?;
-    let compute = Arc::new(builder.build());
 
-    // Recovery: runs that were in flight when telejob stopped are interrupted, and whatever of
-    // them still runs on this host is killed.
-    for run in db.interrupt_in_flight().await? {
+    // Recovery. Local runs that were in flight when telejob stopped died with it: they are
+    // interrupted, and whatever of them still runs on this host is killed. Remote runs go on
+    // without us: they are reattached if their machine (or their result) is found.
+    let mut adopted = Vec::new();
+    for (run, trigger, attempt) in db.in_flight().await? {
+        if compute.reattach(&run).await.unwrap_or_else(|e| {
+            tracing::error!(run = %run.id, error = %e, "cannot reattach the run");
+            false
+        }) {
+            eprintln!("telejob: run {} of {} reattached", run.id, run.job);
+            adopted.push((run, trigger, attempt));
+            continue;
+        }
         let killed = telejob_core::sandbox::kill_leftovers(run.id.as_str());
+        let run = db
+            .interrupt(
+                run,
+                "interrupted: telejob stopped while the run was in flight; its processes were killed at restart",
+            )
+            .await?;
         tracing::warn!(run = %run.id, job = %run.job, killed, "run interrupted by a restart");
         eprintln!(
             "telejob: run {} of {} was in flight at the last stop: marked interrupted",
             run.id, run.job
         );
     }
+    // After reattaching, so that the reaper leaves reattached runs alone.
+    let reaper = ec2.map(|c| {
+        c.spawn_reaper(std::time::Duration::from_secs(
+            cfg.reap_interval_seconds.unwrap_or(300).max(10),
+        ))
+    });
 
     let metrics = Arc::new(metrics::Metrics::new());
     let limits = cfg.limits();
@@ -139,6 +188,9 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         limits,
     });
     let timer = scheduler.start().await?;
+    for (run, trigger, attempt) in adopted {
+        scheduler.adopt(run, trigger, attempt);
+    }
     let state = api::AppState {
         db: db.clone(),
         tokens,
@@ -170,6 +222,9 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     eprintln!("telejob: shutting down: cancelling runs in flight");
     scheduler.shutdown().await;
     timer.abort();
+    if let Some(r) = reaper {
+        r.abort();
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,0 +1,344 @@
+//! `telejob run --compute ec2` against a local AWS endpoint (moto): the instance is launched and
+//! recorded, and its user data — read back from the endpoint — is executed here in a scratch
+//! directory, as cloud-init would on the instance. The job runs through `telejob agent` and its
+//! output and manifest land in S3: what proves an EC2 run works. Then: a run that never reports
+//! is terminated at its deadline.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use telejob_aws::testing::Moto;
+use telejob_e2e::{tarball, telejob_bin};
+
+fn write_config(dir: &Path, moto: &Moto, ami: &str, margin: u64) -> std::path::PathBuf {
+    let cfg = dir.join("aws.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"public_store = "s3://pub/"
+private_store = "s3://priv/telejob/"
+
+[aws]
+region = "us-east-1"
+endpoint = "{endpoint}"
+
+[ec2]
+ami = "{ami}"
+instance_type = "t3.micro"
+allowed_instance_types = ["t3.micro"]
+margin_seconds = {margin}
+poll_seconds = 1
+agent_binary = "{bin}"
+"#,
+            endpoint = moto.endpoint(),
+            bin = telejob_bin!().display(),
+        ),
+    )
+    .expect("config");
+    cfg
+}
+
+fn setup() -> Option<(Moto, String, tempfile::TempDir)> {
+    let moto = Moto::start()?;
+    moto.create_buckets(&["pub", "priv"]);
+    let ami = moto
+        .boto3("print(ec2.describe_images()['Images'][0]['ImageId'])")
+        .trim()
+        .to_string();
+    Some((moto, ami, tempfile::tempdir().expect("tmp")))
+}
+
+/// Spawns `telejob run --compute ec2 …` with the test's AWS credentials.
+fn spawn_run(
+    moto: &Moto,
+    dir: &Path,
+    cfg: &Path,
+    code: &Path,
+    timeout: &str,
+) -> std::process::Child {
+    let mut cmd = Command::new(telejob_bin!());
+    cmd.args(["run", "--compute", "ec2", "--config"])
+        .arg(cfg)
+        .arg("--code")
+        .arg(code)
+        .args(["--command", "./run.sh", "--timeout", timeout])
+        .current_dir(dir)
+        .env_remove("TELEJOB_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in moto.env() {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("telejob run")
+}
+
+/// Waits for the instance tagged with `job` and returns its id.
+fn instance_for(moto: &Moto, job: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let out = moto.boto3(&format!(
+            "r = ec2.describe_instances(Filters=[{{'Name': 'tag:telejob:job', 'Values': ['{job}']}}])\n\
+             print(' '.join(i['InstanceId'] for x in r['Reservations'] for i in x['Instances']))"
+        ));
+        if let Some(id) = out.split_whitespace().next() {
+            return id.to_string();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no instance for {job}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn state_of(moto: &Moto, id: &str) -> String {
+    moto.boto3(&format!(
+        "print(ec2.describe_instances(InstanceIds=['{id}'])['Reservations'][0]['Instances'][0]['State']['Name'])"
+    ))
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn an_ec2_run_boots_from_its_user_data_and_publishes_to_s3() {
+    let Some((moto, ami, tmp)) = setup() else {
+        return;
+    };
+    let dir = tmp.path();
+    let cfg = write_config(dir, &moto, &ami, 600);
+    let code = dir.join("bootjob-1.0.tar.gz");
+    std::fs::write(
+        &code,
+        tarball(&[(
+            "run.sh",
+            "#!/bin/bash\nset -e\nmkdir -p output\necho \"day,$TELEJOB_JOB\" > output/result.csv\n\
+             echo ran as $(id -un)\n",
+            0o755,
+        )]),
+    )
+    .expect("tarball");
+    let child = spawn_run(&moto, dir, &cfg, &code, "5m");
+    let id = instance_for(&moto, "bootjob");
+
+    // What the instance would boot with, read back from the endpoint.
+    let user_data = moto.boto3(&format!(
+        "import base64\n\
+         v = ec2.describe_instance_attribute(InstanceId='{id}', Attribute='userData')['UserData']['Value']\n\
+         print(base64.b64decode(v).decode())"
+    ));
+    assert!(user_data.starts_with("#!/bin/bash"), "{user_data}");
+    assert!(
+        user_data.contains("X-Amz-Signature="),
+        "pre-signed URLs: {user_data}"
+    );
+    for secret in ["AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "aws_secret"] {
+        assert!(!user_data.contains(secret), "user data holds {secret}");
+    }
+
+    // Run it as cloud-init would, with stand-ins for the machine-level commands and the instance
+    // profile's credentials in the environment.
+    let machine = dir.join("machine");
+    let bin = machine.join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    for stub in ["shutdown", "iptables"] {
+        let p = bin.join(stub);
+        std::fs::write(
+            &p,
+            format!(
+                "#!/bin/sh\necho \"$@\" >> {}/{stub}.calls\n",
+                machine.display()
+            ),
+        )
+        .expect("stub");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let script = machine.join("user-data");
+    std::fs::write(&script, &user_data).expect("user data");
+    let mut boot = Command::new("bash");
+    boot.arg(&script)
+        .env_clear()
+        .env(
+            "PATH",
+            format!(
+                "{}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+                bin.display()
+            ),
+        )
+        .env("TELEJOB_WORK_ROOT", &machine)
+        .env("HOME", &machine);
+    for (k, v) in moto.env() {
+        boot.env(k, v);
+    }
+    let booted = boot.output().expect("user data runs");
+    assert!(
+        booted.status.success(),
+        "user data failed: {}\n{}",
+        String::from_utf8_lossy(&booted.stdout),
+        String::from_utf8_lossy(&booted.stderr)
+    );
+    let shutdowns =
+        std::fs::read_to_string(machine.join("shutdown.calls")).expect("shutdown called");
+    assert!(
+        shutdowns
+            .lines()
+            .next()
+            .is_some_and(|l| l.starts_with("-h +")),
+        "{shutdowns}"
+    );
+    assert!(
+        shutdowns
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with("-h now")),
+        "{shutdowns}"
+    );
+    let fw = std::fs::read_to_string(machine.join("iptables.calls")).unwrap_or_default();
+    assert!(
+        fw.contains("169.254.169.254"),
+        "jobs are kept from instance metadata: {fw}"
+    );
+
+    // The CLI follows the run to its end through the status object.
+    let out = child.wait_with_output().expect("telejob run ends");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("published 1 file"), "{stdout}");
+    assert!(stdout.contains("s3://pub/bootjob/data"), "{stdout}");
+
+    // Output and manifest in the public bucket, status and log in the private one.
+    let body = moto.boto3("print(s3.get_object(Bucket='pub', Key='bootjob/data/result.csv')['Body'].read().decode(), end='')");
+    assert_eq!(body, "day,bootjob\n");
+    let listing = moto.boto3(
+        "print('\\n'.join(o['Key'] for b in ['pub', 'priv'] for o in s3.list_objects_v2(Bucket=b).get('Contents', [])))",
+    );
+    assert!(
+        listing
+            .lines()
+            .any(|k| k.starts_with("bootjob/runs/") && k.ends_with("/manifest.json")),
+        "{listing}"
+    );
+    assert!(
+        listing
+            .lines()
+            .any(|k| k.starts_with("telejob/bootjob/runs/") && k.ends_with("/status.json")),
+        "{listing}"
+    );
+    assert!(
+        listing
+            .lines()
+            .any(|k| k.starts_with("telejob/bootjob/runs/") && k.ends_with("/log.txt")),
+        "{listing}"
+    );
+    assert!(
+        !listing
+            .lines()
+            .any(|k| k.starts_with("bootjob/") && k.contains("log")),
+        "logs stay private: {listing}"
+    );
+    // Nothing is left running.
+    let state = state_of(&moto, &id);
+    assert!(state == "terminated" || state == "shutting-down", "{state}");
+}
+
+#[test]
+fn an_ec2_run_that_never_reports_is_terminated_at_its_deadline() {
+    let Some((moto, ami, tmp)) = setup() else {
+        return;
+    };
+    let dir = tmp.path();
+    let cfg = write_config(dir, &moto, &ami, 1);
+    let code = dir.join("stuck.tar.gz");
+    std::fs::write(
+        &code,
+        tarball(&[("run.sh", "#!/bin/bash\nsleep 1000\n", 0o755)]),
+    )
+    .expect("tarball");
+    let child = spawn_run(&moto, dir, &cfg, &code, "1s");
+    let id = instance_for(&moto, "stuck");
+    let out = child.wait_with_output().expect("telejob run ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(124), "{stderr}");
+    assert!(stderr.contains("terminated"), "{stderr}");
+    let state = state_of(&moto, &id);
+    assert!(state == "terminated" || state == "shutting-down", "{state}");
+}
+
+#[test]
+fn ec2_runs_need_s3_stores_and_an_ec2_table() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let code = tmp.path().join("x.tar.gz");
+    std::fs::write(&code, tarball(&[("run.sh", "true\n", 0o755)])).expect("tarball");
+    let out = telejob_e2e::telejob!(
+        tmp.path(),
+        &["run", "--compute", "ec2", "--code", "x.tar.gz"]
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("[ec2]") && err.contains("--config"), "{err}");
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(&cfg, "[ec2]\nami = \"ami-1\"\n").expect("cfg");
+    let out = telejob_e2e::telejob!(
+        tmp.path(),
+        &[
+            "run",
+            "--compute",
+            "ec2",
+            "--config",
+            "c.toml",
+            "--code",
+            "x.tar.gz"
+        ]
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--publish-to") && err.contains("s3://"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn serve_on_ec2_reaps_orphaned_instances_at_start() {
+    let Some((moto, ami, tmp)) = setup() else {
+        return;
+    };
+    let dir = tmp.path();
+    let cfg = write_config(dir, &moto, &ami, 600);
+    let mut text = std::fs::read_to_string(&cfg).expect("cfg");
+    text.insert_str(0, "compute = \"ec2\"\n");
+    std::fs::write(&cfg, text).expect("cfg");
+    // An instance this launcher started before a crash, for a run nobody knows any more.
+    let orphan = moto.boto3(&format!(
+        "r = ec2.run_instances(ImageId='{ami}', MinCount=1, MaxCount=1, TagSpecifications=[{{'ResourceType': 'instance', 'Tags': [\
+         {{'Key': 'telejob:run', 'Value': 'orphan-run'}}, {{'Key': 'telejob:job', 'Value': 'gone'}}, \
+         {{'Key': 'telejob:launcher', 'Value': 'telejob'}}, {{'Key': 'telejob:deadline', 'Value': '2099-01-01T00:00:00Z'}}]}}])\n\
+         print(r['Instances'][0]['InstanceId'])"
+    ));
+    let orphan = orphan.trim();
+    let mut cmd = Command::new(telejob_bin!());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.join("data"))
+        .arg("--config")
+        .arg(&cfg)
+        .env_remove("TELEJOB_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in moto.env() {
+        cmd.env(k, v);
+    }
+    let mut server = cmd.spawn().expect("serve");
+    let started = Instant::now();
+    let mut state = state_of(&moto, orphan);
+    while state == "running" && started.elapsed() < Duration::from_secs(60) {
+        assert!(server.try_wait().expect("server").is_none(), "serve exited");
+        std::thread::sleep(Duration::from_millis(200));
+        state = state_of(&moto, orphan);
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(state == "terminated" || state == "shutting-down", "{state}");
+}
