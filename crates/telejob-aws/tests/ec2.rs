@@ -74,13 +74,26 @@ fn instances_of(e: &Env, run: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn write_status(c: &Env, r: &RunRequest, state: RunState) {
-    let private = S3StoreBuilder::from_url("s3://priv/telejob/")
+/// The run's final record, within a minute.
+async fn ended(c: &Ec2Compute, r: &RunRequest) -> Run {
+    tokio::time::timeout(Duration::from_secs(60), c.wait(&r.run_id))
+        .await
+        .expect("the run ends within a minute")
+        .expect("wait")
+}
+
+/// The private store the computes use.
+async fn private_store(e: &Env) -> telejob_aws::S3Store {
+    S3StoreBuilder::from_url("s3://priv/telejob/")
         .expect("url")
-        .with_aws(c.moto.aws())
+        .with_aws(e.moto.aws())
         .build()
         .await
-        .expect("private");
+        .expect("private")
+}
+
+async fn write_status(c: &Env, r: &RunRequest, state: RunState) {
+    let private = private_store(c).await;
     let mut run = Run::pending(r);
     run.state = state;
     run.exit_code = Some(0);
@@ -167,10 +180,7 @@ async fn a_run_past_its_deadline_is_terminated_and_timed_out() {
     c.launch(r.clone(), LaunchOptions::default())
         .await
         .expect("launch");
-    let run = tokio::time::timeout(Duration::from_secs(60), c.wait(&r.run_id))
-        .await
-        .expect("ends")
-        .expect("wait");
+    let run = ended(&c, &r).await;
     assert_eq!(run.state, RunState::TimedOut);
     assert!(
         run.error
@@ -196,12 +206,7 @@ async fn the_agents_status_ends_the_run_and_the_instance() {
         .await
         .expect("launch");
     // The request and the code pointer are in the private store for the agent.
-    let private = S3StoreBuilder::from_url("s3://priv/telejob/")
-        .expect("url")
-        .with_aws(e.moto.aws())
-        .build()
-        .await
-        .expect("private");
+    let private = private_store(&e).await;
     let staged: RunRequest = private
         .get_json(&format!(
             "{}request.json",
@@ -211,10 +216,7 @@ async fn the_agents_status_ends_the_run_and_the_instance() {
         .expect("request stored");
     assert_eq!(staged.command, r.command);
     write_status(&e, &r, RunState::Succeeded).await;
-    let run = tokio::time::timeout(Duration::from_secs(60), c.wait(&r.run_id))
-        .await
-        .expect("ends")
-        .expect("wait");
+    let run = ended(&c, &r).await;
     assert_eq!(run.state, RunState::Succeeded);
     let id = c.instance_of(&r.run_id).expect("instance");
     assert!(
@@ -235,10 +237,7 @@ async fn an_instance_that_ends_without_a_result_interrupts_the_run() {
     let id = c.instance_of(&r.run_id).expect("instance");
     e.moto
         .boto3(&format!("ec2.terminate_instances(InstanceIds=['{id}'])"));
-    let run = tokio::time::timeout(Duration::from_secs(60), c.wait(&r.run_id))
-        .await
-        .expect("ends")
-        .expect("wait");
+    let run = ended(&c, &r).await;
     assert_eq!(run.state, RunState::Interrupted);
     assert!(
         run.error.as_deref().is_some_and(|m| m.contains(&id)),
@@ -330,10 +329,7 @@ async fn after_a_restart_runs_are_reattached_and_the_rest_reaped() {
 
     // The reattached run is followed to its end.
     write_status(&e, &kept, RunState::Failed).await;
-    let run = tokio::time::timeout(Duration::from_secs(60), after.wait(&kept.run_id))
-        .await
-        .expect("ends")
-        .expect("wait");
+    let run = ended(&after, &kept).await;
     assert_eq!(run.state, RunState::Failed);
     // A run with neither instance nor status cannot be reattached.
     assert!(
