@@ -44,7 +44,7 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// "Full jitter" backoff: a random delay up to `min(cap, base * 2^attempt)`.
-    pub(crate) fn delay(&self, attempt: u32) -> Duration {
+    fn delay(&self, attempt: u32) -> Duration {
         let max = self
             .base
             .saturating_mul(1u32 << attempt.min(16))
@@ -75,7 +75,7 @@ impl ApiError {
     }
 }
 
-fn classify<E, R>(e: SdkError<E, R>) -> ApiError
+pub(crate) fn classify<E, R>(e: SdkError<E, R>) -> ApiError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
@@ -97,24 +97,22 @@ where
     }
 }
 
-/// Calls `f` until it succeeds, fails permanently, or the attempts are used up.
-pub(crate) async fn with_retries<T, E, R, F, Fut>(
+/// Calls `f` until it succeeds, fails permanently, or the attempts are used up. `f` gets the
+/// attempt number (0 first) and returns an already classified error.
+pub(crate) async fn retrying<T, F, Fut>(
     policy: RetryPolicy,
     what: &str,
     mut f: F,
 ) -> std::result::Result<T, ApiError>
 where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = std::result::Result<T, SdkError<E, R>>>,
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = std::result::Result<T, ApiError>>,
 {
     let mut attempt = 0;
     loop {
-        match f().await {
+        match f(attempt).await {
             Ok(v) => return Ok(v),
-            Err(e) => {
-                let mut err = classify(e);
+            Err(mut err) => {
                 attempt += 1;
                 if !err.retryable || attempt >= policy.attempts {
                     if err.retryable {
@@ -128,6 +126,25 @@ where
             }
         }
     }
+}
+
+/// [`retrying`] for one SDK call.
+pub(crate) async fn with_retries<T, E, R, F, Fut>(
+    policy: RetryPolicy,
+    what: &str,
+    mut f: F,
+) -> std::result::Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::result::Result<T, SdkError<E, R>>>,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    retrying(policy, what, |_| {
+        let call = f();
+        async move { call.await.map_err(classify) }
+    })
+    .await
 }
 
 /// States of an instance that still costs money or may still run.
@@ -254,6 +271,13 @@ pub(crate) async fn terminate_confirmed(
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(5));
     }
+}
+
+/// The instance's `telejob:deadline` tag, parsed.
+pub(crate) fn deadline(i: &Instance) -> Option<chrono::DateTime<chrono::Utc>> {
+    tag(i, super::tags::DEADLINE)
+        .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
+        .map(|d| d.with_timezone(&chrono::Utc))
 }
 
 /// The value of tag `key` on `i`.

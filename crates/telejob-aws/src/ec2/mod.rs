@@ -26,6 +26,7 @@ use aws_sdk_ec2::types::{
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use telejob_core::compute::{Compute, ComputeCapabilities, EventSink, LaunchOptions};
+use telejob_core::job::JobName;
 use telejob_core::run::{Run, RunId, RunRequest, keys};
 use telejob_core::store::{PutOptions, Store, StoreExt};
 use telejob_core::{Error, Result};
@@ -406,64 +407,64 @@ impl Ec2Compute {
             .http_put_response_hop_limit(1)
             .build();
         let client = &self.inner.client;
-        let mut attempt_policy = self.inner.retry;
-        attempt_policy.attempts = 1;
-        let mut attempt = 0;
-        loop {
-            let r = api::with_retries(attempt_policy, "RunInstances", || {
-                client
-                    .run_instances()
-                    .image_id(&s.ami)
-                    .instance_type(InstanceType::from(self.inner.instance_type.as_str()))
-                    .min_count(1)
-                    .max_count(1)
-                    .client_token(run)
-                    .user_data(&encoded)
-                    .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
-                    .set_subnet_id(s.subnet_id.clone())
-                    .set_security_group_ids(
-                        (!s.security_group_ids.is_empty()).then(|| s.security_group_ids.clone()),
-                    )
-                    .set_iam_instance_profile(profile.clone())
-                    .set_key_name(s.key_name.clone())
-                    .metadata_options(metadata.clone())
-                    .tag_specifications(tag_spec.clone())
-                    .send()
-            })
-            .await;
-            match r {
-                Ok(out) => {
-                    let id = out
-                        .instances()
-                        .first()
-                        .and_then(|i| i.instance_id())
-                        .ok_or_else(|| Error::Compute {
-                            op: "launch",
-                            reason: "RunInstances returned no instance".into(),
-                            retryable: true,
-                        })?;
+        let id = api::retrying(self.inner.retry, "RunInstances", |attempt| {
+            let call = client
+                .run_instances()
+                .image_id(&s.ami)
+                .instance_type(InstanceType::from(self.inner.instance_type.as_str()))
+                .min_count(1)
+                .max_count(1)
+                .client_token(run)
+                .user_data(&encoded)
+                .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
+                .set_subnet_id(s.subnet_id.clone())
+                .set_security_group_ids(
+                    (!s.security_group_ids.is_empty()).then(|| s.security_group_ids.clone()),
+                )
+                .set_iam_instance_profile(profile.clone())
+                .set_key_name(s.key_name.clone())
+                .metadata_options(metadata.clone())
+                .tag_specifications(tag_spec.clone());
+            async move {
+                // A failed attempt may still have started an instance (a lost response): look
+                // before launching again.
+                if attempt > 0
+                    && let Ok(found) = api::find_tagged(client, self.inner.retry, Some(run)).await
+                    && let Some(id) = found.iter().find_map(|i| i.instance_id())
+                {
                     return Ok(id.to_string());
                 }
-                Err(e) if e.retryable && attempt + 1 < self.inner.retry.attempts => {
-                    attempt += 1;
-                    let d = self.inner.retry.delay(attempt);
-                    tracing::warn!(run, attempt, error = %e.message, "RunInstances failed; retrying");
-                    tokio::time::sleep(d).await;
-                    // A failed call may still have started an instance (a lost response): look
-                    // before launching again.
-                    if let Ok(found) = api::find_tagged(client, self.inner.retry, Some(run)).await
-                        && let Some(id) = found.iter().find_map(|i| i.instance_id())
-                    {
-                        return Ok(id.to_string());
-                    }
-                }
-                Err(mut e) => {
-                    if e.retryable {
-                        e.message =
-                            format!("{} (gave up after {} attempts)", e.message, attempt + 1);
-                    }
-                    return Err(e.into_error("launch"));
-                }
+                let out = call.send().await.map_err(api::classify)?;
+                out.instances()
+                    .first()
+                    .and_then(|i| i.instance_id())
+                    .map(str::to_string)
+                    .ok_or_else(|| api::ApiError {
+                        code: None,
+                        message: "RunInstances returned no instance".into(),
+                        retryable: true,
+                    })
+            }
+        })
+        .await
+        .map_err(|e| e.into_error("launch"))?;
+        Ok(id)
+    }
+
+    /// The run's status object as the agent (or a watcher) last wrote it; `None` when there is
+    /// none yet or it cannot be read (logged).
+    async fn stored_run(&self, job: &JobName, run: &RunId) -> Option<Run> {
+        match self
+            .inner
+            .private
+            .get_json::<Run>(&keys::status(job, run))
+            .await
+        {
+            Ok(r) if r.id == *run => Some(r),
+            Ok(_) | Err(Error::NotFound(_)) => None,
+            Err(e) => {
+                tracing::warn!(%run, error = %e, "cannot read the run's status");
+                None
             }
         }
     }
@@ -558,22 +559,10 @@ impl Compute for Ec2Compute {
         let found = api::find_tagged(&self.inner.client, self.inner.retry, Some(run.id.as_str()))
             .await
             .map_err(|e| e.into_error("reattach"))?;
-        let stored: Option<Run> = match self
-            .inner
-            .private
-            .get_json(&keys::status(&run.job, &run.id))
-            .await
-        {
-            Ok(r) => Some(r),
-            Err(Error::NotFound(_)) => None,
-            Err(e) => return Err(e),
-        };
-        let instance = found.iter().find_map(|i| {
-            let deadline = api::tag(i, tags::DEADLINE)
-                .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
-                .map(|d| d.with_timezone(&Utc));
-            Some((i.instance_id()?.to_string(), deadline))
-        });
+        let stored = self.stored_run(&run.job, &run.id).await;
+        let instance = found
+            .iter()
+            .find_map(|i| Some((i.instance_id()?.to_string(), api::deadline(i))));
         let finished = stored.as_ref().is_some_and(|r| r.state.is_terminal());
         if instance.is_none() && !finished {
             return Ok(false);

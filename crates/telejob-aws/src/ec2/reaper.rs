@@ -3,11 +3,10 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
+use telejob_core::Result;
 use telejob_core::job::JobName;
-use telejob_core::run::{Run, RunId, keys};
-use telejob_core::store::StoreExt;
-use telejob_core::{Error, Result};
+use telejob_core::run::RunId;
 
 use super::{Ec2Compute, api, tags};
 
@@ -54,9 +53,7 @@ impl Ec2Compute {
             let (Some(id), Some(run)) = (i.instance_id(), api::tag(i, tags::RUN)) else {
                 continue;
             };
-            let deadline = api::tag(i, tags::DEADLINE)
-                .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
-                .map(|d| d.with_timezone(&Utc));
+            let deadline = api::deadline(i);
             let mine = api::tag(i, tags::LAUNCHER) == Some(self.inner.settings.launcher.as_str());
             let followed = RunId::parse(run).is_some_and(|r| {
                 self.lock()
@@ -100,19 +97,9 @@ impl Ec2Compute {
         ) else {
             return false;
         };
-        match self
-            .inner
-            .private
-            .get_json::<Run>(&keys::status(&job, &run))
+        self.stored_run(&job, &run)
             .await
-        {
-            Ok(r) => r.state.is_terminal(),
-            Err(Error::NotFound(_)) => false,
-            Err(e) => {
-                tracing::warn!(%run, error = %e, "reaper cannot read the run's status");
-                false
-            }
-        }
+            .is_some_and(|r| r.state.is_terminal())
     }
 
     /// Runs [`reap`](Self::reap) now and then every `every`, until the task is aborted.

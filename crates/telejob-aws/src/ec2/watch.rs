@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use telejob_core::Error;
 use telejob_core::compute::{EventSink, RunEvent};
 use telejob_core::run::{Run, RunId, RunState, keys};
 use telejob_core::store::StoreExt;
@@ -17,23 +16,6 @@ impl Ec2Compute {
     pub(super) fn spawn_watch(&self, id: RunId, initial: Run, events: Option<EventSink>) {
         let me = self.clone();
         tokio::spawn(async move { me.watch(id, initial, events).await });
-    }
-
-    async fn read_status(&self, run: &Run) -> Option<Run> {
-        match self
-            .inner
-            .private
-            .get_json::<Run>(&keys::status(&run.job, &run.id))
-            .await
-        {
-            Ok(r) if r.id == run.id => Some(r),
-            Ok(_) => None,
-            Err(Error::NotFound(_)) => None,
-            Err(e) => {
-                tracing::warn!(run = %run.id, error = %e, "cannot read the run's status");
-                None
-            }
-        }
     }
 
     /// Ends the run as `state` with `why`: terminates the instance (confirmed), records the
@@ -86,7 +68,7 @@ impl Ec2Compute {
         let mut unseen_since: Option<tokio::time::Instant> = None;
         let fin = loop {
             // 1. The agent's own record.
-            if let Some(r) = self.read_status(&last).await {
+            if let Some(r) = self.stored_run(&last.job, &last.id).await {
                 if r.state != last.state {
                     emit(RunEvent::State(r.state));
                 }
@@ -121,7 +103,7 @@ impl Ec2Compute {
                 match api::state_of(&self.inner.client, self.inner.retry, &i).await {
                     Ok(Some((s, why))) if api::ended(&s) => {
                         // The agent writes its status before powering off; look once more.
-                        if let Some(r) = self.read_status(&last).await
+                        if let Some(r) = self.stored_run(&last.job, &last.id).await
                             && r.state.is_terminal()
                         {
                             break r;

@@ -161,6 +161,11 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .or(cfg.private_store.clone())
         .unwrap_or_else(|| "telejob-private".into());
+    if a.compute == ComputeArg::Ec2 && aws.ec2.is_none() {
+        return Err(bad(
+            "--compute ec2 needs --config FILE with an [ec2] table (at least ami = \"ami-…\"); see docs/aws.md",
+        ));
+    }
     for (flag, url) in [("--publish-to", &publish_to), ("--private-to", &private_to)] {
         if let Some((scheme, _)) = url.split_once("://")
             && !matches!(scheme, "file" | "s3")
@@ -168,11 +173,6 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             return Err(bad(format!(
                 "{flag} {url}: {scheme}:// is not a store; use a directory or s3://bucket/prefix"
             )));
-        }
-        if a.compute == ComputeArg::Ec2 && aws.ec2.is_none() {
-            return Err(bad(
-                "--compute ec2 needs --config FILE with an [ec2] table (at least ami = \"ami-…\"); see docs/aws.md",
-            ));
         }
         if a.compute == ComputeArg::Ec2 && !url.starts_with("s3://") {
             return Err(bad(format!(
