@@ -77,18 +77,22 @@ pub struct UnpackSummary {
 }
 
 /// Counts the bytes the tar parser reads between two entries, so that extension headers cannot
-/// grow without bound.
+/// grow without bound. `since_mark` is `None` while an entry's content is read (that is counted
+/// against `max_total_bytes` instead).
 struct GuardedReader<R> {
     inner: R,
-    since_mark: Rc<Cell<u64>>,
+    since_mark: Rc<Cell<Option<u64>>>,
     limit: u64,
 }
 
 impl<R: Read> Read for GuardedReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        let total = self.since_mark.get() + n as u64;
-        self.since_mark.set(total);
+        let Some(before) = self.since_mark.get() else {
+            return Ok(n);
+        };
+        let total = before + n as u64;
+        self.since_mark.set(Some(total));
         if total > self.limit {
             return Err(io::Error::new(io::ErrorKind::InvalidData, HEADER_LIMIT_MSG));
         }
@@ -109,7 +113,7 @@ const HEADER_LIMIT_MSG: &str =
 /// failures. On error, `dest` may hold part of the archive; remove it.
 pub fn unpack(input: impl Read, dest: &Path, limits: &UnpackLimits) -> Result<UnpackSummary> {
     let (format, tar_stream) = open_tar(input)?;
-    let since_mark = Rc::new(Cell::new(0));
+    let since_mark = Rc::new(Cell::new(Some(0)));
     // Entry content is read by us (and counted against max_total_bytes); what the parser reads
     // in between is headers, padding and extension records.
     let guarded = GuardedReader {
@@ -131,11 +135,12 @@ pub fn unpack(input: impl Read, dest: &Path, limits: &UnpackLimits) -> Result<Un
     let entries = archive.entries().map_err(corrupt)?;
     for entry in entries {
         let mut entry = entry.map_err(corrupt_or_limit)?;
+        since_mark.set(None); // the entry's content follows
         u.entry(&mut entry)?;
         // Drain whatever the entry holds that we did not write (links, directories with data).
         let drained = io::copy(&mut entry, &mut io::sink()).map_err(corrupt)?;
         u.add_bytes(&entry_name(&entry), drained)?;
-        since_mark.set(0);
+        since_mark.set(Some(0)); // headers and padding until the next entry
     }
     if u.summary.entries == 0 {
         return Err(Error::UnsupportedArchive(

@@ -307,6 +307,29 @@ fn setuid_and_setgid_bits_are_dropped() {
 }
 
 #[test]
+fn files_larger_than_the_header_limit_unpack() {
+    // The header limit bounds what the parser reads between entries, not file content: a file
+    // several times the limit (here 3 MiB against 1 KiB) unpacks whole.
+    let limits = UnpackLimits {
+        max_header_bytes: 1024,
+        ..UnpackLimits::default()
+    };
+    let big: &'static [u8] = (0..3u32 << 20)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<u8>>()
+        .leak();
+    let s = Sandbox::new();
+    let sum = s
+        .unpack_with(
+            &[E::File("data/big.bin", big), E::File("after", b"ok")],
+            &limits,
+        )
+        .expect("unpacks");
+    assert_eq!(sum.files, 2);
+    assert_eq!(fs::read(s.dest.join("data/big.bin")).expect("big"), big);
+}
+
+#[test]
 fn limits_stop_bombs() {
     let small = UnpackLimits {
         max_total_bytes: 10,
