@@ -64,7 +64,7 @@ pub fn detect(head: &[u8]) -> Option<ArchiveFormat> {
 }
 
 /// Reads up to `buf.len()` bytes, stopping early only at end of input.
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {
@@ -97,7 +97,9 @@ fn describe_head(head: &[u8]) -> String {
 /// # Errors
 ///
 /// [`Error::UnsupportedArchive`] when the input is not a (compressed) tar archive.
-pub fn open_tar<'a>(mut input: impl Read + 'a) -> Result<(ArchiveFormat, Box<dyn Read + 'a>)> {
+pub fn open_tar<'a>(
+    mut input: impl Read + Send + 'a,
+) -> Result<(ArchiveFormat, Box<dyn Read + Send + 'a>)> {
     let mut head = [0u8; 512];
     let n = read_up_to(&mut input, &mut head)
         .map_err(|e| Error::UnsupportedArchive(format!("cannot read it: {e}")))?;
@@ -106,7 +108,7 @@ pub fn open_tar<'a>(mut input: impl Read + 'a) -> Result<(ArchiveFormat, Box<dyn
         Error::UnsupportedArchive(format!("{}; {SUPPORTED}", describe_head(head)))
     })?;
     let raw = io::Cursor::new(head.to_vec()).chain(input);
-    let decoded: Box<dyn Read + 'a> = match format {
+    let decoded: Box<dyn Read + Send + 'a> = match format {
         ArchiveFormat::Tar => return Ok((format, Box::new(raw))),
         ArchiveFormat::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
         ArchiveFormat::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(raw)),
