@@ -321,7 +321,7 @@ async fn create_job(
         });
     }
     let row =
-        s.db.job(&spec.name)
+        s.db.job_fresh(&spec.name)
             .await?
             .ok_or_else(|| ApiError::not_found("job"))?;
     s.scheduler.upsert(row.state(false)).await?;
@@ -365,7 +365,7 @@ async fn update_job(
     let cursor = old.cursor.max(Utc::now());
     s.db.update_job_spec(&spec, cursor).await?;
     let row =
-        s.db.job(&name)
+        s.db.job_fresh(&name)
             .await?
             .ok_or_else(|| ApiError::not_found("job"))?;
     s.scheduler
@@ -519,7 +519,7 @@ async fn set_paused(
     managed_job(&s, &caller, &name).await?;
     super::jobs::set_paused(&s, &name, paused).await?;
     let row =
-        s.db.job(&name)
+        s.db.job_fresh(&name)
             .await?
             .ok_or_else(|| ApiError::not_found("job"))?;
     Ok(Json(view(&s, &row)))

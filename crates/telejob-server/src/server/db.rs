@@ -1,7 +1,9 @@
 //! SQLite persistence: users and tokens, jobs, code versions, runs, notifications.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -107,10 +109,71 @@ pub struct CodeVersion {
     pub uploaded_at: String,
 }
 
+/// Most entries each map of [`ReadCache`] holds; a full map starts over.
+const CACHE_ENTRIES: usize = 1024;
+
+/// Job rows and code-version lists as last read, so that reading a job (the dashboard's and the
+/// CLI's most frequent call) does not hand a query to SQLite's connection thread and back.
+///
+/// Sound because this process is the only writer of the `jobs` and `code_versions` tables, and
+/// every write through [`Db`] forgets the job's entries *after* it commits. A read that misses
+/// only stores what it read if no write was forgotten meanwhile (`generation`), so an entry is
+/// never older than the last write.
+#[derive(Debug, Default)]
+struct ReadCache {
+    inner: std::sync::Mutex<CacheInner>,
+}
+
+#[derive(Debug, Default)]
+struct CacheInner {
+    generation: u64,
+    jobs: HashMap<String, JobRow>,
+    versions: HashMap<String, Vec<CodeVersion>>,
+}
+
+impl ReadCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn forget(&self, job: &str) {
+        let mut g = self.lock();
+        g.generation += 1;
+        g.jobs.remove(job);
+        g.versions.remove(job);
+    }
+
+    #[cfg(test)]
+    fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    fn keep<T>(
+        &self,
+        seen: u64,
+        pick: impl FnOnce(&mut CacheInner) -> &mut HashMap<String, T>,
+        job: &str,
+        value: T,
+    ) {
+        let mut g = self.lock();
+        if g.generation != seen {
+            return;
+        }
+        let map = pick(&mut g);
+        if map.len() >= CACHE_ENTRIES {
+            map.clear();
+        }
+        map.insert(job.to_string(), value);
+    }
+}
+
 /// The database.
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: SqlitePool,
+    cache: Arc<ReadCache>,
 }
 
 impl Db {
@@ -141,7 +204,10 @@ impl Db {
                 reason: e.to_string(),
                 retryable: false,
             })?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            cache: Arc::default(),
+        })
     }
 
     // ---- users and tokens ----
@@ -254,6 +320,7 @@ impl Db {
             .bind(&now)
             .execute(&self.pool)
             .await;
+        self.cache.forget(&spec.name);
         match r {
             Ok(_) => Ok(true),
             Err(e) if is_unique_violation(&e) => Ok(false),
@@ -263,7 +330,7 @@ impl Db {
 
     /// Replaces a job's spec and moves its cursor.
     pub async fn update_job_spec(&self, spec: &JobSpec, cursor: DateTime<Utc>) -> Result<()> {
-        sqlx::query(
+        let r = sqlx::query(
             "UPDATE jobs SET spec = ?, cursor = ?, expired = 0, updated_at = ? WHERE name = ?",
         )
         .bind(serde_json::to_string(spec).unwrap_or_default())
@@ -271,25 +338,43 @@ impl Db {
         .bind(ts(Utc::now()))
         .bind(&spec.name)
         .execute(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .await;
+        self.cache.forget(&spec.name);
+        r.map_err(db_err)?;
         Ok(())
     }
 
     /// Sets the paused flag.
     pub async fn set_paused(&self, job: &str, paused: bool) -> Result<()> {
-        sqlx::query("UPDATE jobs SET paused = ?, updated_at = ? WHERE name = ?")
+        let r = sqlx::query("UPDATE jobs SET paused = ?, updated_at = ? WHERE name = ?")
             .bind(paused)
             .bind(ts(Utc::now()))
             .bind(job)
             .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .await;
+        self.cache.forget(job);
+        r.map_err(db_err)?;
         Ok(())
     }
 
-    /// A job.
+    /// A job (from the read cache when it holds it).
     pub async fn job(&self, name: &str) -> Result<Option<JobRow>> {
+        let seen = {
+            let g = self.cache.lock();
+            if let Some(j) = g.jobs.get(name) {
+                return Ok(Some(j.clone()));
+            }
+            g.generation
+        };
+        let row = self.job_fresh(name).await?;
+        if let Some(j) = &row {
+            self.cache.keep(seen, |c| &mut c.jobs, name, j.clone());
+        }
+        Ok(row)
+    }
+
+    /// A job, read from the database (and not kept): for the reply to a write.
+    pub async fn job_fresh(&self, name: &str) -> Result<Option<JobRow>> {
         let r = sqlx::query("SELECT * FROM jobs WHERE name = ?")
             .bind(name)
             .fetch_optional(&self.pool)
@@ -309,19 +394,20 @@ impl Db {
 
     /// Deletes a job, its runs and code versions.
     pub async fn delete_job(&self, name: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
-        for q in [
-            "DELETE FROM runs WHERE job = ?",
-            "DELETE FROM code_versions WHERE job = ?",
-            "DELETE FROM jobs WHERE name = ?",
-        ] {
-            sqlx::query(q)
-                .bind(name)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
+        let r = async {
+            let mut tx = self.pool.begin().await?;
+            for q in [
+                "DELETE FROM runs WHERE job = ?",
+                "DELETE FROM code_versions WHERE job = ?",
+                "DELETE FROM jobs WHERE name = ?",
+            ] {
+                sqlx::query(q).bind(name).execute(&mut *tx).await?;
+            }
+            tx.commit().await
         }
-        tx.commit().await.map_err(db_err)
+        .await;
+        self.cache.forget(name);
+        r.map_err(db_err)
     }
 
     /// Records a code version and makes it current.
@@ -333,35 +419,45 @@ impl Db {
         size: u64,
         by: &str,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
-        sqlx::query("INSERT OR IGNORE INTO code_versions (job, sha256, key, size, uploaded_by, uploaded_at) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(job)
-            .bind(sha)
-            .bind(key)
-            .bind(size as i64)
-            .bind(by)
-            .bind(ts(Utc::now()))
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        sqlx::query("UPDATE jobs SET code_key = ?, updated_at = ? WHERE name = ?")
-            .bind(key)
-            .bind(ts(Utc::now()))
-            .bind(job)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)
+        let r = async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("INSERT OR IGNORE INTO code_versions (job, sha256, key, size, uploaded_by, uploaded_at) VALUES (?, ?, ?, ?, ?, ?)")
+                .bind(job)
+                .bind(sha)
+                .bind(key)
+                .bind(size as i64)
+                .bind(by)
+                .bind(ts(Utc::now()))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE jobs SET code_key = ?, updated_at = ? WHERE name = ?")
+                .bind(key)
+                .bind(ts(Utc::now()))
+                .bind(job)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        }
+        .await;
+        self.cache.forget(job);
+        r.map_err(db_err)
     }
 
     /// A job's code versions, newest first.
     pub async fn code_versions(&self, job: &str) -> Result<Vec<CodeVersion>> {
+        let seen = {
+            let g = self.cache.lock();
+            if let Some(v) = g.versions.get(job) {
+                return Ok(v.clone());
+            }
+            g.generation
+        };
         let rows = sqlx::query("SELECT sha256, key, size, uploaded_by, uploaded_at FROM code_versions WHERE job = ? ORDER BY uploaded_at DESC")
             .bind(job)
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
-        Ok(rows
+        let versions: Vec<CodeVersion> = rows
             .into_iter()
             .map(|r| CodeVersion {
                 sha256: r.get(0),
@@ -370,7 +466,10 @@ impl Db {
                 uploaded_by: r.get(3),
                 uploaded_at: r.get(4),
             })
-            .collect())
+            .collect();
+        self.cache
+            .keep(seen, |c| &mut c.versions, job, versions.clone());
+        Ok(versions)
     }
 
     // ---- runs ----
@@ -538,21 +637,23 @@ impl SchedulerStore for Db {
     }
 
     async fn set_cursor(&self, job: &JobName, cursor: DateTime<Utc>) -> Result<()> {
-        sqlx::query("UPDATE jobs SET cursor = ? WHERE name = ?")
+        let r = sqlx::query("UPDATE jobs SET cursor = ? WHERE name = ?")
             .bind(ts(cursor))
             .bind(job.as_str())
             .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .await;
+        self.cache.forget(job.as_str());
+        r.map_err(db_err)?;
         Ok(())
     }
 
     async fn set_expired(&self, job: &JobName) -> Result<()> {
-        sqlx::query("UPDATE jobs SET expired = 1 WHERE name = ?")
+        let r = sqlx::query("UPDATE jobs SET expired = 1 WHERE name = ?")
             .bind(job.as_str())
             .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .await;
+        self.cache.forget(job.as_str());
+        r.map_err(db_err)?;
         Ok(())
     }
 }
@@ -575,6 +676,47 @@ mod tests {
             trigger: Trigger::Scheduled,
             attempt: 0,
         }
+    }
+
+    #[tokio::test]
+    async fn job_reads_follow_every_write_through_the_cache() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("t.db")).await.expect("db");
+        db.ensure_user("ann", false).await.expect("user");
+        let at = |h| parse_ts(&format!("2014-03-08T{h:02}:00:00Z"));
+        let mut spec = JobSpec::new("j");
+        assert!(db.insert_job(&spec, "ann", at(1)).await.expect("insert"));
+        let job = || async { db.job("j").await.expect("read").expect("job") };
+        // Each read below comes after a read that filled the cache.
+        assert!(!job().await.paused);
+        db.set_paused("j", true).await.expect("pause");
+        assert!(job().await.paused, "pause");
+        spec.command = "echo two".into();
+        db.update_job_spec(&spec, at(2)).await.expect("update");
+        let j = job().await;
+        assert_eq!((j.spec.command.as_str(), j.cursor), ("echo two", at(2)));
+        let name = JobName::new("j").expect("name");
+        db.set_cursor(&name, at(3)).await.expect("cursor");
+        assert_eq!(job().await.cursor, at(3), "cursor");
+        db.set_expired(&name).await.expect("expire");
+        assert!(job().await.expired, "expired");
+        assert!(db.code_versions("j").await.expect("versions").is_empty());
+        db.add_code("j", "abc", "code/j/abc.tar", 10, "ann")
+            .await
+            .expect("code");
+        assert_eq!(db.code_versions("j").await.expect("versions").len(), 1);
+        assert_eq!(job().await.code_key.as_deref(), Some("code/j/abc.tar"));
+        db.delete_job("j").await.expect("delete");
+        assert!(db.job("j").await.expect("read").is_none(), "deleted");
+        assert!(db.code_versions("j").await.expect("versions").is_empty());
+        // A read that raced a write does not store what it read.
+        let seen = db.cache.generation();
+        db.cache.forget("j");
+        db.cache.keep(seen, |c| &mut c.jobs, "j", j);
+        assert!(
+            db.job("j").await.expect("read").is_none(),
+            "stale entry kept"
+        );
     }
 
     #[tokio::test]

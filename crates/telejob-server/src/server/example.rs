@@ -39,7 +39,7 @@ pub async fn ensure(s: &AppState) -> anyhow::Result<()> {
         );
     }
     let row =
-        s.db.job("slowsql")
+        s.db.job_fresh("slowsql")
             .await?
             .ok_or_else(|| anyhow::anyhow!("the example job vanished"))?;
     s.scheduler

@@ -325,7 +325,7 @@ async fn create_job(
     let stored = async {
         jobs::store_code(&s, &name, &code, &b.session.user.name).await?;
         let row =
-            s.db.job(&name)
+            s.db.job_fresh(&name)
                 .await?
                 .ok_or_else(|| telejob_core::Error::NotFound(name.clone()))?;
         s.scheduler.upsert(row.state(false)).await
@@ -386,7 +386,7 @@ async fn save_edit(
         s.db.update_job_spec(&spec, old.cursor.max(Utc::now()))
             .await?;
         let row =
-            s.db.job(&name)
+            s.db.job_fresh(&name)
                 .await?
                 .ok_or_else(|| telejob_core::Error::NotFound(name.clone()))?;
         s.scheduler
