@@ -9,6 +9,7 @@
 //! ```sh
 //! cargo bench -p telejob-benches --bench scheduler            # full run
 //! cargo bench -p telejob-benches --bench scheduler -- --quick # 1k jobs max, fewer boundaries
+//! cargo bench -p telejob-benches --bench scheduler -- --jobs 100000 [--daily] # one row only
 //! ```
 //! Under `cargo test` (no `--bench` flag) it runs a tiny smoke version.
 
@@ -121,20 +122,62 @@ fn percentile(sorted: &[i64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
-fn jobs(n: usize) -> Vec<JobState> {
-    let t0 = Utc
-        .with_ymd_and_hms(2014, 3, 8, 11, 59, 59)
+/// Where the bench's virtual time starts: one second before a minute boundary.
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2014, 3, 8, 11, 59, 59)
         .single()
-        .expect("instant");
+        .expect("instant")
+}
+
+/// How the jobs' fire times are spread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// Hourly jobs over the 60 minutes of the hour: n / 60 fire at each minute boundary (the
+    /// stress case: with 100k jobs, 1,667 at once). Fewer than 60 jobs fire every minute.
+    Hourly,
+    /// Daily jobs over the 1,440 minutes of the day: n / 1,440 fire at each boundary (the
+    /// shape of 100k daily jobs at their own times of day; 69 at once).
+    Daily,
+}
+
+impl Shape {
+    fn period(self) -> usize {
+        match self {
+            Self::Hourly => 60,
+            Self::Daily => 1440,
+        }
+    }
+
+    /// The jobs due at boundary `b` (the minutes from 12:00).
+    fn due_at(self, n: usize, b: usize) -> usize {
+        if n < self.period() {
+            n
+        } else {
+            (0..n)
+                .filter(|i| i % self.period() == b % self.period())
+                .count()
+        }
+    }
+
+    /// Job `i`'s cron expression: minute `i % period` from 12:00.
+    fn cron(self, n: usize, i: usize) -> String {
+        if n < self.period() {
+            return "* * * * *".into();
+        }
+        let m = i % self.period();
+        match self {
+            Self::Hourly => format!("{m} * * * *"),
+            Self::Daily => format!("{} {} * * *", m % 60, (12 + m / 60) % 24),
+        }
+    }
+}
+
+fn jobs(n: usize, shape: Shape) -> Vec<JobState> {
+    let t0 = t0();
     (0..n)
         .map(|i| {
             let mut spec = JobSpec::new(format!("job{i}"));
-            // Spread over the minutes of the hour; fewer than 60 jobs fire every minute.
-            spec.schedule = ScheduleSpec::cron(if n < 60 {
-                "* * * * *".to_string()
-            } else {
-                format!("{} * * * *", i % 60)
-            });
+            spec.schedule = ScheduleSpec::cron(shape.cron(n, i));
             JobState {
                 spec,
                 owner: "bench".into(),
@@ -148,18 +191,15 @@ fn jobs(n: usize) -> Vec<JobState> {
         .collect()
 }
 
-async fn lateness(n: usize, boundaries: u32) -> (Vec<i64>, Duration) {
-    let start = Utc
-        .with_ymd_and_hms(2014, 3, 8, 11, 59, 59)
-        .single()
-        .expect("instant");
+async fn lateness(n: usize, shape: Shape, boundaries: u32) -> (Vec<i64>, Duration) {
+    let start = t0();
     let clock = Arc::new(JumpClock {
         offset_us: AtomicI64::new(0),
         jumped: tokio::sync::Notify::new(),
     });
     clock.set_now(start);
     let store = Arc::new(MemorySchedulerStore::new());
-    for j in jobs(n) {
+    for j in jobs(n, shape) {
         store.put_job(j).expect("job");
     }
     let compute = Arc::new(NoopCompute {
@@ -182,11 +222,7 @@ async fn lateness(n: usize, boundaries: u32) -> (Vec<i64>, Duration) {
     let mut want = 0;
     for b in 0..boundaries {
         // Wait until this boundary's fires are all launched, then jump to just before the next.
-        want += if n < 60 {
-            n
-        } else {
-            (0..n).filter(|i| i % 60 == b as usize % 60).count()
-        };
+        want += shape.due_at(n, b as usize);
         let deadline = Instant::now() + Duration::from_secs(120);
         while compute.lateness_us.lock().expect("lock").len() < want && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -207,12 +243,36 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let sizes: &[usize] = if !bench {
-        &[1, 120]
+    // `--jobs N` measures N jobs only (for profiling one size).
+    let only: Option<usize> = args
+        .iter()
+        .position(|a| a == "--jobs")
+        .and_then(|i| args.get(i + 1)?.parse().ok());
+    let daily_only = args.iter().any(|a| a == "--daily");
+    let sizes: Vec<(usize, Shape)> = if let Some(n) = only {
+        vec![(
+            n,
+            if daily_only {
+                Shape::Daily
+            } else {
+                Shape::Hourly
+            },
+        )]
+    } else if !bench {
+        vec![
+            (1, Shape::Hourly),
+            (120, Shape::Hourly),
+            (2880, Shape::Daily),
+        ]
     } else if quick {
-        &[1, 1000]
+        vec![(1, Shape::Hourly), (1000, Shape::Hourly)]
     } else {
-        &[1, 1000, 100_000]
+        vec![
+            (1, Shape::Hourly),
+            (1000, Shape::Hourly),
+            (100_000, Shape::Daily),
+            (100_000, Shape::Hourly),
+        ]
     };
     let boundaries = if bench { 10 } else { 2 };
     // Memory of 10k armed jobs (engine + in-memory store), idle.
@@ -220,13 +280,16 @@ fn main() {
     let n = if bench { 10_000 } else { 500 };
     let held = rt.block_on(async {
         let store = Arc::new(MemorySchedulerStore::new());
-        for j in jobs(n) {
+        for j in jobs(n, Shape::Hourly) {
             store.put_job(j).expect("job");
         }
+        // The jobs' cursors are in 2014: on the system clock every job would have twelve years
+        // of missed hourly slots to plan and record, so this clock starts where they do.
         let clock = Arc::new(JumpClock {
             offset_us: AtomicI64::new(0),
             jumped: tokio::sync::Notify::new(),
         });
+        clock.set_now(t0());
         let s = Scheduler::new(SchedulerParts {
             store: store.clone(),
             compute: Arc::new(NoopCompute {
@@ -247,16 +310,19 @@ fn main() {
         "idle memory of {n} armed jobs: {:.1} MiB (RSS growth)",
         (after.saturating_sub(before)) as f64 / 1024.0
     );
+    rt.block_on(held.0.shutdown());
     drop(held);
     println!("scheduler fire lateness ({boundaries} slot boundaries; ms)");
     println!(
-        "{:>8} {:>10} {:>10} {:>10} {:>10} {:>12}",
-        "jobs", "fires", "p50", "p99", "max", "arm time"
+        "{:>8} {:>7} {:>9} {:>8} {:>10} {:>10} {:>10} {:>12}",
+        "jobs", "shape", "at once", "fires", "p50", "p99", "max", "arm time"
     );
-    for &n in sizes {
-        let (v, armed) = rt.block_on(lateness(n, boundaries));
+    for (n, shape) in sizes {
+        let (v, armed) = rt.block_on(lateness(n, shape, boundaries));
         println!(
-            "{n:>8} {:>10} {:>10.3} {:>10.3} {:>10.3} {:>10.1}ms",
+            "{n:>8} {:>7} {:>9} {:>8} {:>10.3} {:>10.3} {:>10.3} {:>10.1}ms",
+            format!("{shape:?}").to_lowercase(),
+            shape.due_at(n, 0),
             v.len(),
             percentile(&v, 0.5),
             percentile(&v, 0.99),
