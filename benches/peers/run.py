@@ -93,12 +93,12 @@ def make_tree(root, files, size, seed):
 # ---------------------------------------------------------------- sections
 
 
-# ext4 skips inodes freed in the last 30 s when it allocates new ones (`recently_deleted` in
-# `find_inode_bit`): creating 50k files right after deleting 50k costs ~0.7 ms per file instead of
-# ~0.03 ms, on both sides (perf showed `recently_deleted` and `find_get_block_common` as the top
-# kernel symbols). So unpack destinations are kept until a set is done, and deletion is followed
-# by a pause before anything is timed again.
-EXT4_RECENTLY_DELETED_S = 31
+# Nothing the sections write is deleted before the whole run ends (about 20 GB and 1.3M files in
+# the scratch directory). ext4 without a journal, as on this machine's disk, skips inodes freed in
+# the last 60 s (up to 360 s while their inode table is not written back) when it allocates new
+# ones (`recently_deleted` in `find_inode_bit`): creating 50k files after deleting 50k cost ~0.7 ms
+# per file instead of ~0.03 ms, for whichever side ran next (perf: `recently_deleted` and
+# `find_get_block_common` were the top kernel symbols).
 
 
 def unpack(bins, work, tiny, reps):
@@ -134,11 +134,6 @@ def unpack(bins, work, tiny, reps):
             row("unpack", f"{name}, tar.{ext}: CPU", f"{tc:.3f} s", f"{gc:.3f} s",
                 f"{tc / gc:.2f}x", "<= 1.0x", tc / gc <= 1.0)
             archive.unlink()
-        shutil.rmtree(src)
-        for dest in work.glob("dest-*"):
-            shutil.rmtree(dest)
-        if not tiny:
-            time.sleep(EXT4_RECENTLY_DELETED_S)
 
 
 def publish(bins, peers, work, tiny):
@@ -195,12 +190,6 @@ def publish(bins, peers, work, tiny):
                     sys.exit(f"{tool} stored {stored} of {n} objects")
                 print(f"  {name} / {tool}: {wall:.2f} s wall, {cpu:.2f} s CPU, server {server:.2f} s CPU",
                       flush=True)
-            shutil.rmtree(src)
-            # Stored objects are kept until every tool has run (see EXT4_RECENTLY_DELETED_S).
-            for i in range(len(tools)):
-                shutil.rmtree(root / "bench" / f"{n}-{i}")
-            if not tiny:
-                time.sleep(EXT4_RECENTLY_DELETED_S)
             tw, tc, ts = res["telejob"]
             desc = lambda r: f"{r[0]:.2f} s ({n / r[0]:.0f} obj/s, {n * size / r[0] / 1e6:.0f} MB/s; CPU {r[1]:.2f} + server {r[2]:.2f} s)"
             for peer, goal in ((["aws s3 sync", 4.0] if n > 1 else ["aws s3 sync", 1.0]),
@@ -319,6 +308,8 @@ def main():
     bins["scheduler-bench"] = [a.scheduler_bench] + ([] if a.tiny else ["--bench"])
     peers = {"s3s-fs": a.s3s_fs, "aws": a.aws}
     only = set(a.only.split(","))
+    # A stopped run still removes its scratch directory (it holds ~20 GB at the end).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(dir=a.work) as w:
         work = Path(w)
         if "unpack" in only:
