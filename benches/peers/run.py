@@ -120,7 +120,7 @@ def unpack(bins, work, tiny, reps):
             for r in range(reps + 1):  # the first round warms the page cache
                 for who, cmd in (("tar", lambda d: extract + [str(archive), "-C", str(d)]),
                                  ("telejob", lambda d: [bins["tj-unpack"], str(archive), str(d)])):
-                    dest = work / f"dest-{who}-{ext}-{r}"
+                    dest = work / f"dest-{n}-{who}-{ext}-{r}"
                     dest.mkdir()
                     w, c = timed(cmd(dest))
                     if r:
