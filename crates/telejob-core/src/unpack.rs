@@ -59,6 +59,9 @@ pub struct UnpackLimits {
     pub max_depth: usize,
     /// Bytes of extension headers (GNU long names, PAX records) before one entry (default 1 MiB).
     pub max_header_bytes: u64,
+    /// Bytes of all directory paths together (default 64 MiB): the unpacker remembers every
+    /// directory to set its mode at the end, so this bounds its memory.
+    pub max_dir_path_bytes: u64,
 }
 
 impl Default for UnpackLimits {
@@ -69,6 +72,7 @@ impl Default for UnpackLimits {
             max_path_bytes: 4096,
             max_depth: 128,
             max_header_bytes: 1 << 20,
+            max_dir_path_bytes: 64 << 20,
         }
     }
 }
@@ -119,8 +123,9 @@ const CHUNK: usize = 256 * 1024;
 const CHUNKS_QUEUED: usize = 4;
 /// Bytes written to a file per `write` call at most.
 const WRITE_BUF: usize = 256 * 1024;
-/// Directories remembered as checked; past this, parents are checked again (correct, slower).
-const MAX_KNOWN_DIRS: usize = 100_000;
+/// Bytes of directory paths remembered as checked; past this, parents are checked again
+/// (correct, slower).
+const MAX_KNOWN_DIR_BYTES: usize = 16 << 20;
 
 /// The decompressed stream, read ahead by a thread of its own in chunks of [`CHUNK`] bytes.
 struct ReadAhead {
@@ -247,7 +252,9 @@ fn unpack_tar(
             ..UnpackSummary::default()
         },
         dir_modes: BTreeMap::new(),
+        dir_path_bytes: 0,
         known_dirs: HashSet::new(),
+        known_dir_bytes: 0,
         symlinks: Vec::new(),
         umask: current_umask(),
         buf: Vec::new(),
@@ -293,9 +300,13 @@ struct Unpacker<'a> {
     summary: UnpackSummary,
     /// Directory modes, applied once every entry is written.
     dir_modes: BTreeMap<PathBuf, u32>,
+    /// Bytes of the paths in `dir_modes`, capped by `max_dir_path_bytes`.
+    dir_path_bytes: u64,
     /// Directories (relative to root) made or checked to be real directories. Nothing replaces
     /// a directory later (see `clear_slot` and `make_dir`), so an entry here stays true.
     known_dirs: HashSet<PathBuf>,
+    /// Bytes of the paths in `known_dirs`.
+    known_dir_bytes: usize,
     /// Symlinks created (paths relative to root), re-checked against the final tree.
     symlinks: Vec<(PathBuf, String)>,
     /// The umask files are created under, when known.
@@ -487,7 +498,7 @@ impl Unpacker<'_> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     fs::create_dir(&cur).map_err(|e| Error::io(&cur, e))?;
-                    self.dir_modes.entry(cur.clone()).or_insert(0o755);
+                    self.set_dir_mode(name, &cur, None)?;
                 }
                 Err(e) => return Err(Error::io(&cur, e)),
             }
@@ -497,9 +508,36 @@ impl Unpacker<'_> {
     }
 
     fn remember_dir(&mut self, rel: &Path) {
-        if self.known_dirs.len() < MAX_KNOWN_DIRS {
-            self.known_dirs.insert(rel.to_path_buf());
+        let len = rel.as_os_str().len();
+        if self.known_dir_bytes + len <= MAX_KNOWN_DIR_BYTES
+            && self.known_dirs.insert(rel.to_path_buf())
+        {
+            self.known_dir_bytes += len;
         }
+    }
+
+    /// Records the mode `path` gets at the end: `mode`, or 0o755 for a parent made implicitly
+    /// (which a later directory entry may set).
+    fn set_dir_mode(&mut self, name: &str, path: &Path, mode: Option<u32>) -> Result<()> {
+        if let Some(m) = self.dir_modes.get_mut(path) {
+            if let Some(mode) = mode {
+                *m = mode;
+            }
+            return Ok(());
+        }
+        self.dir_path_bytes += path.as_os_str().len() as u64;
+        if self.dir_path_bytes > self.limits.max_dir_path_bytes {
+            return Err(Error::unsafe_entry(
+                name,
+                format!(
+                    "the archive's directory paths take more than {} bytes (max_dir_path_bytes)",
+                    self.limits.max_dir_path_bytes
+                ),
+            ));
+        }
+        self.dir_modes
+            .insert(path.to_path_buf(), mode.unwrap_or(0o755));
+        Ok(())
     }
 
     /// Clears the way for a non-directory at `path`: an existing file or symlink is unlinked
@@ -536,7 +574,7 @@ impl Unpacker<'_> {
             }
             Err(e) => return Err(Error::io(&path, e)),
         }
-        self.dir_modes.insert(path, mode);
+        self.set_dir_mode(name, &path, Some(mode))?;
         self.remember_dir(rel);
         Ok(())
     }

@@ -337,6 +337,7 @@ fn limits_stop_bombs() {
         max_path_bytes: 20,
         max_depth: 3,
         max_header_bytes: 1024,
+        max_dir_path_bytes: 1 << 20,
     };
     let s = Sandbox::new();
     expect_unsafe(
@@ -367,6 +368,30 @@ fn limits_stop_bombs() {
         Sandbox::new().unpack_with(&[E::File("aaaaaaaaaaaaaaaaaaaaaaaaa", b"")], &small),
         "aaaaaaaaaaaaaaaaaaaaaaaaa",
         "max_path_bytes",
+    );
+    // Directories are remembered (for their modes) within a byte budget: here room for three,
+    // whether made by a directory entry or as a file's parent.
+    let s = Sandbox::new();
+    let each = s.dest.join("d1").as_os_str().len() as u64;
+    let dirs = UnpackLimits {
+        max_dir_path_bytes: 3 * each,
+        ..UnpackLimits::default()
+    };
+    s.unpack_with(&[E::Dir("d1"), E::File("d2/f", b""), E::Dir("d3")], &dirs)
+        .expect("three directories fit");
+    let s = Sandbox::new();
+    expect_unsafe(
+        s.unpack_with(
+            &[
+                E::Dir("d1"),
+                E::File("d2/f", b""),
+                E::Dir("d3"),
+                E::Dir("d4"),
+            ],
+            &dirs,
+        ),
+        "d4",
+        "max_dir_path_bytes",
     );
 }
 
