@@ -519,3 +519,34 @@ async fn shutdown_cancels_runs_in_flight_and_records_it() {
         vec![("03-08T12:00:00".into(), RunState::Cancelled)]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_shared_between_worker_threads_fires_every_job_once() {
+    // Real time: the minute boundary is 0.3 s away, where 301 jobs come due together and are
+    // split between the two workers (an odd count, so the shares differ in size).
+    let fx = Fx::new("2014-03-08T11:59:59.700Z");
+    let n = 301;
+    for i in 0..n {
+        fx.add(
+            job(&format!("j{i}"), ScheduleSpec::cron("* * * * *"), "ok 0"),
+            "2014-03-08T11:59:59Z",
+        );
+    }
+    let s = fx.scheduler();
+    s.start().await.expect("start");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while fx.compute.launched.lock().expect("lock").len() < n
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.shutdown().await;
+    let launched = fx.compute.launched.lock().expect("lock").clone();
+    assert_eq!(launched.len(), n, "every job fired");
+    for i in 0..n {
+        let name = format!("j{i}");
+        let runs = fx.runs(&name);
+        assert_eq!(runs.len(), 1, "{name}: {runs:?}");
+        assert_eq!(runs[0].0, "03-08T12:00:00", "{name}");
+    }
+}

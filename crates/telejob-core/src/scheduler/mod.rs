@@ -355,13 +355,47 @@ impl Scheduler {
                 };
                 by_job.entry(job).or_default().push(timer);
             }
-            futures::stream::iter(by_job.into_values())
-                .for_each_concurrent(FIRE_CONCURRENCY, |timers| async move {
-                    for timer in timers {
-                        self.handle(timer, now).await;
+            self.handle_burst(by_job.into_values().collect(), now).await;
+        }
+    }
+
+    /// Handles the timers that came due together, each job's in order, different jobs
+    /// concurrently. A burst (many jobs at one instant) is shared out between the runtime's
+    /// worker threads, so that its last job does not wait for all the others on one thread.
+    async fn handle_burst(&self, groups: Vec<Vec<Timer>>, now: DateTime<Utc>) {
+        let workers = tokio::runtime::Handle::current()
+            .metrics()
+            .num_workers()
+            .clamp(1, groups.len().max(1));
+        let run = |me: Scheduler, part: Vec<Vec<Timer>>| async move {
+            futures::stream::iter(part)
+                .for_each_concurrent(FIRE_CONCURRENCY.div_ceil(workers), |timers| {
+                    let me = &me;
+                    async move {
+                        for timer in timers {
+                            me.handle(timer, now).await;
+                        }
                     }
                 })
                 .await;
+        };
+        if workers == 1 {
+            return run(self.clone(), groups).await;
+        }
+        let per = groups.len().div_ceil(workers);
+        let mut parts = tokio::task::JoinSet::new();
+        let mut groups = groups.into_iter();
+        loop {
+            let part: Vec<Vec<Timer>> = groups.by_ref().take(per).collect();
+            if part.is_empty() {
+                break;
+            }
+            parts.spawn(run(self.clone(), part));
+        }
+        while let Some(r) = parts.join_next().await {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "a share of due timers failed");
+            }
         }
     }
 
@@ -390,7 +424,7 @@ impl Scheduler {
             return; // replaced, paused or removed since armed
         };
         let spec = entry.job.spec();
-        let (actions, cursor) = plan_due(
+        let (actions, cursor, next) = plan_due(
             entry.job.schedule(),
             effective_cursor(&entry),
             now,
@@ -437,17 +471,14 @@ impl Scheduler {
                 tracing::error!(job = %job, error = %e, "slot not handled");
             }
         }
-        // Re-arm.
+        // Re-arm, with the next slot the planning found (the cursor is the last due slot, so
+        // it is the entry's next fire).
         let mut expire = None;
         {
             let mut st = self.lock();
-            if let Some(e) = st
-                .jobs
-                .get(job)
-                .filter(|e| e.generation == generation)
-                .cloned()
-            {
-                match next_fire(&e) {
+            if let Some(e) = st.jobs.get(job).filter(|e| e.generation == generation) {
+                debug_assert_eq!(next, next_fire(e), "planned next fire of {job}");
+                match next {
                     Some(t) => st.push(
                         t,
                         Timer::Fire {

@@ -22,7 +22,8 @@ pub enum SlotAction {
 
 /// The due slots after `cursor` (the last slot handled) up to `now`, and no later than `end`,
 /// with what to do with each, oldest first. Slots that are on time always run; late ones follow
-/// `policy`. Returns the actions and the new cursor.
+/// `policy`. Returns the actions, the new cursor and the first slot after `now` (`None` when the
+/// schedule ends first): the next fire, found on the way.
 pub fn plan_due(
     schedule: &Schedule,
     cursor: DateTime<Utc>,
@@ -30,12 +31,17 @@ pub fn plan_due(
     end: Option<DateTime<Utc>>,
     policy: MissedPolicy,
     catch_up_limit: u32,
-) -> (Vec<SlotAction>, DateTime<Utc>) {
+) -> (Vec<SlotAction>, DateTime<Utc>, Option<DateTime<Utc>>) {
     let mut due: Vec<DateTime<Utc>> = Vec::new();
     let mut last = cursor;
     let mut dropped = 0usize;
+    let mut next = None;
     for t in schedule.iter_after(cursor) {
-        if t > now || end.is_some_and(|e| t > e) {
+        if end.is_some_and(|e| t > e) {
+            break;
+        }
+        if t > now {
+            next = Some(t);
             break;
         }
         last = t;
@@ -71,7 +77,7 @@ pub fn plan_due(
             }
         })
         .collect();
-    (actions, last)
+    (actions, last, next)
 }
 
 #[cfg(test)]
@@ -117,7 +123,7 @@ mod tests {
             ),
         ];
         for (policy, limit, want) in cases {
-            let (actions, cursor2) = plan_due(&daily, cursor, now, None, policy, limit);
+            let (actions, cursor2, _) = plan_due(&daily, cursor, now, None, policy, limit);
             assert_eq!(actions, want, "{policy:?} limit {limit}");
             assert_eq!(cursor2, t("2014-03-05T12:00:00Z"));
         }
@@ -128,7 +134,7 @@ mod tests {
         let daily = ScheduleSpec::daily(TimeOfDay::NOON)
             .compile()
             .expect("valid");
-        let (a, c) = plan_due(
+        let (a, c, _) = plan_due(
             &daily,
             t("2014-03-04T12:00:00Z"),
             t("2014-03-05T12:00:01Z"),
@@ -137,7 +143,7 @@ mod tests {
             1,
         );
         assert_eq!(a, vec![SlotAction::Run(t("2014-03-05T12:00:00Z"))]);
-        let (a, _) = plan_due(
+        let (a, _, _) = plan_due(
             &daily,
             c,
             t("2014-03-05T12:30:00Z"),
@@ -153,7 +159,7 @@ mod tests {
         let daily = ScheduleSpec::daily(TimeOfDay::NOON)
             .compile()
             .expect("valid");
-        let (a, _) = plan_due(
+        let (a, _, _) = plan_due(
             &daily,
             t("2014-03-01T12:00:00Z"),
             t("2014-03-09T12:00:00Z"),
@@ -167,7 +173,7 @@ mod tests {
     #[test]
     fn a_year_of_minutely_downtime_stays_bounded() {
         let minutely = ScheduleSpec::cron("* * * * *").compile().expect("valid");
-        let (a, _) = plan_due(
+        let (a, _, _) = plan_due(
             &minutely,
             t("2014-01-01T00:00:00Z"),
             t("2014-03-01T00:00:00Z"),
