@@ -323,7 +323,7 @@ def main():
     try:
         run_sections(a, bins, peers, only)
     finally:
-        if not a.tiny:
+        if not a.tiny and only & {"unpack", "publish"}:
             subprocess.run(["sync"], check=False)
             SETTLE_STAMP.parent.mkdir(parents=True, exist_ok=True)
             SETTLE_STAMP.touch()
