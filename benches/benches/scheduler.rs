@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
+use telejob_benches::percentile;
 use telejob_core::compute::{Compute, ComputeCapabilities, LaunchOptions};
 use telejob_core::job::{JobSpec, ValidationLimits};
 use telejob_core::run::{Run, RunId, RunRequest, RunState};
@@ -114,14 +115,6 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn percentile(sorted: &[i64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i] as f64 / 1000.0
-}
-
 /// Where the bench's virtual time starts: one second before a minute boundary.
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2014, 3, 8, 11, 59, 59)
@@ -191,7 +184,8 @@ fn jobs(n: usize, shape: Shape) -> Vec<JobState> {
         .collect()
 }
 
-async fn lateness(n: usize, shape: Shape, boundaries: u32) -> (Vec<i64>, Duration) {
+/// Lateness of every fire in milliseconds, sorted, and the time arming all jobs took.
+async fn lateness(n: usize, shape: Shape, boundaries: u32) -> (Vec<f64>, Duration) {
     let start = t0();
     let clock = Arc::new(JumpClock {
         offset_us: AtomicI64::new(0),
@@ -235,8 +229,14 @@ async fn lateness(n: usize, shape: Shape, boundaries: u32) -> (Vec<i64>, Duratio
         );
     }
     s.shutdown().await;
-    let mut v = compute.lateness_us.lock().expect("lock").clone();
-    v.sort_unstable();
+    let mut v: Vec<f64> = compute
+        .lateness_us
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|us| *us as f64 / 1000.0)
+        .collect();
+    v.sort_by(f64::total_cmp);
     (v, armed)
 }
 

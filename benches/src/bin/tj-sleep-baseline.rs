@@ -5,10 +5,15 @@
 
 use std::time::{Duration, Instant};
 
+use telejob_benches::percentile;
+
 fn percentiles(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
-    let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
-    (at(0.5), at(0.99), v[v.len() - 1])
+    (
+        percentile(&v, 0.5),
+        percentile(&v, 0.99),
+        percentile(&v, 1.0),
+    )
 }
 
 fn main() {

@@ -22,15 +22,15 @@
 //! A compressed archive is decompressed on a second thread, a few chunks ahead of the thread that
 //! writes the files (as GNU tar's separate `gzip`/`zstd` process does). Per file, the writer makes
 //! three system calls: `openat(O_CREAT | O_EXCL | O_NOFOLLOW)` with the final mode, `write` and
-//! `close`. Parents it has already made or checked are remembered (a directory is never replaced
-//! by a later entry, so the memory cannot go stale); the slot is only examined when the exclusive
+//! `close`. Parents it has made are not looked at again (a directory is never replaced by a
+//! later entry, so they stay real directories); the slot is only examined when the exclusive
 //! create finds something there; and `fchmod` is only needed when the umask would strip a bit.
 //!
 //! A violation fails with [`Error::UnsafeArchive`] naming the entry and the rule; the caller
 //! removes the (fresh) destination.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read};
@@ -123,9 +123,6 @@ const CHUNK: usize = 256 * 1024;
 const CHUNKS_QUEUED: usize = 4;
 /// Bytes written to a file per `write` call at most.
 const WRITE_BUF: usize = 256 * 1024;
-/// Bytes of directory paths remembered as checked; past this, parents are checked again
-/// (correct, slower).
-const MAX_KNOWN_DIR_BYTES: usize = 16 << 20;
 
 /// The decompressed stream, read ahead by a thread of its own in chunks of [`CHUNK`] bytes.
 struct ReadAhead {
@@ -253,8 +250,6 @@ fn unpack_tar(
         },
         dir_modes: BTreeMap::new(),
         dir_path_bytes: 0,
-        known_dirs: HashSet::new(),
-        known_dir_bytes: 0,
         symlinks: Vec::new(),
         umask: current_umask(),
         buf: Vec::new(),
@@ -298,15 +293,12 @@ struct Unpacker<'a> {
     root: PathBuf,
     limits: &'a UnpackLimits,
     summary: UnpackSummary,
-    /// Directory modes, applied once every entry is written.
+    /// Every directory this unpack made or set by an entry, with the mode it gets once every
+    /// entry is written. Nothing replaces a directory later (see `clear_slot` and `make_dir`), so
+    /// a path here stays a real directory and needs no second look as a parent.
     dir_modes: BTreeMap<PathBuf, u32>,
     /// Bytes of the paths in `dir_modes`, capped by `max_dir_path_bytes`.
     dir_path_bytes: u64,
-    /// Directories (relative to root) made or checked to be real directories. Nothing replaces
-    /// a directory later (see `clear_slot` and `make_dir`), so an entry here stays true.
-    known_dirs: HashSet<PathBuf>,
-    /// Bytes of the paths in `known_dirs`.
-    known_dir_bytes: usize,
     /// Symlinks created (paths relative to root), re-checked against the final tree.
     symlinks: Vec<(PathBuf, String)>,
     /// The umask files are created under, when known.
@@ -465,19 +457,17 @@ impl Unpacker<'_> {
         let Some(parent) = rel.parent() else {
             return Ok(());
         };
-        if parent.as_os_str().is_empty() || self.known_dirs.contains(parent) {
+        if parent.as_os_str().is_empty() || self.dir_modes.contains_key(&self.root.join(parent)) {
             return Ok(());
         }
         let mut cur = self.root.clone();
-        let mut cur_rel = PathBuf::new();
         for c in parent.components() {
             cur.push(c);
-            cur_rel.push(c);
-            if self.known_dirs.contains(&cur_rel) {
+            if self.dir_modes.contains_key(&cur) {
                 continue;
             }
             match fs::symlink_metadata(&cur) {
-                Ok(m) if m.file_type().is_dir() => {}
+                Ok(m) if m.file_type().is_dir() => {} // not made here: checked each time
                 Ok(m) if m.file_type().is_symlink() => {
                     return Err(Error::unsafe_entry(
                         name,
@@ -502,18 +492,8 @@ impl Unpacker<'_> {
                 }
                 Err(e) => return Err(Error::io(&cur, e)),
             }
-            self.remember_dir(&cur_rel);
         }
         Ok(())
-    }
-
-    fn remember_dir(&mut self, rel: &Path) {
-        let len = rel.as_os_str().len();
-        if self.known_dir_bytes + len <= MAX_KNOWN_DIR_BYTES
-            && self.known_dirs.insert(rel.to_path_buf())
-        {
-            self.known_dir_bytes += len;
-        }
     }
 
     /// Records the mode `path` gets at the end: `mode`, or 0o755 for a parent made implicitly
@@ -575,7 +555,6 @@ impl Unpacker<'_> {
             Err(e) => return Err(Error::io(&path, e)),
         }
         self.set_dir_mode(name, &path, Some(mode))?;
-        self.remember_dir(rel);
         Ok(())
     }
 

@@ -106,6 +106,11 @@ impl Sandbox {
             .collect()
     }
 
+    /// The permission bits (setuid, setgid and sticky included) of `rel` in `dest`.
+    fn mode(&self, rel: &str) -> u32 {
+        fs::metadata(self.dest.join(rel)).expect("meta").mode() & 0o7777
+    }
+
     fn unpack(&self, entries: &[E]) -> Result<UnpackSummary> {
         self.unpack_with(entries, &UnpackLimits::default())
     }
@@ -300,10 +305,9 @@ fn setuid_and_setgid_bits_are_dropped() {
         E::FileMode("ro", 0o400),
     ])
     .expect("unpacks");
-    let mode = |p: &str| fs::metadata(s.dest.join(p)).expect("meta").mode() & 0o7777;
-    assert_eq!(mode("suid"), 0o755);
-    assert_eq!(mode("sgid"), 0o755);
-    assert_eq!(mode("ro"), 0o600, "owner can always read and write");
+    assert_eq!(s.mode("suid"), 0o755);
+    assert_eq!(s.mode("sgid"), 0o755);
+    assert_eq!(s.mode("ro"), 0o600, "owner can always read and write");
 }
 
 #[test]
@@ -670,9 +674,8 @@ fn modes_survive_the_umask() {
         E::FileMode("exec", 0o755),
     ])
     .expect("unpacks");
-    let mode = |p: &str| fs::metadata(s.dest.join(p)).expect("meta").mode() & 0o7777;
-    assert_eq!(mode("rw-all"), 0o666);
-    assert_eq!(mode("rwx-all"), 0o777);
-    assert_eq!(mode("group"), 0o640);
-    assert_eq!(mode("exec"), 0o755);
+    assert_eq!(s.mode("rw-all"), 0o666);
+    assert_eq!(s.mode("rwx-all"), 0o777);
+    assert_eq!(s.mode("group"), 0o640);
+    assert_eq!(s.mode("exec"), 0o755);
 }
