@@ -292,3 +292,61 @@ fn help_lists_every_command() {
         assert!(out.contains(c), "{out}");
     }
 }
+
+#[test]
+fn an_agent_told_to_refuse_records_the_run_as_failed_with_the_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let req = serde_json::json!({
+        "run_id": "01890f5e-0000-7000-8000-000000000001", "job": "j", "code": "store:x",
+        "command": "true", "output_dir": "output", "timeout": 60.0,
+        "scheduled_for": "2014-03-08T12:00:00Z"
+    });
+    std::fs::write(dir.path().join("req.json"), req.to_string()).expect("request");
+    let out = telejob!(
+        dir.path(),
+        &[
+            "agent",
+            "--request",
+            "req.json",
+            "--public",
+            "pub",
+            "--private",
+            "priv",
+            "--refuse",
+            "no firewall",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let status = std::fs::read_to_string(
+        dir.path()
+            .join("priv/j/runs/01890f5e-0000-7000-8000-000000000001/status.json"),
+    )
+    .expect("the status object");
+    let run: serde_json::Value = serde_json::from_str(&status).expect("json");
+    assert_eq!(run["state"], "failed", "{run}");
+    assert_eq!(run["error"], "refused to run: no firewall", "{run}");
+    assert!(
+        !dir.path().join("pub").join("j").exists(),
+        "nothing published"
+    );
+}
+
+#[test]
+fn serve_on_a_taken_port_stops_before_creating_the_admin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let out = telejob!(
+        dir.path(),
+        &["serve", "--data-dir", "data", "--listen", &addr]
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--listen"), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("created the admin"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dir.path().join("data/admin.token").exists());
+    assert!(!dir.path().join("data/telejob.db").exists());
+}

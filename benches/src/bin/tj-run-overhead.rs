@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use telejob_core::job::JobName;
+use telejob_core::objects::ObjectStoreAdapter;
 use telejob_core::pipeline::{Pipeline, RunStores};
 use telejob_core::run::{RunId, RunRequest, RunState};
 use telejob_core::store::Store;
@@ -19,7 +20,7 @@ async fn main() {
     let tarball = args.next().expect("usage: tj-run-overhead TARBALL [RUNS]");
     let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(20);
     let tmp = tempfile::tempdir().expect("tempdir");
-    let public: Arc<LocalStore> =
+    let public: Arc<ObjectStoreAdapter> =
         Arc::new(LocalStore::new(tmp.path().join("public")).expect("store"));
     let private: Arc<dyn Store> =
         Arc::new(LocalStore::new(tmp.path().join("private")).expect("store"));

@@ -1,0 +1,597 @@
+//! `Ec2Compute`: one fresh EC2 instance per run.
+//!
+//! A launch uploads the run request (and, once per binary, the `telejob` agent) to the private
+//! store, then starts an instance whose user data fetches both through pre-signed URLs and runs
+//! `telejob agent`. The agent writes status, log and manifest to the stores as every run does;
+//! a watcher here follows the status object and the instance, enforces the deadline from outside
+//! and makes sure the instance is gone when the run is over. A reaper ends instances nobody
+//! follows any more.
+
+mod api;
+mod reaper;
+mod userdata;
+mod watch;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::types::{
+    HttpTokensState, IamInstanceProfileSpecification, InstanceMetadataOptionsRequest, InstanceType,
+    ResourceType, ShutdownBehavior, Tag, TagSpecification,
+};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Deserialize;
+use telejob_core::compute::{Compute, ComputeCapabilities, EventSink, LaunchOptions};
+use telejob_core::job::JobName;
+use telejob_core::run::{Run, RunId, RunRequest, keys};
+use telejob_core::store::{PutOptions, Store, StoreExt};
+use telejob_core::{Error, Result};
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+pub use reaper::{ReapReason, Reaped};
+
+use crate::config::AwsOptions;
+use crate::s3::S3Store;
+use api::RetryPolicy;
+
+/// Tag keys on every instance.
+pub mod tags {
+    /// The job's name.
+    pub const JOB: &str = "telejob:job";
+    /// The run id (also the launch's ClientToken).
+    pub const RUN: &str = "telejob:run";
+    /// The job's owner.
+    pub const OWNER: &str = "telejob:owner";
+    /// Who launched it (a server's or the CLI's name); the reaper ends only its own.
+    pub const LAUNCHER: &str = "telejob:launcher";
+    /// When the run must be over (RFC 3339); any reaper ends the instance after that.
+    pub const DEADLINE: &str = "telejob:deadline";
+}
+
+/// What an operator configures for EC2 runs (the `[ec2]` table of the server's config file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Ec2Settings {
+    /// The AMI: any 64-bit Linux with bash, curl or wget, and a glibc at least as new as the
+    /// build host's (Ubuntu 24.04 or Debian 12 work with the release binary).
+    pub ami: String,
+    /// The instance type runs use unless asked otherwise (default `t3.small`).
+    #[serde(default = "default_type")]
+    pub instance_type: String,
+    /// The instance types runs may ask for (default: only `instance_type`).
+    #[serde(default)]
+    pub allowed_instance_types: Vec<String>,
+    /// The subnet (default: the account's default VPC).
+    pub subnet_id: Option<String>,
+    /// Security groups (default: the VPC's default group). Jobs need outbound HTTPS only.
+    #[serde(default)]
+    pub security_group_ids: Vec<String>,
+    /// The IAM instance profile (name, or ARN) the agent's credentials come from.
+    pub instance_profile: Option<String>,
+    /// An SSH key pair name, for debugging (default none).
+    pub key_name: Option<String>,
+    /// Time allowed beyond the job's timeout for boot, fetch and publish (default 900 s).
+    #[serde(default = "default_margin")]
+    pub margin_seconds: u64,
+    /// How often a run's status and instance are checked (default 10 s).
+    #[serde(default = "default_poll")]
+    pub poll_seconds: u64,
+    /// This launcher's name, tagged on its instances; the reaper ends only instances with its
+    /// own name (or any past their deadline). Default `telejob`.
+    #[serde(default = "default_launcher")]
+    pub launcher: String,
+    /// The `telejob` binary instances run (default: this executable). It must suit the AMI's
+    /// architecture and C library.
+    pub agent_binary: Option<PathBuf>,
+    /// Extra tags on every instance (cost allocation, ownership).
+    #[serde(default)]
+    pub extra_tags: BTreeMap<String, String>,
+    /// Run jobs even on an image with neither `iptables` nor `nft`, where they could read the
+    /// instance profile's credentials from instance metadata (default false: such a run fails,
+    /// saying why).
+    #[serde(default)]
+    pub allow_metadata_access: bool,
+}
+
+fn default_type() -> String {
+    "t3.small".into()
+}
+fn default_margin() -> u64 {
+    900
+}
+fn default_poll() -> u64 {
+    10
+}
+fn default_launcher() -> String {
+    "telejob".into()
+}
+
+impl Ec2Settings {
+    /// Settings for `ami` with every default.
+    pub fn new(ami: impl Into<String>) -> Self {
+        Self {
+            ami: ami.into(),
+            instance_type: default_type(),
+            allowed_instance_types: Vec::new(),
+            subnet_id: None,
+            security_group_ids: Vec::new(),
+            instance_profile: None,
+            key_name: None,
+            margin_seconds: default_margin(),
+            poll_seconds: default_poll(),
+            launcher: default_launcher(),
+            agent_binary: None,
+            extra_tags: BTreeMap::new(),
+            allow_metadata_access: false,
+        }
+    }
+
+    fn allowed(&self, t: &str) -> bool {
+        if self.allowed_instance_types.is_empty() {
+            t == self.instance_type
+        } else {
+            self.allowed_instance_types.iter().any(|a| a == t)
+        }
+    }
+}
+
+/// Builds an [`Ec2Compute`].
+#[derive(Debug, Clone)]
+pub struct Ec2ComputeBuilder {
+    settings: Ec2Settings,
+    aws: AwsOptions,
+    public: S3Store,
+    private: S3Store,
+    instance_type: Option<String>,
+    retry: RetryPolicy,
+}
+
+impl Ec2ComputeBuilder {
+    /// A builder: runs publish to `public`; code, requests, status and logs live in `private`.
+    pub fn new(settings: Ec2Settings, public: S3Store, private: S3Store) -> Self {
+        Self {
+            settings,
+            aws: AwsOptions::default(),
+            public,
+            private,
+            instance_type: None,
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// Region, endpoint and credentials for EC2 (default: the standard chain).
+    pub fn with_aws(mut self, aws: AwsOptions) -> Self {
+        self.aws = aws;
+        self
+    }
+
+    /// Runs use `instance_type`, which must be in the operator's allowlist.
+    pub fn with_instance_type(mut self, t: impl Into<String>) -> Self {
+        self.instance_type = Some(t.into());
+        self
+    }
+
+    /// Retries throttling and capacity errors `attempts` times, backing off from `base` up to
+    /// `cap` with full jitter (default 6 attempts, 0.5 s to 20 s).
+    pub fn with_retries(mut self, attempts: u32, base: Duration, cap: Duration) -> Self {
+        self.retry = RetryPolicy {
+            attempts: attempts.max(1),
+            base,
+            cap,
+        };
+        self
+    }
+
+    /// Checks the settings and makes the EC2 client. Nothing is sent yet.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the setting that is wrong.
+    pub async fn build(self) -> Result<Ec2Compute> {
+        let s = &self.settings;
+        if s.ami.trim().is_empty() {
+            return Err(Error::config("ec2.ami", "set the AMI id, e.g. ami-0abc…"));
+        }
+        let instance_type = self
+            .instance_type
+            .unwrap_or_else(|| s.instance_type.clone());
+        if !s.allowed(&instance_type) {
+            return Err(Error::invalid(
+                "instance_type",
+                format!(
+                    "{instance_type} is not allowed here; allowed: {}",
+                    if s.allowed_instance_types.is_empty() {
+                        s.instance_type.clone()
+                    } else {
+                        s.allowed_instance_types.join(", ")
+                    }
+                ),
+            ));
+        }
+        if s.launcher.is_empty() || s.launcher.len() > 128 {
+            return Err(Error::config(
+                "ec2.launcher",
+                "give a name of 1-128 characters",
+            ));
+        }
+        let sdk = self.aws.load().await;
+        let client = Client::new(&sdk);
+        let s3_region = Some(self.private.region().to_string());
+        let s3_endpoint = self.private.endpoint().map(str::to_string);
+        Ok(Ec2Compute {
+            inner: Arc::new(Inner {
+                client,
+                settings: self.settings,
+                instance_type,
+                public: self.public,
+                private: self.private,
+                s3_region,
+                s3_endpoint,
+                retry: self.retry,
+                runs: Mutex::new(HashMap::new()),
+                agent_key: OnceCell::new(),
+            }),
+        })
+    }
+}
+
+/// A run this process follows.
+#[derive(Debug)]
+struct Tracked {
+    instance: Option<String>,
+    deadline: DateTime<Utc>,
+    latest: tokio::sync::watch::Sender<Run>,
+    cancel: CancellationToken,
+}
+
+#[derive(Debug)]
+struct Inner {
+    client: Client,
+    settings: Ec2Settings,
+    instance_type: String,
+    public: S3Store,
+    private: S3Store,
+    s3_region: Option<String>,
+    s3_endpoint: Option<String>,
+    retry: RetryPolicy,
+    runs: Mutex<HashMap<RunId, Tracked>>,
+    agent_key: OnceCell<String>,
+}
+
+/// A compute backend that runs each run on its own fresh EC2 instance. See the module docs.
+#[derive(Debug, Clone)]
+pub struct Ec2Compute {
+    inner: Arc<Inner>,
+}
+
+/// How long pre-signed URLs in user data stay valid: the instance fetches at boot.
+const PRESIGN_FOR: Duration = Duration::from_secs(3600);
+
+impl Ec2Compute {
+    /// The EC2 client, for callers that need more than this backend does.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Ec2Settings {
+        &self.inner.settings
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, Tracked>> {
+        self.inner
+            .runs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn margin(&self) -> Duration {
+        Duration::from_secs(self.inner.settings.margin_seconds)
+    }
+
+    /// The instance running `run`, if one was launched or found.
+    pub fn instance_of(&self, run: &RunId) -> Option<String> {
+        self.lock().get(run).and_then(|t| t.instance.clone())
+    }
+
+    /// Uploads the agent binary once (content-addressed) and returns its key.
+    async fn agent_key(&self) -> Result<String> {
+        self.inner
+            .agent_key
+            .get_or_try_init(|| async {
+                let path = match &self.inner.settings.agent_binary {
+                    Some(p) => p.clone(),
+                    None => std::env::current_exe().map_err(|e| Error::io("current_exe", e))?,
+                };
+                let bytes = tokio::fs::read(&path).await.map_err(|e| {
+                    Error::config("ec2.agent_binary", format!("{}: {e}", path.display()))
+                })?;
+                let sha = {
+                    use sha2::Digest;
+                    hex::encode(sha2::Sha256::digest(&bytes))
+                };
+                let key = format!("_telejob/agent/{sha}/telejob");
+                if self.inner.private.head(&key).await?.is_none() {
+                    self.inner
+                        .private
+                        .put(&key, bytes.into(), PutOptions::default())
+                        .await?;
+                }
+                Ok(key)
+            })
+            .await
+            .cloned()
+    }
+
+    fn tags(&self, req: &RunRequest, deadline: DateTime<Utc>) -> Vec<Tag> {
+        let t = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
+        let mut v = vec![
+            t("Name", &format!("telejob {} {}", req.job, req.run_id)),
+            t(tags::JOB, req.job.as_str()),
+            t(tags::RUN, req.run_id.as_str()),
+            t(tags::OWNER, req.owner.as_deref().unwrap_or("")),
+            t(tags::LAUNCHER, &self.inner.settings.launcher),
+            t(
+                tags::DEADLINE,
+                &deadline.to_rfc3339_opts(SecondsFormat::Secs, true),
+            ),
+        ];
+        for (k, val) in &self.inner.settings.extra_tags {
+            v.push(t(k, val));
+        }
+        v
+    }
+
+    /// Starts the instance for `req`, or finds the one a previous attempt started.
+    async fn start_instance(&self, req: &RunRequest, deadline: DateTime<Utc>) -> Result<String> {
+        let run = req.run_id.as_str();
+        // ClientToken makes RunInstances idempotent on AWS; not every endpoint honours it, so
+        // look for an instance already tagged with this run first.
+        let existing = api::find_tagged(&self.inner.client, self.inner.retry, Some(run))
+            .await
+            .map_err(|e| e.into_error("launch"))?;
+        if let Some(id) = existing.iter().find_map(|i| i.instance_id()) {
+            tracing::info!(
+                run,
+                instance = id,
+                "found this run's instance from an earlier attempt"
+            );
+            return Ok(id.to_string());
+        }
+        let staged = telejob_core::fetch::stage_code(&*self.inner.private, req).await?;
+        let request_key = format!("{}request.json", keys::run_prefix(&req.job, &req.run_id));
+        self.inner.private.put_json(&request_key, &staged).await?;
+        let agent_key = self.agent_key().await?;
+        let agent_url = self
+            .inner
+            .private
+            .presign_get(&agent_key, PRESIGN_FOR)
+            .await?;
+        let request_url = self
+            .inner
+            .private
+            .presign_get(&request_key, PRESIGN_FOR)
+            .await?;
+        let dead_man =
+            (deadline - Utc::now()).to_std().unwrap_or_default() + Duration::from_secs(120);
+        let user_data = userdata::script(&userdata::Bootstrap {
+            run_id: run,
+            job: req.job.as_str(),
+            agent_url: &agent_url,
+            request_url: &request_url,
+            public_url: &self.inner.public.url(),
+            private_url: &self.inner.private.url(),
+            s3_endpoint: self.inner.s3_endpoint.as_deref(),
+            s3_region: self.inner.s3_region.as_deref(),
+            dead_man,
+            allow_metadata_access: self.inner.settings.allow_metadata_access,
+        });
+        let s = &self.inner.settings;
+        let tag_spec = TagSpecification::builder()
+            .resource_type(ResourceType::Instance)
+            .set_tags(Some(self.tags(req, deadline)))
+            .build();
+        let profile = s.instance_profile.as_ref().map(|p| {
+            let b = IamInstanceProfileSpecification::builder();
+            if p.starts_with("arn:") {
+                b.arn(p)
+            } else {
+                b.name(p)
+            }
+            .build()
+        });
+        let encoded =
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &user_data);
+        // IMDSv2 only, one hop: no metadata for containers or forwarded requests.
+        let metadata = InstanceMetadataOptionsRequest::builder()
+            .http_tokens(HttpTokensState::Required)
+            .http_put_response_hop_limit(1)
+            .build();
+        let client = &self.inner.client;
+        let id = api::retrying(self.inner.retry, "RunInstances", |attempt| {
+            let call = client
+                .run_instances()
+                .image_id(&s.ami)
+                .instance_type(InstanceType::from(self.inner.instance_type.as_str()))
+                .min_count(1)
+                .max_count(1)
+                .client_token(run)
+                .user_data(&encoded)
+                .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
+                .set_subnet_id(s.subnet_id.clone())
+                .set_security_group_ids(
+                    (!s.security_group_ids.is_empty()).then(|| s.security_group_ids.clone()),
+                )
+                .set_iam_instance_profile(profile.clone())
+                .set_key_name(s.key_name.clone())
+                .metadata_options(metadata.clone())
+                .tag_specifications(tag_spec.clone());
+            async move {
+                // A failed attempt may still have started an instance (a lost response): look
+                // before launching again.
+                if attempt > 0
+                    && let Ok(found) = api::find_tagged(client, self.inner.retry, Some(run)).await
+                    && let Some(id) = found.iter().find_map(|i| i.instance_id())
+                {
+                    return Ok(id.to_string());
+                }
+                let out = call.send().await.map_err(api::classify)?;
+                out.instances()
+                    .first()
+                    .and_then(|i| i.instance_id())
+                    .map(str::to_string)
+                    .ok_or_else(|| api::ApiError {
+                        code: None,
+                        message: "RunInstances returned no instance".into(),
+                        retryable: true,
+                    })
+            }
+        })
+        .await
+        .map_err(|e| e.into_error("launch"))?;
+        Ok(id)
+    }
+
+    /// The run's status object as the agent (or a watcher) last wrote it; `None` when there is
+    /// none yet or it cannot be read (logged).
+    async fn stored_run(&self, job: &JobName, run: &RunId) -> Option<Run> {
+        match self
+            .inner
+            .private
+            .get_json::<Run>(&keys::status(job, run))
+            .await
+        {
+            Ok(r) if r.id == *run => Some(r),
+            Ok(_) | Err(Error::NotFound(_)) => None,
+            Err(e) => {
+                tracing::warn!(%run, error = %e, "cannot read the run's status");
+                None
+            }
+        }
+    }
+
+    /// Ends every run this process follows without cancelling them (for tests and embedding
+    /// programs that stop following runs, e.g. before a restart).
+    pub fn forget_all(&self) {
+        for (_, t) in self.lock().drain() {
+            t.cancel.cancel();
+        }
+    }
+}
+
+#[async_trait]
+impl Compute for Ec2Compute {
+    fn capabilities(&self) -> ComputeCapabilities {
+        let mut c = ComputeCapabilities::named("ec2");
+        c.remote = true;
+        c.cancel = true;
+        c.reattach = true;
+        c.contained = true;
+        c
+    }
+
+    async fn launch(&self, req: RunRequest, opts: LaunchOptions) -> Result<()> {
+        let deadline = Utc::now()
+            + chrono::Duration::from_std(req.timeout + self.margin())
+                .map_err(|_| Error::invalid("timeout", "too long"))?;
+        let pending = Run::pending(&req);
+        {
+            let mut runs = self.lock();
+            if runs.contains_key(&req.run_id) {
+                return Ok(()); // launched before: never a second instance
+            }
+            // Registered before the instance exists, so the reaper leaves it alone.
+            runs.insert(
+                req.run_id.clone(),
+                Tracked {
+                    instance: None,
+                    deadline,
+                    latest: tokio::sync::watch::Sender::new(pending.clone()),
+                    cancel: CancellationToken::new(),
+                },
+            );
+        }
+        let id = match self.start_instance(&req, deadline).await {
+            Ok(id) => id,
+            Err(e) => {
+                self.lock().remove(&req.run_id);
+                return Err(e);
+            }
+        };
+        tracing::info!(run = %req.run_id, job = %req.job, instance = %id, "instance launched");
+        if let Some(t) = self.lock().get_mut(&req.run_id) {
+            t.instance = Some(id.clone());
+        }
+        self.spawn_watch(req.run_id.clone(), pending, opts.events);
+        Ok(())
+    }
+
+    async fn wait(&self, run: &RunId) -> Result<Run> {
+        let mut rx = self
+            .lock()
+            .get(run)
+            .map(|t| t.latest.subscribe())
+            .ok_or_else(|| Error::NotFound(format!("run {run}")))?;
+        let r = rx
+            .wait_for(|r| r.state.is_terminal())
+            .await
+            .map_err(|_| Error::Compute {
+                op: "wait",
+                reason: format!("stopped following run {run}"),
+                retryable: false,
+                source: None,
+            })?;
+        Ok(r.clone())
+    }
+
+    async fn cancel(&self, run: &RunId) -> Result<()> {
+        if let Some(t) = self.lock().get(run) {
+            t.cancel.cancel();
+        }
+        Ok(())
+    }
+
+    async fn status(&self, run: &RunId) -> Result<Option<Run>> {
+        Ok(self.lock().get(run).map(|t| t.latest.borrow().clone()))
+    }
+
+    async fn reattach(&self, run: &Run) -> Result<bool> {
+        if self.lock().contains_key(&run.id) {
+            return Ok(true);
+        }
+        let found = api::find_tagged(&self.inner.client, self.inner.retry, Some(run.id.as_str()))
+            .await
+            .map_err(|e| e.into_error("reattach"))?;
+        let stored = self.stored_run(&run.job, &run.id).await;
+        let instance = found
+            .iter()
+            .find_map(|i| Some((i.instance_id()?.to_string(), api::deadline(i))));
+        let finished = stored.as_ref().is_some_and(|r| r.state.is_terminal());
+        if instance.is_none() && !finished {
+            return Ok(false);
+        }
+        let (id, deadline) = match instance {
+            Some((id, d)) => (Some(id), d),
+            None => (None, None),
+        };
+        let latest = stored.unwrap_or_else(|| run.clone());
+        self.lock().insert(
+            run.id.clone(),
+            Tracked {
+                instance: id,
+                deadline: deadline.unwrap_or_else(Utc::now),
+                latest: tokio::sync::watch::Sender::new(latest.clone()),
+                cancel: CancellationToken::new(),
+            },
+        );
+        tracing::info!(run = %run.id, "reattached to a run launched before a restart");
+        self.spawn_watch(run.id.clone(), latest, None::<EventSink>);
+        Ok(true)
+    }
+}

@@ -1,0 +1,249 @@
+//! Code archives: format detection by content, decompression, and packing a directory.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// The compression around a tar archive, detected from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveFormat {
+    /// An uncompressed tar.
+    Tar,
+    /// gzip (`.tar.gz`, `.tgz`), including multi-member files made by pigz.
+    Gzip,
+    /// xz (`.tar.xz`).
+    Xz,
+    /// zstd (`.tar.zst`).
+    Zstd,
+    /// bzip2 (`.tar.bz2`).
+    Bzip2,
+}
+
+impl fmt::Display for ArchiveFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tar => "tar",
+            Self::Gzip => "tar.gz",
+            Self::Xz => "tar.xz",
+            Self::Zstd => "tar.zst",
+            Self::Bzip2 => "tar.bz2",
+        })
+    }
+}
+
+const SUPPORTED: &str = "use a .tar, .tar.gz/.tgz, .tar.xz, .tar.zst or .tar.bz2 archive (telejob package DIR makes one)";
+
+/// Whether `block` (the first 512 bytes) is a tar header: the ustar magic, or an old-style header
+/// whose checksum is right.
+fn is_tar_header(block: &[u8]) -> bool {
+    if block.len() < 512 {
+        return false;
+    }
+    if &block[257..262] == b"ustar" {
+        return true;
+    }
+    let mut h = tar::Header::new_old();
+    h.as_mut_bytes().copy_from_slice(&block[..512]);
+    let Ok(stored) = h.cksum() else { return false };
+    h.set_cksum();
+    h.cksum().ok() == Some(stored) && block[..100].iter().any(|b| *b != 0)
+}
+
+/// Detects the format from the first bytes of a file (at least 512 for plain tar).
+pub fn detect(head: &[u8]) -> Option<ArchiveFormat> {
+    match head {
+        [0x1f, 0x8b, ..] => Some(ArchiveFormat::Gzip),
+        [0xfd, b'7', b'z', b'X', b'Z', 0x00, ..] => Some(ArchiveFormat::Xz),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Some(ArchiveFormat::Zstd),
+        [b'B', b'Z', b'h', ..] => Some(ArchiveFormat::Bzip2),
+        _ if is_tar_header(head) => Some(ArchiveFormat::Tar),
+        _ => None,
+    }
+}
+
+/// Reads up to `buf.len()` bytes, stopping early only at end of input.
+pub(crate) fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn describe_head(head: &[u8]) -> String {
+    if head.is_empty() {
+        return "the file is empty".into();
+    }
+    if head.starts_with(b"PK\x03\x04") {
+        return "it is a zip file".into();
+    }
+    if head.starts_with(b"<") || head.starts_with(b"#!") {
+        return "it looks like text (an HTML error page or a script?)".into();
+    }
+    let hex: Vec<String> = head.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("unknown format (first bytes {})", hex.join(" "))
+}
+
+/// Wraps `input` so that reading it yields the tar stream inside, whatever the compression.
+/// Returns the detected format and the tar reader.
+///
+/// # Errors
+///
+/// [`Error::UnsupportedArchive`] when the input is not a (compressed) tar archive.
+pub fn open_tar<'a>(
+    mut input: impl Read + Send + 'a,
+) -> Result<(ArchiveFormat, Box<dyn Read + Send + 'a>)> {
+    let mut head = [0u8; 512];
+    let n = read_up_to(&mut input, &mut head)
+        .map_err(|e| Error::UnsupportedArchive(format!("cannot read it: {e}")))?;
+    let head = &head[..n];
+    let format = detect(head).ok_or_else(|| {
+        Error::UnsupportedArchive(format!("{}; {SUPPORTED}", describe_head(head)))
+    })?;
+    let raw = io::Cursor::new(head.to_vec()).chain(input);
+    let decoded: Box<dyn Read + Send + 'a> = match format {
+        ArchiveFormat::Tar => return Ok((format, Box::new(raw))),
+        ArchiveFormat::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
+        ArchiveFormat::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(raw)),
+        ArchiveFormat::Zstd => Box::new(
+            zstd::stream::read::Decoder::new(raw)
+                .map_err(|e| Error::UnsupportedArchive(format!("bad zstd stream: {e}")))?,
+        ),
+        ArchiveFormat::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(raw)),
+    };
+    // The decompressed stream must itself be a tar archive.
+    let mut decoded = decoded;
+    let mut inner = [0u8; 512];
+    let n = read_up_to(&mut decoded, &mut inner)
+        .map_err(|e| Error::UnsupportedArchive(format!("corrupt {format} data: {e}")))?;
+    if !is_tar_header(&inner[..n]) && !inner[..n].iter().all(|b| *b == 0) {
+        return Err(Error::UnsupportedArchive(format!(
+            "{format}-compressed data that is not a tar archive; {SUPPORTED}"
+        )));
+    }
+    Ok((
+        format,
+        Box::new(io::Cursor::new(inner[..n].to_vec()).chain(decoded)),
+    ))
+}
+
+/// Writes a gzip-compressed tar of `dir` to `out`: regular files, directories and symlinks (as
+/// links, never followed), paths relative to `dir`, `.git` directories left out.
+///
+/// # Errors
+///
+/// [`Error::Io`] when `dir` cannot be read or `out` written; [`Error::Fetch`] when `dir` holds a
+/// special file (FIFO, socket, device) that cannot be archived.
+pub fn pack_dir(dir: &Path, out: impl Write) -> Result<()> {
+    let gz = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+    let mut b = tar::Builder::new(gz);
+    b.follow_symlinks(false);
+    let walker = walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .sort_by_file_name()
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(|e| e.file_name() != ".git");
+    for entry in walker {
+        let entry = entry.map_err(|e| {
+            let path = e.path().unwrap_or(dir).to_path_buf();
+            Error::io(
+                path,
+                e.into_io_error()
+                    .unwrap_or_else(|| io::Error::other("loop in the directory tree")),
+            )
+        })?;
+        let rel = entry.path().strip_prefix(dir).unwrap_or(entry.path());
+        let ft = entry.file_type();
+        if !(ft.is_file() || ft.is_dir() || ft.is_symlink()) {
+            return Err(Error::Fetch {
+                source_name: dir.display().to_string(),
+                reason: format!(
+                    "{} is not a file, directory or symlink; remove it",
+                    rel.display()
+                ),
+                retryable: false,
+                source: None,
+            });
+        }
+        b.append_path_with_name(entry.path(), rel)
+            .map_err(|e| Error::io(entry.path(), e))?;
+    }
+    let gz = b.into_inner().map_err(|e| Error::io(dir, e))?;
+    gz.finish().map_err(|e| Error::io(dir, e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_bytes() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "a.txt", &b"hi"[..]).expect("append");
+        b.into_inner().expect("tar")
+    }
+
+    fn read_all(input: &[u8]) -> Result<(ArchiveFormat, Vec<u8>)> {
+        let (f, mut r) = open_tar(input)?;
+        let mut v = Vec::new();
+        r.read_to_end(&mut v)
+            .map_err(|e| Error::UnsupportedArchive(e.to_string()))?;
+        Ok((f, v))
+    }
+
+    #[test]
+    fn detects_every_format_by_content() {
+        let tar = tar_bytes();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).expect("gz");
+        let gz = gz.finish().expect("gz");
+        let zst = zstd::encode_all(&tar[..], 3).expect("zstd");
+        let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 1);
+        xz.write_all(&tar).expect("xz");
+        let xz = xz.finish().expect("xz");
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        bz.write_all(&tar).expect("bz");
+        let bz = bz.finish().expect("bz");
+        for (bytes, want) in [
+            (&tar, ArchiveFormat::Tar),
+            (&gz, ArchiveFormat::Gzip),
+            (&zst, ArchiveFormat::Zstd),
+            (&xz, ArchiveFormat::Xz),
+            (&bz, ArchiveFormat::Bzip2),
+        ] {
+            let (f, out) = read_all(bytes).expect("opens");
+            assert_eq!(f, want);
+            assert_eq!(out, tar, "{want} decodes to the tar");
+        }
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_tar() {
+        for (input, needle) in [
+            (&b""[..], "empty"),
+            (&b"PK\x03\x04rest"[..], "zip"),
+            (&b"<html>404</html>"[..], "text"),
+            (&[7u8; 600][..], "unknown format"),
+        ] {
+            let err = read_all(input).expect_err("must fail").to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"just some text, not a tar").expect("gz");
+        let err = read_all(&gz.finish().expect("gz"))
+            .expect_err("must fail")
+            .to_string();
+        assert!(err.contains("not a tar archive"), "{err}");
+    }
+}

@@ -1,0 +1,138 @@
+//! The compute interface: where runs execute.
+
+use std::fmt::{self, Debug};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::run::{Run, RunId, RunRequest, RunState};
+
+/// What a compute backend can do, declared up front.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ComputeCapabilities {
+    /// A short name (`local`, `ec2`).
+    pub name: &'static str,
+    /// Runs execute on another machine (code and output travel through the store).
+    pub remote: bool,
+    /// `cancel` stops a run that is in flight.
+    pub cancel: bool,
+    /// `reattach` finds runs launched by an earlier process (they outlive it).
+    pub reattach: bool,
+    /// How many runs may execute at once; more wait in a queue. `None`: no limit.
+    pub max_concurrent: Option<usize>,
+    /// Every process a run starts is confined and killed with it (cgroup), rather than tracked
+    /// best-effort.
+    pub contained: bool,
+}
+
+impl ComputeCapabilities {
+    /// Capabilities for a backend called `name`, with nothing declared yet.
+    pub fn named(name: &'static str) -> Self {
+        Self {
+            name,
+            remote: false,
+            cancel: false,
+            reattach: false,
+            max_concurrent: None,
+            contained: false,
+        }
+    }
+}
+
+/// Something that happened during a run, for live progress displays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RunEvent {
+    /// The run entered a state.
+    State(RunState),
+    /// A chunk of the run's output (stdout and stderr interleaved), possibly not line-aligned.
+    Output(bytes::Bytes),
+    /// A file was published (path relative to the output directory, size).
+    Published {
+        /// The file's path relative to the output directory.
+        path: String,
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// A warning that does not fail the run (a skipped file, a truncated log).
+    Warning(String),
+}
+
+/// A callback that receives [`RunEvent`]s. It must not block.
+#[derive(Clone)]
+pub struct EventSink(Arc<dyn Fn(RunEvent) + Send + Sync>);
+
+impl EventSink {
+    /// Wraps a callback.
+    pub fn new(f: impl Fn(RunEvent) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// Delivers an event.
+    pub fn emit(&self, e: RunEvent) {
+        (self.0)(e);
+    }
+}
+
+impl Debug for EventSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EventSink(..)")
+    }
+}
+
+/// Options for [`Compute::launch`]. `Default` is a plain launch.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct LaunchOptions {
+    /// Receives live events, where the backend can deliver them.
+    pub events: Option<EventSink>,
+}
+
+impl LaunchOptions {
+    /// Sends live events to `sink`.
+    pub fn with_events(mut self, sink: EventSink) -> Self {
+        self.events = Some(sink);
+        self
+    }
+}
+
+/// A compute backend. Object-safe: use it as `Arc<dyn Compute>`.
+///
+/// # Contract
+///
+/// * `launch` returns once the run is accepted (queued or started), not when it ends. Launching a
+///   run id that is already known returns without starting a second execution.
+/// * `wait` returns the final [`Run`] (a terminal state) of a launched run.
+/// * `cancel` ends a run in flight and everything it started; the run ends `cancelled`. Cancelling
+///   a finished run is a no-op.
+/// * `status` gives the latest known [`Run`], or `None` for an unknown id.
+///
+/// The conformance suite (`testing` feature) checks all of this.
+#[async_trait]
+pub trait Compute: Send + Sync + Debug + 'static {
+    /// What this backend can do.
+    fn capabilities(&self) -> ComputeCapabilities;
+
+    /// Starts (or queues) a run.
+    async fn launch(&self, req: RunRequest, opts: LaunchOptions) -> Result<()>;
+
+    /// Waits for a launched run to end.
+    async fn wait(&self, run: &RunId) -> Result<Run>;
+
+    /// Ends a run in flight.
+    async fn cancel(&self, run: &RunId) -> Result<()>;
+
+    /// The latest known state of a run.
+    async fn status(&self, run: &RunId) -> Result<Option<Run>>;
+
+    /// Resumes following `run`, launched by an earlier process (before a restart), so that
+    /// [`wait`](Self::wait), [`cancel`](Self::cancel) and [`status`](Self::status) work on it
+    /// again. `Ok(false)` when the run cannot be found: it is lost, and the caller records it as
+    /// interrupted. The default knows no earlier runs: local runs die with their process.
+    async fn reattach(&self, run: &Run) -> Result<bool> {
+        let _ = run;
+        Ok(false)
+    }
+}

@@ -1,0 +1,208 @@
+//! The run sandbox: environment allowlist, unprivileged user, process containment and kill,
+//! and the capped log. SECURITY.md states what each defence covers.
+
+pub mod cgroup;
+pub mod exec;
+pub mod log;
+pub mod tracker;
+
+use std::collections::BTreeMap;
+use std::ffi::{CStr, CString, OsString};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Whether runs get a cgroup v2 of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CgroupMode {
+    /// Use one where the host allows it; otherwise process-group tracking (the default).
+    #[default]
+    Auto,
+    /// Always use process-group tracking.
+    Off,
+    /// Fail runs when no cgroup can be made.
+    Required,
+}
+
+/// A cgroup mode that is not `auto`, `off` or `required`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a cgroup mode: use auto, off or required")]
+pub struct UnknownCgroupMode(pub String);
+
+impl std::str::FromStr for CgroupMode {
+    type Err = UnknownCgroupMode;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s.trim() {
+            "auto" => Ok(Self::Auto),
+            "off" => Ok(Self::Off),
+            "required" => Ok(Self::Required),
+            other => Err(UnknownCgroupMode(other.to_string())),
+        }
+    }
+}
+
+/// An unprivileged user that jobs run as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    /// The user's name.
+    pub name: String,
+    /// Its uid.
+    pub uid: u32,
+    /// Its primary gid.
+    pub gid: u32,
+}
+
+impl RunAs {
+    /// Looks `name` up in the user database.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidJob`] (field `sandbox.run_as`) when there is no such user or it is root.
+    pub fn lookup(name: &str) -> Result<Self> {
+        let bad = |why: &str| Error::config("sandbox.run_as", format!("user {name:?}: {why}"));
+        let c = CString::new(name).map_err(|_| bad("holds a NUL byte"))?;
+        let mut pwd: libc::passwd = unsafe_zeroed_passwd();
+        let mut buf = vec![0 as libc::c_char; 16 * 1024];
+        let mut out: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: getpwnam_r writes into `pwd` and `buf`, both valid for the lengths given, and sets
+        // `out` to `&pwd` or null.
+        let rc = unsafe {
+            libc::getpwnam_r(c.as_ptr(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut out)
+        };
+        if rc != 0 || out.is_null() {
+            return Err(bad(
+                "no such user; create it or choose another (e.g. nobody)",
+            ));
+        }
+        if pwd.pw_uid == 0 {
+            return Err(bad("is root; jobs must run as an unprivileged user"));
+        }
+        // SAFETY: pw_name points into `buf`, NUL-terminated, valid while `buf` lives.
+        let real = unsafe { CStr::from_ptr(pwd.pw_name) }
+            .to_string_lossy()
+            .into_owned();
+        Ok(Self {
+            name: real,
+            uid: pwd.pw_uid,
+            gid: pwd.pw_gid,
+        })
+    }
+
+    /// `nobody` when this process runs as root, else `None` (jobs run as the current user).
+    pub fn default_for_current_user() -> Option<Self> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            Self::lookup("nobody").ok()
+        } else {
+            None
+        }
+    }
+}
+
+fn unsafe_zeroed_passwd() -> libc::passwd {
+    // SAFETY: passwd is a plain C struct of integers and pointers; all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+/// How runs are sandboxed on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxOptions {
+    /// cgroup use.
+    pub cgroup: CgroupMode,
+    /// The user jobs run as; `None` runs them as the current user.
+    pub run_as: Option<RunAs>,
+    /// Time between SIGTERM and SIGKILL at a timeout or cancel.
+    pub kill_grace: Duration,
+    /// Log bytes kept from the start (the last 64 KiB are kept too).
+    pub log_cap_bytes: u64,
+}
+
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        Self {
+            cgroup: CgroupMode::Auto,
+            run_as: None,
+            kill_grace: Duration::from_secs(10),
+            log_cap_bytes: 10 << 20,
+        }
+    }
+}
+
+/// Variables passed through from the launching process (values as they are there). Nothing else
+/// of its environment reaches a job: not `AWS_*`, tokens, database URLs.
+pub const ENV_ALLOWLIST: &[&str] = &["PATH", "LANG", "LANGUAGE", "TZ"];
+
+/// The environment of a job: the allowlist, `LC_*`, the job's own variables, a fresh `HOME` and
+/// `TMPDIR`, and the `TELEJOB_*` contract.
+pub fn job_environment(
+    job_env: &BTreeMap<String, String>,
+    telejob: &[(&str, String)],
+    home: &Path,
+    tmp: &Path,
+    user: Option<&str>,
+) -> Vec<(OsString, OsString)> {
+    let mut env: BTreeMap<OsString, OsString> = BTreeMap::new();
+    for (k, v) in std::env::vars_os() {
+        let pass = k
+            .to_str()
+            .is_some_and(|k| ENV_ALLOWLIST.contains(&k) || k.starts_with("LC_"));
+        if pass {
+            env.insert(k, v);
+        }
+    }
+    env.entry("PATH".into())
+        .or_insert_with(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    env.insert("HOME".into(), home.into());
+    env.insert("TMPDIR".into(), tmp.into());
+    env.insert("SHELL".into(), "/bin/bash".into());
+    if let Some(u) = user {
+        env.insert("USER".into(), u.into());
+        env.insert("LOGNAME".into(), u.into());
+    }
+    for (k, v) in job_env {
+        env.insert(k.into(), v.into());
+    }
+    for (k, v) in telejob {
+        env.insert((*k).into(), v.into());
+    }
+    env.into_iter().collect()
+}
+
+/// Kills whatever of run `run_id` still runs on this host (its cgroup, then any process with its
+/// marker), after a crash or `kill -9` of the process that launched it. Returns whether anything
+/// was found.
+pub fn kill_leftovers(run_id: &str) -> bool {
+    let cg = cgroup::kill_existing(run_id);
+    let marked = tracker::kill_marked(run_id);
+    cg || marked > 0
+}
+
+/// Makes this process non-dumpable, so processes of the same user (jobs run without a separate
+/// user) cannot read its memory or `/proc/<pid>/environ`, nor attach a debugger. Jobs are not
+/// affected: `execve` makes them dumpable again.
+pub fn harden_current_process() {
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) changes a flag of this process; no memory is involved.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+}
+
+/// Gives `uid:gid` ownership of `root` and everything below it, without following links.
+///
+/// # Errors
+///
+/// [`Error::Io`] on the first failure.
+pub fn chown_tree(root: &Path, uid: u32, gid: u32) -> Result<()> {
+    for e in walkdir::WalkDir::new(root).follow_links(false) {
+        let e = e.map_err(|e| {
+            Error::io(
+                root,
+                e.into_io_error()
+                    .unwrap_or_else(|| std::io::Error::other("walk failed")),
+            )
+        })?;
+        std::os::unix::fs::lchown(e.path(), Some(uid), Some(gid))
+            .map_err(|err| Error::io(e.path(), err))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,860 @@
+//! The scheduler engine: one timer for the earliest next fire (a heap, not a polling loop and not
+//! a task per job), exactly-once slots through the persistence trait, and the per-job policies.
+//!
+//! # Guarantees
+//!
+//! * A slot's run row is inserted **before** the run is launched, under a key unique per job
+//!   (`slot:<instant>`); a second insert fails, so a slot never runs twice — not across restarts,
+//!   not when a tick races a manual run (manual runs have keys of their own).
+//! * Slots that passed while the scheduler was down follow the job's [`MissedPolicy`]; every slot
+//!   not run is recorded as a visible `missed` run, and scheduling never stops because of them.
+//! * Overlap: `forbid` records the skipped slot as `missed`, `allow` runs both, `replace` cancels
+//!   the running one first. Slots run together by `catch_up` are one batch: the policy applies to
+//!   the batch as a whole, not between its slots.
+//! * Retries back off exponentially (`retry_backoff_seconds × 2^attempt`); timeouts are retried
+//!   only with `retry_on_timeout`.
+//! * Start and end dates bound the slots; a job past its end is marked expired.
+//!
+//! [`MissedPolicy`]: crate::policy::MissedPolicy
+
+pub mod clock;
+pub mod notify;
+pub mod persist;
+pub mod slots;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use self::clock::Clock;
+use self::notify::{EventKind, JobEvent, Notifier, SchedulerObserver};
+use self::persist::{JobState, RunRow, SchedulerStore, Trigger};
+use self::slots::{SlotAction, plan_due};
+use crate::compute::{Compute, EventSink, LaunchOptions, RunEvent};
+use crate::error::{Error, Result};
+use crate::job::{JobName, ValidJob, ValidationLimits};
+use crate::policy::OverlapPolicy;
+use crate::run::{Run, RunId, RunRequest, RunState};
+
+/// The scheduler's collaborators.
+#[derive(Debug, Clone)]
+pub struct SchedulerParts {
+    /// Persistence.
+    pub store: Arc<dyn SchedulerStore>,
+    /// Where runs execute.
+    pub compute: Arc<dyn Compute>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Notifications.
+    pub notifier: Arc<dyn Notifier>,
+    /// Metrics.
+    pub observer: Arc<dyn SchedulerObserver>,
+    /// Validation bounds for job specs.
+    pub limits: ValidationLimits,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    job: Arc<ValidJob>,
+    owner: String,
+    code: Option<String>,
+    paused: bool,
+    expired: bool,
+    cursor: DateTime<Utc>,
+    generation: u64,
+    last_failed: bool,
+}
+
+/// Jobs whose slots are handled at once when many fire together.
+const FIRE_CONCURRENCY: usize = 64;
+
+#[derive(Debug, Clone)]
+enum Timer {
+    Fire {
+        job: JobName,
+        generation: u64,
+    },
+    Retry {
+        job: JobName,
+        slot: DateTime<Utc>,
+        attempt: u32,
+    },
+}
+
+#[derive(Debug, Default)]
+struct State {
+    jobs: HashMap<JobName, Entry>,
+    heap: BinaryHeap<Reverse<(DateTime<Utc>, u64)>>,
+    timers: HashMap<u64, Timer>,
+    seq: u64,
+    active: HashMap<JobName, Vec<RunId>>,
+}
+
+impl State {
+    fn push(&mut self, at: DateTime<Utc>, t: Timer) {
+        self.seq += 1;
+        self.heap.push(Reverse((at, self.seq)));
+        self.timers.insert(self.seq, t);
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    parts: SchedulerParts,
+    state: Mutex<State>,
+    wake: Notify,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// The scheduler. Cheap to clone; all clones drive the same engine.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+impl Scheduler {
+    /// A scheduler over `parts`; call [`Scheduler::start`] to load jobs and begin firing.
+    pub fn new(parts: SchedulerParts) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                parts,
+                state: Mutex::new(State::default()),
+                wake: Notify::new(),
+                shutdown: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Loads every job, arms its next fire (slots missed while down come due at once and follow
+    /// the job's missed-slot policy) and starts the timer task.
+    ///
+    /// # Errors
+    ///
+    /// What the store's `load_jobs` returns.
+    pub async fn start(&self) -> Result<tokio::task::JoinHandle<()>> {
+        for js in self.inner.parts.store.load_jobs().await? {
+            let name = js.spec.name.clone();
+            if let Err(e) = self.upsert(js).await {
+                tracing::error!(job = %name, error = %e, "job not armed: its stored spec is invalid");
+            }
+        }
+        let me = self.clone();
+        Ok(tokio::spawn(async move { me.run_loop().await }))
+    }
+
+    /// Adds or replaces a job and (re-)arms it. Its cursor says which slots are already handled.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidJobs`] when the spec does not validate.
+    pub async fn upsert(&self, js: JobState) -> Result<()> {
+        let job = js.spec.validate(&self.inner.parts.limits)?;
+        let name = job.name().clone();
+        let mut expire = None;
+        {
+            let mut st = self.lock();
+            let generation = st.jobs.get(&name).map_or(1, |e| e.generation + 1);
+            // The engine's own view of the last outcome is newer than the store's.
+            let last_failed = st.jobs.get(&name).map_or(js.last_failed, |e| e.last_failed);
+            let entry = Entry {
+                job: Arc::new(job),
+                owner: js.owner,
+                code: js.code,
+                paused: js.paused,
+                expired: js.expired,
+                cursor: js.cursor,
+                generation,
+                last_failed,
+            };
+            if !entry.paused && !entry.expired {
+                match next_fire(&entry) {
+                    Some(t) => st.push(
+                        t,
+                        Timer::Fire {
+                            job: name.clone(),
+                            generation,
+                        },
+                    ),
+                    None => expire = Some(entry.job.spec().notify.clone()),
+                }
+            }
+            st.jobs.insert(name.clone(), entry);
+        }
+        if let Some(notify) = expire {
+            self.expire(&name, notify).await;
+        }
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// Forgets a job (its runs in flight go on).
+    pub fn remove(&self, job: &JobName) {
+        self.lock().jobs.remove(job);
+        self.inner.wake.notify_one();
+    }
+
+    /// Pauses or resumes a job. Resuming starts from now: slots that passed while paused are not
+    /// made up.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for an unknown job; store errors.
+    pub async fn set_paused(&self, job: &JobName, paused: bool) -> Result<()> {
+        let now = self.inner.parts.clock.now();
+        let state = {
+            let st = self.lock();
+            let e = st
+                .jobs
+                .get(job)
+                .ok_or_else(|| Error::NotFound(format!("job {job}")))?;
+            JobState {
+                spec: e.job.spec().clone(),
+                owner: e.owner.clone(),
+                code: e.code.clone(),
+                paused,
+                expired: e.expired,
+                cursor: if paused { e.cursor } else { e.cursor.max(now) },
+                last_failed: e.last_failed,
+            }
+        };
+        if !paused {
+            self.inner.parts.store.set_cursor(job, state.cursor).await?;
+        }
+        self.upsert(state).await
+    }
+
+    /// The next fire time of a job, if it is armed.
+    pub fn next_fire(&self, job: &JobName) -> Option<DateTime<Utc>> {
+        let st = self.lock();
+        st.jobs
+            .get(job)
+            .filter(|e| !e.paused && !e.expired)
+            .and_then(next_fire)
+    }
+
+    /// Runs a job now. A manual run has its own key and never consumes a scheduled slot.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for an unknown job; launch errors.
+    pub async fn run_now(&self, job: &JobName) -> Result<RunId> {
+        use chrono::SubsecRound;
+        let now = self.inner.parts.clock.now().trunc_subsecs(0);
+        let id = RunId::new();
+        let key = format!("manual:{id}");
+        self.launch(job, now, key, Trigger::Manual, 0, Some(id.clone()))
+            .await?
+            .ok_or_else(|| Error::Compute {
+                op: "launch",
+                reason: "the run was not recorded".into(),
+                retryable: true,
+                source: None,
+            })?;
+        Ok(id)
+    }
+
+    /// Cancels a run in flight.
+    ///
+    /// # Errors
+    ///
+    /// The compute backend's.
+    pub async fn cancel_run(&self, run: &RunId) -> Result<()> {
+        self.inner.parts.compute.cancel(run).await
+    }
+
+    /// Runs in flight, per job.
+    pub fn active_runs(&self) -> HashMap<JobName, Vec<RunId>> {
+        self.lock().active.clone()
+    }
+
+    /// Follows a run that an earlier process launched and the compute backend has
+    /// [reattached](crate::compute::Compute::reattach): it counts as active for its job's overlap
+    /// policy, and its outcome is recorded, notified and retried like any other run's.
+    pub fn adopt(&self, run: Run, trigger: Trigger, attempt: u32) {
+        let (job, id) = (run.job.clone(), run.id.clone());
+        self.lock()
+            .active
+            .entry(job.clone())
+            .or_default()
+            .push(id.clone());
+        self.inner.parts.observer.queued(1);
+        // Phase changes of an adopted run are not streamed; its outcome comes from `wait`.
+        let (_, rx) = tokio::sync::mpsc::unbounded_channel::<RunState>();
+        let me = self.clone();
+        self.inner
+            .tasks
+            .spawn(async move { me.monitor(job, id, run, rx, trigger, attempt).await });
+    }
+
+    /// Stops firing and waits until the final state of every run in flight is recorded. Local
+    /// runs are cancelled first; runs on remote machines
+    /// ([`ComputeCapabilities::remote`](crate::compute::ComputeCapabilities)) go on, stay
+    /// in flight in the store, and are reattached by the next start.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        if self.inner.parts.compute.capabilities().remote {
+            self.inner.tasks.close();
+            return;
+        }
+        let active: Vec<RunId> = self.lock().active.values().flatten().cloned().collect();
+        for r in active {
+            let _ = self.inner.parts.compute.cancel(&r).await;
+        }
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+
+    async fn run_loop(&self) {
+        loop {
+            let next = self.lock().heap.peek().map(|r| r.0.0);
+            let clock = self.inner.parts.clock.clone();
+            tokio::select! {
+                () = self.inner.shutdown.cancelled() => return,
+                () = self.inner.wake.notified() => continue,
+                () = async move {
+                    match next {
+                        Some(t) => clock.sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+            }
+            let now = self.inner.parts.clock.now();
+            let due: Vec<Timer> = {
+                let mut st = self.lock();
+                let mut due = Vec::new();
+                while let Some(Reverse((t, seq))) = st.heap.peek().copied() {
+                    if t > now {
+                        break;
+                    }
+                    st.heap.pop();
+                    if let Some(timer) = st.timers.remove(&seq) {
+                        due.push(timer);
+                    }
+                }
+                due
+            };
+            // Timers of different jobs are handled concurrently; one job's in order.
+            let mut by_job: HashMap<JobName, Vec<Timer>> = HashMap::new();
+            for timer in due {
+                let job = match &timer {
+                    Timer::Fire { job, .. } | Timer::Retry { job, .. } => job.clone(),
+                };
+                by_job.entry(job).or_default().push(timer);
+            }
+            self.handle_burst(by_job.into_values().collect(), now).await;
+        }
+    }
+
+    /// Handles the timers that came due together, each job's in order, different jobs
+    /// concurrently. A burst (many jobs at one instant) is shared out between the runtime's
+    /// worker threads, so that its last job does not wait for all the others on one thread.
+    async fn handle_burst(&self, groups: Vec<Vec<Timer>>, now: DateTime<Utc>) {
+        let workers = tokio::runtime::Handle::current()
+            .metrics()
+            .num_workers()
+            .clamp(1, groups.len().max(1));
+        let run = |me: Scheduler, part: Vec<Vec<Timer>>| async move {
+            futures::stream::iter(part)
+                .for_each_concurrent(FIRE_CONCURRENCY.div_ceil(workers), |timers| {
+                    let me = &me;
+                    async move {
+                        for timer in timers {
+                            me.handle(timer, now).await;
+                        }
+                    }
+                })
+                .await;
+        };
+        if workers == 1 {
+            return run(self.clone(), groups).await;
+        }
+        let per = groups.len().div_ceil(workers);
+        let mut parts = tokio::task::JoinSet::new();
+        let mut groups = groups.into_iter();
+        loop {
+            let part: Vec<Vec<Timer>> = groups.by_ref().take(per).collect();
+            if part.is_empty() {
+                break;
+            }
+            parts.spawn(run(self.clone(), part));
+        }
+        while let Some(r) = parts.join_next().await {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "a share of due timers failed");
+            }
+        }
+    }
+
+    async fn handle(&self, timer: Timer, now: DateTime<Utc>) {
+        match timer {
+            Timer::Fire { job, generation } => self.fire(&job, generation, now).await,
+            Timer::Retry { job, slot, attempt } => {
+                if let Err(e) = self
+                    .fire_slot(&job, slot, attempt, Trigger::Retry, true)
+                    .await
+                {
+                    tracing::error!(job = %job, error = %e, "retry not launched");
+                }
+            }
+        }
+    }
+
+    async fn fire(&self, job: &JobName, generation: u64, now: DateTime<Utc>) {
+        let Some(entry) = self
+            .lock()
+            .jobs
+            .get(job)
+            .filter(|e| e.generation == generation && !e.paused && !e.expired)
+            .cloned()
+        else {
+            return; // replaced, paused or removed since armed
+        };
+        let spec = entry.job.spec();
+        let (actions, cursor, next) = plan_due(
+            entry.job.schedule(),
+            effective_cursor(&entry),
+            now,
+            spec.end_at,
+            spec.missed,
+            spec.catch_up_limit,
+        );
+        if cursor != entry.cursor {
+            if let Err(e) = self.inner.parts.store.set_cursor(job, cursor).await {
+                tracing::error!(job = %job, error = %e, "cannot store the job's cursor");
+            }
+            if let Some(e) = self
+                .lock()
+                .jobs
+                .get_mut(job)
+                .filter(|e| e.generation == generation)
+            {
+                e.cursor = cursor;
+            }
+        }
+        // Slots run in one batch (catch-up) are not held back by each other's overlap.
+        let mut first_run = true;
+        for a in actions {
+            let r = match a {
+                SlotAction::Miss(slot) => {
+                    let why = format!(
+                        "missed: telejob was not running at {} (missed = {:?})",
+                        slot.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        spec.missed
+                    );
+                    self.record_missed(job, slot, why).await
+                }
+                SlotAction::Run(slot) => {
+                    self.inner
+                        .parts
+                        .observer
+                        .fired((now - slot).to_std().unwrap_or_default());
+                    let check = std::mem::replace(&mut first_run, false);
+                    self.fire_slot(job, slot, 0, Trigger::Scheduled, check)
+                        .await
+                }
+            };
+            if let Err(e) = r {
+                tracing::error!(job = %job, error = %e, "slot not handled");
+            }
+        }
+        // Re-arm, with the next slot the planning found (the cursor is the last due slot, so
+        // it is the entry's next fire).
+        let mut expire = None;
+        {
+            let mut st = self.lock();
+            if let Some(e) = st.jobs.get(job).filter(|e| e.generation == generation) {
+                debug_assert_eq!(next, next_fire(e), "planned next fire of {job}");
+                match next {
+                    Some(t) => st.push(
+                        t,
+                        Timer::Fire {
+                            job: job.clone(),
+                            generation,
+                        },
+                    ),
+                    None => expire = Some(e.job.spec().notify.clone()),
+                }
+            }
+        }
+        if let Some(n) = expire {
+            self.expire(job, n).await;
+        }
+    }
+
+    async fn expire(&self, job: &JobName, notify: crate::policy::NotifySpec) {
+        if let Some(e) = self.lock().jobs.get_mut(job) {
+            e.expired = true;
+        }
+        if let Err(e) = self.inner.parts.store.set_expired(job).await {
+            tracing::error!(job = %job, error = %e, "cannot mark the job expired");
+        }
+        self.event(
+            EventKind::Expired,
+            job,
+            None,
+            "the job passed its end date and will not run again".into(),
+            notify,
+        )
+        .await;
+    }
+
+    async fn event(
+        &self,
+        kind: EventKind,
+        job: &JobName,
+        run: Option<Run>,
+        message: String,
+        notify: crate::policy::NotifySpec,
+    ) {
+        let ev = JobEvent {
+            kind,
+            job: job.clone(),
+            run,
+            at: self.inner.parts.clock.now(),
+            message,
+            notify,
+        };
+        self.inner.parts.notifier.notify(ev).await;
+    }
+
+    async fn record_missed(&self, job: &JobName, slot: DateTime<Utc>, why: String) -> Result<()> {
+        let Some(entry) = self.lock().jobs.get(job).cloned() else {
+            return Ok(());
+        };
+        let req = self.request(&entry, slot, RunId::new());
+        let mut run = Run::pending(&req);
+        run.state = RunState::Missed;
+        run.error = Some(why.clone());
+        run.phases.finished = Some(self.inner.parts.clock.now());
+        let row = RunRow {
+            run: run.clone(),
+            slot_key: RunRow::slot_key(slot, 0),
+            trigger: Trigger::Scheduled,
+            attempt: 0,
+        };
+        if self.inner.parts.store.insert_run(&row).await? {
+            self.event(
+                EventKind::Missed,
+                job,
+                Some(run),
+                why,
+                entry.job.spec().notify.clone(),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// A slot (or a retry of it) is due: apply the overlap policy, then launch.
+    async fn fire_slot(
+        &self,
+        job: &JobName,
+        slot: DateTime<Utc>,
+        attempt: u32,
+        trigger: Trigger,
+        check_overlap: bool,
+    ) -> Result<()> {
+        let (policy, active) = {
+            let st = self.lock();
+            let Some(e) = st.jobs.get(job) else {
+                return Ok(());
+            };
+            (
+                e.job.spec().overlap,
+                st.active.get(job).cloned().unwrap_or_default(),
+            )
+        };
+        if check_overlap && !active.is_empty() {
+            match policy {
+                OverlapPolicy::Forbid => {
+                    let why = format!(
+                        "skipped: run {} of this job was still going (overlap = forbid)",
+                        active.first().map(RunId::to_string).unwrap_or_default()
+                    );
+                    return if attempt == 0 {
+                        self.record_missed(job, slot, why).await
+                    } else {
+                        Ok(())
+                    };
+                }
+                OverlapPolicy::Replace => {
+                    for r in &active {
+                        self.inner.parts.compute.cancel(r).await?;
+                    }
+                }
+                OverlapPolicy::Allow => {}
+            }
+        }
+        self.launch(
+            job,
+            slot,
+            RunRow::slot_key(slot, attempt),
+            trigger,
+            attempt,
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    fn request(&self, entry: &Entry, slot: DateTime<Utc>, id: RunId) -> RunRequest {
+        let spec = entry.job.spec();
+        RunRequest {
+            run_id: id,
+            job: entry.job.name().clone(),
+            code: entry.code.clone().unwrap_or_default(),
+            command: spec.command.clone(),
+            output_dir: spec.output_dir.clone(),
+            timeout: entry.job.timeout(),
+            env: spec.env.clone(),
+            scheduled_for: slot,
+            visibility: spec.output_visibility,
+            dry_run: false,
+            owner: (!entry.owner.is_empty()).then(|| entry.owner.clone()),
+        }
+    }
+
+    /// Inserts the run row, then launches. `Ok(None)` when the slot key exists already.
+    async fn launch(
+        &self,
+        job: &JobName,
+        slot: DateTime<Utc>,
+        slot_key: String,
+        trigger: Trigger,
+        attempt: u32,
+        id: Option<RunId>,
+    ) -> Result<Option<RunId>> {
+        let entry = self
+            .lock()
+            .jobs
+            .get(job)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("job {job}")))?;
+        let req = self.request(&entry, slot, id.unwrap_or_default());
+        let mut run = Run::pending(&req);
+        let row = RunRow {
+            run: run.clone(),
+            slot_key,
+            trigger,
+            attempt,
+        };
+        if !self.inner.parts.store.insert_run(&row).await? {
+            return Ok(None); // this slot already has its run: exactly once
+        }
+        let run_id = req.run_id.clone();
+        if entry.code.is_none() {
+            run.state = RunState::Failed;
+            run.error = Some("the job has no code yet: upload a code tarball first".into());
+            run.phases.finished = Some(self.inner.parts.clock.now());
+            self.inner.parts.store.update_run(&run).await?;
+            self.finished(&entry, run, trigger, attempt).await;
+            return Ok(Some(run_id));
+        }
+        self.lock()
+            .active
+            .entry(job.clone())
+            .or_default()
+            .push(run_id.clone());
+        self.inner.parts.observer.queued(1);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<RunState>();
+        let sink = EventSink::new(move |e| {
+            if let RunEvent::State(s) = e {
+                let _ = tx.send(s);
+            }
+        });
+        if let Err(e) = self
+            .inner
+            .parts
+            .compute
+            .launch(req, LaunchOptions::default().with_events(sink))
+            .await
+        {
+            self.inner.parts.observer.queued(-1);
+            run.state = RunState::Failed;
+            run.error = Some(format!("launch failed: {e}"));
+            run.phases.finished = Some(self.inner.parts.clock.now());
+            self.inner.parts.store.update_run(&run).await?;
+            self.forget_active(job, &run_id);
+            self.finished(&entry, run, trigger, attempt).await;
+            return Ok(Some(run_id));
+        }
+        let me = self.clone();
+        let (job2, id2) = (job.clone(), run_id.clone());
+        self.inner
+            .tasks
+            .spawn(async move { me.monitor(job2, id2, run, rx, trigger, attempt).await });
+        Ok(Some(run_id))
+    }
+
+    fn forget_active(&self, job: &JobName, run: &RunId) {
+        let mut st = self.lock();
+        if let Some(v) = st.active.get_mut(job) {
+            v.retain(|r| r != run);
+            if v.is_empty() {
+                st.active.remove(job);
+            }
+        }
+    }
+
+    /// Follows a run to its end, recording each phase, then its outcome.
+    async fn monitor(
+        &self,
+        job: JobName,
+        id: RunId,
+        mut run: Run,
+        mut states: tokio::sync::mpsc::UnboundedReceiver<RunState>,
+        trigger: Trigger,
+        attempt: u32,
+    ) {
+        let store = self.inner.parts.store.clone();
+        let compute = self.inner.parts.compute.clone();
+        let mut queued = true;
+        let wait = compute.wait(&id);
+        tokio::pin!(wait);
+        let fin = loop {
+            tokio::select! {
+                Some(s) = states.recv() => {
+                    if queued {
+                        queued = false;
+                        self.inner.parts.observer.queued(-1);
+                    }
+                    if !s.is_terminal() {
+                        run.state = s;
+                        let now = self.inner.parts.clock.now();
+                        match s {
+                            RunState::Fetching => run.phases.fetch_started = Some(now),
+                            RunState::Running => run.phases.run_started = Some(now),
+                            RunState::Publishing => run.phases.publish_started = Some(now),
+                            _ => {}
+                        }
+                        if let Err(e) = store.update_run(&run).await {
+                            tracing::warn!(run = %id, error = %e, "cannot record the run's phase");
+                        }
+                    }
+                }
+                r = &mut wait => break r,
+            }
+        };
+        if queued {
+            self.inner.parts.observer.queued(-1);
+        }
+        let fin = match fin {
+            Ok(r) => r,
+            Err(e) => {
+                run.state = RunState::Failed;
+                run.error = Some(format!("lost track of the run: {e}"));
+                run.phases.finished = Some(self.inner.parts.clock.now());
+                run
+            }
+        };
+        if let Err(e) = store.update_run(&fin).await {
+            tracing::error!(run = %id, error = %e, "cannot record the run's outcome");
+        }
+        self.forget_active(&job, &id);
+        let Some(entry) = self.lock().jobs.get(&job).cloned() else {
+            return;
+        };
+        self.finished(&entry, fin, trigger, attempt).await;
+    }
+
+    /// Notifications and retries once a run has its final state.
+    async fn finished(&self, entry: &Entry, run: Run, trigger: Trigger, attempt: u32) {
+        self.inner.parts.observer.finished(&run);
+        let job = entry.job.name().clone();
+        let spec = entry.job.spec();
+        let failed = matches!(run.state, RunState::Failed | RunState::TimedOut);
+        let was_failed = {
+            let mut st = self.lock();
+            match st.jobs.get_mut(&job) {
+                Some(e)
+                    if matches!(
+                        run.state,
+                        RunState::Succeeded | RunState::Failed | RunState::TimedOut
+                    ) =>
+                {
+                    std::mem::replace(&mut e.last_failed, failed)
+                }
+                Some(e) => e.last_failed,
+                None => false,
+            }
+        };
+        let notify = spec.notify.clone();
+        match run.state {
+            RunState::Failed => {
+                let msg = format!(
+                    "run {} failed: {}",
+                    run.id,
+                    run.error.clone().unwrap_or_default()
+                );
+                self.event(EventKind::Failed, &job, Some(run.clone()), msg, notify)
+                    .await;
+            }
+            RunState::TimedOut => {
+                let msg = format!(
+                    "run {} timed out after {} minutes",
+                    run.id, spec.timeout_minutes
+                );
+                self.event(EventKind::TimedOut, &job, Some(run.clone()), msg, notify)
+                    .await;
+            }
+            RunState::Succeeded if was_failed => {
+                let msg = format!("run {} succeeded after earlier failures", run.id);
+                self.event(EventKind::Recovered, &job, Some(run.clone()), msg, notify)
+                    .await;
+            }
+            _ => {}
+        }
+        let retryable = run.state == RunState::Failed
+            || (run.state == RunState::TimedOut && spec.retry_on_timeout);
+        if retryable && trigger != Trigger::Manual && attempt < spec.max_retries {
+            let delay = u64::from(spec.retry_backoff_seconds).saturating_mul(1 << attempt.min(20));
+            let at = self.inner.parts.clock.now()
+                + chrono::Duration::seconds(delay.min(i64::MAX as u64) as i64);
+            self.lock().push(
+                at,
+                Timer::Retry {
+                    job,
+                    slot: run.scheduled_for,
+                    attempt: attempt + 1,
+                },
+            );
+            self.inner.wake.notify_one();
+        }
+    }
+}
+
+/// The cursor, moved up to just before the start date.
+fn effective_cursor(e: &Entry) -> DateTime<Utc> {
+    match e.job.spec().start_at {
+        Some(s) => e.cursor.max(s - chrono::Duration::seconds(1)),
+        None => e.cursor,
+    }
+}
+
+/// The next fire of an entry, or `None` when it has none before its end date.
+fn next_fire(e: &Entry) -> Option<DateTime<Utc>> {
+    let t = e.job.schedule().next_after(effective_cursor(e))?;
+    match e.job.spec().end_at {
+        Some(end) if t > end => None,
+        _ => Some(t),
+    }
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -1,0 +1,155 @@
+//! `LocalCompute`: runs on this host.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use telejob_core::compute::{Compute, ComputeCapabilities, LaunchOptions};
+use telejob_core::fetch::UrlFetcher;
+use telejob_core::inprocess::InProcessCompute;
+use telejob_core::pipeline::{FailureKind, Pipeline, RunStores};
+use telejob_core::publish::PublishPolicy;
+use telejob_core::run::{Run, RunId, RunRequest};
+use telejob_core::sandbox::{CgroupMode, RunAs, SandboxOptions};
+use telejob_core::unpack::UnpackLimits;
+use telejob_core::{Error, Result};
+
+/// Runs the pipeline on this host: each run in a fresh workspace under the scratch directory, its
+/// command in its own process group and, where the host allows, cgroup v2; as `nobody` (or the
+/// configured user) when telejob runs as root. At most `max_concurrent` runs at once; the rest
+/// queue in launch order.
+#[derive(Debug, Clone)]
+pub struct LocalCompute {
+    inner: InProcessCompute,
+}
+
+/// Builds a [`LocalCompute`].
+#[derive(Debug, Clone)]
+pub struct LocalComputeBuilder {
+    pipeline: Pipeline,
+    max_concurrent: usize,
+}
+
+impl LocalComputeBuilder {
+    /// Runs at most `n` runs at once (default: the number of CPUs).
+    pub fn with_max_concurrent(mut self, n: usize) -> Self {
+        self.max_concurrent = n.max(1);
+        self
+    }
+
+    /// Sets the sandbox (cgroup mode, user, kill grace, log cap).
+    pub fn with_sandbox(mut self, s: SandboxOptions) -> Self {
+        self.pipeline.sandbox = s;
+        self
+    }
+
+    /// Where workspaces are made (default: the system temp directory).
+    pub fn with_scratch_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.pipeline.scratch_dir = dir.into();
+        self
+    }
+
+    /// Caps on unpacking.
+    pub fn with_unpack_limits(mut self, l: UnpackLimits) -> Self {
+        self.pipeline.unpack_limits = l;
+        self
+    }
+
+    /// What may be published.
+    pub fn with_publish_policy(mut self, p: PublishPolicy) -> Self {
+        self.pipeline.publish_policy = p;
+        self
+    }
+
+    /// Fetches code URLs (http, s3, …).
+    pub fn with_fetcher(mut self, f: Arc<dyn UrlFetcher>) -> Self {
+        self.pipeline.fetcher = Some(f);
+        self
+    }
+
+    /// Reads settings from the environment: `TELEJOB_MAX_CONCURRENT`, `TELEJOB_RUN_AS` (a user
+    /// name), `TELEJOB_CGROUP` (`auto`, `off`, `required`), `TELEJOB_SCRATCH_DIR`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the variable when a value is not understood.
+    pub fn from_env(mut self) -> Result<Self> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        if let Some(v) = var("TELEJOB_MAX_CONCURRENT") {
+            let n = v.trim().parse().map_err(|_| {
+                Error::config(
+                    "TELEJOB_MAX_CONCURRENT",
+                    format!("{v:?} is not a number: use e.g. 2"),
+                )
+            })?;
+            self = self.with_max_concurrent(n);
+        }
+        if let Some(v) = var("TELEJOB_RUN_AS") {
+            self.pipeline.sandbox.run_as = Some(RunAs::lookup(v.trim())?);
+        }
+        if let Some(v) = var("TELEJOB_CGROUP") {
+            self.pipeline.sandbox.cgroup = v
+                .parse::<CgroupMode>()
+                .map_err(|e| Error::config("TELEJOB_CGROUP", e.to_string()))?;
+        }
+        if let Some(v) = var("TELEJOB_SCRATCH_DIR") {
+            self.pipeline.scratch_dir = v.into();
+        }
+        Ok(self)
+    }
+
+    /// The compute.
+    pub fn build(self) -> LocalCompute {
+        LocalCompute {
+            inner: InProcessCompute::new(self.pipeline, self.max_concurrent).named("local"),
+        }
+    }
+}
+
+impl LocalCompute {
+    /// A builder writing to `stores`, with safe defaults: cgroup where possible, `nobody` when
+    /// running as root, 10 s kill grace, 10 MiB log cap.
+    pub fn builder(stores: RunStores) -> LocalComputeBuilder {
+        let sandbox = SandboxOptions {
+            run_as: RunAs::default_for_current_user(),
+            ..SandboxOptions::default()
+        };
+        LocalComputeBuilder {
+            pipeline: Pipeline::new(stores).with_sandbox(sandbox),
+            max_concurrent: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+
+    /// How a finished run failed (bad input, the job, the system), if it did.
+    pub fn failure_kind(&self, run: &RunId) -> Option<FailureKind> {
+        self.inner.failure_kind(run)
+    }
+
+    /// The pipeline runs go through.
+    pub fn pipeline(&self) -> &Pipeline {
+        self.inner.pipeline()
+    }
+}
+
+#[async_trait]
+impl Compute for LocalCompute {
+    fn capabilities(&self) -> ComputeCapabilities {
+        self.inner.capabilities()
+    }
+
+    async fn launch(&self, req: RunRequest, opts: LaunchOptions) -> Result<()> {
+        self.inner.launch(req, opts).await
+    }
+
+    async fn wait(&self, run: &RunId) -> Result<Run> {
+        self.inner.wait(run).await
+    }
+
+    async fn cancel(&self, run: &RunId) -> Result<()> {
+        self.inner.cancel(run).await
+    }
+
+    async fn status(&self, run: &RunId) -> Result<Option<Run>> {
+        self.inner.status(run).await
+    }
+}

@@ -1,0 +1,92 @@
+//! `telejob agent`: the pipeline entry on remote machines.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use telejob_core::pipeline::{FailureKind, Pipeline, RunStores};
+use telejob_core::run::{Run, RunRequest, RunState, keys};
+use telejob_core::sandbox::{RunAs, SandboxOptions};
+use telejob_core::store::PutOptions;
+use tokio_util::sync::CancellationToken;
+
+use crate::backends::{self, AwsConfig};
+use crate::error::bad;
+use crate::http_fetch::HttpFetcher;
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The run request, a JSON file (as written by the server).
+    #[arg(long, value_name = "FILE")]
+    request: PathBuf,
+    /// The public store: a directory or s3://bucket/prefix.
+    #[arg(long, value_name = "DIR|URL")]
+    public: String,
+    /// The private store (code, logs, status): a directory or s3://bucket/prefix.
+    #[arg(long, value_name = "DIR|URL")]
+    private: String,
+    /// A custom S3 endpoint (S3-compatible stores); default AWS. Credentials come from the
+    /// standard chain: on EC2, the instance profile.
+    #[arg(long, value_name = "URL")]
+    s3_endpoint: Option<String>,
+    /// The S3 region (default: the standard chain).
+    #[arg(long, value_name = "REGION")]
+    s3_region: Option<String>,
+    /// Do not run the job: record it as failed with REASON (the machine cannot run it safely).
+    #[arg(long, value_name = "REASON")]
+    refuse: Option<String>,
+}
+
+pub async fn agent(a: AgentArgs) -> anyhow::Result<ExitCode> {
+    let body = std::fs::read(&a.request).with_context(|| a.request.display().to_string())?;
+    let req: RunRequest = serde_json::from_slice(&body)
+        .map_err(|e| bad(format!("--request: not a run request: {e}")))?;
+    let mut cfg = AwsConfig::default();
+    cfg.aws.region = a.s3_region.clone();
+    cfg.aws.endpoint = a.s3_endpoint.clone();
+    let stores = RunStores {
+        public: backends::store("--public", &a.public, &cfg).await?,
+        private: backends::store("--private", &a.private, &cfg).await?,
+    };
+    if let Some(reason) = a.refuse {
+        let mut run = Run::pending(&req);
+        run.state = RunState::Failed;
+        run.error = Some(format!("refused to run: {reason}"));
+        run.phases.finished = Some(chrono::Utc::now());
+        let key = keys::status(&req.job, &req.run_id);
+        stores
+            .private
+            .put(
+                &key,
+                serde_json::to_vec(&run)?.into(),
+                PutOptions::default(),
+            )
+            .await?;
+        eprintln!("telejob: {}", run.error.as_deref().unwrap_or_default());
+        return Ok(ExitCode::from(1));
+    }
+    let pipeline = Pipeline::new(stores)
+        .with_fetcher(Arc::new(HttpFetcher::new()?))
+        .with_sandbox(SandboxOptions {
+            run_as: RunAs::default_for_current_user(),
+            ..SandboxOptions::default()
+        });
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            c2.cancel();
+        }
+    });
+    let out = pipeline.run(&req, None, cancel).await;
+    println!("{}", serde_json::to_string_pretty(&out.run)?);
+    Ok(ExitCode::from(match (out.run.state, out.failure) {
+        (RunState::Succeeded, _) => 0,
+        (RunState::TimedOut, _) => 124,
+        (RunState::Cancelled, _) => 130,
+        (_, Some(FailureKind::BadInput)) => 2,
+        _ => 1,
+    }))
+}

@@ -1,0 +1,384 @@
+//! Client verbs against a telejob server: `telejob jobs …`, `telejob runs …`, `telejob token …`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use crate::error::bad;
+
+/// Where the server is and who we are.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The server's URL.
+    #[arg(
+        long,
+        env = "TELEJOB_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    server: String,
+    /// An API token. Default: TELEJOB_TOKEN, else the admin token of --data-dir.
+    #[arg(long, env = "TELEJOB_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// A server data directory whose admin.token to use when no token is given.
+    #[arg(
+        long,
+        env = "TELEJOB_DATA_DIR",
+        default_value = "telejob-data",
+        global = true
+    )]
+    data_dir: PathBuf,
+}
+
+/// `telejob jobs …`
+#[derive(Debug, Subcommand)]
+pub enum JobsCmd {
+    /// Create a job from a code tarball (or directory) and schedule it.
+    Create(Box<CreateArgs>),
+    /// List the jobs you can see.
+    List,
+    /// Show a job, its schedule and next run.
+    Show {
+        /// The job.
+        name: String,
+    },
+    /// Run a job now (does not consume a scheduled slot).
+    RunNow {
+        /// The job.
+        name: String,
+        /// Wait for the run to finish and exit with its outcome (0, 1, 124).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Pause a job.
+    Pause {
+        /// The job.
+        name: String,
+    },
+    /// Resume a paused job (slots missed while paused are not made up).
+    Resume {
+        /// The job.
+        name: String,
+    },
+    /// Delete a job and its run history.
+    Delete {
+        /// The job.
+        name: String,
+    },
+}
+
+/// `telejob jobs create`
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The job's name (lowercase letters, digits, dashes): also its publish prefix.
+    #[arg(long)]
+    name: String,
+    /// The code: a tarball or a directory (packed as `telejob package` does).
+    #[arg(long, value_name = "TARBALL|DIR")]
+    code: PathBuf,
+    /// The bash command line, run from the code root.
+    #[arg(long, default_value = "./run.sh")]
+    command: String,
+    /// The directory whose files are published, relative to the code root.
+    #[arg(long, default_value = "output")]
+    output_dir: String,
+    /// daily, weekly (with --day-of-week), monthly (with --day-of-month) or cron (with --cron).
+    #[arg(long, default_value = "daily")]
+    frequency: String,
+    /// For weekly jobs: monday … sunday.
+    #[arg(long)]
+    day_of_week: Option<String>,
+    /// For monthly jobs: 1–31 (29–31: the last day of shorter months).
+    #[arg(long)]
+    day_of_month: Option<u8>,
+    /// HH:MM in --timezone (default noon: yesterday's data may arrive late).
+    #[arg(long, default_value = "12:00")]
+    at: String,
+    /// A five-field cron expression (with --frequency cron).
+    #[arg(long, allow_hyphen_values = true)]
+    cron: Option<String>,
+    /// IANA time zone (default UTC).
+    #[arg(long)]
+    timezone: Option<String>,
+    /// Minutes after which the run is killed.
+    #[arg(long, default_value_t = 120)]
+    timeout_minutes: u32,
+    /// public or private output.
+    #[arg(long, default_value = "public")]
+    visibility: String,
+    /// More fields as JSON (policies, env, notify…), merged over the flags.
+    #[arg(long, value_name = "JSON")]
+    extra: Option<String>,
+}
+
+/// `telejob runs …`
+#[derive(Debug, Subcommand)]
+pub enum RunsCmd {
+    /// A job's runs, newest first.
+    List {
+        /// The job.
+        job: String,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// One run in full.
+    Show {
+        /// The run id.
+        id: String,
+        /// Wait up to this many seconds for it to finish.
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+    },
+    /// A run's log (owners and maintainers).
+    Log {
+        /// The run id.
+        id: String,
+    },
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    fn new(a: &ServerArgs) -> anyhow::Result<Self> {
+        let token = match &a.token {
+            Some(t) => t.clone(),
+            None => {
+                let f = a.data_dir.join("admin.token");
+                std::fs::read_to_string(&f).map(|s| s.trim().to_string()).map_err(|_| {
+                    bad(format!(
+                        "no token: pass --token or set TELEJOB_TOKEN (or point --data-dir at the server's data directory; {} is not readable)",
+                        f.display()
+                    ))
+                })?
+            }
+        };
+        Ok(Self {
+            http: reqwest::Client::new(),
+            base: a.server.trim_end_matches('/').to_string(),
+            token,
+        })
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let r = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the server at {}", self.base))?;
+        if r.status().is_success() {
+            return Ok(r);
+        }
+        let status = r.status();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        let msg = body["error"]
+            .as_str()
+            .map_or_else(|| status.to_string(), str::to_string);
+        if status.is_client_error() {
+            Err(bad(format!("{msg} (HTTP {})", status.as_u16())))
+        } else {
+            Err(anyhow::anyhow!("{msg} (HTTP {})", status.as_u16()))
+        }
+    }
+
+    async fn json(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        Ok(self.send(req).await?.json().await?)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+fn print(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn run_line(r: &Value) -> String {
+    format!(
+        "{}  {:<11} {:<9} {}{}",
+        r["id"].as_str().unwrap_or(""),
+        r["state"].as_str().unwrap_or(""),
+        r["trigger"].as_str().unwrap_or(""),
+        r["scheduled_for"].as_str().unwrap_or(""),
+        r["error"]
+            .as_str()
+            .map(|e| format!("  {e}"))
+            .unwrap_or_default()
+    )
+}
+
+fn exit_for(run: &Value) -> ExitCode {
+    match run["state"].as_str() {
+        Some("succeeded") => ExitCode::SUCCESS,
+        Some("timed_out") => ExitCode::from(124),
+        _ => ExitCode::from(1),
+    }
+}
+
+pub async fn jobs(a: ServerArgs, cmd: JobsCmd) -> anyhow::Result<ExitCode> {
+    let c = Client::new(&a)?;
+    match cmd {
+        JobsCmd::Create(x) => {
+            let mut schedule = json!({"frequency": x.frequency, "time_of_day": x.at});
+            if let Some(d) = x.day_of_week {
+                schedule["day_of_week"] = json!(d);
+            }
+            if let Some(d) = x.day_of_month {
+                schedule["day_of_month"] = json!(d);
+            }
+            if let Some(e) = x.cron {
+                schedule["cron"] = json!(e);
+                schedule["frequency"] = json!("cron");
+                schedule.as_object_mut().map(|o| o.remove("time_of_day"));
+            }
+            if let Some(tz) = x.timezone {
+                schedule["timezone"] = json!(tz);
+            }
+            let mut body = json!({
+                "name": x.name, "command": x.command, "output_dir": x.output_dir, "schedule": schedule,
+                "timeout_minutes": x.timeout_minutes, "output_visibility": x.visibility,
+            });
+            if let Some(extra) = x.extra {
+                let extra: Value = serde_json::from_str(&extra)
+                    .map_err(|e| bad(format!("--extra: not JSON: {e}")))?;
+                for (k, v) in extra
+                    .as_object()
+                    .ok_or_else(|| bad("--extra: give a JSON object"))?
+                {
+                    body[k] = v.clone();
+                }
+            }
+            let code = if x.code.is_dir() {
+                let mut buf = Vec::new();
+                telejob_core::archive::pack_dir(&x.code, &mut buf)?;
+                buf
+            } else {
+                std::fs::read(&x.code)
+                    .map_err(|e| bad(format!("--code {}: {e}", x.code.display())))?
+            };
+            let job = c.json(c.http.post(c.url("/api/jobs")).json(&body)).await?;
+            let name = job["name"].as_str().unwrap_or_default().to_string();
+            let up = c
+                .send(
+                    c.http
+                        .put(c.url(&format!("/api/jobs/{name}/code")))
+                        .body(code),
+                )
+                .await;
+            if let Err(e) = up {
+                // Leave nothing half-made behind.
+                let _ = c
+                    .send(c.http.delete(c.url(&format!("/api/jobs/{name}"))))
+                    .await;
+                return Err(e);
+            }
+            let job = c
+                .json(c.http.get(c.url(&format!("/api/jobs/{name}"))))
+                .await?;
+            println!(
+                "created {name}: {}; next run {}",
+                job["schedule_description"].as_str().unwrap_or(""),
+                job["next_run"].as_str().unwrap_or("-")
+            );
+        }
+        JobsCmd::List => {
+            let jobs = c.json(c.http.get(c.url("/api/jobs"))).await?;
+            for j in jobs.as_array().into_iter().flatten() {
+                println!(
+                    "{:<24} {:<8} {:<40} next {}",
+                    j["name"].as_str().unwrap_or(""),
+                    if j["paused"].as_bool() == Some(true) {
+                        "paused"
+                    } else if j["expired"].as_bool() == Some(true) {
+                        "expired"
+                    } else {
+                        "active"
+                    },
+                    j["schedule_description"].as_str().unwrap_or(""),
+                    j["next_run"].as_str().unwrap_or("-")
+                );
+            }
+        }
+        JobsCmd::Show { name } => print(
+            &c.json(c.http.get(c.url(&format!("/api/jobs/{name}"))))
+                .await?,
+        ),
+        JobsCmd::RunNow { name, wait } => {
+            let r = c
+                .json(c.http.post(c.url(&format!("/api/jobs/{name}/runs"))))
+                .await?;
+            let id = r["run_id"].as_str().unwrap_or_default().to_string();
+            println!("{id}");
+            if wait {
+                loop {
+                    let run = c
+                        .json(c.http.get(c.url(&format!("/api/runs/{id}?wait=300"))))
+                        .await?;
+                    let terminal = !matches!(
+                        run["state"].as_str(),
+                        Some("pending" | "fetching" | "running" | "publishing")
+                    );
+                    if terminal {
+                        eprintln!("{}", run_line(&run));
+                        return Ok(exit_for(&run));
+                    }
+                }
+            }
+        }
+        JobsCmd::Pause { name } => {
+            c.send(c.http.post(c.url(&format!("/api/jobs/{name}/pause"))))
+                .await?;
+            println!("paused {name}");
+        }
+        JobsCmd::Resume { name } => {
+            c.send(c.http.post(c.url(&format!("/api/jobs/{name}/resume"))))
+                .await?;
+            println!("resumed {name}");
+        }
+        JobsCmd::Delete { name } => {
+            c.send(c.http.delete(c.url(&format!("/api/jobs/{name}"))))
+                .await?;
+            println!("deleted {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn runs(a: ServerArgs, cmd: RunsCmd) -> anyhow::Result<ExitCode> {
+    let c = Client::new(&a)?;
+    match cmd {
+        RunsCmd::List { job, limit } => {
+            let runs = c
+                .json(
+                    c.http
+                        .get(c.url(&format!("/api/jobs/{job}/runs?limit={limit}"))),
+                )
+                .await?;
+            for r in runs.as_array().into_iter().flatten() {
+                println!("{}", run_line(r));
+            }
+        }
+        RunsCmd::Show { id, wait } => print(
+            &c.json(c.http.get(c.url(&format!("/api/runs/{id}?wait={wait}"))))
+                .await?,
+        ),
+        RunsCmd::Log { id } => {
+            let body = c
+                .send(c.http.get(c.url(&format!("/api/runs/{id}/log"))))
+                .await?
+                .bytes()
+                .await?;
+            use std::io::Write;
+            std::io::stdout().write_all(&body)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,117 @@
+//! The command line.
+
+mod agent;
+mod client;
+mod package;
+mod progress;
+mod run;
+mod schedule;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// telejob schedules analysis jobs: it fetches a code tarball onto a fresh machine, runs a bash
+/// command under a timeout, and publishes the output directory to `<store>/<job>/data/`.
+///
+/// Test a job locally with `telejob run`, package it with `telejob package`, preview a schedule
+/// with `telejob schedule`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "telejob",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a job once, now, with exactly the pipeline scheduled runs use.
+    ///
+    /// Fetches the code, unpacks it into a fresh workspace, runs the command there under the
+    /// timeout (killing everything it started when time is up), and publishes every file of the
+    /// output directory to <publish-to>/<job-name>/data/. Exit status: 0 succeeded, 1 the job
+    /// failed, 124 timed out, 2 bad input, 130 interrupted.
+    Run(run::RunArgs),
+    /// Make a code tarball (.tar.gz) of a directory.
+    ///
+    /// Files, directories and symlinks (as links) are archived with paths relative to DIR; .git
+    /// is left out. The tarball is checked with the same unpacker runs use.
+    Package(package::PackageArgs),
+    /// Print the next fire times of a schedule.
+    ///
+    /// Times are printed one per line in UTC (RFC 3339), strictly after --from.
+    Schedule(schedule::ScheduleArgs),
+    /// Execute one run request (JSON) with the pipeline; used on remote machines.
+    Agent(agent::AgentArgs),
+    /// Run the server: JSON API, scheduler and SQLite state in a data directory.
+    ///
+    /// On first start it creates the admin user and writes its token to <data-dir>/admin.token
+    /// (mode 0600). Stops gracefully on SIGTERM or SIGINT (runs in flight are cancelled).
+    Serve(crate::server::ServeArgs),
+    /// Manage jobs on a server.
+    Jobs {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(subcommand)]
+        cmd: client::JobsCmd,
+    },
+    /// Inspect runs on a server.
+    Runs {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(subcommand)]
+        cmd: client::RunsCmd,
+    },
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCmd {
+    /// Print a new token for USER (created if missing), writing directly to the server's
+    /// database: run it on the server's host.
+    Create {
+        /// The user.
+        #[arg(long)]
+        user: String,
+        /// The server's data directory.
+        #[arg(long, env = "TELEJOB_DATA_DIR", default_value = "telejob-data")]
+        data_dir: std::path::PathBuf,
+        /// Make the user an admin.
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+/// Runs the chosen subcommand.
+pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(a) => run::run(a).await,
+        Command::Package(a) => package::package(a).await,
+        Command::Schedule(a) => schedule::schedule(a),
+        Command::Agent(a) => agent::agent(a).await,
+        Command::Serve(a) => crate::server::serve(a).await,
+        Command::Jobs { server, cmd } => client::jobs(server, cmd).await,
+        Command::Runs { server, cmd } => client::runs(server, cmd).await,
+        Command::Token {
+            cmd:
+                TokenCmd::Create {
+                    user,
+                    data_dir,
+                    admin,
+                },
+        } => {
+            let token = crate::server::create_token(&data_dir, &user, admin).await?;
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! `telejob package`: a code tarball from a directory.
+
+use std::io::BufWriter;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use telejob_core::archive::pack_dir;
+use telejob_core::fetch::HashingReader;
+use telejob_core::unpack::{UnpackLimits, unpack};
+
+use crate::error::bad;
+
+#[derive(Debug, Args)]
+pub struct PackageArgs {
+    /// The directory holding the job's code (its wrapper script at the top).
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// Where to write the tarball. Default: <DIR's name>.tar.gz in the current directory.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+pub async fn package(a: PackageArgs) -> anyhow::Result<ExitCode> {
+    if !a.dir.is_dir() {
+        return Err(bad(format!(
+            "{}: not a directory; give the directory holding the job's code",
+            a.dir.display()
+        )));
+    }
+    let dir = std::fs::canonicalize(&a.dir).with_context(|| a.dir.display().to_string())?;
+    let name = dir
+        .file_name()
+        .map_or("code".into(), |n| n.to_string_lossy().into_owned());
+    let out = a
+        .output
+        .unwrap_or_else(|| PathBuf::from(format!("{name}.tar.gz")));
+    if std::fs::canonicalize(
+        out.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(".".as_ref()),
+    )
+    .is_ok_and(|p| p.starts_with(&dir))
+    {
+        return Err(bad(format!(
+            "-o {}: the tarball would be written inside the directory it packs; write it elsewhere",
+            out.display()
+        )));
+    }
+    let tmp_out = out.with_extension("tmp-telejob");
+    let (dir2, tmp2) = (dir.clone(), tmp_out.clone());
+    let summary = tokio::task::spawn_blocking(move || -> anyhow::Result<(String, u64, u64)> {
+        let f = std::fs::File::create(&tmp2).with_context(|| tmp2.display().to_string())?;
+        pack_dir(&dir2, BufWriter::new(f))?;
+        // Check it with the unpacker runs use, so a tarball that packs also runs.
+        let check = tempfile::tempdir()?;
+        let mut r = HashingReader::new(std::io::BufReader::new(std::fs::File::open(&tmp2)?));
+        let s = unpack(&mut r, check.path(), &UnpackLimits::default())?;
+        std::io::copy(&mut r, &mut std::io::sink())?;
+        let (sha, size) = r.finish();
+        Ok((sha, size, s.files))
+    })
+    .await?;
+    let (sha, size, files) = match summary {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp_out);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&tmp_out, &out).with_context(|| out.display().to_string())?;
+    println!("{}", out.display());
+    eprintln!("telejob: {files} files, {size} bytes, sha256 {sha}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,361 @@
+//! `telejob run`: one run now, on this machine or a fresh EC2 instance.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, ValueEnum};
+use telejob_core::compute::{Compute, LaunchOptions};
+use telejob_core::fetch::CodeSource;
+use telejob_core::job::{
+    JobName, Visibility, validate_command, validate_env_var, validate_output_dir,
+};
+use telejob_core::pipeline::{FailureKind, RunStores};
+use telejob_core::run::{RunId, RunRequest, RunState};
+use telejob_core::sandbox::{CgroupMode, RunAs, SandboxOptions};
+use telejob_local::LocalCompute;
+
+use super::progress;
+use crate::backends;
+use crate::error::bad;
+use crate::http_fetch::HttpFetcher;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The code: a tarball (.tar.gz, .tgz, .tar.xz, .tar.zst, .tar.bz2, .tar — detected by
+    /// content), a directory, or a file:// or http(s):// URL.
+    #[arg(long, value_name = "TARBALL|DIR|URL")]
+    code: String,
+    /// The bash command line, run from the root of the unpacked code. If the archive holds a
+    /// single top-level directory, that directory is the root.
+    #[arg(long, default_value = "./run.sh")]
+    command: String,
+    /// The directory the command writes its results to, relative to the code root. Every file
+    /// in it is published.
+    #[arg(long, default_value = "output")]
+    output_dir: String,
+    /// Kill the run (and everything it started) after this long: 90s, 175m, 3h.
+    #[arg(long, default_value = "120m", value_parser = parse_timeout, allow_hyphen_values = true)]
+    timeout: Duration,
+    /// Where to publish: a directory or s3://bucket/prefix. Files go to
+    /// <DIR>/<job-name>/data/ and the run's manifest to
+    /// <DIR>/<job-name>/runs/<run-id>/manifest.json. Default: telejob-output, or the config
+    /// file's public_store.
+    #[arg(long, value_name = "DIR|URL")]
+    publish_to: Option<String>,
+    /// Where the run's code, log and status go (never published): a directory or
+    /// s3://bucket/prefix. Default: telejob-private, or the config file's private_store.
+    #[arg(long, value_name = "DIR|URL")]
+    private_to: Option<String>,
+    /// Where the run executes: local (this machine) or ec2 (a fresh instance, configured by the
+    /// [ec2] table of --config; stores must be s3://).
+    #[arg(long, value_enum, default_value_t = ComputeArg::Local)]
+    compute: ComputeArg,
+    /// A config file, as for `telejob serve`: stores, [aws], [s3], [ec2] (see docs/aws.md).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The EC2 instance type (default: the config's; must be in its allowlist).
+    #[arg(long, value_name = "TYPE")]
+    instance_type: Option<String>,
+    /// The job's name, also its publish prefix. Default: derived from --code
+    /// (slowsql-0.3.tar.gz → slowsql).
+    #[arg(long, value_name = "NAME")]
+    job_name: Option<String>,
+    /// An environment variable for the job, KEY=VALUE; repeat for more. Nothing else of this
+    /// shell's environment reaches the job but PATH, LANG, LC_* and TZ.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// The slot the run is for (TELEJOB_SCHEDULED_FOR), RFC 3339. Default: now.
+    #[arg(long, value_name = "INSTANT")]
+    scheduled_for: Option<String>,
+    /// Run the job, but only list what would be published; upload nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// public: anyone may read the output; private: only the job's owners.
+    #[arg(long, value_enum, default_value_t = VisibilityArg::Public)]
+    visibility: VisibilityArg,
+    /// Time between SIGTERM and SIGKILL when the timeout expires.
+    #[arg(long, default_value = "10s", value_parser = parse_timeout)]
+    kill_grace: Duration,
+    /// Put the run in a cgroup v2 of its own: auto (where possible), off, required.
+    #[arg(long, default_value = "auto", value_name = "auto|off|required")]
+    cgroup: CgroupMode,
+    /// Run the job as this user (default when telejob runs as root: nobody).
+    #[arg(long, value_name = "USER")]
+    run_as: Option<String>,
+    /// Don't echo the job's output (it is still logged).
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum VisibilityArg {
+    Public,
+    Private,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ComputeArg {
+    Local,
+    Ec2,
+}
+
+/// Parses `90s`, `175m`, `3h`, `1h30m`; a bare number is minutes.
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t.starts_with('-') {
+        return Err("the timeout must be positive: use e.g. 90s, 175m or 3h".into());
+    }
+    let d = if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        t.parse::<u64>()
+            .map(|m| Duration::from_secs(m * 60))
+            .map_err(|e| e.to_string())?
+    } else {
+        humantime::parse_duration(t)
+            .map_err(|e| format!("{s:?} is not a duration ({e}): use e.g. 90s, 175m or 3h"))?
+    };
+    if d.is_zero() {
+        return Err("the timeout must be positive: use e.g. 90s, 175m or 3h".into());
+    }
+    Ok(d)
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let cfg = match &a.config {
+        Some(p) => crate::config::Config::load(p)?,
+        None => crate::config::Config::default(),
+    };
+    let aws = cfg.aws_config();
+    let publish_to = a
+        .publish_to
+        .clone()
+        .or(cfg.public_store.clone())
+        .unwrap_or_else(|| "telejob-output".into());
+    let private_to = a
+        .private_to
+        .clone()
+        .or(cfg.private_store.clone())
+        .unwrap_or_else(|| "telejob-private".into());
+    if a.compute == ComputeArg::Ec2 && aws.ec2.is_none() {
+        return Err(bad(
+            "--compute ec2 needs --config FILE with an [ec2] table (at least ami = \"ami-…\"); see docs/aws.md",
+        ));
+    }
+    for (flag, url) in [("--publish-to", &publish_to), ("--private-to", &private_to)] {
+        backends::store_kind(flag, url)?;
+        if a.compute == ComputeArg::Ec2 {
+            backends::require_s3(flag, url)?;
+        }
+    }
+    // Catch the common mistakes before anything starts, in one line each.
+    validate_command(&a.command).map_err(|e| bad(format!("--{e}")))?;
+    validate_output_dir(&a.output_dir).map_err(|e| {
+        bad(format!(
+            "--{}",
+            e.to_string().replace("output_dir", "output-dir")
+        ))
+    })?;
+    if let CodeSource::Path(p) = CodeSource::parse(&a.code)?
+        && !p.exists()
+    {
+        return Err(bad(format!(
+            "--code {}: no such file or directory; give a code tarball, a directory or a URL",
+            p.display()
+        )));
+    }
+    let job = match &a.job_name {
+        Some(n) => JobName::new(n.clone()).map_err(|e| bad(format!("--job-name: {e}")))?,
+        None => JobName::derive_from(&a.code),
+    };
+    let mut env = BTreeMap::new();
+    for kv in &a.env {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| bad(format!("--env {kv:?}: use KEY=VALUE")))?;
+        validate_env_var(k, v).map_err(|e| bad(format!("--env {e}")))?;
+        env.insert(k.to_string(), v.to_string());
+    }
+    let scheduled_for = match &a.scheduled_for {
+        Some(s) => DateTime::parse_from_rfc3339(s)
+            .map_err(|e| {
+                bad(format!(
+                    "--scheduled-for {s:?}: {e}; use RFC 3339, e.g. 2014-03-08T12:00:00Z"
+                ))
+            })?
+            .with_timezone(&Utc),
+        None => Utc::now(),
+    };
+    let run_as = match &a.run_as {
+        Some(u) => Some(RunAs::lookup(u).map_err(|e| bad(format!("--run-as: {e}")))?),
+        None => RunAs::default_for_current_user(),
+    };
+    let public = backends::store("--publish-to", &publish_to, &aws).await?;
+    let private = backends::store("--private-to", &private_to, &aws).await?;
+    let sandbox = SandboxOptions {
+        cgroup: a.cgroup,
+        run_as,
+        kill_grace: a.kill_grace,
+        ..SandboxOptions::default()
+    };
+    let local = match a.compute {
+        ComputeArg::Local => Some(Arc::new(
+            LocalCompute::builder(RunStores {
+                public: public.clone(),
+                private: private.clone(),
+            })
+            .with_sandbox(sandbox)
+            .with_max_concurrent(1)
+            .with_fetcher(Arc::new(HttpFetcher::new()?))
+            .build(),
+        )),
+        ComputeArg::Ec2 => None,
+    };
+    let compute: Arc<dyn Compute> = match &local {
+        Some(l) => l.clone(),
+        None => Arc::new(
+            backends::ec2_compute(
+                &aws,
+                &publish_to,
+                &private_to,
+                a.instance_type.as_deref(),
+                Some("telejob-cli"),
+            )
+            .await?,
+        ),
+    };
+    // A relative code path is taken from the current directory.
+    let code = if !a.code.contains("://") && !a.code.starts_with("store:") {
+        std::path::absolute(PathBuf::from(&a.code))
+            .map_or(a.code.clone(), |p| p.display().to_string())
+    } else {
+        a.code.clone()
+    };
+    let req = RunRequest {
+        run_id: RunId::new(),
+        job: job.clone(),
+        code,
+        command: a.command.clone(),
+        output_dir: a.output_dir.clone(),
+        timeout: a.timeout,
+        env,
+        scheduled_for,
+        visibility: match a.visibility {
+            VisibilityArg::Public => Visibility::Public,
+            VisibilityArg::Private => Visibility::Private,
+        },
+        dry_run: a.dry_run,
+        owner: None,
+    };
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) || a.compute == ComputeArg::Ec2 {
+        eprintln!(
+            "telejob: run {} of job {job} on {}",
+            req.run_id,
+            compute.capabilities().name
+        );
+    }
+    compute
+        .launch(
+            req.clone(),
+            LaunchOptions::default().with_events(progress::sink(a.quiet)),
+        )
+        .await?;
+    let run = tokio::select! {
+        r = compute.wait(&req.run_id) => r?,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("telejob: interrupted; ending the run");
+            compute.cancel(&req.run_id).await?;
+            compute.wait(&req.run_id).await?
+        }
+    };
+    let data_store = match req.visibility {
+        Visibility::Public => public.as_ref(),
+        Visibility::Private => private.as_ref(),
+    };
+    let data_dir = data_store.locate(&format!("{job}/data"));
+    if let Some(log) = &run.log_key {
+        eprintln!("telejob: log: {}", private.locate(log));
+    }
+    match run.state {
+        RunState::Succeeded => {
+            let verb = if run.dry_run {
+                "would publish"
+            } else {
+                "published"
+            };
+            println!(
+                "{verb} {} file{} ({}) to {}/",
+                run.published.len(),
+                if run.published.len() == 1 { "" } else { "s" },
+                human_bytes(run.published_bytes()),
+                data_dir
+            );
+            for f in &run.published {
+                println!("  {:>10}  {}", human_bytes(f.size), f.path);
+            }
+            for s in &run.skipped {
+                println!("  not published: {} ({})", s.path, s.reason);
+            }
+            if let Some(m) = &run.manifest_key {
+                println!("manifest: {}", data_store.locate(m));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RunState::TimedOut => {
+            eprintln!("telejob: {}", run.error.as_deref().unwrap_or("timed out"));
+            Ok(ExitCode::from(124))
+        }
+        RunState::Cancelled => Ok(ExitCode::from(130)),
+        _ => {
+            let msg = run.error.as_deref().unwrap_or("the run failed");
+            eprintln!("telejob: {msg}");
+            let kind = local.as_ref().and_then(|l| l.failure_kind(&req.run_id));
+            let code = if kind == Some(FailureKind::BadInput) {
+                2
+            } else {
+                1
+            };
+            Ok(ExitCode::from(code))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_take_units() {
+        assert_eq!(parse_timeout("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_timeout("175m"), Ok(Duration::from_secs(175 * 60)));
+        assert_eq!(parse_timeout("3h"), Ok(Duration::from_secs(3 * 3600)));
+        assert_eq!(parse_timeout("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_timeout("5"), Ok(Duration::from_secs(300)));
+        for bad in ["0", "0s", "-5m", "soon", ""] {
+            assert!(parse_timeout(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(human_bytes(12), "12 B");
+        assert_eq!(human_bytes(2048), "2.0 KiB");
+    }
+}

@@ -1,0 +1,111 @@
+//! The server's config file (TOML). Every setting is optional; flags and environment variables
+//! override the file.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use telejob_core::job::ValidationLimits;
+
+use crate::error::bad;
+
+/// `telejob serve --config FILE`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on (default 127.0.0.1:8080).
+    pub listen: Option<String>,
+    /// Data directory (default ./telejob-data).
+    pub data_dir: Option<PathBuf>,
+    /// Where published output goes: a directory or file:// URL (default <data_dir>/public).
+    pub public_store: Option<String>,
+    /// Runs at once on this host (default: the number of CPUs); more wait in a queue.
+    pub max_concurrent_runs: Option<usize>,
+    /// The largest timeout a job may have, in minutes (default 1440).
+    pub max_timeout_minutes: Option<u32>,
+    /// The largest code upload in bytes (default 1 GiB).
+    pub max_code_bytes: Option<u64>,
+    /// The user jobs run as when telejob runs as root (default nobody).
+    pub run_as: Option<String>,
+    /// `auto` (default), `off` or `required`: a cgroup v2 per run.
+    pub cgroup: Option<String>,
+    /// Where run workspaces are made (default: the system temp directory).
+    pub scratch_dir: Option<PathBuf>,
+    /// Email notifications.
+    pub smtp: Option<SmtpConfig>,
+    /// Where code, logs and run status go: a directory, file:// or s3:// URL (default
+    /// <data_dir>/private).
+    pub private_store: Option<String>,
+    /// Where runs execute: `local` (default: child processes of this host) or `ec2` (a fresh
+    /// instance per run; needs `[ec2]` and s3:// stores).
+    pub compute: Option<String>,
+    /// Region and endpoint for S3 and EC2 (credentials come from the standard AWS chain).
+    pub aws: Option<telejob_aws::AwsOptions>,
+    /// S3 tuning.
+    pub s3: Option<crate::backends::S3Tuning>,
+    /// EC2 settings (AMI, instance types, network, instance profile).
+    pub ec2: Option<telejob_aws::Ec2Settings>,
+    /// Seconds between reaper passes over tagged EC2 instances (default 300).
+    pub reap_interval_seconds: Option<u64>,
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| bad(format!("--config {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| {
+            bad(format!(
+                "--config {}: {}",
+                path.display(),
+                e.to_string().replace('\n', " ")
+            ))
+        })
+    }
+
+    /// The AWS parts.
+    pub fn aws_config(&self) -> crate::backends::AwsConfig {
+        crate::backends::AwsConfig {
+            aws: self.aws.clone().unwrap_or_default(),
+            s3: self.s3.clone().unwrap_or_default(),
+            ec2: self.ec2.clone(),
+        }
+    }
+
+    /// Validation bounds for job specs.
+    pub fn limits(&self) -> ValidationLimits {
+        ValidationLimits {
+            max_timeout_minutes: self
+                .max_timeout_minutes
+                .unwrap_or(ValidationLimits::default().max_timeout_minutes),
+        }
+    }
+}
+
+/// SMTP settings (the `[smtp]` table of the config file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// The relay host.
+    pub host: String,
+    /// Its port (default 587).
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// `starttls` (default), `tls`, or `none` (plain, for a local relay).
+    #[serde(default = "default_tls")]
+    pub tls: String,
+    /// User name, if the relay needs one.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password; better given as TELEJOB_SMTP_PASSWORD.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// The sender address.
+    pub from: String,
+}
+
+fn default_port() -> u16 {
+    587
+}
+fn default_tls() -> String {
+    "starttls".into()
+}

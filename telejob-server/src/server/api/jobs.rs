@@ -1,0 +1,191 @@
+//! `/api/jobs…`: thin adapters over [`crate::server::jobs`].
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use telejob_core::job::{JobName, JobSpec};
+
+use super::body::parse_json;
+use super::caller::Caller;
+use super::error::{ApiError, ApiResult};
+use crate::server::db::{JobRow, ts};
+use crate::server::jobs;
+use crate::server::state::AppState;
+
+/// A job as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct JobView {
+    #[serde(flatten)]
+    spec: JobSpec,
+    owner: String,
+    paused: bool,
+    expired: bool,
+    schedule_description: String,
+    cron_line: String,
+    next_run: Option<String>,
+    code_sha256: Option<String>,
+    created_at: String,
+    updated_at: String,
+}
+
+fn view(s: &AppState, j: &JobRow) -> JobView {
+    let compiled = j.spec.schedule.compile().ok();
+    let name = JobName::new(j.spec.name.clone()).ok();
+    JobView {
+        spec: j.spec.clone(),
+        owner: j.owner.clone(),
+        paused: j.paused,
+        expired: j.expired,
+        schedule_description: compiled.as_ref().map(|c| c.describe()).unwrap_or_default(),
+        cron_line: compiled.as_ref().map(|c| c.cron_line()).unwrap_or_default(),
+        next_run: name
+            .and_then(|n| s.scheduler.next_fire(&n))
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        code_sha256: j
+            .code_key
+            .as_ref()
+            .and_then(|k| k.rsplit('/').next())
+            .map(|f| f.trim_end_matches(".tar").to_string()),
+        created_at: ts(j.created_at),
+        updated_at: ts(j.updated_at),
+    }
+}
+
+/// `GET /api/jobs`.
+pub async fn list(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+) -> ApiResult<Json<Vec<JobView>>> {
+    let jobs = s.db.jobs().await?;
+    Ok(Json(
+        jobs.iter()
+            .filter(|j| j.can_see(&caller))
+            .map(|j| view(&s, j))
+            .collect(),
+    ))
+}
+
+/// `POST /api/jobs`.
+pub async fn create(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let spec: JobSpec = parse_json(&body)?;
+    let row = jobs::create(&s, &caller, &spec, None).await?;
+    Ok((StatusCode::CREATED, Json(view(&s, &row))).into_response())
+}
+
+/// `GET /api/jobs/{name}`.
+pub async fn show(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let j = jobs::visible(&s, &caller, &name).await?;
+    let mut v = serde_json::to_value(view(&s, &j)).unwrap_or_default();
+    v["code_versions"] = serde_json::to_value(s.db.code_versions(&name).await?).unwrap_or_default();
+    Ok(Json(v))
+}
+
+/// `PUT /api/jobs/{name}`.
+pub async fn update(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<JobView>> {
+    // Rights before the body, so that a caller who may not edit learns nothing from it.
+    jobs::managed(&s, &caller, &name).await?;
+    let spec: JobSpec = parse_json(&body)?;
+    let row = jobs::update(&s, &caller, &name, &spec, None).await?;
+    Ok(Json(view(&s, &row)))
+}
+
+/// `DELETE /api/jobs/{name}`.
+pub async fn delete(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    jobs::delete(&s, &caller, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT /api/jobs/{name}/code`: the body is the tarball.
+pub async fn upload_code(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
+    jobs::managed(&s, &caller, &name).await?;
+    let staged = jobs::stage_stream(body.into_data_stream(), s.max_code_bytes).await?;
+    let stored = jobs::upload_code(&s, &caller, &name, staged).await?;
+    Ok((StatusCode::OK, Json(stored)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NextQuery {
+    next: Option<usize>,
+}
+
+/// `GET /api/jobs/{name}/schedule?next=N`.
+pub async fn preview(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+    Query(q): Query<NextQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let j = jobs::visible(&s, &caller, &name).await?;
+    let n = q.next.unwrap_or(5);
+    if !(1..=1000).contains(&n) {
+        return Err(ApiError::invalid("next", "use 1 to 1000"));
+    }
+    let sched = j.spec.schedule.compile()?;
+    let from = Utc::now().max(j.spec.start_at.unwrap_or_default());
+    let times: Vec<String> = sched
+        .iter_after(from)
+        .take_while(|t| j.spec.end_at.is_none_or(|e| *t <= e))
+        .take(n)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .collect();
+    Ok(Json(
+        json!({"description": sched.describe(), "cron": sched.cron_line(), "next": times}),
+    ))
+}
+
+/// `POST /api/jobs/{name}/pause`.
+pub async fn pause(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<JobView>> {
+    let row = jobs::set_paused(&s, &caller, &name, true).await?;
+    Ok(Json(view(&s, &row)))
+}
+
+/// `POST /api/jobs/{name}/resume`.
+pub async fn resume(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<JobView>> {
+    let row = jobs::set_paused(&s, &caller, &name, false).await?;
+    Ok(Json(view(&s, &row)))
+}
+
+/// `POST /api/jobs/{name}/runs`: run now.
+pub async fn run_now(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    let id = jobs::run_now(&s, &caller, &name).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"run_id": id}))).into_response())
+}

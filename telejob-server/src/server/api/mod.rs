@@ -1,0 +1,91 @@
+//! The JSON API under `/api`, plus `/healthz`, `/metrics` and the OpenAPI document. Handlers
+//! are thin: job changes go through [`crate::server::jobs`].
+
+mod body;
+mod caller;
+mod error;
+mod jobs;
+mod runs;
+mod tokens;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::server::state::AppState;
+
+/// The routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/metrics", get(metrics))
+        .route("/api/openapi.json", get(openapi))
+        .route("/api/jobs", get(jobs::list).post(jobs::create))
+        .route(
+            "/api/jobs/{name}",
+            get(jobs::show).put(jobs::update).delete(jobs::delete),
+        )
+        // The upload counts its bytes against max_code_bytes itself.
+        .route(
+            "/api/jobs/{name}/code",
+            put(jobs::upload_code).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/api/jobs/{name}/schedule", get(jobs::preview))
+        .route("/api/jobs/{name}/pause", post(jobs::pause))
+        .route("/api/jobs/{name}/resume", post(jobs::resume))
+        .route("/api/jobs/{name}/runs", get(runs::list).post(jobs::run_now))
+        .route("/api/runs/{id}", get(runs::show))
+        .route("/api/runs/{id}/log", get(runs::log))
+        .route("/api/runs/{id}/cancel", post(runs::cancel))
+        .route("/api/tokens", post(tokens::create))
+        .layer(DefaultBodyLimit::max(1 << 20))
+        .with_state(state)
+}
+
+async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("../openapi.json"),
+    )
+}
+
+async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    let counts = s.db.run_counts().await.unwrap_or_default();
+    let body = s.metrics.render(
+        &counts,
+        s.scheduler.active_runs().values().map(Vec::len).sum(),
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_openapi_document_lists_every_route() {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../openapi.json")).expect("valid JSON");
+        let all = include_str!("mod.rs");
+        let src = &all[..all.find("#[cfg(test)]").unwrap_or(all.len())];
+        let routes: Vec<&str> = src
+            .split(".route(")
+            .skip(1)
+            .filter_map(|r| r.trim_start().strip_prefix('"')?.split('"').next())
+            .collect();
+        assert!(routes.len() >= 14, "{routes:?}");
+        for r in routes {
+            assert!(
+                doc["paths"].get(r).is_some(),
+                "{r} is missing from openapi.json"
+            );
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Jobs and their code versions.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use telejob_core::Result;
+use telejob_core::job::JobSpec;
+
+use super::conn::{Db, db_err, decode_err, is_unique_violation, parse_ts, ts};
+use super::rows::{CodeVersion, JobRow};
+
+impl Db {
+    fn job_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<JobRow> {
+        let name: String = r.get("name");
+        let spec: JobSpec = serde_json::from_str(r.get::<&str, _>("spec"))
+            .map_err(|e| decode_err(&format!("job {name:?}"), e))?;
+        Ok(JobRow {
+            spec,
+            owner: r.get("owner"),
+            code_key: r.get("code_key"),
+            paused: r.get::<bool, _>("paused"),
+            expired: r.get::<bool, _>("expired"),
+            cursor: parse_ts("jobs.cursor", r.get("cursor"))?,
+            created_at: parse_ts("jobs.created_at", r.get("created_at"))?,
+            updated_at: parse_ts("jobs.updated_at", r.get("updated_at"))?,
+        })
+    }
+
+    /// Inserts a job; `Ok(false)` if the name is taken.
+    pub async fn insert_job(
+        &self,
+        spec: &JobSpec,
+        owner: &str,
+        cursor: DateTime<Utc>,
+    ) -> Result<bool> {
+        let now = ts(Utc::now());
+        let r = sqlx::query("INSERT INTO jobs (name, owner, spec, paused, expired, cursor, created_at, updated_at) VALUES (?, ?, ?, 0, 0, ?, ?, ?)")
+            .bind(&spec.name)
+            .bind(owner)
+            .bind(serde_json::to_string(spec).unwrap_or_default())
+            .bind(ts(cursor))
+            .bind(&now)
+            .bind(&now)
+            .execute(&self.pool)
+            .await;
+        self.cache.forget(&spec.name);
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if is_unique_violation(&e) => Ok(false),
+            Err(e) => Err(db_err(e)),
+        }
+    }
+
+    /// Replaces a job's spec and moves its cursor.
+    pub async fn update_job_spec(&self, spec: &JobSpec, cursor: DateTime<Utc>) -> Result<()> {
+        let r = sqlx::query(
+            "UPDATE jobs SET spec = ?, cursor = ?, expired = 0, updated_at = ? WHERE name = ?",
+        )
+        .bind(serde_json::to_string(spec).unwrap_or_default())
+        .bind(ts(cursor))
+        .bind(ts(Utc::now()))
+        .bind(&spec.name)
+        .execute(&self.pool)
+        .await;
+        self.cache.forget(&spec.name);
+        r.map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Sets the paused flag.
+    pub async fn set_paused(&self, job: &str, paused: bool) -> Result<()> {
+        let r = sqlx::query("UPDATE jobs SET paused = ?, updated_at = ? WHERE name = ?")
+            .bind(paused)
+            .bind(ts(Utc::now()))
+            .bind(job)
+            .execute(&self.pool)
+            .await;
+        self.cache.forget(job);
+        r.map_err(db_err)?;
+        Ok(())
+    }
+
+    /// A job (from the read cache when it holds it).
+    pub async fn job(&self, name: &str) -> Result<Option<JobRow>> {
+        let seen = {
+            let g = self.cache.lock();
+            if let Some(j) = g.jobs.get(name) {
+                return Ok(Some(j.clone()));
+            }
+            g.generation
+        };
+        let row = self.job_fresh(name).await?;
+        if let Some(j) = &row {
+            self.cache.keep(seen, |c| &mut c.jobs, name, j.clone());
+        }
+        Ok(row)
+    }
+
+    /// A job, read from the database (and not kept): for the reply to a write.
+    pub async fn job_fresh(&self, name: &str) -> Result<Option<JobRow>> {
+        let r = sqlx::query("SELECT * FROM jobs WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        r.as_ref().map(Self::job_from_row).transpose()
+    }
+
+    /// Every job, by name.
+    pub async fn jobs(&self) -> Result<Vec<JobRow>> {
+        let rows = sqlx::query("SELECT * FROM jobs ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(Self::job_from_row).collect()
+    }
+
+    /// Deletes a job, its runs and code versions.
+    pub async fn delete_job(&self, name: &str) -> Result<()> {
+        let r = async {
+            let mut tx = self.pool.begin().await?;
+            for q in [
+                "DELETE FROM runs WHERE job = ?",
+                "DELETE FROM code_versions WHERE job = ?",
+                "DELETE FROM jobs WHERE name = ?",
+            ] {
+                sqlx::query(q).bind(name).execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        }
+        .await;
+        self.cache.forget(name);
+        r.map_err(db_err)
+    }
+
+    /// Records a code version and makes it current.
+    pub async fn add_code(
+        &self,
+        job: &str,
+        sha: &str,
+        key: &str,
+        size: u64,
+        by: &str,
+    ) -> Result<()> {
+        let r = async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("INSERT OR IGNORE INTO code_versions (job, sha256, key, size, uploaded_by, uploaded_at) VALUES (?, ?, ?, ?, ?, ?)")
+                .bind(job)
+                .bind(sha)
+                .bind(key)
+                .bind(size as i64)
+                .bind(by)
+                .bind(ts(Utc::now()))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE jobs SET code_key = ?, updated_at = ? WHERE name = ?")
+                .bind(key)
+                .bind(ts(Utc::now()))
+                .bind(job)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        }
+        .await;
+        self.cache.forget(job);
+        r.map_err(db_err)
+    }
+
+    /// A job's code versions, newest first.
+    pub async fn code_versions(&self, job: &str) -> Result<Vec<CodeVersion>> {
+        let seen = {
+            let g = self.cache.lock();
+            if let Some(v) = g.versions.get(job) {
+                return Ok(v.clone());
+            }
+            g.generation
+        };
+        let rows = sqlx::query("SELECT sha256, key, size, uploaded_by, uploaded_at FROM code_versions WHERE job = ? ORDER BY uploaded_at DESC")
+            .bind(job)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        let versions: Vec<CodeVersion> = rows
+            .into_iter()
+            .map(|r| CodeVersion {
+                sha256: r.get(0),
+                key: r.get(1),
+                size: r.get(2),
+                uploaded_by: r.get(3),
+                uploaded_at: r.get(4),
+            })
+            .collect();
+        self.cache
+            .keep(seen, |c| &mut c.versions, job, versions.clone());
+        Ok(versions)
+    }
+}

@@ -1,0 +1,39 @@
+//! Notification events, each claimed once, with their delivery attempts.
+
+use chrono::Utc;
+use telejob_core::Result;
+
+use super::conn::{Db, db_err, is_unique_violation, ts};
+
+impl Db {
+    /// Claims an event key; `false` if it was claimed before (each event is sent once).
+    pub async fn claim_notification(&self, key: &str, job: &str, kind: &str) -> Result<bool> {
+        let r = sqlx::query(
+            "INSERT INTO notifications (key, job, kind, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(key)
+        .bind(job)
+        .bind(kind)
+        .bind(ts(Utc::now()))
+        .execute(&self.pool)
+        .await;
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if is_unique_violation(&e) => Ok(false),
+            Err(e) => Err(db_err(e)),
+        }
+    }
+
+    /// Records a delivery attempt.
+    pub async fn notification_attempt(&self, key: &str, error: Option<&str>) -> Result<()> {
+        let sent = error.is_none().then(|| ts(Utc::now()));
+        sqlx::query("UPDATE notifications SET attempts = attempts + 1, last_error = ?, sent_at = COALESCE(?, sent_at) WHERE key = ?")
+            .bind(error)
+            .bind(sent)
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+}

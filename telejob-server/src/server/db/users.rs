@@ -1,0 +1,79 @@
+//! Users and their API tokens (stored as hashes).
+
+use chrono::Utc;
+use sqlx::Row;
+use telejob_core::Result;
+
+use super::conn::{Db, db_err, ts};
+use super::rows::User;
+
+impl Db {
+    /// Creates a user if missing; sets the admin flag when `admin` is true.
+    pub async fn ensure_user(&self, name: &str, admin: bool) -> Result<()> {
+        sqlx::query("INSERT INTO users (name, is_admin, created_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET is_admin = MAX(is_admin, excluded.is_admin)")
+            .bind(name)
+            .bind(admin)
+            .bind(ts(Utc::now()))
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Stores a token hash for a user.
+    pub async fn add_token(&self, user: &str, hash: &str, label: Option<&str>) -> Result<()> {
+        sqlx::query("INSERT INTO tokens (hash, user, label, created_at) VALUES (?, ?, ?, ?)")
+            .bind(hash)
+            .bind(user)
+            .bind(label)
+            .bind(ts(Utc::now()))
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Every (token hash, user).
+    pub async fn all_tokens(&self) -> Result<Vec<(String, User)>> {
+        let rows = sqlx::query(
+            "SELECT t.hash, u.name, u.is_admin FROM tokens t JOIN users u ON u.name = t.user",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.get::<String, _>(0),
+                    User {
+                        name: r.get(1),
+                        is_admin: r.get::<bool, _>(2),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// The user of a token hash.
+    pub async fn token_user(&self, hash: &str) -> Result<Option<User>> {
+        let r = sqlx::query("SELECT u.name, u.is_admin FROM tokens t JOIN users u ON u.name = t.user WHERE t.hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(r.map(|r| User {
+            name: r.get(0),
+            is_admin: r.get::<bool, _>(1),
+        }))
+    }
+
+    /// Whether any admin exists.
+    pub async fn has_admin(&self) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE is_admin = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(n > 0)
+    }
+}

@@ -1,0 +1,335 @@
+//! The one place that changes jobs. The JSON API, the dashboard and the example seeding are thin
+//! adapters over these functions, so each checks the same rights and does the same thing to the
+//! database, the stores and the scheduler.
+
+use std::io::Write;
+
+use bytes::Bytes;
+use chrono::Utc;
+use futures::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use telejob_core::job::{JobName, JobSpec};
+use telejob_core::run::RunId;
+use telejob_core::store::PutOptions;
+
+use super::db::{JobRow, User};
+use super::state::AppState;
+
+/// Why a job operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// No such job, or one the caller may not see.
+    #[error("no such job")]
+    NotFound,
+    /// The caller may see the job but not do this to it.
+    #[error("only the job's owner and maintainers may do this")]
+    Forbidden,
+    /// The name is taken.
+    #[error("a job named {0:?} exists already; choose another name")]
+    NameTaken(String),
+    /// The upload is larger than the server accepts.
+    #[error("the code is larger than {0} bytes; keep data out of the code tarball")]
+    TooLarge(u64),
+    /// The upload did not arrive whole.
+    #[error("upload interrupted: {0}")]
+    Interrupted(String),
+    /// A field is invalid (`InvalidJob`/`InvalidJobs`, with the fields to fix).
+    #[error(transparent)]
+    Invalid(telejob_core::Error),
+    /// The database, a store or the scheduler failed.
+    #[error(transparent)]
+    Failed(telejob_core::Error),
+}
+
+impl From<telejob_core::Error> for JobError {
+    fn from(e: telejob_core::Error) -> Self {
+        match e {
+            telejob_core::Error::InvalidJob { .. } | telejob_core::Error::InvalidJobs(_) => {
+                Self::Invalid(e)
+            }
+            e => Self::Failed(e),
+        }
+    }
+}
+
+impl From<std::io::Error> for JobError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Failed(telejob_core::Error::io("code upload", e))
+    }
+}
+
+type Result<T, E = JobError> = std::result::Result<T, E>;
+
+/// The private-store key of a job's code version.
+pub fn code_key(job: &str, sha256: &str) -> String {
+    format!("{job}/code/{sha256}.tar")
+}
+
+/// A job `user` may see (public jobs are visible to every user).
+///
+/// # Errors
+///
+/// [`JobError::NotFound`] when there is no such job or `user` may not see it.
+pub async fn visible(s: &AppState, user: &User, name: &str) -> Result<JobRow> {
+    match s.db.job(name).await? {
+        Some(j) if j.can_see(user) => Ok(j),
+        _ => Err(JobError::NotFound),
+    }
+}
+
+/// A job `user` may manage (edit, run, pause, delete, read logs).
+///
+/// # Errors
+///
+/// [`JobError::NotFound`] if invisible to `user`, [`JobError::Forbidden`] if only visible.
+pub async fn managed(s: &AppState, user: &User, name: &str) -> Result<JobRow> {
+    let j = visible(s, user, name).await?;
+    if j.can_manage(user) {
+        Ok(j)
+    } else {
+        Err(JobError::Forbidden)
+    }
+}
+
+/// A code tarball received in full, hashed, and checked to be an archive telejob can open. Only
+/// [`stage_stream`] and [`stage_bytes`] make one.
+#[derive(Debug)]
+pub struct StagedCode {
+    file: tempfile::NamedTempFile,
+    sha256: String,
+    size: u64,
+}
+
+/// What a stored code version is.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoredCode {
+    /// SHA-256 of the tarball.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its private-store key.
+    pub key: String,
+}
+
+/// Receives an upload into a temporary file, counting against `max` bytes.
+///
+/// # Errors
+///
+/// [`JobError::TooLarge`], [`JobError::Interrupted`], or the `code` field error for a file that
+/// is not an archive telejob can open.
+pub async fn stage_stream<S, E>(mut body: S, max: u64) -> Result<StagedCode>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut file = tempfile::NamedTempFile::new()?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| JobError::Interrupted(e.to_string()))?;
+        size += chunk.len() as u64;
+        if size > max {
+            return Err(JobError::TooLarge(max));
+        }
+        hasher.update(&chunk);
+        // Small synchronous writes to a local temporary file, between network reads.
+        file.write_all(&chunk)?;
+    }
+    file.flush()?;
+    check(file, hex::encode(hasher.finalize()), size).await
+}
+
+/// Stages a tarball held in memory (a form upload).
+///
+/// # Errors
+///
+/// As [`stage_stream`].
+pub async fn stage_bytes(code: Bytes, max: u64) -> Result<StagedCode> {
+    stage_stream(
+        futures::stream::iter([Ok::<_, std::convert::Infallible>(code)]),
+        max,
+    )
+    .await
+}
+
+async fn check(file: tempfile::NamedTempFile, sha256: String, size: u64) -> Result<StagedCode> {
+    let path = file.path().to_path_buf();
+    let opened = tokio::task::spawn_blocking(move || {
+        let f = std::fs::File::open(&path).map_err(|e| telejob_core::Error::io(&path, e))?;
+        telejob_core::archive::open_tar(std::io::BufReader::new(f)).map(|_| ())
+    })
+    .await
+    .map_err(|e| JobError::Failed(telejob_core::Error::task("checking the code upload", e)))?;
+    match opened {
+        Ok(()) => Ok(StagedCode { file, sha256, size }),
+        Err(e @ telejob_core::Error::Io { .. }) => Err(JobError::Failed(e)),
+        Err(e) => Err(JobError::Invalid(telejob_core::Error::invalid(
+            "code",
+            e.to_string(),
+        ))),
+    }
+}
+
+/// Stores a staged code version and makes it the job's current one; the scheduler's copy of
+/// the job follows.
+async fn store_code(s: &AppState, name: &str, code: StagedCode, by: &str) -> Result<StoredCode> {
+    let key = code_key(name, &code.sha256);
+    let reader = tokio::fs::File::open(code.file.path()).await?;
+    s.stores
+        .private
+        .put_stream(&key, Box::new(reader), PutOptions::default())
+        .await?;
+    s.db.add_code(name, &code.sha256, &key, code.size, by)
+        .await?;
+    Ok(StoredCode {
+        sha256: code.sha256,
+        size: code.size,
+        key,
+    })
+}
+
+/// Hands the job as stored now to the scheduler and returns it.
+async fn rearm(s: &AppState, name: &str) -> Result<JobRow> {
+    let row = s.db.job_fresh(name).await?.ok_or(JobError::NotFound)?;
+    s.scheduler
+        .upsert(row.state(s.db.last_failed(name).await?))
+        .await?;
+    Ok(row)
+}
+
+fn check_spec(s: &AppState, spec: &JobSpec) -> Result<()> {
+    if spec.code.is_some() {
+        return Err(JobError::Invalid(telejob_core::Error::invalid(
+            "code",
+            "upload the code with PUT /api/jobs/{name}/code instead",
+        )));
+    }
+    spec.validate(&s.limits)?;
+    Ok(())
+}
+
+/// Creates a job owned by `owner`, with its first code version when given. Nothing is left
+/// behind when a step fails.
+///
+/// # Errors
+///
+/// Invalid fields, a taken name, or a failure of the database, the store or the scheduler.
+pub async fn create(
+    s: &AppState,
+    owner: &User,
+    spec: &JobSpec,
+    code: Option<StagedCode>,
+) -> Result<JobRow> {
+    check_spec(s, spec)?;
+    if !s.db.insert_job(spec, &owner.name, Utc::now()).await? {
+        return Err(JobError::NameTaken(spec.name.clone()));
+    }
+    let made = async {
+        if let Some(code) = code {
+            store_code(s, &spec.name, code, &owner.name).await?;
+        }
+        rearm(s, &spec.name).await
+    }
+    .await;
+    if made.is_err() {
+        // Leave no half-made job behind.
+        s.scheduler.remove(&JobName::new(spec.name.clone())?);
+        if let Err(e) = s.db.delete_job(&spec.name).await {
+            tracing::error!(job = %spec.name, error = %e, "cannot remove a half-made job");
+        }
+    }
+    made
+}
+
+/// Replaces job `name`'s spec (and its code, when given). Slots before the edit are not made up
+/// under the new schedule.
+///
+/// # Errors
+///
+/// As [`managed`], invalid fields (a job cannot be renamed), or a failure below.
+pub async fn update(
+    s: &AppState,
+    user: &User,
+    name: &str,
+    spec: &JobSpec,
+    code: Option<StagedCode>,
+) -> Result<JobRow> {
+    let old = managed(s, user, name).await?;
+    if spec.name != name {
+        return Err(JobError::Invalid(telejob_core::Error::invalid(
+            "name",
+            "a job cannot be renamed; create a new job instead",
+        )));
+    }
+    check_spec(s, spec)?;
+    if let Some(code) = code {
+        store_code(s, name, code, &user.name).await?;
+    }
+    s.db.update_job_spec(spec, old.cursor.max(Utc::now()))
+        .await?;
+    rearm(s, name).await
+}
+
+/// Makes a staged upload job `name`'s current code.
+///
+/// # Errors
+///
+/// As [`managed`], or a failure of the store, the database or the scheduler.
+pub async fn upload_code(
+    s: &AppState,
+    user: &User,
+    name: &str,
+    code: StagedCode,
+) -> Result<StoredCode> {
+    managed(s, user, name).await?;
+    let stored = store_code(s, name, code, &user.name).await?;
+    rearm(s, name).await?;
+    Ok(stored)
+}
+
+/// Pauses or resumes job `name`.
+///
+/// # Errors
+///
+/// As [`managed`], or a failure of the database or the scheduler.
+pub async fn set_paused(s: &AppState, user: &User, name: &str, paused: bool) -> Result<JobRow> {
+    managed(s, user, name).await?;
+    s.db.set_paused(name, paused).await?;
+    s.scheduler
+        .set_paused(&JobName::new(name.to_string())?, paused)
+        .await?;
+    s.db.job_fresh(name).await?.ok_or(JobError::NotFound)
+}
+
+/// Starts a run of job `name` now.
+///
+/// # Errors
+///
+/// As [`managed`], the `code` field when the job has no code yet, or a scheduler failure.
+pub async fn run_now(s: &AppState, user: &User, name: &str) -> Result<RunId> {
+    let j = managed(s, user, name).await?;
+    if j.code_key.is_none() {
+        return Err(JobError::Invalid(telejob_core::Error::invalid(
+            "code",
+            "the job has no code yet: upload a tarball with PUT /api/jobs/{name}/code",
+        )));
+    }
+    Ok(s.scheduler
+        .run_now(&JobName::new(name.to_string())?)
+        .await?)
+}
+
+/// Deletes job `name`: cancels its runs in flight, disarms it, removes its rows.
+///
+/// # Errors
+///
+/// As [`managed`], or a failure of the compute backend or the database.
+pub async fn delete(s: &AppState, user: &User, name: &str) -> Result<()> {
+    managed(s, user, name).await?;
+    let job = JobName::new(name.to_string())?;
+    for r in s.scheduler.active_runs().remove(&job).unwrap_or_default() {
+        s.scheduler.cancel_run(&r).await?;
+    }
+    s.scheduler.remove(&job);
+    Ok(s.db.delete_job(name).await?)
+}

@@ -1,0 +1,33 @@
+//! What every request handler shares.
+
+use std::sync::Arc;
+
+use telejob_core::job::ValidationLimits;
+use telejob_core::pipeline::RunStores;
+use telejob_core::scheduler::Scheduler;
+
+use super::db::Db;
+use super::metrics::Metrics;
+use super::sessions::Sessions;
+use super::tokens::Tokens;
+
+/// Shared by every handler of the API and the dashboard.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The database.
+    pub db: Db,
+    /// Token checks.
+    pub tokens: Tokens,
+    /// The scheduler.
+    pub scheduler: Scheduler,
+    /// Where code, logs and output live.
+    pub stores: RunStores,
+    /// Validation bounds.
+    pub limits: ValidationLimits,
+    /// Largest code upload.
+    pub max_code_bytes: u64,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Dashboard sessions.
+    pub sessions: Sessions,
+}
