@@ -4,12 +4,17 @@
 //! output and manifest land in S3: what proves an EC2 run works. Then: a run that never reports
 //! is terminated at its deadline.
 
+use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use telejob_aws::testing::Moto;
+use telejob_aws::{Ec2ComputeBuilder, Ec2Settings, S3StoreBuilder};
 use telejob_e2e::{tarball, telejob_bin};
 
 fn write_config(dir: &Path, moto: &Moto, ami: &str, margin: u64) -> std::path::PathBuf {
@@ -140,37 +145,7 @@ fn an_ec2_run_boots_from_its_user_data_and_publishes_to_s3() {
     // Run it as cloud-init would, with stand-ins for the machine-level commands and the instance
     // profile's credentials in the environment.
     let machine = dir.join("machine");
-    let bin = machine.join("bin");
-    std::fs::create_dir_all(&bin).expect("bin");
-    for stub in ["shutdown", "iptables"] {
-        let p = bin.join(stub);
-        std::fs::write(
-            &p,
-            format!(
-                "#!/bin/sh\necho \"$@\" >> {}/{stub}.calls\n",
-                machine.display()
-            ),
-        )
-        .expect("stub");
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
-    let script = machine.join("user-data");
-    std::fs::write(&script, &user_data).expect("user data");
-    let mut boot = Command::new("bash");
-    boot.arg(&script)
-        .env_clear()
-        .env(
-            "PATH",
-            format!(
-                "{}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
-                bin.display()
-            ),
-        )
-        .env("TELEJOB_WORK_ROOT", &machine)
-        .env("HOME", &machine);
-    for (k, v) in moto.env() {
-        boot.env(k, v);
-    }
+    let mut boot = boot_command(&moto, &user_data, &machine);
     let booted = boot.output().expect("user data runs");
     assert!(
         booted.status.success(),
@@ -341,4 +316,163 @@ fn serve_on_ec2_reaps_orphaned_instances_at_start() {
     let _ = server.kill();
     let _ = server.wait();
     assert!(state == "terminated" || state == "shutting-down", "{state}");
+}
+
+/// The command that boots `user_data` as cloud-init would, in `machine` (a scratch directory),
+/// with stand-ins for `shutdown` and `iptables` (they record their calls in
+/// `machine/<name>.calls`) and the instance profile's credentials in the environment.
+fn boot_command(moto: &Moto, user_data: &str, machine: &Path) -> Command {
+    let bin = machine.join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    for stub in ["shutdown", "iptables"] {
+        let p = bin.join(stub);
+        std::fs::write(
+            &p,
+            format!(
+                "#!/bin/sh\necho \"$@\" >> {}/{stub}.calls\n",
+                machine.display()
+            ),
+        )
+        .expect("stub");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let script = machine.join("user-data");
+    std::fs::write(&script, user_data).expect("user data");
+    let mut boot = Command::new("bash");
+    boot.arg(&script)
+        .env_clear()
+        .env(
+            "PATH",
+            format!(
+                "{}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+                bin.display()
+            ),
+        )
+        .env("TELEJOB_WORK_ROOT", machine)
+        .env("HOME", machine);
+    for (k, v) in moto.env() {
+        boot.env(k, v);
+    }
+    boot
+}
+
+/// Stand-ins for the machines EC2 would boot: every instance that appears running gets its user
+/// data executed here (in its own process group), and is killed when the instance is terminated.
+struct Machines {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Machines {
+    fn start(moto: Arc<Moto>, root: std::path::PathBuf) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut booted: HashMap<String, std::process::Child> = HashMap::new();
+            let kill = |c: &std::process::Child| {
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{}", c.id())])
+                    .stderr(Stdio::null())
+                    .status();
+            };
+            while !flag.load(Ordering::Relaxed) {
+                let listing = moto.boto3(
+                    "for r in ec2.describe_instances()['Reservations']:\n    \
+                     for i in r['Instances']:\n        print(i['InstanceId'], i['State']['Name'])",
+                );
+                for line in listing.lines() {
+                    let Some((id, state)) = line.split_once(' ') else {
+                        continue;
+                    };
+                    let alive = booted
+                        .get_mut(id)
+                        .map(|c| c.try_wait().ok().flatten().is_none());
+                    match (state, booted.get_mut(id), alive) {
+                        ("running", None, _) => {
+                            let user_data = moto.boto3(&format!(
+                                "import base64\n\
+                                 v = ec2.describe_instance_attribute(InstanceId='{id}', Attribute='userData')['UserData']['Value']\n\
+                                 print(base64.b64decode(v).decode())"
+                            ));
+                            let mut cmd = boot_command(&moto, &user_data, &root.join(id));
+                            cmd.process_group(0)
+                                .stdout(Stdio::null())
+                                .stderr(Stdio::null());
+                            booted.insert(id.to_string(), cmd.spawn().expect("boot"));
+                        }
+                        ("shutting-down" | "terminated" | "stopped", Some(child), Some(true)) => {
+                            kill(child);
+                            let _ = child.wait();
+                        }
+                        _ => {}
+                    }
+                }
+                for child in booted.values_mut() {
+                    let _ = child.try_wait();
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            for child in booted.values_mut() {
+                kill(child);
+                let _ = child.wait();
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Machines {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `Ec2Compute` passes every compute conformance check, each of its instances booted here from
+/// its user data by [`Machines`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ec2_compute_passes_the_compute_conformance_checks() {
+    let Some((moto, ami, tmp)) = setup() else {
+        return;
+    };
+    let moto = Arc::new(moto);
+    let machines = Machines::start(moto.clone(), tmp.path().join("machines"));
+    let store = |url: &'static str| {
+        let aws = moto.aws();
+        async move {
+            S3StoreBuilder::from_url(url)
+                .expect("url")
+                .with_aws(aws)
+                .build()
+                .await
+                .expect("store")
+        }
+    };
+    let (public, private) = (store("s3://pub/").await, store("s3://priv/telejob/").await);
+    let mut settings = Ec2Settings::new(&ami);
+    settings.instance_type = "t3.micro".into();
+    settings.margin_seconds = 120;
+    settings.poll_seconds = 1;
+    settings.agent_binary = Some(telejob_bin!().to_path_buf());
+    let compute = Ec2ComputeBuilder::new(settings, public.clone(), private.clone())
+        .with_aws(moto.aws())
+        .build()
+        .await
+        .expect("compute");
+    let code = tmp.path().join("sample.tar.gz");
+    std::fs::write(&code, telejob_core::testing::sample_tarball()).expect("code");
+    let ran = telejob_core::testing::compute_conformance(
+        &compute,
+        &code.display().to_string(),
+        &*public,
+        &*private,
+    )
+    .await;
+    assert_eq!(ran, telejob_core::testing::COMPUTE_CHECKS);
+    drop(machines);
 }
