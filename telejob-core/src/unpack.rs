@@ -108,14 +108,35 @@ impl<R: Read> Read for GuardedReader<R> {
         let total = before + n as u64;
         self.since_mark.set(Some(total));
         if total > self.limit {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, HEADER_LIMIT_MSG));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, HeaderLimit));
         }
         Ok(n)
     }
 }
 
-const HEADER_LIMIT_MSG: &str =
-    "extension headers (long names or PAX records) exceed the header size limit";
+/// The reader's refusal to read more extension headers, recognised by type wherever the tar
+/// parser hands it back.
+#[derive(Debug, thiserror::Error)]
+#[error("extension headers (long names or PAX records) exceed the header size limit")]
+struct HeaderLimit;
+
+/// Whether `e`, or any error it wraps, is a [`HeaderLimit`].
+fn is_header_limit(e: &io::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> =
+        e.get_ref().map(|x| x as &(dyn std::error::Error + 'static));
+    while let Some(err) = cur {
+        if err.is::<HeaderLimit>() {
+            return true;
+        }
+        cur = match err.downcast_ref::<io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|x| x as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    false
+}
 
 /// Bytes of decompressed data the reading thread hands over at a time.
 const CHUNK: usize = 256 * 1024;
@@ -278,8 +299,8 @@ fn corrupt(e: io::Error) -> Error {
 }
 
 fn corrupt_or_limit(e: io::Error) -> Error {
-    if e.to_string().contains(HEADER_LIMIT_MSG) {
-        Error::unsafe_entry("(extension header)", HEADER_LIMIT_MSG)
+    if is_header_limit(&e) {
+        Error::unsafe_entry("(extension header)", HeaderLimit.to_string())
     } else {
         corrupt(e)
     }

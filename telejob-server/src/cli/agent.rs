@@ -65,7 +65,7 @@ pub async fn agent(a: AgentArgs) -> anyhow::Result<ExitCode> {
             )
             .await?;
         eprintln!("telejob: {}", run.error.as_deref().unwrap_or_default());
-        return Ok(ExitCode::from(1));
+        return Ok(super::exit::code(run.state, false));
     }
     let pipeline = Pipeline::new(stores)
         .with_fetcher(Arc::new(HttpFetcher::new()?))
@@ -82,11 +82,8 @@ pub async fn agent(a: AgentArgs) -> anyhow::Result<ExitCode> {
     });
     let out = pipeline.run(&req, None, cancel).await;
     println!("{}", serde_json::to_string_pretty(&out.run)?);
-    Ok(ExitCode::from(match (out.run.state, out.failure) {
-        (RunState::Succeeded, _) => 0,
-        (RunState::TimedOut, _) => 124,
-        (RunState::Cancelled, _) => 130,
-        (_, Some(FailureKind::BadInput)) => 2,
-        _ => 1,
-    }))
+    Ok(super::exit::code(
+        out.run.state,
+        out.failure == Some(FailureKind::BadInput),
+    ))
 }

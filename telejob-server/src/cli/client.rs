@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
+use telejob_core::run::RunState;
 
 use crate::error::bad;
 
@@ -216,10 +217,9 @@ fn run_line(r: &Value) -> String {
 }
 
 fn exit_for(run: &Value) -> ExitCode {
-    match run["state"].as_str() {
-        Some("succeeded") => ExitCode::SUCCESS,
-        Some("timed_out") => ExitCode::from(124),
-        _ => ExitCode::from(1),
+    match serde_json::from_value::<RunState>(run["state"].clone()) {
+        Ok(state) => super::exit::code(state, false),
+        Err(_) => ExitCode::from(1),
     }
 }
 

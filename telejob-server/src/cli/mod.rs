@@ -2,6 +2,7 @@
 
 mod agent;
 mod client;
+mod exit;
 mod package;
 mod progress;
 mod run;

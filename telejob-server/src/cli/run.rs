@@ -316,23 +316,21 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             if let Some(m) = &run.manifest_key {
                 println!("manifest: {}", data_store.locate(m));
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(super::exit::code(run.state, false))
         }
         RunState::TimedOut => {
             eprintln!("telejob: {}", run.error.as_deref().unwrap_or("timed out"));
-            Ok(ExitCode::from(124))
+            Ok(super::exit::code(run.state, false))
         }
-        RunState::Cancelled => Ok(ExitCode::from(130)),
+        RunState::Cancelled => Ok(super::exit::code(run.state, false)),
         _ => {
             let msg = run.error.as_deref().unwrap_or("the run failed");
             eprintln!("telejob: {msg}");
             let kind = local.as_ref().and_then(|l| l.failure_kind(&req.run_id));
-            let code = if kind == Some(FailureKind::BadInput) {
-                2
-            } else {
-                1
-            };
-            Ok(ExitCode::from(code))
+            Ok(super::exit::code(
+                run.state,
+                kind == Some(FailureKind::BadInput),
+            ))
         }
     }
 }
