@@ -84,6 +84,10 @@ impl Api {
             r = r.bearer_auth(t);
         }
         if let Some(b) = body {
+            // Code uploads are tarballs; every other body here is JSON.
+            if !path.ends_with("/code") {
+                r = r.header("content-type", "application/json");
+            }
             r = r.body(b);
         }
         let resp = r.send().await.expect("request");
@@ -150,6 +154,10 @@ async fn bad_requests_name_the_field_and_store_nothing() {
         (b"{\"name\":", 400, None),
         (b"not json", 400, None),
         (b"", 400, None),
+        (br#"{"name":"ok"} {"name":"again"}"#, 400, None),
+        (br#"{"name":"ok"}trailing"#, 400, None),
+        (br#"[{"name":"ok"}]"#, 400, None),
+        (br#""ok""#, 400, None),
         (br#"{"name":"ok","tmeout":5}"#, 422, Some("tmeout")),
         (
             br#"{"name":"ok","timeout_minutes":-5}"#,
@@ -824,5 +832,252 @@ async fn the_dashboard_refuses_cross_site_posts() {
             .as_u16(),
         303,
         "the real form works"
+    );
+}
+
+#[tokio::test]
+async fn json_bodies_need_their_content_type_and_uploads_their_length() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("telejob.toml");
+    std::fs::write(&cfg, "max_code_bytes = 4096\n").expect("config");
+    let srv = Server::start(
+        &dir.path().join("data"),
+        &["--config", cfg.to_str().expect("utf8")],
+    );
+    let http = reqwest::Client::new();
+    let post = |ct: Option<&'static str>| {
+        let mut r = http
+            .post(format!("{}/api/jobs", srv.base))
+            .bearer_auth(&srv.token)
+            .body(r#"{"name":"typed"}"#);
+        if let Some(ct) = ct {
+            r = r.header("content-type", ct);
+        }
+        r.send()
+    };
+    for ct in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let r = post(ct).await.expect("post");
+        assert_eq!(r.status().as_u16(), 415, "{ct:?}");
+    }
+    let r = post(Some("application/json; charset=utf-8"))
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 201);
+    // Body-less POSTs need no content type.
+    let r = http
+        .post(format!("{}/api/jobs/typed/pause", srv.base))
+        .bearer_auth(&srv.token)
+        .send()
+        .await
+        .expect("pause");
+    assert_eq!(r.status().as_u16(), 200);
+
+    // A declared length over the limit is refused before the body is sent.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = srv.base.trim_start_matches("http://").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "PUT /api/jobs/typed/code HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Content-Length: 1000000000\r\nExpect: 100-continue\r\n\r\n",
+        srv.token
+    );
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+        .await
+        .expect("an answer without the body")
+        .expect("read");
+    let reply = String::from_utf8_lossy(&buf[..n]);
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+}
+
+/// A gzip tarball with `run.sh` and a file entry named `name` as is (tar's own builder refuses
+/// `..`, as it should).
+fn traversal_tarball(name: &str) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut b = tar::Builder::new(gz);
+    let mut h = tar::Header::new_gnu();
+    h.set_size(4);
+    h.set_mode(0o755);
+    b.append_data(&mut h, "run.sh", &b"true"[..])
+        .expect("run.sh");
+    let mut h = tar::Header::new_gnu();
+    h.as_gnu_mut().expect("gnu").name[..name.len()].copy_from_slice(name.as_bytes());
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    b.append(&h, &b"x"[..]).expect("entry");
+    b.into_inner().expect("tar").finish().expect("gzip")
+}
+
+#[tokio::test]
+async fn an_unsafe_upload_is_refused_naming_the_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = Server::start(dir.path(), &[]);
+    let api = Api::new(&srv, Some(&srv.token));
+    assert_eq!(
+        api.post_json("/api/jobs", &json!({"name": "evil"})).await.0,
+        201
+    );
+    let (s, v, _) = api
+        .call(
+            "PUT",
+            "/api/jobs/evil/code",
+            Some(traversal_tarball("a/../../escape")),
+        )
+        .await;
+    assert_eq!((s, v["field"].as_str()), (422, Some("code")), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("a/../../escape")),
+        "{v}"
+    );
+    let (_, job) = api.get("/api/jobs/evil").await;
+    assert_eq!(job["code_versions"], json!([]), "nothing was stored");
+}
+
+#[tokio::test]
+async fn the_dashboard_runs_no_inline_script() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = Server::start(dir.path(), &[]);
+    let r = reqwest::get(format!("{}/login", srv.base))
+        .await
+        .expect("login page");
+    let csp = r
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .expect("a CSP")
+        .to_string();
+    let script_src = csp
+        .split(';')
+        .map(str::trim)
+        .find(|d| d.starts_with("script-src"))
+        .expect("script-src");
+    assert_eq!(script_src, "script-src 'self'", "{csp}");
+    let page = r.text().await.expect("page");
+    assert!(
+        page.contains(r#"<script src="/ui/app.js" defer>"#),
+        "{page}"
+    );
+    assert!(
+        !page.contains("onsubmit=") && !page.contains("onclick="),
+        "{page}"
+    );
+    let js = reqwest::get(format!("{}/ui/app.js", srv.base))
+        .await
+        .expect("app.js");
+    assert!(
+        js.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("text/javascript"))
+    );
+}
+
+/// Regular files below `dir` (none when it does not exist).
+fn files_below(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(e.path());
+            } else {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+#[tokio::test]
+async fn a_deleted_jobs_data_never_passes_to_a_new_owner_of_its_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let srv = Server::start(&data, &[]);
+    let admin = Api::new(&srv, Some(&srv.token));
+    let user = |name: &'static str| {
+        let admin = &admin;
+        let srv = &srv;
+        async move {
+            let (s, t) = admin.post_json("/api/tokens", &json!({"user": name})).await;
+            assert_eq!(s, 201, "{t}");
+            Api::new(srv, t["token"].as_str())
+        }
+    };
+    let (alice, bob) = (user("alice").await, user("bob").await);
+    let script =
+        |who: &str| format!("#!/bin/bash\nmkdir -p output\necho {who} > output/{who}.csv\n");
+    alice
+        .create_with_code(
+            json!({"name": "shared"}),
+            &[("run.sh", &script("alice"), 0o755)],
+        )
+        .await;
+    assert_eq!(alice.run_to_end("shared").await["state"], "succeeded");
+    let (public, private) = (data.join("public/shared"), data.join("private/shared"));
+    assert!(public.join("data/alice.csv").exists());
+    assert!(files_below(&private) > 0, "code, status and log");
+
+    // Deleted with its published data kept: everything private goes, the name stays alice's.
+    assert_eq!(alice.call("DELETE", "/api/jobs/shared", None).await.0, 204);
+    assert!(
+        public.join("data/alice.csv").exists(),
+        "published data kept"
+    );
+    assert_eq!(files_below(&private), 0, "code, logs and status deleted");
+    let (s, v) = bob.post_json("/api/jobs", &json!({"name": "shared"})).await;
+    assert_eq!((s, v["field"].as_str()), (409, Some("name")), "{v}");
+    let (s, _, _) = bob.call("GET", "/public/shared/data/alice.csv", None).await;
+    assert_eq!(s, 404, "a deleted job's data is not served as anyone's");
+    let (_, mine) = alice.get("/api/tombstones").await;
+    assert_eq!(mine[0]["owner"], "alice", "{mine}");
+    assert_eq!(bob.get("/api/tombstones").await.1, json!([]));
+    assert_eq!(
+        bob.call("DELETE", "/api/tombstones/shared", None).await.0,
+        403
+    );
+
+    // An admin releases the name: the kept data is purged first.
+    assert_eq!(
+        admin.call("DELETE", "/api/tombstones/shared", None).await.0,
+        204
+    );
+    assert_eq!(files_below(&public), 0, "released names carry no data");
+    bob.create_with_code(
+        json!({"name": "shared"}),
+        &[("run.sh", &script("bob"), 0o755)],
+    )
+    .await;
+    let (s, _, _) = bob.call("GET", "/public/shared/data/alice.csv", None).await;
+    assert_eq!(s, 404);
+    assert_eq!(bob.run_to_end("shared").await["state"], "succeeded");
+    let (s, _, body) = bob.call("GET", "/public/shared/data/bob.csv", None).await;
+    assert_eq!((s, body.as_slice()), (200, &b"bob\n"[..]));
+
+    // Deleted with its published data: nothing stays, and the name is free.
+    assert_eq!(
+        bob.call("DELETE", "/api/jobs/shared?public_data=purge", None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(files_below(&public) + files_below(&private), 0);
+    assert_eq!(admin.get("/api/tombstones").await.1, json!([]));
+    assert_eq!(
+        alice
+            .post_json("/api/jobs", &json!({"name": "shared"}))
+            .await
+            .0,
+        201
     );
 }

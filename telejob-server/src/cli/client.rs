@@ -64,10 +64,16 @@ pub enum JobsCmd {
         /// The job.
         name: String,
     },
-    /// Delete a job and its run history.
+    /// Delete a job and what it owns: code versions, logs, run history, private output.
+    ///
+    /// Its published data is kept, and its name stays reserved to its owner, unless
+    /// --purge-public-data deletes that too.
     Delete {
         /// The job.
         name: String,
+        /// Delete its published data too (the name is then free for anyone).
+        #[arg(long)]
+        purge_public_data: bool,
     },
 }
 
@@ -276,7 +282,10 @@ pub async fn jobs(a: ServerArgs, cmd: JobsCmd) -> anyhow::Result<ExitCode> {
             if let Err(e) = up {
                 // Leave nothing half-made behind.
                 let _ = c
-                    .send(c.http.delete(c.url(&format!("/api/jobs/{name}"))))
+                    .send(
+                        c.http
+                            .delete(c.url(&format!("/api/jobs/{name}?public_data=purge"))),
+                    )
                     .await;
                 return Err(e);
             }
@@ -343,10 +352,21 @@ pub async fn jobs(a: ServerArgs, cmd: JobsCmd) -> anyhow::Result<ExitCode> {
                 .await?;
             println!("resumed {name}");
         }
-        JobsCmd::Delete { name } => {
-            c.send(c.http.delete(c.url(&format!("/api/jobs/{name}"))))
-                .await?;
-            println!("deleted {name}");
+        JobsCmd::Delete {
+            name,
+            purge_public_data,
+        } => {
+            let public = if purge_public_data { "purge" } else { "keep" };
+            c.send(
+                c.http
+                    .delete(c.url(&format!("/api/jobs/{name}?public_data={public}"))),
+            )
+            .await?;
+            if purge_public_data {
+                println!("deleted {name} and its published data");
+            } else {
+                println!("deleted {name}; its published data is kept and the name stays yours");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

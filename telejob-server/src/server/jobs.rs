@@ -10,7 +10,7 @@ use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use telejob_core::job::{JobName, JobSpec};
 use telejob_core::run::RunId;
-use telejob_core::store::PutOptions;
+use telejob_core::store::{PutOptions, Store};
 
 use super::db::{JobRow, User};
 use super::state::AppState;
@@ -27,6 +27,11 @@ pub enum JobError {
     /// The name is taken.
     #[error("a job named {0:?} exists already; choose another name")]
     NameTaken(String),
+    /// The name belonged to a deleted job whose published data was kept.
+    #[error(
+        "{0:?} belonged to a deleted job whose published data was kept; choose another name (an admin can release it)"
+    )]
+    NameReserved(String),
     /// The upload is larger than the server accepts.
     #[error("the code is larger than {0} bytes; keep data out of the code tarball")]
     TooLarge(u64),
@@ -152,15 +157,24 @@ pub async fn stage_bytes(code: Bytes, max: u64) -> Result<StagedCode> {
     .await
 }
 
+/// Unpacks the upload with the unpacker runs use (into a scratch directory, removed after), so
+/// that an archive a run would refuse is refused now, naming the entry, not at the next run.
 async fn check(file: tempfile::NamedTempFile, sha256: String, size: u64) -> Result<StagedCode> {
     let path = file.path().to_path_buf();
-    let opened = tokio::task::spawn_blocking(move || {
+    let unpacked = tokio::task::spawn_blocking(move || {
+        let scratch =
+            tempfile::tempdir().map_err(|e| telejob_core::Error::io(std::env::temp_dir(), e))?;
         let f = std::fs::File::open(&path).map_err(|e| telejob_core::Error::io(&path, e))?;
-        telejob_core::archive::open_tar(std::io::BufReader::new(f)).map(|_| ())
+        telejob_core::unpack::unpack(
+            std::io::BufReader::new(f),
+            scratch.path(),
+            &telejob_core::unpack::UnpackLimits::default(),
+        )
+        .map(|_| ())
     })
     .await
     .map_err(|e| JobError::Failed(telejob_core::Error::task("checking the code upload", e)))?;
-    match opened {
+    match unpacked {
         Ok(()) => Ok(StagedCode { file, sha256, size }),
         Err(e @ telejob_core::Error::Io { .. }) => Err(JobError::Failed(e)),
         Err(e) => Err(JobError::Invalid(telejob_core::Error::invalid(
@@ -221,8 +235,16 @@ pub async fn create(
     code: Option<StagedCode>,
 ) -> Result<JobRow> {
     check_spec(s, spec)?;
+    // A deleted job's kept data never passes to another owner of its name.
+    let tomb = s.db.tombstone(&spec.name).await?;
+    if tomb.as_ref().is_some_and(|t| t.owner != owner.name) {
+        return Err(JobError::NameReserved(spec.name.clone()));
+    }
     if !s.db.insert_job(spec, &owner.name, Utc::now()).await? {
         return Err(JobError::NameTaken(spec.name.clone()));
+    }
+    if tomb.is_some() {
+        s.db.remove_tombstone(&spec.name).await?;
     }
     let made = async {
         if let Some(code) = code {
@@ -234,7 +256,7 @@ pub async fn create(
     if made.is_err() {
         // Leave no half-made job behind.
         s.scheduler.remove(&JobName::new(spec.name.clone())?);
-        if let Err(e) = s.db.delete_job(&spec.name).await {
+        if let Err(e) = s.db.delete_job(&spec.name, None).await {
             tracing::error!(job = %spec.name, error = %e, "cannot remove a half-made job");
         }
     }
@@ -319,17 +341,63 @@ pub async fn run_now(s: &AppState, user: &User, name: &str) -> Result<RunId> {
         .await?)
 }
 
-/// Deletes job `name`: cancels its runs in flight, disarms it, removes its rows.
+/// What happens to a deleted job's published data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PublicData {
+    /// Kept where it is; the job's name stays reserved to its owner (a tombstone).
+    #[default]
+    Keep,
+    /// Deleted with the job.
+    Purge,
+}
+
+/// Removes every object under `<name>/` in `store`.
+async fn purge(store: &dyn Store, name: &str) -> Result<usize> {
+    let objects = store.list(&format!("{name}/")).await?;
+    for o in &objects {
+        store.delete(&o.key).await?;
+    }
+    Ok(objects.len())
+}
+
+/// Deletes job `name` and what it owns: cancels its runs in flight, disarms it, removes its code
+/// versions, logs, run records and private output, and its published data too or not
+/// (`public`). Stores are emptied before the rows go, so a failure leaves the job in place to
+/// delete again, never a free name with old data behind it.
 ///
 /// # Errors
 ///
-/// As [`managed`], or a failure of the compute backend or the database.
-pub async fn delete(s: &AppState, user: &User, name: &str) -> Result<()> {
-    managed(s, user, name).await?;
+/// As [`managed`], or a failure of the compute backend, a store or the database.
+pub async fn delete(s: &AppState, user: &User, name: &str, public: PublicData) -> Result<()> {
+    let row = managed(s, user, name).await?;
     let job = JobName::new(name.to_string())?;
     for r in s.scheduler.active_runs().remove(&job).unwrap_or_default() {
         s.scheduler.cancel_run(&r).await?;
     }
     s.scheduler.remove(&job);
-    Ok(s.db.delete_job(name).await?)
+    purge(s.stores.private.as_ref(), name).await?;
+    if public == PublicData::Purge {
+        purge(s.stores.public.as_ref(), name).await?;
+    }
+    let tombstone = (public == PublicData::Keep).then_some(row.owner.as_str());
+    Ok(s.db.delete_job(name, tombstone).await?)
+}
+
+/// Releases the name of a deleted job (admins only): its kept published data is purged first,
+/// so releasing never hands old data to a new owner.
+///
+/// # Errors
+///
+/// [`JobError::Forbidden`] for anyone but an admin, [`JobError::NotFound`] without a tombstone,
+/// or a store or database failure.
+pub async fn release(s: &AppState, user: &User, name: &str) -> Result<()> {
+    if !user.is_admin {
+        return Err(JobError::Forbidden);
+    }
+    if s.db.tombstone(name).await?.is_none() {
+        return Err(JobError::NotFound);
+    }
+    purge(s.stores.public.as_ref(), name).await?;
+    Ok(s.db.remove_tombstone(name).await?)
 }

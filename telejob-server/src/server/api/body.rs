@@ -1,16 +1,52 @@
-//! JSON request bodies, with the field of a type error named.
+//! JSON request bodies: `Content-Type: application/json` (415 otherwise), one JSON object and
+//! nothing after it (400 otherwise), the field of a type error named (422).
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
 
 use super::error::{ApiError, ApiResult};
 
-/// Parses a JSON body into `T`, naming the field of a type error.
+/// The body of a request that must be JSON.
+#[derive(Debug)]
+pub struct JsonBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send the body as JSON with Content-Type: application/json",
+            ));
+        }
+        Bytes::from_request(req, state)
+            .await
+            .map(Self)
+            .map_err(|e| ApiError::new(e.status(), e.body_text()))
+    }
+}
+
+/// Parses a JSON object into `T`, naming the field of a type error.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
-    if body.is_empty() {
-        return Err(ApiError::bad_request(
-            "the request body is empty: send a JSON object",
-        ));
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => {
+            return Err(ApiError::bad_request(
+                "the request body is empty: send a JSON object",
+            ));
+        }
+        Some(b'{') => {}
+        Some(_) => return Err(ApiError::bad_request("the body must be a JSON object")),
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         match inner.classify() {
@@ -28,5 +64,41 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
                 ApiError::invalid(&field, inner.to_string())
             }
         }
-    })
+    })?;
+    de.end()
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    struct T {
+        #[allow(dead_code)]
+        a: u32,
+    }
+
+    fn status(body: &str) -> Option<StatusCode> {
+        parse_json::<T>(body.as_bytes()).err().map(|e| e.status())
+    }
+
+    #[test]
+    fn bodies_are_one_json_object() {
+        assert_eq!(status(r#"{"a": 1}"#), None);
+        assert_eq!(status(" {\"a\": 1}\n"), None);
+        assert_eq!(
+            status(r#"{"a": 1} {"a": 2}"#),
+            Some(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(status(r#"{"a": 1}x"#), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(status("[1]"), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(status("\"x\""), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(status(""), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(
+            status(r#"{"a": "x"}"#),
+            Some(StatusCode::UNPROCESSABLE_ENTITY)
+        );
+    }
 }

@@ -29,6 +29,11 @@ impl ApiError {
             errors: Vec::new(),
         }
     }
+    /// The status the reply carries.
+    #[cfg(test)]
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
     /// 401.
     pub fn unauthorized(m: &str) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, m)
@@ -102,7 +107,7 @@ impl From<JobError> for ApiError {
         match e {
             JobError::NotFound => Self::not_found("job"),
             JobError::Forbidden => Self::forbidden(&e.to_string()),
-            JobError::NameTaken(_) => Self {
+            JobError::NameTaken(_) | JobError::NameReserved(_) => Self {
                 field: Some("name".into()),
                 ..Self::new(StatusCode::CONFLICT, e.to_string())
             },

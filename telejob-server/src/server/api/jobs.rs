@@ -1,16 +1,16 @@
 //! `/api/jobs…`: thin adapters over [`crate::server::jobs`].
 
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use telejob_core::job::{JobName, JobSpec};
 
-use super::body::parse_json;
+use super::body::{JsonBody, parse_json};
 use super::caller::Caller;
 use super::error::{ApiError, ApiResult};
 use crate::server::db::{JobRow, ts};
@@ -74,7 +74,7 @@ pub async fn list(
 pub async fn create(
     State(s): State<AppState>,
     Caller(caller): Caller,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     let spec: JobSpec = parse_json(&body)?;
     let row = jobs::create(&s, &caller, &spec, None).await?;
@@ -98,7 +98,7 @@ pub async fn update(
     State(s): State<AppState>,
     Caller(caller): Caller,
     Path(name): Path<String>,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Json<JobView>> {
     // Rights before the body, so that a caller who may not edit learns nothing from it.
     jobs::managed(&s, &caller, &name).await?;
@@ -107,23 +107,63 @@ pub async fn update(
     Ok(Json(view(&s, &row)))
 }
 
-/// `DELETE /api/jobs/{name}`.
+#[derive(Debug, Deserialize)]
+pub struct DeleteQuery {
+    #[serde(default)]
+    public_data: jobs::PublicData,
+}
+
+/// `DELETE /api/jobs/{name}?public_data=keep|purge`.
 pub async fn delete(
     State(s): State<AppState>,
     Caller(caller): Caller,
     Path(name): Path<String>,
+    Query(q): Query<DeleteQuery>,
 ) -> ApiResult<StatusCode> {
-    jobs::delete(&s, &caller, &name).await?;
+    jobs::delete(&s, &caller, &name, q.public_data).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `PUT /api/jobs/{name}/code`: the body is the tarball.
+/// `GET /api/tombstones`: deleted jobs whose names are reserved (admins see all, others their
+/// own).
+pub async fn tombstones(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+) -> ApiResult<Json<Vec<crate::server::db::Tombstone>>> {
+    let all = s.db.tombstones().await?;
+    Ok(Json(
+        all.into_iter()
+            .filter(|t| caller.is_admin || t.owner == caller.name)
+            .collect(),
+    ))
+}
+
+/// `DELETE /api/tombstones/{name}` (admins): purge the kept data, free the name.
+pub async fn release(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    jobs::release(&s, &caller, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT /api/jobs/{name}/code`: the body is the tarball. A declared length over the limit is
+/// refused before a byte is read (`Expect: 100-continue` is answered 413, not 100).
 pub async fn upload_code(
     State(s): State<AppState>,
     Caller(caller): Caller,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > s.max_code_bytes) {
+        return Err(jobs::JobError::TooLarge(s.max_code_bytes).into());
+    }
     jobs::managed(&s, &caller, &name).await?;
     let staged = jobs::stage_stream(body.into_data_stream(), s.max_code_bytes).await?;
     let stored = jobs::upload_code(&s, &caller, &name, staged).await?;

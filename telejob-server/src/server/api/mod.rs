@@ -11,7 +11,7 @@ mod tokens;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -41,6 +41,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/runs/{id}/log", get(runs::log))
         .route("/api/runs/{id}/cancel", post(runs::cancel))
         .route("/api/tokens", post(tokens::create))
+        .route("/api/tombstones", get(jobs::tombstones))
+        .route("/api/tombstones/{name}", delete(jobs::release))
         .layer(DefaultBodyLimit::max(1 << 20))
         .with_state(state)
 }

@@ -1,14 +1,13 @@
 //! `/api/tokens`: admins make tokens for users.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::body::parse_json;
+use super::body::{JsonBody, parse_json};
 use super::caller::Caller;
 use super::error::{ApiError, ApiResult};
 use crate::server::state::AppState;
@@ -27,7 +26,7 @@ struct TokenRequest {
 pub async fn create(
     State(s): State<AppState>,
     Caller(caller): Caller,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     if !caller.is_admin {
         return Err(ApiError::forbidden("only admins may create tokens"));

@@ -6,7 +6,7 @@ use telejob_core::Result;
 use telejob_core::job::JobSpec;
 
 use super::conn::{Db, db_err, decode_err, is_unique_violation, parse_ts, ts};
-use super::rows::{CodeVersion, JobRow};
+use super::rows::{CodeVersion, JobRow, Tombstone};
 
 impl Db {
     fn job_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<JobRow> {
@@ -114,22 +114,74 @@ impl Db {
         rows.iter().map(Self::job_from_row).collect()
     }
 
-    /// Deletes a job, its runs and code versions.
-    pub async fn delete_job(&self, name: &str) -> Result<()> {
+    /// Deletes a job, its runs and code versions; with `tombstone_owner`, reserves the name to
+    /// that user in the same transaction.
+    pub async fn delete_job(&self, name: &str, tombstone_owner: Option<&str>) -> Result<()> {
         let r = async {
             let mut tx = self.pool.begin().await?;
             for q in [
                 "DELETE FROM runs WHERE job = ?",
                 "DELETE FROM code_versions WHERE job = ?",
+                "DELETE FROM notifications WHERE job = ?",
                 "DELETE FROM jobs WHERE name = ?",
             ] {
                 sqlx::query(q).bind(name).execute(&mut *tx).await?;
+            }
+            if let Some(owner) = tombstone_owner {
+                sqlx::query(
+                    "INSERT OR REPLACE INTO tombstones (name, owner, deleted_at) VALUES (?, ?, ?)",
+                )
+                .bind(name)
+                .bind(owner)
+                .bind(ts(Utc::now()))
+                .execute(&mut *tx)
+                .await?;
             }
             tx.commit().await
         }
         .await;
         self.cache.forget(name);
         r.map_err(db_err)
+    }
+
+    /// The tombstone of a deleted job whose published data was kept.
+    pub async fn tombstone(&self, name: &str) -> Result<Option<Tombstone>> {
+        let r = sqlx::query("SELECT name, owner, deleted_at FROM tombstones WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(r.map(|r| Tombstone {
+            name: r.get(0),
+            owner: r.get(1),
+            deleted_at: r.get(2),
+        }))
+    }
+
+    /// Every tombstone, by name.
+    pub async fn tombstones(&self) -> Result<Vec<Tombstone>> {
+        let rows = sqlx::query("SELECT name, owner, deleted_at FROM tombstones ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Tombstone {
+                name: r.get(0),
+                owner: r.get(1),
+                deleted_at: r.get(2),
+            })
+            .collect())
+    }
+
+    /// Removes a tombstone (the name is free again).
+    pub async fn remove_tombstone(&self, name: &str) -> Result<()> {
+        sqlx::query("DELETE FROM tombstones WHERE name = ?")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
     }
 
     /// Records a code version and makes it current.

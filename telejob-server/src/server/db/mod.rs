@@ -11,4 +11,4 @@ mod tests;
 mod users;
 
 pub use conn::{Db, ts};
-pub use rows::{CodeVersion, JobRow, User};
+pub use rows::{CodeVersion, JobRow, Tombstone, User};

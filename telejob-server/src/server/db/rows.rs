@@ -60,6 +60,17 @@ impl JobRow {
     }
 }
 
+/// A deleted job whose published data was kept: its name is reserved to its owner.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Tombstone {
+    /// The job's name.
+    pub name: String,
+    /// Who owned it (and may create it again).
+    pub owner: String,
+    /// When it was deleted.
+    pub deleted_at: String,
+}
+
 /// A code version.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CodeVersion {

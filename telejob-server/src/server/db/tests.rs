@@ -48,7 +48,7 @@ async fn job_reads_follow_every_write_through_the_cache() {
         .expect("code");
     assert_eq!(db.code_versions("j").await.expect("versions").len(), 1);
     assert_eq!(job().await.code_key.as_deref(), Some("code/j/abc.tar"));
-    db.delete_job("j").await.expect("delete");
+    db.delete_job("j", None).await.expect("delete");
     assert!(db.job("j").await.expect("read").is_none(), "deleted");
     assert!(db.code_versions("j").await.expect("versions").is_empty());
     // A read that raced a write does not store what it read.

@@ -47,14 +47,30 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{name}/{action}", post(job_action))
         .route("/runs/{id}", get(run_page))
         .route("/ui/preview", get(preview))
+        .route("/ui/app.js", get(app_js))
         .route("/public/{*path}", get(public_file))
         .route("/example/slowsql.tar.gz", get(example_tarball))
         .with_state(state)
 }
 
-fn page(m: Markup) -> Response {
-    ([(header::CONTENT_SECURITY_POLICY, "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; frame-ancestors 'none'")], m)
+/// Scripts only from this origin (`/ui/app.js`), never inline; no framing.
+const CSP: &str = "default-src 'self'; style-src 'unsafe-inline'; script-src 'self'; \
+                   object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// `/ui/app.js`.
+async fn app_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        pages::APP_JS,
+    )
         .into_response()
+}
+
+fn page(m: Markup) -> Response {
+    ([(header::CONTENT_SECURITY_POLICY, CSP)], m).into_response()
 }
 
 fn forbidden(b: &Browser, text: &str) -> Response {
@@ -297,7 +313,7 @@ fn code_error(e: JobError) -> String {
 /// Shows a failed create or edit: field errors next to their fields, others above the form.
 fn form_failed(b: &Browser, f: &mut JobForm, e: JobError, editing: Option<&str>) -> Response {
     match e {
-        JobError::NameTaken(_) => {
+        JobError::NameTaken(_) | JobError::NameReserved(_) => {
             f.errors.insert("name".into(), e.to_string());
             form_page(b, StatusCode::CONFLICT, f, None, editing)
         }
@@ -437,12 +453,22 @@ async fn job_page(
     ))
 }
 
+/// A job page's action buttons: the CSRF token, and for delete whether the published data goes
+/// too.
+#[derive(Debug, Deserialize)]
+struct ActionForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    purge_public: Option<String>,
+}
+
 async fn job_action(
     State(s): State<AppState>,
     b: Browser,
     headers: HeaderMap,
     Path((name, action)): Path<(String, String)>,
-    axum::Form(f): axum::Form<CsrfForm>,
+    axum::Form(f): axum::Form<ActionForm>,
 ) -> Response {
     if !check_post(&headers, &b.session, &f.csrf) {
         return stale_form(&b);
@@ -455,9 +481,16 @@ async fn job_action(
         "pause" | "resume" => jobs::set_paused(&s, user, &name, action == "pause")
             .await
             .map(|_| format!("/jobs/{name}")),
-        "delete" => jobs::delete(&s, user, &name)
-            .await
-            .map(|()| "/".to_string()),
+        "delete" => {
+            let public = if f.purge_public.is_some() {
+                jobs::PublicData::Purge
+            } else {
+                jobs::PublicData::Keep
+            };
+            jobs::delete(&s, user, &name, public)
+                .await
+                .map(|()| "/".to_string())
+        }
         _ => Err(JobError::NotFound),
     };
     match r {

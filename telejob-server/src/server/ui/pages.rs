@@ -13,7 +13,7 @@ header a{color:#fff;text-decoration:none;font-weight:600}header .who{margin-left
 main{max-width:980px;margin:1.2em auto;padding:0 1em}
 table{border-collapse:collapse;width:100%;background:#fff}th,td{text-align:left;padding:.4em .6em;border-bottom:1px solid #e3e6ea}
 .card{background:#fff;border:1px solid #e3e6ea;border-radius:6px;padding:1em 1.2em;margin:1em 0}
-label{display:block;font-weight:600;margin-top:.8em}input,select{font:inherit;padding:.3em;min-width:16em}
+label{display:block;font-weight:600;margin-top:.8em}label.inline{display:inline;font-weight:400}input[type=checkbox]{min-width:0}input,select{font:inherit;padding:.3em;min-width:16em}
 .help{color:#5c6670;font-size:.88em;margin:.15em 0}.error{color:#b00020;font-weight:600;font-size:.9em}
 .warn{background:#fff4e5;border:1px solid #f0b05a;padding:.6em .9em;border-radius:6px}
 .state-succeeded{color:#1b7f3b}.state-failed,.state-timed_out,.state-interrupted{color:#b00020}.state-missed{color:#8a6d00}
@@ -30,6 +30,7 @@ pub fn layout(title: &str, user: Option<&str>, csrf: Option<&str>, body: Markup)
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " — telejob" }
                 style { (PreEscaped(CSS)) }
+                script src="/ui/app.js" defer {}
             }
             body {
                 header {
@@ -256,14 +257,17 @@ pub fn job_form(
                 }
                 p { button #submit type="submit" { @if editing.is_some() { "Save" } @else { "Schedule the job" } } }
             }
-            script { (PreEscaped(FORM_JS)) }
         },
     )
 }
 
-const FORM_JS: &str = r#"
+/// The dashboard's one script, served as `/ui/app.js` (the Content-Security-Policy allows no
+/// inline script): confirmation before dangerous forms, and the job form's schedule preview.
+pub const APP_JS: &str = r#"
+document.addEventListener('submit',e=>{ const m=e.target.dataset&&e.target.dataset.confirm; if(m&&!confirm(m)) e.preventDefault(); });
 (function(){
   const f=document.getElementById('job-form'), freq=document.getElementById('frequency');
+  if(!f||!freq) return;
   function show(){ document.querySelectorAll('[data-for]').forEach(d=>{ d.hidden=!d.dataset.for.split(' ').includes(freq.value); }); }
   function tick(){ const n=new Date(); document.getElementById('utc-now').textContent=n.toISOString().slice(11,16); }
   let t=null;
@@ -353,8 +357,11 @@ pub fn job_page(user: &str, csrf: &str, p: &JobPage<'_>) -> Markup {
                         " "
                         a href={ "/jobs/" (name) "/edit" } { "Edit" }
                         " "
-                        form.inline method="post" action={ "/jobs/" (name) "/delete" } onsubmit="return confirm('Delete this job and its run history?')" {
-                            input type="hidden" name="csrf" value=(csrf); button type="submit" { "Delete" }
+                        form.inline method="post" action={ "/jobs/" (name) "/delete" } data-confirm="Delete this job, its code, logs and run history? Published data is kept (and the name stays yours) unless you ticked the box." {
+                            input type="hidden" name="csrf" value=(csrf);
+                            label.inline { input #purge-public type="checkbox" name="purge_public" value="1"; " also delete its published data" }
+                            " "
+                            button type="submit" { "Delete" }
                         }
                     }
                 }

@@ -3,6 +3,7 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use axum::http::uri::{Authority, Uri};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Redirect, Response};
 
@@ -71,28 +72,95 @@ pub fn check_post(headers: &HeaderMap, session: &Session, csrf: &str) -> bool {
         && constant_time_eq(csrf.as_bytes(), session.csrf.as_bytes())
 }
 
-/// Whether the request's Origin (or Referer) is this host. Requests without either (old clients,
-/// command-line tools) pass; browsers always send Origin on POST.
+/// Whether the request's Origin (or Referer) is this server: the same scheme (`http`, or
+/// `https` behind a TLS proxy that says so in `X-Forwarded-Proto`), host and port (default ports
+/// made explicit). Requests without either header (old clients, command-line tools) pass;
+/// browsers always send Origin on POST.
 pub fn same_origin(headers: &HeaderMap) -> bool {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let origin = headers
-        .get(header::ORIGIN)
-        .or_else(|| headers.get(header::REFERER))
-        .and_then(|v| v.to_str().ok());
-    match origin {
-        // Browsers send Origin on POST; a missing one (old clients) falls back to the token alone.
-        Some(o) => {
-            o.split_once("://")
-                .map(|(_, rest)| rest.split('/').next().unwrap_or_default())
-                == Some(host)
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let Some(origin) = text(header::ORIGIN).or_else(|| text(header::REFERER)) else {
+        return true;
+    };
+    let scheme = match text(header::HeaderName::from_static("x-forwarded-proto")) {
+        Some(p) if p.trim().eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    };
+    let Some(host) = text(header::HOST).and_then(|h| h.parse::<Authority>().ok()) else {
+        return false;
+    };
+    let Ok(theirs) = origin.parse::<Uri>() else {
+        return false;
+    };
+    let port = |scheme: &str, explicit: Option<u16>| {
+        explicit.or(match scheme {
+            "http" => Some(80),
+            "https" => Some(443),
+            _ => None,
+        })
+    };
+    match (theirs.scheme_str(), theirs.host()) {
+        (Some(s), Some(h)) => {
+            s.eq_ignore_ascii_case(scheme)
+                && h.eq_ignore_ascii_case(host.host())
+                && port(s, theirs.port_u16()) == port(scheme, host.port_u16())
         }
-        None => true,
+        _ => false,
     }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(host: &str, origin: Option<&str>, proto: Option<&str>) -> bool {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, host.parse().expect("host"));
+        if let Some(o) = origin {
+            h.insert(header::ORIGIN, o.parse().expect("origin"));
+        }
+        if let Some(p) = proto {
+            h.insert("x-forwarded-proto", p.parse().expect("proto"));
+        }
+        same_origin(&h)
+    }
+
+    #[test]
+    fn origins_match_on_scheme_host_and_port() {
+        assert!(check("127.0.0.1:8080", Some("http://127.0.0.1:8080"), None));
+        assert!(check("Example.com", Some("http://example.com:80"), None));
+        assert!(check(
+            "example.com",
+            Some("https://example.com"),
+            Some("https")
+        ));
+        assert!(
+            check("example.com", None, None),
+            "no Origin: the CSRF token decides"
+        );
+        assert!(
+            !check("127.0.0.1:8080", Some("http://127.0.0.1:9090"), None),
+            "port"
+        );
+        assert!(
+            !check("example.com", Some("https://example.com"), None),
+            "scheme"
+        );
+        assert!(
+            !check("example.com", Some("http://example.com"), Some("https")),
+            "scheme"
+        );
+        assert!(
+            !check("example.com", Some("http://evil.example"), None),
+            "host"
+        );
+        assert!(
+            !check("example.com", Some("http://example.com.evil"), None),
+            "host"
+        );
+        assert!(!check("example.com", Some("null"), None), "opaque origin");
+    }
 }
