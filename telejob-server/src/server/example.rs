@@ -37,12 +37,16 @@ pub async fn ensure(s: &AppState) -> anyhow::Result<()> {
         name: "admin".into(),
         is_admin: true,
     };
+    if s.db.job("slowsql").await?.is_some() {
+        // Made at an earlier start; the scheduler armed it when it loaded the jobs.
+        return Ok(());
+    }
     let code = jobs::stage_bytes(tarball()?.into(), s.max_code_bytes).await?;
     match jobs::create(s, &admin, &spec, Some(code)).await {
         Ok(_) => eprintln!(
             "telejob: scheduled the example job slowsql every minute; watch it with `telejob runs list slowsql`"
         ),
-        // Made at an earlier start; the scheduler armed it when it loaded the jobs.
+        // Made meanwhile by another start on the same data.
         Err(JobError::NameTaken(_)) => {}
         Err(e) => return Err(e.into()),
     }

@@ -38,8 +38,13 @@ pub(super) fn decode_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::persistence("decode", format!("{what}: {e}"), false)
 }
 
-pub(super) fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+/// Whether an `INSERT` added its row: `Ok(false)` when a unique key already held it.
+pub(super) fn inserted<T>(r: std::result::Result<T, sqlx::Error>) -> Result<bool> {
+    match r {
+        Ok(_) => Ok(true),
+        Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Ok(false),
+        Err(e) => Err(db_err(e)),
+    }
 }
 
 /// Most entries each map of [`ReadCache`] holds; a full map starts over.

@@ -5,7 +5,7 @@ use sqlx::Row;
 use telejob_core::Result;
 use telejob_core::job::JobSpec;
 
-use super::conn::{Db, db_err, decode_err, is_unique_violation, parse_ts, ts};
+use super::conn::{Db, db_err, decode_err, inserted, parse_ts, ts};
 use super::rows::{CodeVersion, JobRow, Tombstone};
 
 impl Db {
@@ -43,11 +43,7 @@ impl Db {
             .execute(&self.pool)
             .await;
         self.cache.forget(&spec.name);
-        match r {
-            Ok(_) => Ok(true),
-            Err(e) if is_unique_violation(&e) => Ok(false),
-            Err(e) => Err(db_err(e)),
-        }
+        inserted(r)
     }
 
     /// Replaces a job's spec and moves its cursor.
@@ -144,6 +140,14 @@ impl Db {
         r.map_err(db_err)
     }
 
+    fn tombstone_from_row(r: &sqlx::sqlite::SqliteRow) -> Tombstone {
+        Tombstone {
+            name: r.get(0),
+            owner: r.get(1),
+            deleted_at: r.get(2),
+        }
+    }
+
     /// The tombstone of a deleted job whose published data was kept.
     pub async fn tombstone(&self, name: &str) -> Result<Option<Tombstone>> {
         let r = sqlx::query("SELECT name, owner, deleted_at FROM tombstones WHERE name = ?")
@@ -151,11 +155,7 @@ impl Db {
             .fetch_optional(&self.pool)
             .await
             .map_err(db_err)?;
-        Ok(r.map(|r| Tombstone {
-            name: r.get(0),
-            owner: r.get(1),
-            deleted_at: r.get(2),
-        }))
+        Ok(r.as_ref().map(Self::tombstone_from_row))
     }
 
     /// Every tombstone, by name.
@@ -164,14 +164,7 @@ impl Db {
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
-        Ok(rows
-            .into_iter()
-            .map(|r| Tombstone {
-                name: r.get(0),
-                owner: r.get(1),
-                deleted_at: r.get(2),
-            })
-            .collect())
+        Ok(rows.iter().map(Self::tombstone_from_row).collect())
     }
 
     /// Removes a tombstone (the name is free again).

@@ -3,7 +3,7 @@
 use chrono::Utc;
 use telejob_core::Result;
 
-use super::conn::{Db, db_err, is_unique_violation, ts};
+use super::conn::{Db, db_err, inserted, ts};
 
 impl Db {
     /// Claims an event key; `false` if it was claimed before (each event is sent once).
@@ -17,11 +17,7 @@ impl Db {
         .bind(ts(Utc::now()))
         .execute(&self.pool)
         .await;
-        match r {
-            Ok(_) => Ok(true),
-            Err(e) if is_unique_violation(&e) => Ok(false),
-            Err(e) => Err(db_err(e)),
-        }
+        inserted(r)
     }
 
     /// Records a delivery attempt.

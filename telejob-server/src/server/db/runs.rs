@@ -8,7 +8,7 @@ use telejob_core::job::JobName;
 use telejob_core::run::{Run, RunState};
 use telejob_core::scheduler::persist::{JobState, RunRow, SchedulerStore, Trigger};
 
-use super::conn::{Db, db_err, decode_err, is_unique_violation, ts};
+use super::conn::{Db, db_err, decode_err, inserted, ts};
 
 impl Db {
     fn run_from_json(s: &str) -> Result<Run> {
@@ -118,11 +118,7 @@ impl SchedulerStore for Db {
             .bind(ts(Utc::now()))
             .execute(&self.pool)
             .await;
-        match r {
-            Ok(_) => Ok(true),
-            Err(e) if is_unique_violation(&e) => Ok(false),
-            Err(e) => Err(db_err(e)),
-        }
+        inserted(r)
     }
 
     async fn update_run(&self, run: &Run) -> Result<()> {
