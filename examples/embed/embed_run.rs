@@ -44,6 +44,8 @@ async fn main() -> anyhow::Result<()> {
         visibility: Visibility::Public,
         dry_run: false,
         owner: None,
+        limits: Default::default(),
+        secrets: Default::default(),
     };
     compute
         .launch(req.clone(), LaunchOptions::default())

@@ -25,6 +25,8 @@ pub struct ComputeCapabilities {
     /// Every process a run starts is confined and killed with it (cgroup), rather than tracked
     /// best-effort.
     pub contained: bool,
+    /// The resource limits runs get (`limits.*` of a job); others are refused at save time.
+    pub limits: crate::limits::LimitSupport,
 }
 
 impl ComputeCapabilities {
@@ -37,6 +39,7 @@ impl ComputeCapabilities {
             reattach: false,
             max_concurrent: None,
             contained: false,
+            limits: crate::limits::LimitSupport::default(),
         }
     }
 }

@@ -87,6 +87,7 @@ impl Compute for InProcessCompute {
         c.cancel = true;
         c.max_concurrent = Some(self.max_concurrent);
         c.contained = self.pipeline.sandbox.cgroup == CgroupMode::Required;
+        c.limits = self.pipeline.sandbox.limit_support();
         c
     }
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use chrono::{DateTime, Utc};
 
 use crate::error::{Error, Result};
+use crate::limits::{LimitPolicy, LimitSupport, ResourceLimits};
 use crate::policy::{
     MissedPolicy, NotifySpec, OverlapPolicy, default_backoff, default_catch_up_limit,
 };
@@ -144,12 +145,18 @@ impl AsRef<str> for JobName {
 pub struct ValidationLimits {
     /// The largest accepted timeout in minutes (default 1440, one day).
     pub max_timeout_minutes: u32,
+    /// Resource limits: the operator's defaults and maxima.
+    pub resources: LimitPolicy,
+    /// The limits the compute enforces; a job may not ask for another.
+    pub enforced: LimitSupport,
 }
 
 impl Default for ValidationLimits {
     fn default() -> Self {
         Self {
             max_timeout_minutes: DEFAULT_MAX_TIMEOUT_MINUTES,
+            resources: LimitPolicy::default(),
+            enforced: LimitSupport::ALL,
         }
     }
 }
@@ -216,6 +223,9 @@ pub struct JobSpec {
     /// Where notifications go.
     #[serde(default, skip_serializing_if = "NotifySpec::is_empty")]
     pub notify: NotifySpec,
+    /// Resource limits; absent ones take the operator's defaults.
+    #[serde(default, skip_serializing_if = "ResourceLimits::is_empty")]
+    pub limits: ResourceLimits,
 }
 
 fn default_command() -> String {
@@ -250,6 +260,7 @@ impl JobSpec {
             end_at: None,
             maintainers: Vec::new(),
             notify: NotifySpec::default(),
+            limits: ResourceLimits::default(),
         }
     }
 
@@ -322,6 +333,18 @@ impl JobSpec {
         }
         if let Err(e) = self.notify.validate() {
             errors.push(e);
+        }
+        if let Err(errs) = self.limits.validate() {
+            errors.extend(errs);
+        }
+        if let Err(errs) = limits.resources.check(&self.limits) {
+            errors.extend(errs);
+        }
+        for field in limits.enforced.unenforced(&self.limits) {
+            errors.push(Error::invalid(
+                field,
+                "this server's compute cannot enforce this limit; remove it",
+            ));
         }
         for (k, v) in &self.env {
             if let Err(e) = validate_env_var(k, v) {
@@ -593,6 +616,7 @@ mod tests {
         assert!(spec.validate(&ValidationLimits::default()).is_err());
         let limits = ValidationLimits {
             max_timeout_minutes: 2880,
+            ..ValidationLimits::default()
         };
         assert!(spec.validate(&limits).is_ok());
     }

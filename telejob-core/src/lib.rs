@@ -33,6 +33,7 @@ pub mod error;
 pub mod fetch;
 pub mod inprocess;
 pub mod job;
+pub mod limits;
 #[cfg(feature = "object-store")]
 pub mod objects;
 pub mod pipeline;

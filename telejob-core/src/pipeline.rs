@@ -15,8 +15,10 @@ use crate::fetch::{CodeSource, HashingReader, UrlFetcher};
 use crate::job::{Visibility, validate_command, validate_output_dir};
 use crate::publish::{self, PublishPolicy};
 use crate::run::{Manifest, PhaseDurations, Run, RunRequest, RunState, keys};
-use crate::sandbox::exec::{ExecSpec, ExitKind, execute};
-use crate::sandbox::{SandboxOptions, chown_tree, job_environment};
+use crate::sandbox::exec::{
+    Confinement, ExecSpec, ExitKind, Isolation, JOB_ROOT, PRIVATE_DIRS, execute,
+};
+use crate::sandbox::{Identity, SandboxOptions, UidLease, chown_tree, job_environment};
 use crate::store::{PutOptions, Store, StoreExt};
 use crate::unpack::{UnpackLimits, unpack};
 
@@ -200,14 +202,19 @@ impl Pipeline {
         }
         let source = CodeSource::parse(&req.code)?;
 
-        // A fresh, private run directory: code/ (the workspace), home/, tmp/, the log.
-        std::fs::create_dir_all(&self.scratch_dir).map_err(|e| Error::io(&self.scratch_dir, e))?;
-        let run_dir = tempfile::Builder::new()
-            .prefix(&format!("telejob-{}-", req.job))
-            .tempdir_in(&self.scratch_dir)
-            .map_err(|e| Error::io(&self.scratch_dir, e))?;
+        let mut run_dir = RunDir::create(&self.scratch_dir)?;
+        // The UID is the run's until its files are gone: released with the directory.
+        if let Identity::Dynamic(range) = &self.sandbox.identity {
+            let r = range.clone();
+            run_dir.lease = Some(
+                tokio::task::spawn_blocking(move || r.lease())
+                    .await
+                    .map_err(|e| Error::task("leasing a run UID", e))??,
+            );
+        }
+        let leased = run_dir.lease.as_ref().map(UidLease::uid);
         let result = self
-            .in_workspace(ctx, cancel, &source, run_dir.path())
+            .in_workspace(ctx, cancel, &source, run_dir.path(), leased)
             .await;
         // Up to millions of entries: not on the runtime's threads, which the scheduler and the API
         // share.
@@ -223,12 +230,50 @@ impl Pipeline {
         cancel: &CancellationToken,
         source: &CodeSource,
         dir: &Path,
+        leased: Option<u32>,
     ) -> Result<()> {
         let req = ctx.req;
-        let ws = dir.join("code");
-        let (home, tmp, log_path) = (dir.join("home"), dir.join("tmp"), dir.join("run.log"));
-        for d in [&ws, &home, &tmp] {
-            std::fs::create_dir(d).map_err(|e| Error::io(d, e))?;
+        // The run directory is telejob's (0700; 0711 when the job must pass through it by path),
+        // with the log and the archive 0600; work/ is the job's own and all it can write.
+        let work = dir.join("work");
+        let ws = work.join("code");
+        let (home, tmp) = (work.join("home"), work.join("tmp"));
+        let log_path = dir.join("run.log");
+        for d in [&work, &ws, &home]
+            .into_iter()
+            .cloned()
+            .chain(PRIVATE_DIRS.iter().map(|(sub, _)| work.join(sub)))
+        {
+            std::fs::create_dir(&d).map_err(|e| Error::io(&d, e))?;
+        }
+        let isolation = self.isolation(&work)?;
+        // What the job sees: the work directory at JOB_ROOT inside its namespaces.
+        let view = |p: &Path| -> PathBuf {
+            match (&isolation, p.strip_prefix(&work)) {
+                (Some(_), Ok(rel)) => Path::new(JOB_ROOT).join(rel),
+                _ => p.to_path_buf(),
+            }
+        };
+        let ids = match (&self.sandbox.identity, leased) {
+            (Identity::Fixed(u), _) => Some((u.uid, u.gid)),
+            (_, Some(uid)) => Some((uid, uid)),
+            _ => None,
+        };
+        let support = self.sandbox.limit_support();
+        let unenforced = support.unenforced(&req.limits);
+        if !unenforced.is_empty() {
+            ctx.emit(RunEvent::Warning(format!(
+                "this host cannot enforce {}; the run goes on without",
+                unenforced.join(", ")
+            )));
+        }
+        let enforced = support.keep_enforced(&req.limits);
+        if req.limits.network == Some(crate::limits::Network::Off) && !support.network {
+            return Err(Error::spawn(
+                "limits.network = off needs network namespaces, which this host does not give \
+                 telejob (it must run as root); the run did not start",
+                std::io::Error::from(std::io::ErrorKind::Unsupported),
+            ));
         }
 
         // Fetch and unpack.
@@ -253,20 +298,28 @@ impl Pipeline {
         ctx.durations.unpack_ms = ms(t);
         ctx.run.code_sha256 = Some(sha.clone());
         let root = code_root(&ws);
-        if let Some(u) = &self.sandbox.run_as {
-            for d in [dir.to_path_buf(), ws.clone(), home.clone(), tmp.clone()] {
-                if d == dir {
-                    use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o711))
-                        .map_err(|e| Error::io(&d, e))?;
-                } else {
-                    chown_tree(&d, u.uid, u.gid)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path, m: u32| {
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(m))
+                    .map_err(|e| Error::io(p, e))
+            };
+            if let Some((uid, gid)) = ids {
+                let w = work.clone();
+                tokio::task::spawn_blocking(move || chown_tree(&w, uid, gid))
+                    .await
+                    .map_err(|e| Error::task("handing the workspace to the run", e))??;
+                if isolation.is_none() {
+                    mode(dir, 0o711)?;
                 }
+            }
+            for d in [&work, &home, &tmp] {
+                mode(d, 0o700)?;
             }
         }
 
         // Run.
-        let output_abs = root.join(&req.output_dir);
+        let output_abs = view(&root.join(&req.output_dir));
         let telejob_env = [
             ("TELEJOB_JOB", req.job.to_string()),
             ("TELEJOB_RUN_ID", req.run_id.to_string()),
@@ -276,8 +329,25 @@ impl Pipeline {
             ),
             ("TELEJOB_OUTPUT_DIR", output_abs.display().to_string()),
         ];
-        let user = self.sandbox.run_as.as_ref().map(|u| u.name.as_str());
-        let env = job_environment(&req.env, &telejob_env, &home, &tmp, user);
+        let user = match &self.sandbox.identity {
+            Identity::Fixed(u) => Some(u.name.clone()),
+            Identity::Dynamic(_) => leased.map(|uid| format!("telejob-{uid}")),
+            Identity::Current => None,
+        };
+        let job_tmp = if isolation.is_some() {
+            PathBuf::from("/tmp")
+        } else {
+            tmp.clone()
+        };
+        let mut job_env = req.env.clone();
+        job_env.extend(req.secrets.0.clone());
+        let env = job_environment(
+            &job_env,
+            &telejob_env,
+            &view(&home),
+            &job_tmp,
+            user.as_deref(),
+        );
         ctx.run.phases.run_started = Some(Utc::now());
         self.set_state(ctx, RunState::Running).await;
         let t = Instant::now();
@@ -291,6 +361,14 @@ impl Pipeline {
                 log_path: log_path.clone(),
                 events: ctx.events.clone(),
                 cancel: cancel.clone(),
+                mask: req.secrets.maskable(),
+                confinement: Confinement {
+                    ids,
+                    dedicated_ids: leased.is_some(),
+                    isolation,
+                    limits: enforced,
+                    disk_root: Some(work.clone()),
+                },
             },
             &self.sandbox,
         )
@@ -331,6 +409,9 @@ impl Pipeline {
             ExitKind::Cancelled => {
                 ctx.run.state = RunState::Cancelled;
                 return Err(Error::Cancelled);
+            }
+            ExitKind::OverLimit(hit) => {
+                return Err(job_failed(format!("{hit}; the run was killed")));
             }
         }
         ctx.run.exit_code = Some(0);
@@ -401,6 +482,30 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The run's namespaces, where the host and the options allow them.
+    fn isolation(&self, work: &Path) -> Result<Option<Isolation>> {
+        use crate::sandbox::CgroupMode as Mode;
+        let available = crate::sandbox::supervise::namespaces_available();
+        match self.sandbox.namespaces {
+            Mode::Off => Ok(None),
+            Mode::Auto if !available => Ok(None),
+            Mode::Required if !available => Err(Error::config(
+                "namespaces",
+                "namespaces = required, but this host does not give telejob mount, PID, IPC and \
+                 network namespaces (telejob must run as root on Linux)",
+            )),
+            _ => Ok(Some(Isolation {
+                work_dir: work.to_path_buf(),
+            })),
+        }
+    }
+
+    /// Removes run directories under the scratch directory that no telejob process holds: those
+    /// of runs interrupted by a crash or `kill -9`. Returns how many were removed.
+    pub fn remove_orphaned_workspaces(&self) -> usize {
+        RunDir::sweep(&self.scratch_dir)
+    }
+
     fn output_store(&self, v: Visibility) -> Arc<dyn Store> {
         match v {
             Visibility::Public => self.stores.public.clone(),
@@ -449,7 +554,7 @@ impl Pipeline {
                     let out = dir.join("code.tar.gz");
                     let (p, out2) = (p.clone(), out.clone());
                     tokio::task::spawn_blocking(move || {
-                        let f = std::fs::File::create(&out2).map_err(|e| Error::io(&out2, e))?;
+                        let f = private_file(&out2).map_err(|e| Error::io(&out2, e))?;
                         crate::archive::pack_dir(&p, std::io::BufWriter::new(f))
                     })
                     .await
@@ -474,9 +579,9 @@ impl Pipeline {
                             ),
                             other => other,
                         })?;
-                let mut f = tokio::fs::File::create(&out)
-                    .await
-                    .map_err(|e| Error::io(&out, e))?;
+                let mut f = tokio::fs::File::from_std(
+                    private_file(&out).map_err(|e| Error::io(&out, e))?,
+                );
                 tokio::io::copy(&mut reader, &mut f)
                     .await
                     .map_err(|e| Error::Fetch {
@@ -492,6 +597,7 @@ impl Pipeline {
                     not_found("this telejob cannot fetch such URLs; use a local path, file://, http(s):// or an uploaded code version".into())
                 })?;
                 let out = dir.join("code.archive");
+                private_file(&out).map_err(|e| Error::io(&out, e))?;
                 fetcher
                     .fetch(url, &out, self.unpack_limits.max_total_bytes)
                     .await?;
@@ -507,6 +613,17 @@ impl Pipeline {
             CodeSource::Url(u) => u.clone(),
         }
     }
+}
+
+/// Creates (or truncates) a file only telejob's user may read: the code archive, the log.
+fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
 }
 
 fn job_failed(msg: String) -> Error {
@@ -527,15 +644,92 @@ fn code_root(ws: &Path) -> PathBuf {
     }
 }
 
-/// Removes a run directory, even where the job made parts of it unwritable.
-fn remove_workspace(dir: tempfile::TempDir) {
-    let path = dir.path().to_path_buf();
-    if std::fs::remove_dir_all(&path).is_ok() {
-        let _ = dir.keep();
+/// A run's directory under the scratch directory, locked (`flock` on its `.lock`) while a
+/// telejob process uses it, so that a sweep after a crash removes only abandoned ones.
+struct RunDir {
+    dir: tempfile::TempDir,
+    lock: std::fs::File,
+    lease: Option<UidLease>,
+}
+
+/// Run directories are named `telejob-run-<random>`.
+const RUN_DIR_PREFIX: &str = "telejob-run-";
+
+impl RunDir {
+    fn create(scratch: &Path) -> Result<Self> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(scratch)
+            .map_err(|e| Error::io(scratch, e))?;
+        let dir = tempfile::Builder::new()
+            .prefix(RUN_DIR_PREFIX)
+            .rand_bytes(20)
+            .tempdir_in(scratch)
+            .map_err(|e| Error::io(scratch, e))?;
+        let path = dir.path().join(".lock");
+        let lock = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        if !try_flock(&lock) {
+            return Err(Error::io(&path, std::io::Error::last_os_error()));
+        }
+        Ok(Self {
+            dir,
+            lock,
+            lease: None,
+        })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn sweep(scratch: &Path) -> usize {
+        let mut removed = 0;
+        for e in std::fs::read_dir(scratch).into_iter().flatten().flatten() {
+            let name = e.file_name();
+            if !name.to_string_lossy().starts_with(RUN_DIR_PREFIX) {
+                continue;
+            }
+            let path = e.path();
+            let abandoned = match std::fs::OpenOptions::new()
+                .write(true)
+                .open(path.join(".lock"))
+            {
+                // Held while in use; a lock we get is a lock nobody holds.
+                Ok(f) => try_flock(&f),
+                // Being created this instant, or left half-made: only old ones go.
+                Err(_) => std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().unwrap_or_default() > std::time::Duration::from_secs(600)),
+            };
+            if abandoned {
+                remove_tree(&path);
+                removed += 1;
+            }
+        }
+        removed
+    }
+}
+
+fn try_flock(f: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock(2) on an open file; no memory is involved.
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+/// Removes `path` and everything below it, even where the job made parts of it unwritable.
+fn remove_tree(path: &Path) {
+    if std::fs::remove_dir_all(path).is_ok() {
         return;
     }
     use std::os::unix::fs::PermissionsExt;
-    for e in walkdir::WalkDir::new(&path)
+    for e in walkdir::WalkDir::new(path)
         .follow_links(false)
         .into_iter()
         .flatten()
@@ -544,9 +738,21 @@ fn remove_workspace(dir: tempfile::TempDir) {
             let _ = std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o700));
         }
     }
-    if let Err(e) = dir.close() {
+    if let Err(e) = std::fs::remove_dir_all(path) {
         tracing::warn!(dir = %path.display(), error = %e, "could not remove the run workspace");
     }
+}
+
+/// Removes a run directory, even where the job made parts of it unwritable; then releases its
+/// UID and its lock.
+fn remove_workspace(run: RunDir) {
+    let RunDir { dir, lock, lease } = run;
+    let path = dir.path().to_path_buf();
+    // Dropped last (in reverse order): the UID only once its files are gone, and the lock so a
+    // sweep never sees the directory unlocked while it is in use.
+    let (_lock, _lease) = (lock, lease);
+    remove_tree(&path);
+    let _ = dir.keep();
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::job::{JobName, Visibility};
+use crate::limits::ResourceLimits;
 
 /// A run's unique id: a UUIDv7, so ids sort by creation time. Also usable as an EC2 ClientToken.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -136,6 +137,41 @@ pub struct RunRequest {
     /// The job's owner, for bookkeeping (e.g. instance tags); not used to run the job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Resource limits (the job's, with the operator's defaults filled in).
+    #[serde(default, skip_serializing_if = "ResourceLimits::is_empty")]
+    pub limits: ResourceLimits,
+    /// The job's secrets: environment variables whose values are masked in the log.
+    #[serde(default, skip_serializing_if = "Secrets::is_empty")]
+    pub secrets: Secrets,
+}
+
+/// Secret environment variables (name → value). Their `Debug` shows names only, so a request
+/// that is logged never shows a value.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secrets(pub BTreeMap<String, String>);
+
+impl Secrets {
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The values worth masking in a log: those of 4 bytes or more (shorter ones would mask
+    /// ordinary text).
+    pub fn maskable(&self) -> Vec<Vec<u8>> {
+        self.0
+            .values()
+            .filter(|v| v.len() >= 4)
+            .map(|v| v.as_bytes().to_vec())
+            .collect()
+    }
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 mod duration_secs {

@@ -81,6 +81,8 @@ pub fn request(job: &str, code: &str, command: &str, timeout: Duration) -> RunRe
         visibility: Visibility::Public,
         dry_run: false,
         owner: None,
+        limits: Default::default(),
+        secrets: Default::default(),
     }
 }
 

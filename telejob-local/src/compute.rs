@@ -10,14 +10,15 @@ use telejob_core::inprocess::InProcessCompute;
 use telejob_core::pipeline::{FailureKind, Pipeline, RunStores};
 use telejob_core::publish::PublishPolicy;
 use telejob_core::run::{Run, RunId, RunRequest};
-use telejob_core::sandbox::{CgroupMode, RunAs, SandboxOptions};
+use telejob_core::sandbox::{CgroupMode, Identity, NamespaceMode, RunAs, SandboxOptions, UidRange};
 use telejob_core::unpack::UnpackLimits;
 use telejob_core::{Error, Result};
 
-/// Runs the pipeline on this host: each run in a fresh workspace under the scratch directory, its
-/// command in its own process group and, where the host allows, cgroup v2; as `nobody` (or the
-/// configured user) when telejob runs as root. At most `max_concurrent` runs at once; the rest
-/// queue in launch order.
+/// Runs the pipeline on this host: each run in a fresh workspace under the scratch directory,
+/// through a supervisor that ends it if telejob dies; where the host allows (telejob runs as
+/// root), as a UID of its own, in mount, PID, IPC (and, with `network = off`, network)
+/// namespaces, with its resource limits in cgroups. At most `max_concurrent` runs at once; the
+/// rest queue in launch order.
 #[derive(Debug, Clone)]
 pub struct LocalCompute {
     inner: InProcessCompute,
@@ -67,8 +68,9 @@ impl LocalComputeBuilder {
         self
     }
 
-    /// Reads settings from the environment: `TELEJOB_MAX_CONCURRENT`, `TELEJOB_RUN_AS` (a user
-    /// name), `TELEJOB_CGROUP` (`auto`, `off`, `required`), `TELEJOB_SCRATCH_DIR`.
+    /// Reads settings from the environment: `TELEJOB_MAX_CONCURRENT`, `TELEJOB_RUN_AS` (one user
+    /// for every run), `TELEJOB_UID_RANGE` (`FIRST-LAST`), `TELEJOB_CGROUP` and
+    /// `TELEJOB_NAMESPACES` (`auto`, `off`, `required`), `TELEJOB_SCRATCH_DIR`.
     ///
     /// # Errors
     ///
@@ -85,7 +87,17 @@ impl LocalComputeBuilder {
             self = self.with_max_concurrent(n);
         }
         if let Some(v) = var("TELEJOB_RUN_AS") {
-            self.pipeline.sandbox.run_as = Some(RunAs::lookup(v.trim())?);
+            self.pipeline.sandbox.identity = Identity::Fixed(RunAs::lookup(v.trim())?);
+        }
+        if let Some(v) = var("TELEJOB_UID_RANGE") {
+            let range = UidRange::parse("TELEJOB_UID_RANGE", &v)?;
+            range.check_against_accounts()?;
+            self.pipeline.sandbox.identity = Identity::Dynamic(range);
+        }
+        if let Some(v) = var("TELEJOB_NAMESPACES") {
+            self.pipeline.sandbox.namespaces = v
+                .parse::<NamespaceMode>()
+                .map_err(|e| Error::config("TELEJOB_NAMESPACES", e.to_string()))?;
         }
         if let Some(v) = var("TELEJOB_CGROUP") {
             self.pipeline.sandbox.cgroup = v
@@ -107,11 +119,11 @@ impl LocalComputeBuilder {
 }
 
 impl LocalCompute {
-    /// A builder writing to `stores`, with safe defaults: cgroup where possible, `nobody` when
-    /// running as root, 10 s kill grace, 10 MiB log cap.
+    /// A builder writing to `stores`, with safe defaults: cgroups and namespaces where possible,
+    /// a UID of its own per run when running as root, 10 s kill grace, 10 MiB log cap.
     pub fn builder(stores: RunStores) -> LocalComputeBuilder {
         let sandbox = SandboxOptions {
-            run_as: RunAs::default_for_current_user(),
+            identity: Identity::default_for_current_user(),
             ..SandboxOptions::default()
         };
         LocalComputeBuilder {

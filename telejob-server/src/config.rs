@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use telejob_core::job::ValidationLimits;
+use telejob_core::limits::{Bytes, Cpus, LimitPolicy, LimitSupport, Network, ResourceLimits};
 
 use crate::error::bad;
 
@@ -24,12 +25,19 @@ pub struct Config {
     pub max_timeout_minutes: Option<u32>,
     /// The largest code upload in bytes (default 1 GiB).
     pub max_code_bytes: Option<u64>,
-    /// The user jobs run as when telejob runs as root (default nobody).
+    /// One existing user every run executes as, instead of a UID of its own per run.
     pub run_as: Option<String>,
+    /// The range run UIDs are leased from when telejob runs as root (`FIRST-LAST`, default
+    /// 1879048192-1879113727).
+    pub uid_range: Option<String>,
     /// `auto` (default), `off` or `required`: a cgroup v2 per run.
     pub cgroup: Option<String>,
-    /// Where run workspaces are made (default: the system temp directory).
+    /// `auto` (default), `off` or `required`: mount, PID, IPC and network namespaces per run.
+    pub namespaces: Option<String>,
+    /// Where run workspaces are made (default: <data_dir>/runs).
     pub scratch_dir: Option<PathBuf>,
+    /// Resource limits: defaults for jobs that set none, and `[limits.max]`.
+    pub limits: Option<LimitsConfig>,
     /// Email notifications.
     pub smtp: Option<SmtpConfig>,
     /// Where code, logs and run status go: a directory, file:// or s3:// URL (default
@@ -71,12 +79,68 @@ impl Config {
         }
     }
 
-    /// Validation bounds for job specs.
-    pub fn limits(&self) -> ValidationLimits {
-        ValidationLimits {
+    /// Validation bounds for job specs; `enforced` is what the compute enforces.
+    ///
+    /// # Errors
+    ///
+    /// A `[limits]` table whose defaults are over its maximum or out of range.
+    pub fn limits(&self, enforced: LimitSupport) -> anyhow::Result<ValidationLimits> {
+        let policy = self.limits.clone().unwrap_or_default().policy();
+        policy
+            .validate()
+            .map_err(|e| bad(format!("config {e}")))?;
+        let dropped = enforced.unenforced(&policy.defaults);
+        if !dropped.is_empty() {
+            tracing::warn!(
+                limits = %dropped.join(", "),
+                "this host cannot enforce these default limits; runs go without them"
+            );
+        }
+        Ok(ValidationLimits {
             max_timeout_minutes: self
                 .max_timeout_minutes
                 .unwrap_or(ValidationLimits::default().max_timeout_minutes),
+            resources: LimitPolicy {
+                defaults: enforced.keep_enforced(&policy.defaults),
+                max: policy.max,
+            },
+            enforced,
+        })
+    }
+}
+
+/// The `[limits]` table: each key a default for jobs that set no such limit (over the built-in
+/// defaults: memory 4GiB, processes 4096, disk 20GiB, network on), and `[limits.max]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Default memory.
+    pub memory: Option<Bytes>,
+    /// Default CPUs.
+    pub cpu: Option<Cpus>,
+    /// Default process count.
+    pub processes: Option<u32>,
+    /// Default workspace size.
+    pub disk: Option<Bytes>,
+    /// Default network (`on` or `off`).
+    pub network: Option<Network>,
+    /// The most a job may ask for; `network = "off"` forbids `on`.
+    pub max: Option<ResourceLimits>,
+}
+
+impl LimitsConfig {
+    /// The policy: these defaults over the built-in ones, and the maximum.
+    pub fn policy(self) -> LimitPolicy {
+        let given = ResourceLimits {
+            memory: self.memory,
+            cpu: self.cpu,
+            processes: self.processes,
+            disk: self.disk,
+            network: self.network,
+        };
+        LimitPolicy {
+            defaults: given.or(&LimitPolicy::builtin_defaults()),
+            max: self.max.unwrap_or_default(),
         }
     }
 }

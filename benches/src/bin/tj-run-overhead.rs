@@ -42,6 +42,8 @@ async fn main() {
             visibility: Default::default(),
             dry_run: false,
             owner: None,
+            limits: Default::default(),
+            secrets: Default::default(),
         };
         let t0 = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -493,6 +493,14 @@ impl Compute for Ec2Compute {
         c.cancel = true;
         c.reattach = true;
         c.contained = true;
+        // The agent runs as root on a fresh Linux instance: a UID and namespaces of its own for
+        // the job, the workspace measured. Memory and CPU are the instance type's.
+        c.limits = telejob_core::limits::LimitSupport {
+            processes: true,
+            disk: true,
+            network: true,
+            ..Default::default()
+        };
         c
     }
 

@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::cgroup::{RunCgroup, join_in_child};
-use super::log::{LogStats, capture};
+use super::cgroup::{LimitEvents, LimitGroups, RunCgroup};
+use super::log::{LogStats, Masker, capture};
+use super::supervise::{self, Namespaces, Plan};
 use super::tracker::ProcessTracker;
-use super::{CgroupMode, RunAs, SandboxOptions};
+use super::{CgroupMode, SandboxOptions};
 use crate::compute::{EventSink, RunEvent};
 use crate::error::{Error, Result};
+use crate::limits::{Bytes, Network, ResourceLimits};
 
 /// How the command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +28,31 @@ pub enum ExitKind {
     TimedOut,
     /// The run was cancelled and killed.
     Cancelled,
+    /// A resource limit ended it.
+    OverLimit(LimitHit),
+}
+
+/// The limit that ended a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitHit {
+    /// The kernel killed a process for memory.
+    Memory(Bytes),
+    /// The run could not start another process.
+    Processes(u32),
+    /// The workspace grew past its limit (or a file past the file-size floor).
+    Disk(Bytes),
+}
+
+impl std::fmt::Display for LimitHit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Memory(b) => write!(f, "out of memory: limit {b} (limits.memory)"),
+            Self::Processes(n) => {
+                write!(f, "too many processes: limit {n} (limits.processes)")
+            }
+            Self::Disk(b) => write!(f, "workspace over {b} (limits.disk)"),
+        }
+    }
 }
 
 /// How the run's processes were contained.
@@ -48,6 +75,34 @@ pub struct ExecOutcome {
     pub containment: Containment,
     /// Processes still found after the final kill (should be zero).
     pub survivors: usize,
+    /// What the limit controllers counted.
+    pub limit_events: LimitEvents,
+}
+
+/// The run's own namespaces. Its work directory appears at [`JOB_ROOT`] (the only place it may
+/// write), and its `tmp`, `var-tmp` and `shm` subdirectories over `/tmp`, `/var/tmp` and
+/// `/dev/shm`.
+#[derive(Debug, Clone)]
+pub struct Isolation {
+    /// The run's work directory on the host.
+    pub work_dir: PathBuf,
+}
+
+pub use super::supervise::{JOB_ROOT, PRIVATE_DIRS};
+
+/// How one run is confined, beyond the host-wide [`SandboxOptions`].
+#[derive(Debug, Clone, Default)]
+pub struct Confinement {
+    /// The UID and GID to run as; `None` runs as telejob itself.
+    pub ids: Option<(u32, u32)>,
+    /// The ids are this run's alone, so `RLIMIT_NPROC` counts only its processes.
+    pub dedicated_ids: bool,
+    /// Mount, PID, IPC (and, with `network = off`, network) namespaces; `None`: the host's.
+    pub isolation: Option<Isolation>,
+    /// Resource limits.
+    pub limits: ResourceLimits,
+    /// The directory `limits.disk` measures.
+    pub disk_root: Option<PathBuf>,
 }
 
 /// One command to execute.
@@ -69,6 +124,10 @@ pub struct ExecSpec {
     pub events: Option<EventSink>,
     /// Fires to cancel the run.
     pub cancel: CancellationToken,
+    /// Identity, namespaces, limits.
+    pub confinement: Confinement,
+    /// Values (secrets) replaced by `***` in the log and the live output.
+    pub mask: Vec<Vec<u8>>,
 }
 
 enum Group {
@@ -161,6 +220,14 @@ async fn kill_rest(group: &Group, child: &mut tokio::process::Child) -> usize {
 ///
 /// [`Error::Spawn`] when the command cannot be started; [`Error::Io`] for log failures.
 pub async fn execute(spec: ExecSpec, opts: &SandboxOptions) -> Result<ExecOutcome> {
+    let conf = &spec.confinement;
+    let no_network = conf.limits.network == Some(Network::Off);
+    if no_network && conf.isolation.is_none() {
+        return Err(Error::spawn(
+            "limits.network = off needs a network namespace, which telejob cannot make here",
+            std::io::Error::from(std::io::ErrorKind::Unsupported),
+        ));
+    }
     let (reader, writer) = std::io::pipe().map_err(|e| Error::spawn("cannot create a pipe", e))?;
     let writer2 = writer
         .try_clone()
@@ -181,6 +248,12 @@ pub async fn execute(spec: ExecSpec, opts: &SandboxOptions) -> Result<ExecOutcom
             )
         })?),
     };
+    let limit_groups = if opts.cgroup == CgroupMode::Off {
+        LimitGroups::default()
+    } else {
+        LimitGroups::create(&spec.run_id, cgroup.as_ref(), &conf.limits)
+            .map_err(|e| Error::spawn("cannot apply the run's resource limits", e))?
+    };
     let bash = ["/bin/bash", "/usr/bin/bash"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
@@ -196,22 +269,10 @@ pub async fn execute(spec: ExecSpec, opts: &SandboxOptions) -> Result<ExecOutcom
         .stderr(Stdio::from(OwnedFd::from(writer2)))
         .process_group(0)
         .kill_on_drop(true);
-    if let Some(RunAs { uid, gid, .. }) = opts.run_as {
-        cmd.uid(uid).gid(gid);
-    }
-    let procs_fd = cgroup.as_ref().map(RunCgroup::procs_fd);
-    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
-    // (write(2) to an fd opened before the fork, prctl(2)).
-    unsafe {
-        cmd.pre_exec(move || {
-            if let Some(fd) = procs_fd {
-                join_in_child(fd)?;
-            }
-            // If telejob itself dies, the job's main process goes with it.
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+    let plan = plan(&spec, cgroup.as_ref(), &limit_groups)
+        .map_err(|e| Error::spawn("cannot prepare the run's sandbox", e))?;
+    let report = supervise::install(&mut cmd, plan)
+        .map_err(|e| Error::spawn("cannot prepare the run's supervisor", e))?;
     let mut child = cmd.spawn().map_err(|e| Error::spawn("bash", e))?;
     // Our copies of the pipe's write end are gone with `cmd`; the job holds the only ones.
     drop(cmd);
@@ -228,7 +289,9 @@ pub async fn execute(spec: ExecSpec, opts: &SandboxOptions) -> Result<ExecOutcom
     let log_path = spec.log_path.clone();
     let events = spec.events.clone();
     let stop = stop_log.clone();
-    let log_task = tokio::spawn(async move { capture(pipe, &log_path, cap, events, stop).await });
+    let masker = Masker::new(spec.mask.clone());
+    let log_task =
+        tokio::spawn(async move { capture(pipe, &log_path, cap, events, stop, masker).await });
 
     let exit = tokio::select! {
         status = child.wait() => match status {
@@ -241,6 +304,9 @@ pub async fn execute(spec: ExecSpec, opts: &SandboxOptions) -> Result<ExecOutcom
         },
         () = tokio::time::sleep(spec.timeout) => ExitKind::TimedOut,
         () = spec.cancel.cancelled() => ExitKind::Cancelled,
+        bytes = disk_over(conf.disk_root.as_deref(), conf.limits.disk) => {
+            ExitKind::OverLimit(LimitHit::Disk(bytes))
+        }
     };
     if let Some(ev) = &spec.events
         && exit == ExitKind::TimedOut
@@ -254,6 +320,7 @@ pub async fn execute(spec: ExecSpec, opts: &SandboxOptions) -> Result<ExecOutcom
         ExitKind::TimedOut | ExitKind::Cancelled => {
             end_all(&group, &mut child, opts.kill_grace).await
         }
+        ExitKind::OverLimit(_) => kill_rest(&group, &mut child).await,
         // The main process is done: whatever it left behind goes too.
         _ => kill_rest(&group, &mut child).await,
     };
@@ -274,15 +341,142 @@ pub async fn execute(spec: ExecSpec, opts: &SandboxOptions) -> Result<ExecOutcom
         tracing::warn!(run = %spec.run_id, survivors, "processes survived the final kill");
     }
     let containment = group.containment();
-    // Removing the cgroup waits for the kernel to let its last processes go (up to a second):
+    let limit_events = limit_groups.events();
+    let exit = blame_limits(exit, limit_events, &conf.limits);
+    // Removing the cgroups waits for the kernel to let its last processes go (up to a second):
     // not on the runtime's threads.
-    if let Err(e) = tokio::task::spawn_blocking(move || drop(group)).await {
+    if let Err(e) = tokio::task::spawn_blocking(move || drop((group, limit_groups))).await {
         tracing::error!(run = %spec.run_id, error = %e, "removing the run's cgroup did not finish");
+    }
+    if let Some((step, e)) = tokio::task::spawn_blocking(move || report.failure())
+        .await
+        .map_err(|e| Error::task("reading the sandbox's report", e))?
+    {
+        return Err(Error::spawn(
+            format!("setting up the run's sandbox: {step}"),
+            e,
+        ));
     }
     Ok(ExecOutcome {
         exit,
         log,
         containment,
         survivors,
+        limit_events,
     })
 }
+
+/// The supervisor's plan for `spec`.
+fn plan(
+    spec: &ExecSpec,
+    cgroup: Option<&RunCgroup>,
+    limits: &LimitGroups,
+) -> std::io::Result<Plan> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &std::path::Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::other(format!("{} holds a NUL byte", p.display())))
+    };
+    let conf = &spec.confinement;
+    let mut plan = Plan {
+        namespaces: Namespaces {
+            private: conf.isolation.is_some(),
+            no_network: conf.limits.network == Some(Network::Off),
+        },
+        chdir: Some(c(&job_view(spec, &spec.cwd))?),
+        ids: conf.ids,
+        ..Plan::default()
+    };
+    if let Some(iso) = &conf.isolation {
+        plan.work_dir = Some((c(&iso.work_dir)?, c(std::path::Path::new(JOB_ROOT))?));
+        for (sub, dst) in PRIVATE_DIRS {
+            let src = std::path::Path::new(JOB_ROOT).join(sub);
+            plan.binds.push((c(&src)?, c(std::path::Path::new(dst))?));
+        }
+    }
+    if let Some(cg) = cgroup {
+        plan.cgroup_procs.push(cg.procs_fd()?);
+        plan.cgroup_kill = cg.kill_fd();
+    }
+    plan.cgroup_procs.extend(limits.procs_fds()?);
+    if let (Some(n), true) = (conf.limits.processes, conf.dedicated_ids) {
+        plan.rlimits.push((libc::RLIMIT_NPROC, u64::from(n)));
+    }
+    if let Some(d) = conf.limits.disk {
+        // The floor under the workspace measurement: no single file grows past the limit.
+        plan.rlimits.push((libc::RLIMIT_FSIZE, d.0));
+    }
+    Ok(plan)
+}
+
+/// Where the job sees `p`: under [`JOB_ROOT`] when `p` is in an isolated run's work directory.
+fn job_view(spec: &ExecSpec, p: &std::path::Path) -> PathBuf {
+    match &spec.confinement.isolation {
+        Some(iso) => match p.strip_prefix(&iso.work_dir) {
+            Ok(rel) => std::path::Path::new(JOB_ROOT).join(rel),
+            Err(_) => p.to_path_buf(),
+        },
+        None => p.to_path_buf(),
+    }
+}
+
+/// A failed or killed run whose limit controllers fired failed because of that limit.
+fn blame_limits(exit: ExitKind, ev: LimitEvents, l: &ResourceLimits) -> ExitKind {
+    let failed = matches!(exit, ExitKind::Exited(c) if c != 0)
+        || matches!(exit, ExitKind::Signaled(_));
+    if !failed {
+        return exit;
+    }
+    if let (true, Some(m)) = (ev.oom_kills > 0, l.memory) {
+        return ExitKind::OverLimit(LimitHit::Memory(m));
+    }
+    if let (true, Some(p)) = (ev.pids_max > 0, l.processes) {
+        return ExitKind::OverLimit(LimitHit::Processes(p));
+    }
+    // A process killed at the file-size floor: bash itself, or a command whose status bash
+    // passed on (128 + SIGXFSZ).
+    let xfsz = matches!(exit, ExitKind::Signaled(libc::SIGXFSZ))
+        || matches!(exit, ExitKind::Exited(c) if c == 128 + libc::SIGXFSZ);
+    if let (true, Some(d)) = (xfsz, l.disk) {
+        return ExitKind::OverLimit(LimitHit::Disk(d));
+    }
+    exit
+}
+
+/// Resolves with the limit once the tree under `root` takes more than `limit` bytes; never
+/// without both. Measures with a walk every second, or less often when a walk is slow (at most a
+/// tenth of the time goes to measuring).
+async fn disk_over(root: Option<&std::path::Path>, limit: Option<Bytes>) -> Bytes {
+    let (Some(root), Some(limit)) = (root, limit) else {
+        return std::future::pending().await;
+    };
+    let mut pause = Duration::from_secs(1);
+    loop {
+        tokio::time::sleep(pause).await;
+        let r = root.to_path_buf();
+        let started = std::time::Instant::now();
+        let used = tokio::task::spawn_blocking(move || disk_usage(&r))
+            .await
+            .unwrap_or(0);
+        if used > limit.0 {
+            return limit;
+        }
+        pause = (started.elapsed() * 10).max(Duration::from_secs(1));
+    }
+}
+
+/// Bytes allocated to the files under `root` (hard links counted once), without following links.
+pub fn disk_usage(root: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.nlink() <= 1 || seen.insert((m.dev(), m.ino())))
+        .map(|m| m.blocks() * 512)
+        .sum()
+}
+

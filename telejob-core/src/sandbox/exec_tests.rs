@@ -1,6 +1,7 @@
 //! Processes that try to outlive their run, in both containment modes.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Instant;
 
 use super::*;
@@ -36,6 +37,8 @@ impl Fixture {
             log_path: self.dir.path().join("log"),
             events: None,
             cancel: CancellationToken::new(),
+            confinement: Confinement::default(),
+            mask: Vec::new(),
         }
     }
 
@@ -287,5 +290,277 @@ async fn a_missing_command_is_the_jobs_failure() {
     assert!(
         f.log().contains("no-such-script.sh"),
         "bash explains it in the log"
+    );
+}
+
+/// A run in its own namespaces as a UID of its own, with `limits`; `None` (after saying why)
+/// where the host cannot (not root), unless `TELEJOB_REQUIRE_NAMESPACES` is set.
+struct Isolated {
+    f: Fixture,
+    work: PathBuf,
+    _lease: crate::sandbox::UidLease,
+    uid: u32,
+}
+
+impl Isolated {
+    fn new() -> Option<Self> {
+        if !super::super::supervise::namespaces_available() {
+            assert!(
+                std::env::var_os("TELEJOB_REQUIRE_NAMESPACES").is_none(),
+                "TELEJOB_REQUIRE_NAMESPACES is set but this host gives no namespaces"
+            );
+            eprintln!("skipping: namespaces need root");
+            return None;
+        }
+        let f = Fixture::new();
+        let range = crate::sandbox::UidRange {
+            lock_dir: f.dir.path().join("uids"),
+            ..crate::sandbox::UidRange::default()
+        };
+        let lease = range.lease().expect("lease");
+        let uid = lease.uid();
+        let work = f.dir.path().join("work");
+        for d in ["", "code", "home", "tmp", "var-tmp", "shm"] {
+            std::fs::create_dir_all(work.join(d)).expect("mkdir");
+        }
+        crate::sandbox::chown_tree(&work, uid, uid).expect("chown");
+        Some(Self {
+            f,
+            work,
+            _lease: lease,
+            uid,
+        })
+    }
+
+    fn spec(&self, command: &str, limits: crate::limits::ResourceLimits) -> ExecSpec {
+        let mut spec = self.f.spec(command, Duration::from_secs(60));
+        spec.cwd = self.work.join("code");
+        spec.env.push(("HOME".into(), format!("{JOB_ROOT}/home").into()));
+        spec.confinement = Confinement {
+            ids: Some((self.uid, self.uid)),
+            dedicated_ids: true,
+            isolation: Some(Isolation {
+                work_dir: self.work.clone(),
+            }),
+            limits,
+            disk_root: Some(self.work.clone()),
+        };
+        spec
+    }
+}
+
+#[tokio::test]
+async fn an_isolated_run_sees_only_itself_and_writes_only_its_work_directory() {
+    let Some(iso) = Isolated::new() else { return };
+    let marker = format!("telejob-probe-{}", crate::run::RunId::new());
+    let script = format!(
+        r#"set -u
+echo "uid=$(id -u) gid=$(id -g) groups=$(id -G)"
+echo "pwd=$PWD"
+echo "procs=$(ls /proc | grep -c '^[0-9]')"
+echo "init-environ=$(cat /proc/1/environ >/dev/null 2>&1 && echo readable || echo hidden)"
+echo private > /tmp/{marker} && echo "tmp=ok"
+echo private > /dev/shm/{marker} && echo "shm=ok"
+touch /etc/{marker} 2>/dev/null && echo "etc=WRITABLE" || echo "etc=refused"
+touch /run/telejob/{marker} 2>/dev/null && echo "run=WRITABLE" || echo "run=refused"
+echo out > {JOB_ROOT}/code/{marker} && echo "work=ok"
+"#
+    );
+    let out = execute(
+        iso.spec(&script, Default::default()),
+        &opts(CgroupMode::Auto),
+    )
+    .await
+    .expect("runs");
+    let log = iso.f.log();
+    assert_eq!(out.exit, ExitKind::Exited(0), "{log}");
+    let uid = iso.uid;
+    assert!(
+        log.contains(&format!("uid={uid} gid={uid} groups={uid}\n")),
+        "{log}"
+    );
+    assert!(log.contains(&format!("pwd={JOB_ROOT}/code\n")), "{log}");
+    // init, bash, and the pipeline's ls and grep: nothing of the host or other runs.
+    let procs: usize = log
+        .lines()
+        .find_map(|l| l.strip_prefix("procs="))
+        .and_then(|n| n.parse().ok())
+        .expect("procs line");
+    assert!(procs <= 5, "the run sees {procs} processes: {log}");
+    for want in [
+        "init-environ=hidden",
+        "tmp=ok",
+        "shm=ok",
+        "etc=refused",
+        "run=refused",
+        "work=ok",
+    ] {
+        assert!(log.contains(want), "{want}: {log}");
+    }
+    // The private directories held what the job wrote there; the host's did not.
+    assert!(iso.work.join("tmp").join(&marker).exists());
+    assert!(iso.work.join("shm").join(&marker).exists());
+    assert!(!Path::new("/tmp").join(&marker).exists());
+    assert!(!Path::new("/dev/shm").join(&marker).exists());
+    assert!(iso.work.join("code").join(&marker).exists());
+}
+
+#[tokio::test]
+async fn network_off_cuts_even_the_hosts_loopback() {
+    let Some(iso) = Isolated::new() else { return };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let cmd = format!(
+        "exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected || {{ echo refused; exit 7; }}"
+    );
+    let on = execute(
+        iso.spec(
+            &cmd,
+            crate::limits::ResourceLimits {
+                network: Some(Network::On),
+                ..Default::default()
+            },
+        ),
+        &opts(CgroupMode::Auto),
+    )
+    .await
+    .expect("runs");
+    assert_eq!(on.exit, ExitKind::Exited(0), "control: {}", iso.f.log());
+    let off = execute(
+        iso.spec(
+            &cmd,
+            crate::limits::ResourceLimits {
+                network: Some(Network::Off),
+                ..Default::default()
+            },
+        ),
+        &opts(CgroupMode::Auto),
+    )
+    .await
+    .expect("runs");
+    assert_eq!(off.exit, ExitKind::Exited(7), "{}", iso.f.log());
+    // Loopback inside the namespace works.
+    let own = execute(
+        iso.spec(
+            "python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\", 0)); s.listen(); c=socket.create_connection(s.getsockname()); print(\"loopback-ok\")'",
+            crate::limits::ResourceLimits {
+                network: Some(Network::Off),
+                ..Default::default()
+            },
+        ),
+        &opts(CgroupMode::Auto),
+    )
+    .await
+    .expect("runs");
+    assert_eq!(own.exit, ExitKind::Exited(0), "{}", iso.f.log());
+}
+
+/// Limit tests need cgroups for memory and processes: required in CI where they are writable.
+fn limit_controllers() -> bool {
+    let (memory, pids, _) = super::super::cgroup::LimitGroups::support();
+    if memory && pids {
+        return true;
+    }
+    assert!(
+        std::env::var_os("TELEJOB_REQUIRE_CGROUP").is_none(),
+        "TELEJOB_REQUIRE_CGROUP is set but no memory and pids controllers can be used"
+    );
+    eprintln!("skipping: no memory/pids cgroup controllers");
+    false
+}
+
+#[tokio::test]
+async fn a_memory_hog_ends_with_its_reason() {
+    let Some(iso) = Isolated::new() else { return };
+    if !limit_controllers() {
+        return;
+    }
+    let limits = crate::limits::ResourceLimits {
+        memory: Some(Bytes::mib(64)),
+        ..Default::default()
+    };
+    let out = execute(
+        iso.spec("a=$(head -c 400000000 /dev/zero | tr '\\0' a); echo survived", limits),
+        &opts(CgroupMode::Auto),
+    )
+    .await
+    .expect("runs");
+    assert_eq!(
+        out.exit,
+        ExitKind::OverLimit(LimitHit::Memory(Bytes::mib(64))),
+        "{}",
+        iso.f.log()
+    );
+    assert!(out.limit_events.oom_kills > 0);
+    assert_eq!(
+        LimitHit::Memory(Bytes::mib(64)).to_string(),
+        "out of memory: limit 64 MiB (limits.memory)"
+    );
+}
+
+#[tokio::test]
+async fn a_fork_bomb_ends_with_its_reason() {
+    let Some(iso) = Isolated::new() else { return };
+    if !limit_controllers() {
+        return;
+    }
+    let limits = crate::limits::ResourceLimits {
+        processes: Some(20),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let out = execute(
+        iso.spec(
+            "for i in $(seq 100); do sleep 30 & done; wait; echo survived",
+            limits,
+        ),
+        &opts(CgroupMode::Auto),
+    )
+    .await
+    .expect("runs");
+    assert_eq!(
+        out.exit,
+        ExitKind::OverLimit(LimitHit::Processes(20)),
+        "{}",
+        iso.f.log()
+    );
+    assert!(started.elapsed() < Duration::from_secs(45));
+}
+
+#[tokio::test]
+async fn a_disk_filler_ends_with_its_reason() {
+    let Some(iso) = Isolated::new() else { return };
+    let limits = crate::limits::ResourceLimits {
+        disk: Some(Bytes::mib(20)),
+        ..Default::default()
+    };
+    // Many files under the limit each, together over it: the measurement catches them.
+    let out = execute(
+        iso.spec(
+            "for i in $(seq 60); do head -c 1000000 /dev/zero > /tmp/f$i; done; sleep 20; echo survived",
+            limits,
+        ),
+        &opts(CgroupMode::Auto),
+    )
+    .await
+    .expect("runs");
+    assert_eq!(
+        out.exit,
+        ExitKind::OverLimit(LimitHit::Disk(Bytes::mib(20))),
+        "{}",
+        iso.f.log()
+    );
+    // One file over the limit: the file-size floor stops it at once.
+    let out = execute(
+        iso.spec("head -c 50000000 /dev/zero > big", limits),
+        &opts(CgroupMode::Auto),
+    )
+    .await
+    .expect("runs");
+    assert_eq!(
+        out.exit,
+        ExitKind::OverLimit(LimitHit::Disk(Bytes::mib(20))),
+        "{}",
+        iso.f.log()
     );
 }

@@ -3,7 +3,9 @@
 
 pub mod cgroup;
 pub mod exec;
+pub mod identity;
 pub mod log;
+pub mod supervise;
 pub mod tracker;
 
 use std::collections::BTreeMap;
@@ -13,21 +15,27 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
-/// Whether runs get a cgroup v2 of their own.
+pub use identity::{UidLease, UidRange};
+
+/// Whether runs get a cgroup v2 of their own (and, as [`NamespaceMode`], namespaces of their
+/// own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CgroupMode {
-    /// Use one where the host allows it; otherwise process-group tracking (the default).
+    /// Use it where the host allows it; otherwise do without (the default).
     #[default]
     Auto,
-    /// Always use process-group tracking.
+    /// Never use it.
     Off,
-    /// Fail runs when no cgroup can be made.
+    /// Fail runs when it cannot be had.
     Required,
 }
 
-/// A cgroup mode that is not `auto`, `off` or `required`.
+/// Whether runs get mount, PID, IPC and network namespaces of their own: the same three modes.
+pub type NamespaceMode = CgroupMode;
+
+/// A mode that is not `auto`, `off` or `required`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a cgroup mode: use auto, off or required")]
+#[error("{0:?} is not a mode: use auto, off or required")]
 pub struct UnknownCgroupMode(pub String);
 
 impl std::str::FromStr for CgroupMode {
@@ -90,15 +98,6 @@ impl RunAs {
         })
     }
 
-    /// `nobody` when this process runs as root, else `None` (jobs run as the current user).
-    pub fn default_for_current_user() -> Option<Self> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
-            Self::lookup("nobody").ok()
-        } else {
-            None
-        }
-    }
 }
 
 fn unsafe_zeroed_passwd() -> libc::passwd {
@@ -106,24 +105,75 @@ fn unsafe_zeroed_passwd() -> libc::passwd {
     unsafe { std::mem::zeroed() }
 }
 
+/// Who runs execute as.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Identity {
+    /// As telejob itself (the only choice when it does not run as root).
+    #[default]
+    Current,
+    /// As one existing user, shared by every run (`run_as`).
+    Fixed(RunAs),
+    /// Each run as a UID/GID of its own, leased from the range (the default as root).
+    Dynamic(UidRange),
+}
+
+impl Identity {
+    /// [`Identity::Dynamic`] with the default range when this process runs as root, else
+    /// [`Identity::Current`].
+    pub fn default_for_current_user() -> Self {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            Self::Dynamic(UidRange::default())
+        } else {
+            Self::Current
+        }
+    }
+}
+
 /// How runs are sandboxed on this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SandboxOptions {
     /// cgroup use.
     pub cgroup: CgroupMode,
-    /// The user jobs run as; `None` runs them as the current user.
-    pub run_as: Option<RunAs>,
+    /// Namespaces (private `/tmp`, `/proc`, IPC; network off on request). They need root.
+    pub namespaces: NamespaceMode,
+    /// Who runs execute as.
+    pub identity: Identity,
     /// Time between SIGTERM and SIGKILL at a timeout or cancel.
     pub kill_grace: Duration,
     /// Log bytes kept from the start (the last 64 KiB are kept too).
     pub log_cap_bytes: u64,
 }
 
+impl SandboxOptions {
+    /// Which resource limits runs get on this host with these options.
+    pub fn limit_support(&self) -> crate::limits::LimitSupport {
+        let (memory, processes, cpu) = if self.cgroup == CgroupMode::Off {
+            (false, false, false)
+        } else {
+            cgroup::LimitGroups::support()
+        };
+        crate::limits::LimitSupport {
+            memory,
+            cpu,
+            processes: processes || matches!(self.identity, Identity::Dynamic(_)),
+            disk: true,
+            network: self.namespaces_available(),
+        }
+    }
+
+    /// Whether runs get their own namespaces with these options on this host.
+    pub fn namespaces_available(&self) -> bool {
+        self.namespaces != CgroupMode::Off && supervise::namespaces_available()
+    }
+}
+
 impl Default for SandboxOptions {
     fn default() -> Self {
         Self {
             cgroup: CgroupMode::Auto,
-            run_as: None,
+            namespaces: NamespaceMode::Auto,
+            identity: Identity::Current,
             kill_grace: Duration::from_secs(10),
             log_cap_bytes: 10 << 20,
         }

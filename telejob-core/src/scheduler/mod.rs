@@ -626,6 +626,8 @@ impl Scheduler {
             visibility: spec.output_visibility,
             dry_run: false,
             owner: (!entry.owner.is_empty()).then(|| entry.owner.clone()),
+            limits: self.inner.parts.limits.resources.effective(&spec.limits),
+            secrets: Default::default(),
         }
     }
 
@@ -645,7 +647,7 @@ impl Scheduler {
             .get(job)
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("job {job}")))?;
-        let req = self.request(&entry, slot, id.unwrap_or_default());
+        let mut req = self.request(&entry, slot, id.unwrap_or_default());
         let mut run = Run::pending(&req);
         let row = RunRow {
             run: run.clone(),
@@ -664,6 +666,17 @@ impl Scheduler {
             self.inner.parts.store.update_run(&run).await?;
             self.finished(&entry, run, trigger, attempt).await;
             return Ok(Some(run_id));
+        }
+        match self.inner.parts.store.secrets(job).await {
+            Ok(secrets) => req.secrets = secrets,
+            Err(e) => {
+                run.state = RunState::Failed;
+                run.error = Some(format!("cannot read the job's secrets: {e}"));
+                run.phases.finished = Some(self.inner.parts.clock.now());
+                self.inner.parts.store.update_run(&run).await?;
+                self.finished(&entry, run, trigger, attempt).await;
+                return Ok(Some(run_id));
+            }
         }
         self.lock()
             .active

@@ -98,6 +98,11 @@ pub trait SchedulerStore: Send + Sync + Debug + 'static {
     async fn set_cursor(&self, job: &JobName, cursor: DateTime<Utc>) -> Result<()>;
     /// Marks a job expired.
     async fn set_expired(&self, job: &JobName) -> Result<()>;
+    /// The job's secrets, readable, for a run about to start (default: none).
+    async fn secrets(&self, job: &JobName) -> Result<crate::run::Secrets> {
+        let _ = job;
+        Ok(crate::run::Secrets::default())
+    }
 }
 
 /// An in-memory [`SchedulerStore`], the reference for tests and embedding.

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use telejob_core::pipeline::{FailureKind, Pipeline, RunStores};
 use telejob_core::run::{Run, RunRequest, RunState, keys};
-use telejob_core::sandbox::{RunAs, SandboxOptions};
+use telejob_core::sandbox::{Identity, SandboxOptions};
 use telejob_core::store::PutOptions;
 use tokio_util::sync::CancellationToken;
 
@@ -70,7 +70,7 @@ pub async fn agent(a: AgentArgs) -> anyhow::Result<ExitCode> {
     let pipeline = Pipeline::new(stores)
         .with_fetcher(Arc::new(HttpFetcher::new()?))
         .with_sandbox(SandboxOptions {
-            run_as: RunAs::default_for_current_user(),
+            identity: Identity::default_for_current_user(),
             ..SandboxOptions::default()
         });
     let cancel = CancellationToken::new();

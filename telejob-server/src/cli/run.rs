@@ -15,7 +15,10 @@ use telejob_core::job::{
 };
 use telejob_core::pipeline::{FailureKind, RunStores};
 use telejob_core::run::{RunId, RunRequest, RunState};
-use telejob_core::sandbox::{CgroupMode, RunAs, SandboxOptions};
+use telejob_core::limits::{Bytes, Cpus, Network, ResourceLimits};
+use telejob_core::sandbox::{
+    CgroupMode, Identity, NamespaceMode, RunAs, SandboxOptions, UidRange,
+};
 use telejob_local::LocalCompute;
 
 use super::progress;
@@ -83,9 +86,33 @@ pub struct RunArgs {
     /// Put the run in a cgroup v2 of its own: auto (where possible), off, required.
     #[arg(long, default_value = "auto", value_name = "auto|off|required")]
     cgroup: CgroupMode,
-    /// Run the job as this user (default when telejob runs as root: nobody).
-    #[arg(long, value_name = "USER")]
+    /// Run the job as this existing user. Default when telejob runs as root: a UID of the run's
+    /// own from --uid-range.
+    #[arg(long, value_name = "USER", conflicts_with = "uid_range")]
     run_as: Option<String>,
+    /// The range run UIDs are leased from when telejob runs as root (FIRST-LAST; default
+    /// 1879048192-1879113727).
+    #[arg(long, value_name = "FIRST-LAST")]
+    uid_range: Option<String>,
+    /// Give the run mount, PID, IPC (and, with --network off, network) namespaces of its own:
+    /// auto (where possible: as root), off, required.
+    #[arg(long, default_value = "auto", value_name = "auto|off|required")]
+    namespaces: NamespaceMode,
+    /// The most memory the run may use, e.g. 2GiB (needs a memory cgroup).
+    #[arg(long, value_name = "SIZE", value_parser = Bytes::parse)]
+    memory: Option<Bytes>,
+    /// CPU time as a number of CPUs, e.g. 1.5 (needs a cpu cgroup).
+    #[arg(long, value_name = "N", value_parser = Cpus::parse)]
+    cpus: Option<Cpus>,
+    /// The most processes and threads at once.
+    #[arg(long, value_name = "N")]
+    processes: Option<u32>,
+    /// The most space the workspace (code, output, home, /tmp) may take, e.g. 10GiB.
+    #[arg(long, value_name = "SIZE", value_parser = Bytes::parse)]
+    disk: Option<Bytes>,
+    /// on, or off: the run gets loopback only (needs namespaces: telejob runs as root).
+    #[arg(long, value_name = "on|off")]
+    network: Option<Network>,
     /// Don't echo the job's output (it is still logged).
     #[arg(long, short)]
     quiet: bool,
@@ -203,15 +230,36 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             .with_timezone(&Utc),
         None => Utc::now(),
     };
-    let run_as = match &a.run_as {
-        Some(u) => Some(RunAs::lookup(u).map_err(|e| bad(format!("--run-as: {e}")))?),
-        None => RunAs::default_for_current_user(),
+    let identity = match (&a.run_as, &a.uid_range) {
+        (Some(u), _) => {
+            Identity::Fixed(RunAs::lookup(u).map_err(|e| bad(format!("--run-as: {e}")))?)
+        }
+        (None, Some(r)) => {
+            let range = UidRange::parse("--uid-range", r)?;
+            range.check_against_accounts()?;
+            Identity::Dynamic(range)
+        }
+        (None, None) => Identity::default_for_current_user(),
     };
+    let limits = ResourceLimits {
+        memory: a.memory,
+        cpu: a.cpus,
+        processes: a.processes,
+        disk: a.disk,
+        network: a.network,
+    };
+    if let Err(errs) = limits.validate() {
+        return Err(bad(format!(
+            "--{}",
+            errs[0].to_string().trim_start_matches("limits.")
+        )));
+    }
     let public = backends::store("--publish-to", &publish_to, &aws).await?;
     let private = backends::store("--private-to", &private_to, &aws).await?;
     let sandbox = SandboxOptions {
         cgroup: a.cgroup,
-        run_as,
+        namespaces: a.namespaces,
+        identity,
         kill_grace: a.kill_grace,
         ..SandboxOptions::default()
     };
@@ -263,6 +311,8 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         },
         dry_run: a.dry_run,
         owner: None,
+        limits,
+        secrets: Default::default(),
     };
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) || a.compute == ComputeArg::Ec2 {
         eprintln!(

@@ -21,7 +21,7 @@ use clap::Args;
 use telejob_aws::Ec2Compute;
 use telejob_core::compute::Compute;
 use telejob_core::pipeline::RunStores;
-use telejob_core::sandbox::{CgroupMode, RunAs, SandboxOptions};
+use telejob_core::sandbox::{CgroupMode, Identity, RunAs, SandboxOptions, UidRange};
 use telejob_core::scheduler::clock::SystemClock;
 use telejob_core::scheduler::{Scheduler, SchedulerParts};
 use telejob_local::LocalCompute;
@@ -49,29 +49,43 @@ pub struct ServeArgs {
 }
 
 /// The local compute backend from the config file and environment.
-fn local_compute(cfg: &Config, stores: RunStores) -> anyhow::Result<LocalCompute> {
-    let run_as = match &cfg.run_as {
-        Some(u) => Some(RunAs::lookup(u).map_err(|e| bad(format!("config run_as: {e}")))?),
-        None => RunAs::default_for_current_user(),
+fn local_compute(
+    cfg: &Config,
+    stores: RunStores,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<LocalCompute> {
+    let identity = match (&cfg.run_as, &cfg.uid_range) {
+        (Some(_), Some(_)) => {
+            return Err(bad("config: run_as and uid_range exclude each other; keep one"));
+        }
+        (Some(u), None) => Identity::Fixed(
+            RunAs::lookup(u).map_err(|e| bad(format!("config run_as: {e}")))?,
+        ),
+        (None, Some(r)) => Identity::Dynamic(UidRange::parse("config uid_range", r)?),
+        (None, None) => Identity::default_for_current_user(),
     };
-    let cgroup = match cfg.cgroup.as_deref() {
-        None => CgroupMode::Auto,
-        Some(o) => o
-            .parse::<CgroupMode>()
-            .map_err(|e| bad(format!("config cgroup: {e}")))?,
+    if let Identity::Dynamic(range) = &identity {
+        range.check_against_accounts()?;
+    }
+    let mode = |setting: &str, v: &Option<String>| -> anyhow::Result<CgroupMode> {
+        match v.as_deref() {
+            None => Ok(CgroupMode::Auto),
+            Some(o) => o
+                .parse::<CgroupMode>()
+                .map_err(|e| bad(format!("config {setting}: {e}"))),
+        }
     };
     let mut builder = LocalCompute::builder(stores)
         .with_sandbox(SandboxOptions {
-            cgroup,
-            run_as,
+            cgroup: mode("cgroup", &cfg.cgroup)?,
+            namespaces: mode("namespaces", &cfg.namespaces)?,
+            identity,
             ..SandboxOptions::default()
         })
-        .with_fetcher(Arc::new(HttpFetcher::new()?));
+        .with_fetcher(Arc::new(HttpFetcher::new()?))
+        .with_scratch_dir(cfg.scratch_dir.clone().unwrap_or_else(|| data_dir.join("runs")));
     if let Some(n) = cfg.max_concurrent_runs {
         builder = builder.with_max_concurrent(n);
-    }
-    if let Some(d) = &cfg.scratch_dir {
-        builder = builder.with_scratch_dir(d);
     }
     // Environment variables override the file.
     let builder = builder.from_env().map_err(|e| bad(e.to_string()))?;
@@ -131,7 +145,18 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         private: backends::store("config private_store", &private_url, &aws).await?,
     };
     let (compute, ec2): (Arc<dyn Compute>, Option<Ec2Compute>) = match cfg.compute.as_deref() {
-        None | Some("local") => (Arc::new(local_compute(&cfg, stores.clone())?), None),
+        None | Some("local") => {
+            let local = local_compute(&cfg, stores.clone(), &data_dir)?;
+            // Workspaces of runs this host was running when telejob last stopped.
+            let p = local.pipeline().clone();
+            let swept = tokio::task::spawn_blocking(move || p.remove_orphaned_workspaces())
+                .await
+                .map_err(|e| telejob_core::Error::task("removing interrupted workspaces", e))?;
+            if swept > 0 {
+                eprintln!("telejob: removed {swept} workspace(s) of interrupted runs");
+            }
+            (Arc::new(local), None)
+        }
         Some("ec2") => {
             let c = backends::ec2_compute(&aws, &public_url, &private_url, None, None).await?;
             (Arc::new(c.clone()), Some(c))
@@ -140,6 +165,8 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
             return Err(bad(format!("config compute = {o:?}: use local or ec2")));
         }
     };
+
+    let compute_limits = compute.capabilities().limits;
 
     // Recovery. Local runs that were in flight when telejob stopped died with it: they are
     // interrupted, and whatever of them still runs on this host is killed. Remote runs go on
@@ -179,7 +206,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     });
 
     let metrics = Arc::new(metrics::Metrics::new());
-    let limits = cfg.limits();
+    let limits = cfg.limits(compute_limits)?;
     let scheduler = Scheduler::new(SchedulerParts {
         store: Arc::new(db.clone()),
         compute,
