@@ -45,7 +45,7 @@ impl Bytes {
     fn exact(self) -> Option<(u64, &'static str)> {
         [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")]
             .into_iter()
-            .find(|(shift, _)| self.0 >= 1 << shift && self.0 % (1 << shift) == 0)
+            .find(|(shift, _)| self.0 >= 1 << shift && self.0.is_multiple_of(1 << shift))
             .map(|(shift, unit)| (self.0 >> shift, unit))
     }
 }
@@ -117,11 +117,7 @@ impl fmt::Display for Cpus {
         let whole = self.0 / 1000;
         match self.0 % 1000 {
             0 => write!(f, "{whole}"),
-            frac => write!(
-                f,
-                "{whole}.{}",
-                format!("{frac:03}").trim_end_matches('0')
-            ),
+            frac => write!(f, "{whole}.{}", format!("{frac:03}").trim_end_matches('0')),
         }
     }
 }
@@ -460,42 +456,62 @@ mod tests {
 
     #[test]
     fn sizes_parse_and_print_round() {
-        assert_eq!(Bytes::parse("2GiB").unwrap(), Bytes::gib(2));
-        assert_eq!(Bytes::parse("512 MiB").unwrap(), Bytes::mib(512));
-        assert_eq!(Bytes::parse("10GB").unwrap(), Bytes(10_000_000_000));
-        assert_eq!(Bytes::parse("4096").unwrap(), Bytes(4096));
-        assert!(Bytes::parse("lots").unwrap_err().contains("2GiB"));
+        assert_eq!(Bytes::parse("2GiB").expect("must work"), Bytes::gib(2));
+        assert_eq!(Bytes::parse("512 MiB").expect("must work"), Bytes::mib(512));
+        assert_eq!(
+            Bytes::parse("10GB").expect("must work"),
+            Bytes(10_000_000_000)
+        );
+        assert_eq!(Bytes::parse("4096").expect("must work"), Bytes(4096));
+        assert!(
+            Bytes::parse("lots")
+                .expect_err("must be refused")
+                .contains("2GiB")
+        );
         assert_eq!(Bytes::gib(2).to_string(), "2 GiB");
         assert_eq!(Bytes(1536 << 20).to_string(), "1536 MiB");
         assert_eq!(Bytes(10_000_000_000).to_string(), "9.3 GiB");
-        let odd = serde_json::to_string(&Bytes(10_000_000_000)).unwrap();
+        let odd = serde_json::to_string(&Bytes(10_000_000_000)).expect("must work");
         assert_eq!(odd, "\"9765625KiB\"");
-        assert_eq!(serde_json::from_str::<Bytes>(&odd).unwrap(), Bytes(10_000_000_000));
-        let json = serde_json::to_string(&Bytes::gib(2)).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Bytes>(&odd).expect("must work"),
+            Bytes(10_000_000_000)
+        );
+        let json = serde_json::to_string(&Bytes::gib(2)).expect("must work");
         assert_eq!(json, "\"2GiB\"");
-        assert_eq!(serde_json::from_str::<Bytes>(&json).unwrap(), Bytes::gib(2));
-        assert_eq!(serde_json::from_str::<Bytes>("1024").unwrap(), Bytes(1024));
+        assert_eq!(
+            serde_json::from_str::<Bytes>(&json).expect("must work"),
+            Bytes::gib(2)
+        );
+        assert_eq!(
+            serde_json::from_str::<Bytes>("1024").expect("must work"),
+            Bytes(1024)
+        );
     }
 
     #[test]
     fn cpus_parse_and_print() {
-        assert_eq!(Cpus::parse("1.5").unwrap(), Cpus(1500));
+        assert_eq!(Cpus::parse("1.5").expect("must work"), Cpus(1500));
         assert_eq!(Cpus(1500).to_string(), "1.5");
         assert_eq!(Cpus(2000).to_string(), "2");
         assert_eq!(Cpus(250).to_string(), "0.25");
         assert!(Cpus::parse("-1").is_err() && Cpus::parse("NaN").is_err());
-        assert_eq!(serde_json::from_str::<Cpus>("0.5").unwrap(), Cpus(500));
-        assert_eq!(serde_json::to_string(&Cpus(500)).unwrap(), "0.5");
+        assert_eq!(
+            serde_json::from_str::<Cpus>("0.5").expect("must work"),
+            Cpus(500)
+        );
+        assert_eq!(serde_json::to_string(&Cpus(500)).expect("must work"), "0.5");
     }
 
     #[test]
     fn limits_reject_unknown_fields_and_too_small_values() {
-        let e = serde_json::from_str::<ResourceLimits>(r#"{"ram": "1GiB"}"#).unwrap_err();
+        let e = serde_json::from_str::<ResourceLimits>(r#"{"ram": "1GiB"}"#)
+            .expect_err("must be refused");
         assert!(e.to_string().contains("ram"), "{e}");
         let l: ResourceLimits =
             serde_json::from_str(r#"{"memory": "1MiB", "processes": 1, "network": "off"}"#)
-                .unwrap();
-        let errs = l.validate().unwrap_err();
+                .expect("must work");
+        let errs = l.validate().expect_err("must be refused");
         let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
         assert!(text[0].contains("limits.memory"), "{text:?}");
         assert!(text[1].contains("limits.processes"), "{text:?}");
@@ -527,18 +543,26 @@ mod tests {
         };
         let errs: Vec<String> = p
             .check(&greedy)
-            .unwrap_err()
+            .expect_err("must be refused")
             .iter()
             .map(ToString::to_string)
             .collect();
-        assert!(errs[0].contains("limits.memory") && errs[0].contains("2 GiB"), "{errs:?}");
+        assert!(
+            errs[0].contains("limits.memory") && errs[0].contains("2 GiB"),
+            "{errs:?}"
+        );
         assert!(errs[1].contains("limits.network"), "{errs:?}");
         assert!(p.validate().is_ok());
         let bad = LimitPolicy {
             defaults: greedy,
             ..p
         };
-        assert!(bad.validate().unwrap_err().to_string().contains("limits"));
+        assert!(
+            bad.validate()
+                .expect_err("must be refused")
+                .to_string()
+                .contains("limits")
+        );
     }
 
     #[test]

@@ -579,9 +579,8 @@ impl Pipeline {
                             ),
                             other => other,
                         })?;
-                let mut f = tokio::fs::File::from_std(
-                    private_file(&out).map_err(|e| Error::io(&out, e))?,
-                );
+                let mut f =
+                    tokio::fs::File::from_std(private_file(&out).map_err(|e| Error::io(&out, e))?);
                 tokio::io::copy(&mut reader, &mut f)
                     .await
                     .map_err(|e| Error::Fetch {
@@ -706,7 +705,9 @@ impl RunDir {
                 // Being created this instant, or left half-made: only old ones go.
                 Err(_) => std::fs::metadata(&path)
                     .and_then(|m| m.modified())
-                    .is_ok_and(|t| t.elapsed().unwrap_or_default() > std::time::Duration::from_secs(600)),
+                    .is_ok_and(|t| {
+                        t.elapsed().unwrap_or_default() > std::time::Duration::from_secs(600)
+                    }),
             };
             if abandoned {
                 remove_tree(&path);

@@ -502,3 +502,51 @@ async fn removing_a_big_workspace_does_not_stall_the_runtime() {
         "a timer fired {worst:?} late while the run ended"
     );
 }
+
+#[tokio::test]
+async fn secrets_reach_the_job_and_are_masked_in_its_log() {
+    let fx = Fx::new();
+    let code = fx.tarball(
+        "s.tgz",
+        &[(
+            "run.sh",
+            "mkdir -p output; echo \"token=$API_TOKEN\"; printf %s \"$API_TOKEN\" | wc -c > output/len.txt",
+            0o755,
+        )],
+    );
+    let mut req = request("sec", &code, "./run.sh", Duration::from_secs(30));
+    req.secrets
+        .0
+        .insert("API_TOKEN".into(), "hunter2-abc".into());
+    assert!(
+        !format!("{req:?}").contains("hunter2"),
+        "Debug shows names only"
+    );
+    let out = fx.run(&req).await;
+    assert_eq!(out.run.state, RunState::Succeeded, "{:?}", out.error);
+    let len = fx.public.get("sec/data/len.txt").await.expect("published");
+    assert_eq!(String::from_utf8_lossy(&len).trim(), "11");
+    let log = fx
+        .private
+        .get(out.run.log_key.as_deref().expect("log key"))
+        .await
+        .expect("log");
+    let log = String::from_utf8_lossy(&log);
+    assert!(log.contains("token=***"), "{log}");
+    assert!(!log.contains("hunter2"), "{log}");
+}
+
+#[tokio::test]
+async fn a_sweep_removes_only_abandoned_workspaces() {
+    let fx = Fx::new();
+    let scratch = fx.pipeline.scratch_dir.clone();
+    let held = RunDir::create(&scratch).expect("run dir");
+    // A crash: the directory stays, its lock dies with the process.
+    let RunDir { dir, lock, .. } = RunDir::create(&scratch).expect("run dir");
+    let abandoned = dir.keep();
+    drop(lock);
+    std::fs::write(abandoned.join("left.txt"), "x").expect("write");
+    assert_eq!(fx.pipeline.remove_orphaned_workspaces(), 1);
+    assert!(!abandoned.exists());
+    assert!(held.path().exists(), "a run in flight keeps its workspace");
+}

@@ -36,6 +36,9 @@ pub struct Config {
     pub namespaces: Option<String>,
     /// Where run workspaces are made (default: <data_dir>/runs).
     pub scratch_dir: Option<PathBuf>,
+    /// The file holding the key job secrets are encrypted with (64 hex digits, mode 0600;
+    /// default <data_dir>/secrets.key, made at the first start). `TELEJOB_SECRETS_KEY` wins.
+    pub secrets_key_file: Option<PathBuf>,
     /// Resource limits: defaults for jobs that set none, and `[limits.max]`.
     pub limits: Option<LimitsConfig>,
     /// Email notifications.
@@ -52,6 +55,10 @@ pub struct Config {
     pub s3: Option<crate::backends::S3Tuning>,
     /// EC2 settings (AMI, instance types, network, instance profile).
     pub ec2: Option<telejob_aws::Ec2Settings>,
+    /// Seconds a client has to send a request's headers (default 30).
+    pub header_read_timeout_seconds: Option<u64>,
+    /// The longest pause, in seconds, allowed in a request body (default 60).
+    pub body_read_timeout_seconds: Option<u64>,
     /// Seconds between reaper passes over tagged EC2 instances (default 300).
     pub reap_interval_seconds: Option<u64>,
 }
@@ -86,9 +93,7 @@ impl Config {
     /// A `[limits]` table whose defaults are over its maximum or out of range.
     pub fn limits(&self, enforced: LimitSupport) -> anyhow::Result<ValidationLimits> {
         let policy = self.limits.clone().unwrap_or_default().policy();
-        policy
-            .validate()
-            .map_err(|e| bad(format!("config {e}")))?;
+        policy.validate().map_err(|e| bad(format!("config {e}")))?;
         let dropped = enforced.unenforced(&policy.defaults);
         if !dropped.is_empty() {
             tracing::warn!(

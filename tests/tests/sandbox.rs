@@ -17,7 +17,8 @@ fn under_a_root_telejob_jobs_run_as_a_uid_of_their_own_and_cannot_read_root_file
         eprintln!("skipped: needs root");
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
+    // Outside /tmp: a run sees a private /tmp, so a secret there would not even be found.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
     let secret = dir.path().join("vault/secret");
     std::fs::create_dir(dir.path().join("vault")).expect("mkdir");
     std::fs::write(&secret, "hunter2").expect("write");

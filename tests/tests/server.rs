@@ -425,7 +425,28 @@ async fn after_kill_9_runs_in_flight_are_interrupted_killed_and_schedules_rearme
     assert!(!processes_with("600.9191").is_empty());
     let data = srv.data.clone();
     srv.kill9();
+    // The run's supervisor sees telejob die and takes the run with it, well before a restart.
+    let killed = Instant::now();
+    while !processes_with("600.9191").is_empty() {
+        assert!(
+            killed.elapsed() < Duration::from_secs(2),
+            "the run outlived the server by 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let workspaces =
+        |data: &Path| -> usize { std::fs::read_dir(data.join("runs")).map_or(0, |d| d.count()) };
+    assert_eq!(
+        workspaces(&data),
+        1,
+        "the interrupted run's workspace is still there"
+    );
     let srv = Server::start(&data, &[]);
+    assert_eq!(
+        workspaces(&data),
+        0,
+        "the restart removes the interrupted workspace"
+    );
     let api = Api::new(&srv, Some(&srv.token));
     let (_, run) = api.get(&format!("/api/runs/{id}")).await;
     assert_eq!(run["state"], "interrupted", "{run}");
@@ -1080,4 +1101,289 @@ async fn a_deleted_jobs_data_never_passes_to_a_new_owner_of_its_name() {
             .0,
         201
     );
+}
+
+/// Whether this host gives runs namespaces (telejob as root); required in CI.
+fn tenants_isolated() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        assert!(
+            std::env::var_os("TELEJOB_REQUIRE_NAMESPACES").is_none(),
+            "TELEJOB_REQUIRE_NAMESPACES is set but the tests do not run as root"
+        );
+        eprintln!("skipping: runs are only isolated from each other when telejob runs as root");
+    }
+    root
+}
+
+async fn user(admin: &Api, srv: &Server, name: &str) -> Api {
+    let (s, t) = admin.post_json("/api/tokens", &json!({"user": name})).await;
+    assert_eq!(s, 201, "{t}");
+    Api::new(srv, t["token"].as_str())
+}
+
+async fn start_run(api: &Api, job: &str) -> String {
+    let (s, v) = api
+        .post_json(&format!("/api/jobs/{job}/runs"), &json!({}))
+        .await;
+    assert_eq!(s, 202, "{v}");
+    v["run_id"].as_str().expect("run id").to_string()
+}
+
+async fn wait_run(api: &Api, id: &str) -> Value {
+    let (s, run) = api.get(&format!("/api/runs/{id}?wait=120")).await;
+    assert_eq!(s, 200, "{run}");
+    run
+}
+
+fn text_below(dir: &Path) -> String {
+    let mut all = String::new();
+    for e in walkdir::WalkDir::new(dir).into_iter().flatten() {
+        if e.file_type().is_file() {
+            all.push_str(&String::from_utf8_lossy(
+                &std::fs::read(e.path()).unwrap_or_default(),
+            ));
+        }
+    }
+    all
+}
+
+#[tokio::test]
+async fn two_tenants_running_at_once_cannot_reach_each_other() {
+    if !tenants_isolated() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let srv = Server::start(&data, &[]);
+    let admin = Api::new(&srv, Some(&srv.token));
+    let (alice, bob) = (
+        user(&admin, &srv, "alice").await,
+        user(&admin, &srv, "bob").await,
+    );
+    const SECRET: &str = "hunter2-victims-secret";
+    // Alice's job holds a secret in its environment and its workspace while it runs.
+    let victim = "#!/bin/bash\nmkdir -p output\necho \"$VICTIM_TOKEN\" > private.txt\necho victim > output/result.txt\necho \"token=$VICTIM_TOKEN\"\nsleep 6\n";
+    alice
+        .create_with_code(
+            json!({"name": "victim", "secrets": {"VICTIM_TOKEN": SECRET}, "env": {"PLAIN": "visible"}}),
+            &[("run.sh", victim, 0o755)],
+        )
+        .await;
+    // Bob's job looks everywhere it can think of, and tries to write into alice's output.
+    let thief = format!(
+        r#"#!/bin/bash
+mkdir -p output
+{{
+  id
+  for p in /proc/[0-9]*; do echo "== $p"; tr '\0' '\n' < $p/environ; ls -la $p/cwd/ ; cat $p/cwd/private.txt; done
+  ls -la /run/telejob /run/telejob/work/.. {data}/runs {data} 2>&1
+  find / -xdev -name private.txt 2>/dev/null
+  cat {data}/secrets.key {data}/telejob.db 2>&1 | head -c 100000
+  ipcs 2>&1
+  echo planted > /tmp/thief-was-here
+  for d in {data}/runs/*/work/code/output; do echo stolen > $d/planted.txt; done
+}} > output/loot.txt 2>&1
+true
+"#,
+        data = data.display()
+    );
+    bob.create_with_code(json!({"name": "thief"}), &[("run.sh", &thief, 0o755)])
+        .await;
+    let v = start_run(&alice, "victim").await;
+    // Start the thief once the victim runs.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while alice.get(&format!("/api/runs/{v}")).await.1["state"] != "running" {
+        assert!(Instant::now() < deadline, "the victim never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t = start_run(&bob, "thief").await;
+    let (vr, tr) = (wait_run(&alice, &v).await, wait_run(&bob, &t).await);
+    assert_eq!(vr["state"], "succeeded", "{vr}");
+    assert_eq!(tr["state"], "succeeded", "{tr}");
+    let loot = std::fs::read_to_string(data.join("public/thief/data/loot.txt")).expect("loot");
+    assert!(
+        !loot.contains(SECRET),
+        "the thief found the secret:\n{loot}"
+    );
+    assert!(
+        !loot.contains("PLAIN=visible"),
+        "the thief read the victim's environment:\n{loot}"
+    );
+    assert!(
+        loot.contains("uid=18790"),
+        "the thief ran as a UID of its own:\n{loot}"
+    );
+    // Alice published exactly what her job wrote.
+    let published: Vec<String> = std::fs::read_dir(data.join("public/victim/data"))
+        .expect("published")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(published, vec!["result.txt".to_string()]);
+    // Nothing the thief left in /tmp survived its run (nor was it ever in the host's /tmp).
+    assert!(!Path::new("/tmp/thief-was-here").exists());
+    // The secret is in no API response, no log, no page, and not in the database file.
+    let (_, job) = alice.get("/api/jobs/victim").await;
+    assert!(!job.to_string().contains(SECRET), "{job}");
+    assert_eq!(job["secrets"][0]["name"], "VICTIM_TOKEN", "{job}");
+    let (_, _, log) = alice.call("GET", &format!("/api/runs/{v}/log"), None).await;
+    let log = String::from_utf8_lossy(&log);
+    assert!(log.contains("token=***"), "{log}");
+    assert!(!log.contains(SECRET), "{log}");
+    for f in ["telejob.db", "telejob.db-wal"] {
+        let bytes = std::fs::read(data.join(f)).unwrap_or_default();
+        assert!(
+            !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+            "{f} holds the secret"
+        );
+    }
+    assert!(!text_below(&data.join("private")).contains(SECRET));
+    // No workspace is left behind.
+    let left: Vec<_> = std::fs::read_dir(data.join("runs"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test]
+async fn runs_over_their_limits_fail_with_the_reason_beside_a_good_run() {
+    if !tenants_isolated() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let srv = Server::start(&data, &[]);
+    let admin = Api::new(&srv, Some(&srv.token));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let jobs = [
+        (
+            "hog",
+            json!({"memory": "64MiB"}),
+            "a=$(head -c 400000000 /dev/zero | tr '\\0' a)",
+            "out of memory: limit 64 MiB",
+        ),
+        (
+            "bomb",
+            json!({"processes": 20}),
+            "for i in $(seq 100); do sleep 30 & done; wait",
+            "too many processes: limit 20",
+        ),
+        (
+            "filler",
+            json!({"disk": "20MiB"}),
+            "for i in $(seq 60); do head -c 1000000 /dev/zero > /tmp/f$i; done; sleep 20",
+            "workspace over 20 MiB",
+        ),
+        (
+            "offline",
+            json!({"network": "off"}),
+            &*format!("exec 3<>/dev/tcp/127.0.0.1/{port}"),
+            "exited with status 1",
+        ),
+    ];
+    let (memory, pids) = limit_controllers_here();
+    let mut started = Vec::new();
+    for (name, limits, cmd, _) in &jobs {
+        if (*name == "hog" && !memory) || (*name == "bomb" && !pids) {
+            continue;
+        }
+        admin
+            .create_with_code(
+                json!({"name": name, "command": cmd, "limits": limits}),
+                &[("run.sh", "true", 0o755)],
+            )
+            .await;
+        started.push((*name, start_run(&admin, name).await));
+    }
+    admin
+        .create_with_code(
+            json!({"name": "good", "command": "mkdir -p output && echo fine > output/ok.txt"}),
+            &[("run.sh", "true", 0o755)],
+        )
+        .await;
+    let good = start_run(&admin, "good").await;
+    for (name, id) in started {
+        let run = wait_run(&admin, &id).await;
+        let want = jobs.iter().find(|j| j.0 == name).expect("job").3;
+        assert_eq!(run["state"], "failed", "{name}: {run}");
+        assert!(
+            run["error"].as_str().is_some_and(|e| e.contains(want)),
+            "{name}: {run}"
+        );
+    }
+    assert_eq!(wait_run(&admin, &good).await["state"], "succeeded");
+}
+
+fn limit_controllers_here() -> (bool, bool) {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let v1 = |c: &str| {
+        mounts.lines().any(|l| {
+            l.contains(" cgroup ")
+                && l.split_whitespace()
+                    .nth(3)
+                    .is_some_and(|o| o.split(',').any(|x| x == c))
+        })
+    };
+    let v2 = std::fs::read_to_string("/sys/fs/cgroup/cgroup.subtree_control").unwrap_or_default();
+    let has = |c: &str| v1(c) || v2.split_whitespace().any(|x| x == c);
+    let (m, p) = (has("memory"), has("pids"));
+    if !(m && p) {
+        assert!(
+            std::env::var_os("TELEJOB_REQUIRE_LIMITS").is_none(),
+            "TELEJOB_REQUIRE_LIMITS is set but memory or pids controllers are missing"
+        );
+    }
+    (m, p)
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut_off_by_the_read_timeouts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("telejob.toml");
+    std::fs::write(
+        &cfg,
+        "header_read_timeout_seconds = 1\nbody_read_timeout_seconds = 1\n",
+    )
+    .expect("config");
+    let srv = Server::start(
+        &dir.path().join("data"),
+        &["--config", cfg.to_str().expect("utf-8")],
+    );
+    let addr = srv.base.trim_start_matches("http://").to_string();
+    // Ends within `within`: the server closed the connection (after an error response, or not).
+    let ends_within = |mut c: std::net::TcpStream, within: Duration| {
+        c.set_read_timeout(Some(within)).expect("timeout");
+        let mut buf = Vec::new();
+        match c.read_to_end(&mut buf) {
+            Ok(_) => String::from_utf8_lossy(&buf).into_owned(),
+            Err(e) => panic!("the connection was still open after {within:?}: {e}"),
+        }
+    };
+    // Headers that never end.
+    let mut c = std::net::TcpStream::connect(&addr).expect("connect");
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .expect("write");
+    let started = Instant::now();
+    ends_within(c, Duration::from_secs(5));
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "closed too early"
+    );
+    // A body that stalls.
+    let mut c = std::net::TcpStream::connect(&addr).expect("connect");
+    let head = format!(
+        "POST /api/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\"",
+        srv.token
+    );
+    c.write_all(head.as_bytes()).expect("write");
+    let reply = ends_within(c, Duration::from_secs(5));
+    assert!(!reply.starts_with("HTTP/1.1 201"), "{reply}");
+    // The server still serves others, and made no job.
+    let api = Api::new(&srv, Some(&srv.token));
+    let (s, jobs) = api.get("/api/jobs").await;
+    assert_eq!((s, jobs), (200, json!([])));
 }

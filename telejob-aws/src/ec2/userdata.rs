@@ -79,13 +79,14 @@ fetch() {{
 fetch {agent_url} telejob || finish 1
 chmod 0755 telejob || finish 1
 fetch {request_url} request.json || finish 1
-# Jobs run as nobody: keep them away from instance metadata (the instance profile's credentials).
+# Jobs run as UIDs of their own from this range: keep them away from instance metadata (the
+# instance profile's credentials).
 if command -v iptables >/dev/null 2>&1; then
-  iptables -I OUTPUT -d 169.254.169.254 -m owner --uid-owner nobody -j REJECT || finish 1
+  iptables -I OUTPUT -d 169.254.169.254 -m owner --uid-owner {uids} -j REJECT || finish 1
 elif command -v nft >/dev/null 2>&1; then
   nft add table inet telejob_metadata || finish 1
   nft add chain inet telejob_metadata output '{{ type filter hook output priority 0 ; }}' || finish 1
-  nft add rule inet telejob_metadata output meta skuid nobody ip daddr 169.254.169.254 reject || finish 1
+  nft add rule inet telejob_metadata output meta skuid {uids} ip daddr 169.254.169.254 reject || finish 1
 else
 {no_firewall}
 fi
@@ -93,6 +94,10 @@ fi
 finish $?
 "#,
         run = b.run_id,
+        uids = {
+            let r = telejob_core::sandbox::UidRange::default();
+            format!("{}-{}", r.first, r.last())
+        },
         job = b.job,
         agent_url = sh_quote(b.agent_url),
         request_url = sh_quote(b.request_url),
@@ -205,12 +210,18 @@ mod tests {
         let (ok, calls) = boot(false, &["nft"]);
         assert!(ok, "{calls:?}");
         assert!(
-            calls["nft"].contains("meta skuid nobody ip daddr 169.254.169.254 reject"),
+            calls["nft"]
+                .contains("meta skuid 1879048192-1879113727 ip daddr 169.254.169.254 reject"),
             "{calls:?}"
         );
         assert!(!calls["agent"].contains("--refuse"), "{calls:?}");
         let (ok, calls) = boot(false, &["iptables", "nft"]);
         assert!(ok && calls.contains_key("iptables") && !calls.contains_key("nft"));
+        // Every UID runs can have, not one user.
+        assert!(
+            calls["iptables"].contains("--uid-owner 1879048192-1879113727 -j REJECT"),
+            "{calls:?}"
+        );
     }
 
     #[test]

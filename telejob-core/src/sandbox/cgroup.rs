@@ -76,7 +76,11 @@ pub fn v2_controllers() -> &'static [&'static str] {
             .into_iter()
             .filter(|c| offered.split_whitespace().any(|o| o == *c))
             .collect();
-        let on = |c: &str| read("cgroup.subtree_control").split_whitespace().any(|o| o == c);
+        let on = |c: &str| {
+            read("cgroup.subtree_control")
+                .split_whitespace()
+                .any(|o| o == c)
+        };
         let enable = |c: &str| fs::write(base.join("cgroup.subtree_control"), format!("+{c}"));
         for c in &wanted {
             if on(c) {
@@ -108,7 +112,10 @@ fn v1_place(controller: &str) -> Option<PathBuf> {
     let path = own.lines().find_map(|l| {
         let mut f = l.splitn(3, ':');
         let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
-        ctrls.split(',').any(|c| c == controller).then(|| path.to_string())
+        ctrls
+            .split(',')
+            .any(|c| c == controller)
+            .then(|| path.to_string())
     })?;
     Some(mount.join(path.trim_start_matches('/')))
 }
@@ -253,7 +260,6 @@ impl Drop for RunCgroup {
     }
 }
 
-
 /// What the limit controllers saw during a run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LimitEvents {
@@ -302,8 +308,7 @@ impl LimitGroups {
             if !want {
                 continue;
             }
-            let dir = if let Some(cg) = run_v2.filter(|_| v2_controllers().contains(&controller))
-            {
+            let dir = if let Some(cg) = run_v2.filter(|_| v2_controllers().contains(&controller)) {
                 g.v2 = Some(cg.path().to_path_buf());
                 cg.path().to_path_buf()
             } else if let Some(parent) = v1_place(controller) {

@@ -423,8 +423,8 @@ fn job_view(spec: &ExecSpec, p: &std::path::Path) -> PathBuf {
 
 /// A failed or killed run whose limit controllers fired failed because of that limit.
 fn blame_limits(exit: ExitKind, ev: LimitEvents, l: &ResourceLimits) -> ExitKind {
-    let failed = matches!(exit, ExitKind::Exited(c) if c != 0)
-        || matches!(exit, ExitKind::Signaled(_));
+    let failed =
+        matches!(exit, ExitKind::Exited(c) if c != 0) || matches!(exit, ExitKind::Signaled(_));
     if !failed {
         return exit;
     }
@@ -479,4 +479,3 @@ pub fn disk_usage(root: &std::path::Path) -> u64 {
         .map(|m| m.blocks() * 512)
         .sum()
 }
-

@@ -335,7 +335,8 @@ impl Isolated {
     fn spec(&self, command: &str, limits: crate::limits::ResourceLimits) -> ExecSpec {
         let mut spec = self.f.spec(command, Duration::from_secs(60));
         spec.cwd = self.work.join("code");
-        spec.env.push(("HOME".into(), format!("{JOB_ROOT}/home").into()));
+        spec.env
+            .push(("HOME".into(), format!("{JOB_ROOT}/home").into()));
         spec.confinement = Confinement {
             ids: Some((self.uid, self.uid)),
             dedicated_ids: true,
@@ -462,8 +463,8 @@ fn limit_controllers() -> bool {
         return true;
     }
     assert!(
-        std::env::var_os("TELEJOB_REQUIRE_CGROUP").is_none(),
-        "TELEJOB_REQUIRE_CGROUP is set but no memory and pids controllers can be used"
+        std::env::var_os("TELEJOB_REQUIRE_LIMITS").is_none(),
+        "TELEJOB_REQUIRE_LIMITS is set but no memory and pids controllers can be used"
     );
     eprintln!("skipping: no memory/pids cgroup controllers");
     false
@@ -480,7 +481,10 @@ async fn a_memory_hog_ends_with_its_reason() {
         ..Default::default()
     };
     let out = execute(
-        iso.spec("a=$(head -c 400000000 /dev/zero | tr '\\0' a); echo survived", limits),
+        iso.spec(
+            "a=$(head -c 400000000 /dev/zero | tr '\\0' a); echo survived",
+            limits,
+        ),
         &opts(CgroupMode::Auto),
     )
     .await

@@ -61,7 +61,9 @@ impl UidRange {
             return Err(bad("LAST is below FIRST"));
         }
         if first < 1000 {
-            return Err(bad("the range must start at 1000 or above, clear of system accounts"));
+            return Err(bad(
+                "the range must start at 1000 or above, clear of system accounts",
+            ));
         }
         if last == u32::MAX {
             return Err(bad("4294967295 is not a valid UID"));
@@ -122,7 +124,7 @@ impl UidRange {
                     continue;
                 };
                 let (lo, hi) = (u64::from(self.first), u64::from(self.last()));
-                if n > 0 && start <= hi && start + n - 1 >= lo {
+                if n > 0 && start <= hi && start + n > lo {
                     return Err(collide(file, format!("{name:?}'s range {start}+{n}")));
                 }
             }
@@ -233,14 +235,23 @@ impl ProcessUids {
     fn scan() -> Self {
         let mut set = std::collections::HashSet::new();
         for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            if !e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            if !e
+                .file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+            {
                 continue;
             }
             let Ok(status) = std::fs::read_to_string(e.path().join("status")) else {
                 continue;
             };
             if let Some(l) = status.lines().find(|l| l.starts_with("Uid:")) {
-                set.extend(l[4..].split_whitespace().filter_map(|u| u.parse::<u32>().ok()));
+                set.extend(
+                    l[4..]
+                        .split_whitespace()
+                        .filter_map(|u| u.parse::<u32>().ok()),
+                );
             }
         }
         Self(set)
@@ -265,31 +276,33 @@ mod tests {
 
     #[test]
     fn ranges_parse_and_bad_ones_name_the_setting() {
-        let r = UidRange::parse("uid_range", "2000000-2000009").unwrap();
+        let r = UidRange::parse("uid_range", "2000000-2000009").expect("must work");
         assert_eq!((r.first, r.count, r.last()), (2_000_000, 10, 2_000_009));
         for bad in ["", "5", "10-5", "0-100", "a-b", "2000-4294967295"] {
-            let e = UidRange::parse("uid_range", bad).unwrap_err().to_string();
+            let e = UidRange::parse("uid_range", bad)
+                .expect_err("must be refused")
+                .to_string();
             assert!(e.contains("uid_range"), "{bad}: {e}");
         }
     }
 
     #[test]
     fn leases_are_exclusive_until_dropped() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("must work");
         let r = range(dir.path(), 1_879_100_000, 2);
-        let a = r.lease().unwrap();
-        let b = r.lease().unwrap();
+        let a = r.lease().expect("must work");
+        let b = r.lease().expect("must work");
         assert_ne!(a.uid(), b.uid());
-        let e = r.lease().unwrap_err().to_string();
+        let e = r.lease().expect_err("must be refused").to_string();
         assert!(e.contains("in use"), "{e}");
         let freed = a.uid();
         drop(a);
-        assert_eq!(r.lease().unwrap().uid(), freed);
+        assert_eq!(r.lease().expect("must work").uid(), freed);
     }
 
     #[test]
     fn a_lease_held_by_another_process_is_respected() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("must work");
         let lock = dir.path().join(format!("uid-{}.lock", 1_879_200_000));
         // flock(1) from util-linux holds the lock in a separate process (-o: itself, not the sleep).
         let mut holder = std::process::Command::new("flock")
@@ -299,16 +312,20 @@ mod tests {
             .spawn()
             .expect("flock(1)");
         for _ in 0..200 {
-            if lock.exists() && try_lock(dir.path(), 1_879_200_000).unwrap().is_none() {
+            if lock.exists()
+                && try_lock(dir.path(), 1_879_200_000)
+                    .expect("must work")
+                    .is_none()
+            {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         let r = range(dir.path(), 1_879_200_000, 2);
-        assert_eq!(r.lease().unwrap().uid(), 1_879_200_001);
-        holder.kill().unwrap();
-        holder.wait().unwrap();
-        assert_eq!(r.lease().unwrap().uid(), 1_879_200_000);
+        assert_eq!(r.lease().expect("must work").uid(), 1_879_200_001);
+        holder.kill().expect("must work");
+        holder.wait().expect("must work");
+        assert_eq!(r.lease().expect("must work").uid(), 1_879_200_000);
     }
 
     #[test]
@@ -325,7 +342,10 @@ mod tests {
             .unwrap_or_default()
             .contains(":65534:")
         {
-            let e = r.check_against_accounts().unwrap_err().to_string();
+            let e = r
+                .check_against_accounts()
+                .expect_err("must be refused")
+                .to_string();
             assert!(e.contains("uid_range") && e.contains("nobody"), "{e}");
             assert!(account_exists(nobody));
         }

@@ -175,13 +175,16 @@ mod tests {
             out.extend(m.push(c.as_bytes()));
         }
         out.extend(m.finish());
-        String::from_utf8(out).unwrap()
+        String::from_utf8(out).expect("must work")
     }
 
     #[test]
     fn secrets_are_masked_even_across_chunks() {
         assert_eq!(masked(&["hunter2"], &["pw=hunter2!"]), "pw=***!");
-        assert_eq!(masked(&["hunter2"], &["pw=hun", "ter2 and hunter2"]), "pw=*** and ***");
+        assert_eq!(
+            masked(&["hunter2"], &["pw=hun", "ter2 and hunter2"]),
+            "pw=*** and ***"
+        );
         assert_eq!(masked(&["hunter2"], &["pw=h", "u", "n", "ter2"]), "pw=***");
         // A prefix that never completes is plain text after all.
         assert_eq!(masked(&["hunter2"], &["hunt", "ing"]), "hunting");

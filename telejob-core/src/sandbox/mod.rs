@@ -97,7 +97,6 @@ impl RunAs {
             gid: pwd.pw_gid,
         })
     }
-
 }
 
 fn unsafe_zeroed_passwd() -> libc::passwd {

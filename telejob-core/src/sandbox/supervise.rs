@@ -33,8 +33,11 @@ use std::sync::OnceLock;
 pub const JOB_ROOT: &str = "/run/telejob/work";
 
 /// The private directories under the work directory, and what each is bound over.
-pub const PRIVATE_DIRS: [(&str, &str); 3] =
-    [("tmp", "/tmp"), ("var-tmp", "/var/tmp"), ("shm", "/dev/shm")];
+pub const PRIVATE_DIRS: [(&str, &str); 3] = [
+    ("tmp", "/tmp"),
+    ("var-tmp", "/var/tmp"),
+    ("shm", "/dev/shm"),
+];
 
 /// Namespaces a run gets.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -109,7 +112,10 @@ impl SetupReport {
             return None;
         }
         let errno = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
-        let end = buf[4..].iter().position(|b| *b == 0).map_or(buf.len(), |p| p + 4);
+        let end = buf[4..]
+            .iter()
+            .position(|b| *b == 0)
+            .map_or(buf.len(), |p| p + 4);
         let step = String::from_utf8_lossy(&buf[4..end]).into_owned();
         Some((step, io::Error::from_raw_os_error(errno)))
     }

@@ -37,7 +37,7 @@ enum Command {
     /// timeout (killing everything it started when time is up), and publishes every file of the
     /// output directory to <publish-to>/<job-name>/data/. Exit status: 0 succeeded, 1 the job
     /// failed, 124 timed out, 2 bad input, 130 interrupted.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Make a code tarball (.tar.gz) of a directory.
     ///
     /// Files, directories and symlinks (as links) are archived with paths relative to DIR; .git
@@ -95,7 +95,7 @@ enum TokenCmd {
 /// Runs the chosen subcommand.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run(a) => run::run(a).await,
+        Command::Run(a) => run::run(*a).await,
         Command::Package(a) => package::package(a).await,
         Command::Schedule(a) => schedule::schedule(a),
         Command::Agent(a) => agent::agent(a).await,

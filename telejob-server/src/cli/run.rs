@@ -13,12 +13,10 @@ use telejob_core::fetch::CodeSource;
 use telejob_core::job::{
     JobName, Visibility, validate_command, validate_env_var, validate_output_dir,
 };
+use telejob_core::limits::{Bytes, Cpus, Network, ResourceLimits};
 use telejob_core::pipeline::{FailureKind, RunStores};
 use telejob_core::run::{RunId, RunRequest, RunState};
-use telejob_core::limits::{Bytes, Cpus, Network, ResourceLimits};
-use telejob_core::sandbox::{
-    CgroupMode, Identity, NamespaceMode, RunAs, SandboxOptions, UidRange,
-};
+use telejob_core::sandbox::{CgroupMode, Identity, NamespaceMode, RunAs, SandboxOptions, UidRange};
 use telejob_local::LocalCompute;
 
 use super::progress;
@@ -71,6 +69,10 @@ pub struct RunArgs {
     /// shell's environment reaches the job but PATH, LANG, LC_* and TZ.
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
+    /// Pass the variable NAME of this shell's environment to the job as a secret: its value is
+    /// masked in the log and never on the command line. Repeat for more.
+    #[arg(long = "secret", value_name = "NAME")]
+    secrets: Vec<String>,
     /// The slot the run is for (TELEJOB_SCHEDULED_FOR), RFC 3339. Default: now.
     #[arg(long, value_name = "INSTANT")]
     scheduled_for: Option<String>,
@@ -220,6 +222,16 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         validate_env_var(k, v).map_err(|e| bad(format!("--env {e}")))?;
         env.insert(k.to_string(), v.to_string());
     }
+    let mut secrets = telejob_core::run::Secrets::default();
+    for name in &a.secrets {
+        let value = std::env::var(name).map_err(|_| {
+            bad(format!(
+                "--secret {name}: no such variable in this shell; export {name}=… first"
+            ))
+        })?;
+        validate_env_var(name, &value).map_err(|e| bad(format!("--secret {e}")))?;
+        secrets.0.insert(name.clone(), value);
+    }
     let scheduled_for = match &a.scheduled_for {
         Some(s) => DateTime::parse_from_rfc3339(s)
             .map_err(|e| {
@@ -312,7 +324,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         dry_run: a.dry_run,
         owner: None,
         limits,
-        secrets: Default::default(),
+        secrets,
     };
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) || a.compute == ComputeArg::Ec2 {
         eprintln!(

@@ -42,7 +42,7 @@ pub async fn ensure(s: &AppState) -> anyhow::Result<()> {
         return Ok(());
     }
     let code = jobs::stage_bytes(tarball()?.into(), s.max_code_bytes).await?;
-    match jobs::create(s, &admin, &spec, Some(code)).await {
+    match jobs::create(s, &admin, &spec, Some(code), &Default::default()).await {
         Ok(_) => eprintln!(
             "telejob: scheduled the example job slowsql every minute; watch it with `telejob runs list slowsql`"
         ),

@@ -13,6 +13,7 @@ use telejob_core::run::RunId;
 use telejob_core::store::{PutOptions, Store};
 
 use super::db::{JobRow, User};
+use super::secrets::SecretChanges;
 use super::state::AppState;
 
 /// Why a job operation did not happen.
@@ -233,8 +234,10 @@ pub async fn create(
     owner: &User,
     spec: &JobSpec,
     code: Option<StagedCode>,
+    secrets: &SecretChanges,
 ) -> Result<JobRow> {
     check_spec(s, spec)?;
+    crate::server::secrets::validate(secrets)?;
     // A deleted job's kept data never passes to another owner of its name.
     let tomb = s.db.tombstone(&spec.name).await?;
     if tomb.as_ref().is_some_and(|t| t.owner != owner.name) {
@@ -247,6 +250,7 @@ pub async fn create(
         s.db.remove_tombstone(&spec.name).await?;
     }
     let made = async {
+        s.db.change_secrets(&spec.name, secrets).await?;
         if let Some(code) = code {
             store_code(s, &spec.name, code, &owner.name).await?;
         }
@@ -275,6 +279,7 @@ pub async fn update(
     name: &str,
     spec: &JobSpec,
     code: Option<StagedCode>,
+    secrets: &SecretChanges,
 ) -> Result<JobRow> {
     let old = managed(s, user, name).await?;
     if spec.name != name {
@@ -284,9 +289,11 @@ pub async fn update(
         )));
     }
     check_spec(s, spec)?;
+    crate::server::secrets::validate(secrets)?;
     if let Some(code) = code {
         store_code(s, name, code, &user.name).await?;
     }
+    s.db.change_secrets(name, secrets).await?;
     s.db.update_job_spec(spec, old.cursor.max(Utc::now()))
         .await?;
     rearm(s, name).await

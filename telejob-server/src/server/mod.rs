@@ -4,8 +4,10 @@ mod api;
 mod db;
 mod example;
 mod jobs;
+mod listen;
 mod metrics;
 mod notify;
+mod secrets;
 mod sessions;
 mod state;
 mod tokens;
@@ -56,11 +58,13 @@ fn local_compute(
 ) -> anyhow::Result<LocalCompute> {
     let identity = match (&cfg.run_as, &cfg.uid_range) {
         (Some(_), Some(_)) => {
-            return Err(bad("config: run_as and uid_range exclude each other; keep one"));
+            return Err(bad(
+                "config: run_as and uid_range exclude each other; keep one",
+            ));
         }
-        (Some(u), None) => Identity::Fixed(
-            RunAs::lookup(u).map_err(|e| bad(format!("config run_as: {e}")))?,
-        ),
+        (Some(u), None) => {
+            Identity::Fixed(RunAs::lookup(u).map_err(|e| bad(format!("config run_as: {e}")))?)
+        }
         (None, Some(r)) => Identity::Dynamic(UidRange::parse("config uid_range", r)?),
         (None, None) => Identity::default_for_current_user(),
     };
@@ -83,7 +87,11 @@ fn local_compute(
             ..SandboxOptions::default()
         })
         .with_fetcher(Arc::new(HttpFetcher::new()?))
-        .with_scratch_dir(cfg.scratch_dir.clone().unwrap_or_else(|| data_dir.join("runs")));
+        .with_scratch_dir(
+            cfg.scratch_dir
+                .clone()
+                .unwrap_or_else(|| data_dir.join("runs")),
+        );
     if let Some(n) = cfg.max_concurrent_runs {
         builder = builder.with_max_concurrent(n);
     }
@@ -116,7 +124,10 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("--listen {listen}"))?;
 
-    let db = db::Db::open(&data_dir.join("telejob.db")).await?;
+    let secret_box = secrets::SecretBox::load(&data_dir, cfg.secrets_key_file.as_deref())?;
+    let db = db::Db::open(&data_dir.join("telejob.db"))
+        .await?
+        .with_secret_box(secret_box);
     let token_file = data_dir.join("admin.token");
     if !db.has_admin().await? {
         let tokens = tokens::Tokens::load(&db).await?;
@@ -241,9 +252,17 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         token_file.display()
     );
     let app = api::router(state.clone()).merge(ui::router(state));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let timeouts = listen::Timeouts {
+        header_read: cfg.header_read_timeout_seconds.map_or(
+            listen::Timeouts::default().header_read,
+            std::time::Duration::from_secs,
+        ),
+        body_read: cfg.body_read_timeout_seconds.map_or(
+            listen::Timeouts::default().body_read,
+            std::time::Duration::from_secs,
+        ),
+    };
+    listen::serve(listener, app, timeouts, shutdown_signal()).await?;
     eprintln!("telejob: shutting down: cancelling runs in flight");
     scheduler.shutdown().await;
     timer.abort();

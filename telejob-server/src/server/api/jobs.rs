@@ -15,6 +15,7 @@ use super::caller::Caller;
 use super::error::{ApiError, ApiResult};
 use crate::server::db::{JobRow, ts};
 use crate::server::jobs;
+use crate::server::secrets::SecretChanges;
 use crate::server::state::AppState;
 
 /// A job as the API shows it.
@@ -76,9 +77,35 @@ pub async fn create(
     Caller(caller): Caller,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let spec: JobSpec = parse_json(&body)?;
-    let row = jobs::create(&s, &caller, &spec, None).await?;
-    Ok((StatusCode::CREATED, Json(view(&s, &row))).into_response())
+    let (spec, secrets) = spec_and_secrets(&body)?;
+    let row = jobs::create(&s, &caller, &spec, None, &secrets).await?;
+    Ok((StatusCode::CREATED, Json(full_view(&s, &row).await?)).into_response())
+}
+
+/// A job body: the spec's fields, and `secrets` (name → value, or `null` to remove one), which
+/// is not part of the spec: it is stored apart, encrypted, and never shown again.
+fn spec_and_secrets(body: &[u8]) -> ApiResult<(JobSpec, SecretChanges)> {
+    let mut fields: serde_json::Map<String, serde_json::Value> = parse_json(body)?;
+    let secrets = match fields.remove("secrets") {
+        None | Some(serde_json::Value::Null) => SecretChanges::new(),
+        Some(v) => serde_json::from_value(v).map_err(|e| {
+            ApiError::from(jobs::JobError::Invalid(telejob_core::Error::invalid(
+                "secrets",
+                format!("{e}: give an object of NAME: \"value\" (or null to remove one)"),
+            )))
+        })?,
+    };
+    let rest = serde_json::to_vec(&fields).unwrap_or_default();
+    Ok((parse_json(&rest)?, secrets))
+}
+
+/// The view with what only one job's page shows: its code versions and its secrets' names.
+async fn full_view(s: &AppState, j: &JobRow) -> ApiResult<serde_json::Value> {
+    let mut v = serde_json::to_value(view(s, j)).unwrap_or_default();
+    v["code_versions"] =
+        serde_json::to_value(s.db.code_versions(&j.spec.name).await?).unwrap_or_default();
+    v["secrets"] = serde_json::to_value(s.db.secret_names(&j.spec.name).await?).unwrap_or_default();
+    Ok(v)
 }
 
 /// `GET /api/jobs/{name}`.
@@ -88,9 +115,7 @@ pub async fn show(
     Path(name): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let j = jobs::visible(&s, &caller, &name).await?;
-    let mut v = serde_json::to_value(view(&s, &j)).unwrap_or_default();
-    v["code_versions"] = serde_json::to_value(s.db.code_versions(&name).await?).unwrap_or_default();
-    Ok(Json(v))
+    Ok(Json(full_view(&s, &j).await?))
 }
 
 /// `PUT /api/jobs/{name}`.
@@ -99,12 +124,12 @@ pub async fn update(
     Caller(caller): Caller,
     Path(name): Path<String>,
     JsonBody(body): JsonBody,
-) -> ApiResult<Json<JobView>> {
+) -> ApiResult<Json<serde_json::Value>> {
     // Rights before the body, so that a caller who may not edit learns nothing from it.
     jobs::managed(&s, &caller, &name).await?;
-    let spec: JobSpec = parse_json(&body)?;
-    let row = jobs::update(&s, &caller, &name, &spec, None).await?;
-    Ok(Json(view(&s, &row)))
+    let (spec, secrets) = spec_and_secrets(&body)?;
+    let row = jobs::update(&s, &caller, &name, &spec, None, &secrets).await?;
+    Ok(Json(full_view(&s, &row).await?))
 }
 
 #[derive(Debug, Deserialize)]

@@ -112,6 +112,8 @@ impl ReadCache {
 pub struct Db {
     pub(super) pool: SqlitePool,
     pub(super) cache: Arc<ReadCache>,
+    /// Opens job secrets for runs; without it, jobs with secrets cannot run.
+    pub(super) secret_box: Option<Arc<crate::server::secrets::SecretBox>>,
 }
 
 impl Db {
@@ -140,6 +142,13 @@ impl Db {
         Ok(Self {
             pool,
             cache: Arc::default(),
+            secret_box: None,
         })
+    }
+
+    /// This database with the key that opens job secrets.
+    pub fn with_secret_box(mut self, b: crate::server::secrets::SecretBox) -> Self {
+        self.secret_box = Some(Arc::new(b));
+        self
     }
 }

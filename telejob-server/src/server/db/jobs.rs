@@ -119,6 +119,7 @@ impl Db {
                 "DELETE FROM runs WHERE job = ?",
                 "DELETE FROM code_versions WHERE job = ?",
                 "DELETE FROM notifications WHERE job = ?",
+                "DELETE FROM job_secrets WHERE job = ?",
                 "DELETE FROM jobs WHERE name = ?",
             ] {
                 sqlx::query(q).bind(name).execute(&mut *tx).await?;

@@ -6,6 +6,8 @@ mod jobs;
 mod notifications;
 mod rows;
 mod runs;
+mod secrets;
+
 #[cfg(test)]
 mod tests;
 mod users;

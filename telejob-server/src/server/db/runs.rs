@@ -96,6 +96,10 @@ impl Db {
 #[async_trait]
 #[async_trait]
 impl SchedulerStore for Db {
+    async fn secrets(&self, job: &JobName) -> Result<telejob_core::run::Secrets> {
+        self.open_secrets(job.as_str()).await
+    }
+
     async fn load_jobs(&self) -> Result<Vec<JobState>> {
         let mut out = Vec::new();
         for j in self.jobs().await? {

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use telejob_core::job::{JobSpec, ValidationLimits, Visibility};
+use telejob_core::limits::{Bytes, Cpus, Network, ResourceLimits};
 use telejob_core::policy::{MissedPolicy, OverlapPolicy};
 use telejob_core::schedule::{Frequency, ScheduleSpec, TimeOfDay, parse_weekday};
 
@@ -98,7 +99,73 @@ impl JobForm {
             spec.notify.webhook.clone().unwrap_or_default(),
         );
         set("notify_email", spec.notify.email.join(", "));
+        set(
+            "env",
+            spec.env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+        let l = &spec.limits;
+        set(
+            "limit_memory",
+            l.memory
+                .map(|b| b.to_string().replace(' ', ""))
+                .unwrap_or_default(),
+        );
+        set(
+            "limit_cpu",
+            l.cpu.map(|c| c.to_string()).unwrap_or_default(),
+        );
+        set(
+            "limit_processes",
+            l.processes.map(|p| p.to_string()).unwrap_or_default(),
+        );
+        set(
+            "limit_disk",
+            l.disk
+                .map(|b| b.to_string().replace(' ', ""))
+                .unwrap_or_default(),
+        );
+        set(
+            "limit_network",
+            l.network.map(|n| n.to_string()).unwrap_or_default(),
+        );
         f
+    }
+
+    /// `NAME=value` lines of field `field`, in order.
+    fn pairs(&mut self, field: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let text = self.get(field).to_string();
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            match line.split_once('=') {
+                Some((k, v)) => out.push((k.trim().to_string(), v.to_string())),
+                None => {
+                    self.err(field, format!("{line:?}: write one NAME=value per line"));
+                }
+            }
+        }
+        out
+    }
+
+    /// The secrets the form sets (`NAME=value`) or removes (`NAME=`).
+    pub fn secret_changes(&mut self) -> crate::server::secrets::SecretChanges {
+        let changes = self
+            .pairs("secrets")
+            .into_iter()
+            .map(|(k, v)| (k, Some(v).filter(|v| !v.is_empty())))
+            .collect();
+        if let Err(telejob_core::Error::InvalidJob { reason, field }) =
+            crate::server::secrets::validate(&changes)
+        {
+            self.err(
+                "secrets",
+                format!("{}: {reason}", field.trim_start_matches("secrets.")),
+            );
+        }
+        changes
     }
 
     /// A submitted value.
@@ -179,18 +246,61 @@ impl JobForm {
         spec.notify.email = list(self.get("notify_email"));
         spec.notify.webhook =
             Some(self.get("notify_webhook").trim().to_string()).filter(|w| !w.is_empty());
+        spec.env = self.pairs("env").into_iter().collect();
+        self.limits(&mut spec.limits);
         if let Err(e) = spec.validate(limits) {
             for (f, m) in e.field_errors() {
                 let f = f.strip_prefix("schedule.").unwrap_or(f);
                 let f = match f {
                     "notify.webhook" => "notify_webhook",
                     "notify.email" => "notify_email",
+                    f if f.starts_with("env.") => "env",
+                    "limits.memory" => "limit_memory",
+                    "limits.cpu" => "limit_cpu",
+                    "limits.processes" => "limit_processes",
+                    "limits.disk" => "limit_disk",
+                    "limits.network" => "limit_network",
                     other => other,
                 };
                 self.err(f, m);
             }
         }
         self.errors.is_empty().then_some(spec)
+    }
+
+    /// The resource limit fields (empty: the server's default).
+    fn limits(&mut self, l: &mut ResourceLimits) {
+        let get = |f: &Self, k: &str| Some(f.get(k).trim().to_string()).filter(|v| !v.is_empty());
+        if let Some(v) = get(self, "limit_memory") {
+            match Bytes::parse(&v) {
+                Ok(b) => l.memory = Some(b),
+                Err(e) => self.err("limit_memory", e),
+            }
+        }
+        if let Some(v) = get(self, "limit_cpu") {
+            match Cpus::parse(&v) {
+                Ok(c) => l.cpu = Some(c),
+                Err(e) => self.err("limit_cpu", e),
+            }
+        }
+        if let Some(v) = get(self, "limit_processes") {
+            match v.parse() {
+                Ok(n) => l.processes = Some(n),
+                Err(_) => self.err("limit_processes", "give a whole number, e.g. 256"),
+            }
+        }
+        if let Some(v) = get(self, "limit_disk") {
+            match Bytes::parse(&v) {
+                Ok(b) => l.disk = Some(b),
+                Err(e) => self.err("limit_disk", e),
+            }
+        }
+        if let Some(v) = get(self, "limit_network") {
+            match v.parse::<Network>() {
+                Ok(n) => l.network = Some(n),
+                Err(e) => self.err("limit_network", e),
+            }
+        }
     }
 
     /// The schedule part, only from the fields the chosen frequency uses.

@@ -365,14 +365,15 @@ async fn create_job(
         return stale_form(&b);
     }
     let spec = f.check(&s.limits);
+    let secrets = f.secret_changes();
     if code.is_none() && !f.errors.contains_key("code") {
         f.errors
             .insert("code".into(), "choose the code tarball to upload".into());
     }
-    let (Some(spec), Some(code)) = (spec, code) else {
+    let (Some(spec), Some(code), true) = (spec, code, f.errors.is_empty()) else {
         return form_page(&b, StatusCode::UNPROCESSABLE_ENTITY, &f, None, None);
     };
-    match jobs::create(&s, &b.session.user, &spec, Some(code)).await {
+    match jobs::create(&s, &b.session.user, &spec, Some(code), &secrets).await {
         Ok(_) => Redirect::to(&format!("/jobs/{}?created=1", spec.name)).into_response(),
         Err(e) => form_failed(&b, &mut f, e, None),
     }
@@ -383,13 +384,12 @@ async fn edit_page(State(s): State<AppState>, b: Browser, Path(name): Path<Strin
         Ok(j) => j,
         Err(r) => return r,
     };
-    form_page(
-        &b,
-        StatusCode::OK,
-        &JobForm::from_spec(&j.spec),
-        None,
-        Some(&name),
-    )
+    let mut f = JobForm::from_spec(&j.spec);
+    if let Ok(names) = s.db.secret_names(&name).await {
+        let names: Vec<String> = names.into_iter().map(|i| i.name).collect();
+        f.values.insert("secret_names".into(), names.join(", "));
+    }
+    form_page(&b, StatusCode::OK, &f, None, Some(&name))
 }
 
 async fn save_edit(
@@ -407,10 +407,12 @@ async fn save_edit(
         return r;
     }
     f.values.insert("name".into(), name.clone());
-    let Some(spec) = f.check(&s.limits) else {
+    let spec = f.check(&s.limits);
+    let secrets = f.secret_changes();
+    let (Some(spec), true) = (spec, f.errors.is_empty()) else {
         return form_page(&b, StatusCode::UNPROCESSABLE_ENTITY, &f, None, Some(&name));
     };
-    match jobs::update(&s, &b.session.user, &name, &spec, code).await {
+    match jobs::update(&s, &b.session.user, &name, &spec, code, &secrets).await {
         Ok(_) => Redirect::to(&format!("/jobs/{name}")).into_response(),
         Err(e) => form_failed(&b, &mut f, e, Some(&name)),
     }

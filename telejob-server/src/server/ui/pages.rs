@@ -255,6 +255,37 @@ pub fn job_form(
                     p.help { "Sent on failure, timeout, missed run, expiry, and the first success after failures." }
                     (field_error(f, "notify_email"))
                 }
+                div.card {
+                    label for="env" { "Environment variables (optional)" }
+                    textarea #env name="env" rows="3" placeholder="REGION=eu-west-1" { (f.get("env")) }
+                    p.help { "One NAME=value per line. Whoever can see the job can read them: put credentials in secrets." }
+                    (field_error(f, "env"))
+                    label for="secrets" { "Secrets (optional)" }
+                    textarea #secrets name="secrets" rows="2" placeholder="API_TOKEN=…" autocomplete="off" {}
+                    p.help {
+                        "One NAME=value per line; NAME= alone removes one. Given to the run as environment variables, stored encrypted, masked in the log, never shown again."
+                        @if !f.get("secret_names").is_empty() { " Set now: " (f.get("secret_names")) "." }
+                    }
+                    (field_error(f, "secrets"))
+                }
+                div.card {
+                    p.help { "Resource limits: leave a field empty for this server's default." }
+                    label for="limit_memory" { "Memory" }
+                    input #limit_memory name="limit_memory" value=(f.get("limit_memory")) placeholder="2GiB";
+                    (field_error(f, "limit_memory"))
+                    label for="limit_cpu" { "CPUs" }
+                    input #limit_cpu name="limit_cpu" value=(f.get("limit_cpu")) placeholder="1.5";
+                    (field_error(f, "limit_cpu"))
+                    label for="limit_processes" { "Processes at once" }
+                    input #limit_processes name="limit_processes" type="number" min="4" value=(f.get("limit_processes")) placeholder="256";
+                    (field_error(f, "limit_processes"))
+                    label for="limit_disk" { "Workspace disk space" }
+                    input #limit_disk name="limit_disk" value=(f.get("limit_disk")) placeholder="10GiB";
+                    (field_error(f, "limit_disk"))
+                    label for="limit_network" { "Network" }
+                    (select(f, "limit_network", &[("", "this server's default"), ("on", "on"), ("off", "off: loopback only")]))
+                    (field_error(f, "limit_network"))
+                }
                 p { button #submit type="submit" { @if editing.is_some() { "Save" } @else { "Schedule the job" } } }
             }
         },

@@ -1,0 +1,130 @@
+//! Job secrets: sealed values, their names and when they were set.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::Row;
+use telejob_core::Result;
+use telejob_core::run::Secrets;
+
+use super::conn::{Db, db_err, parse_ts, ts};
+use crate::server::secrets::{Sealed, SecretChanges};
+
+/// A secret as the API shows it: its name and when it was set, never its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecretInfo {
+    /// The variable name.
+    pub name: String,
+    /// When its value was last set.
+    #[serde(serialize_with = "ser_ts")]
+    pub set_at: DateTime<Utc>,
+}
+
+fn ser_ts<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&ts(*t))
+}
+
+impl Db {
+    /// Applies `changes` to job `job`'s secrets (sealed with the server's key) in one
+    /// transaction.
+    ///
+    /// # Errors
+    ///
+    /// No secrets key, or a database failure.
+    pub async fn change_secrets(&self, job: &str, changes: &SecretChanges) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let b = self.secret_box.as_ref().ok_or_else(|| {
+            telejob_core::Error::config("secrets", "this server has no secrets key")
+        })?;
+        let mut sealed = Vec::new();
+        for (name, value) in changes {
+            let s = match value {
+                Some(v) => Some(
+                    b.seal(job, name, v)
+                        .map_err(|e| telejob_core::Error::config("secrets", e.to_string()))?,
+                ),
+                None => None,
+            };
+            sealed.push((name, s));
+        }
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        for (name, s) in sealed {
+            match s {
+                Some(Sealed { nonce, ciphertext }) => {
+                    sqlx::query("INSERT OR REPLACE INTO job_secrets (job, name, nonce, ciphertext, set_at) VALUES (?, ?, ?, ?, ?)")
+                        .bind(job)
+                        .bind(name)
+                        .bind(nonce)
+                        .bind(ciphertext)
+                        .bind(ts(Utc::now()))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                }
+                None => {
+                    sqlx::query("DELETE FROM job_secrets WHERE job = ? AND name = ?")
+                        .bind(job)
+                        .bind(name)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                }
+            }
+        }
+        tx.commit().await.map_err(db_err)
+    }
+
+    /// The names of job `job`'s secrets and when each was set.
+    ///
+    /// # Errors
+    ///
+    /// A database failure.
+    pub async fn secret_names(&self, job: &str) -> Result<Vec<SecretInfo>> {
+        let rows = sqlx::query("SELECT name, set_at FROM job_secrets WHERE job = ? ORDER BY name")
+            .bind(job)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(SecretInfo {
+                    name: r.get(0),
+                    set_at: parse_ts("set_at", &r.get::<String, _>(1))?,
+                })
+            })
+            .collect()
+    }
+
+    /// Job `job`'s secrets, opened, for a run.
+    ///
+    /// # Errors
+    ///
+    /// No secrets key, a value that does not open, or a database failure.
+    pub async fn open_secrets(&self, job: &str) -> Result<Secrets> {
+        let rows = sqlx::query("SELECT name, nonce, ciphertext FROM job_secrets WHERE job = ?")
+            .bind(job)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        if rows.is_empty() {
+            return Ok(Secrets::default());
+        }
+        let b = self.secret_box.as_ref().ok_or_else(|| {
+            telejob_core::Error::config("secrets", "this server has no secrets key")
+        })?;
+        let mut out = Secrets::default();
+        for r in rows {
+            let name: String = r.get(0);
+            let sealed = Sealed {
+                nonce: r.get(1),
+                ciphertext: r.get(2),
+            };
+            let v = b
+                .open(job, &name, &sealed)
+                .map_err(|e| telejob_core::Error::config("secrets", e.to_string()))?;
+            out.0.insert(name, v);
+        }
+        Ok(out)
+    }
+}
