@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use telejob_core::job::{JobName, JobSpec};
 
-use super::body::{JsonBody, parse_json};
+use super::body::{ApiQuery, JsonBody, parse_json};
 use super::caller::Caller;
 use super::error::{ApiError, ApiResult};
 use crate::server::db::{JobRow, ts};
@@ -143,7 +143,7 @@ pub async fn delete(
     State(s): State<AppState>,
     Caller(caller): Caller,
     Path(name): Path<String>,
-    Query(q): Query<DeleteQuery>,
+    ApiQuery(q): ApiQuery<DeleteQuery>,
 ) -> ApiResult<StatusCode> {
     jobs::delete(&s, &caller, &name, q.public_data).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -205,12 +205,12 @@ pub async fn preview(
     State(s): State<AppState>,
     Caller(caller): Caller,
     Path(name): Path<String>,
-    Query(q): Query<NextQuery>,
+    ApiQuery(q): ApiQuery<NextQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let j = jobs::visible(&s, &caller, &name).await?;
     let n = q.next.unwrap_or(5);
     if !(1..=1000).contains(&n) {
-        return Err(ApiError::invalid("next", "use 1 to 1000"));
+        return Err(ApiError::bad_request("query: next: use 1 to 1000"));
     }
     let sched = j.spec.schedule.compile()?;
     let from = Utc::now().max(j.spec.start_at.unwrap_or_default());

@@ -1,12 +1,13 @@
 //! `/api/runs…` and a job's run list.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use telejob_core::run::{Run, RunId};
 
+use super::body::ApiQuery;
 use super::caller::Caller;
 use super::error::{ApiError, ApiResult};
 use crate::server::db::{JobRow, User};
@@ -30,10 +31,13 @@ pub async fn list(
     State(s): State<AppState>,
     Caller(caller): Caller,
     Path(name): Path<String>,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Vec<RunView>>> {
     jobs::visible(&s, &caller, &name).await?;
-    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("query: limit: use 1 to 1000"));
+    }
     let runs = s.db.runs_of(&name, limit).await?;
     Ok(Json(
         runs.into_iter()
@@ -64,7 +68,7 @@ pub async fn show(
     State(s): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
-    Query(q): Query<WaitQuery>,
+    ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> ApiResult<Json<RunView>> {
     let (mut run, mut trigger, _) = run_and_job(&s, &caller, &id).await?;
     let deadline =
