@@ -1241,6 +1241,49 @@ true
         );
     }
     assert!(!text_below(&data.join("private")).contains(SECRET));
+    // Nor in a dashboard page: the edit form names the secret, and that is all.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let signed_in = http
+        .post(format!("{}/login", srv.base))
+        .header("Origin", &srv.base)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!("token={}", alice.token.clone().expect("token")))
+        .send()
+        .await
+        .expect("sign in");
+    let session = signed_in
+        .headers()
+        .get("set-cookie")
+        .expect("session cookie")
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_string();
+    for page in [
+        "/jobs/victim".to_string(),
+        "/jobs/victim/edit".to_string(),
+        format!("/runs/{v}"),
+    ] {
+        let html = http
+            .get(format!("{}{page}", srv.base))
+            .header("Cookie", &session)
+            .send()
+            .await
+            .expect("page")
+            .text()
+            .await
+            .expect("html");
+        assert!(html.contains("victim"), "{page}: {html}");
+        assert!(!html.contains(SECRET), "{page} shows the secret");
+        if page.ends_with("/edit") {
+            assert!(html.contains("VICTIM_TOKEN (set "), "{html}");
+        }
+    }
     // No workspace is left behind.
     let left: Vec<_> = std::fs::read_dir(data.join("runs"))
         .map(|d| d.flatten().map(|e| e.path()).collect())

@@ -386,7 +386,10 @@ async fn edit_page(State(s): State<AppState>, b: Browser, Path(name): Path<Strin
     };
     let mut f = JobForm::from_spec(&j.spec);
     if let Ok(names) = s.db.secret_names(&name).await {
-        let names: Vec<String> = names.into_iter().map(|i| i.name).collect();
+        let names: Vec<String> = names
+            .into_iter()
+            .map(|i| format!("{} (set {})", i.name, i.set_at.format("%Y-%m-%d %H:%M UTC")))
+            .collect();
         f.values.insert("secret_names".into(), names.join(", "));
     }
     form_page(&b, StatusCode::OK, &f, None, Some(&name))
