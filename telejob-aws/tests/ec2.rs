@@ -218,6 +218,17 @@ async fn the_agents_status_ends_the_run_and_the_instance() {
     write_status(&e, &r, RunState::Succeeded).await;
     let run = ended(&c, &r).await;
     assert_eq!(run.state, RunState::Succeeded);
+    // The request (it carries the job's secrets) is gone with the run.
+    let gone = private
+        .get_json::<RunRequest>(&format!(
+            "{}request.json",
+            keys::run_prefix(&r.job, &r.run_id)
+        ))
+        .await;
+    assert!(
+        matches!(gone, Err(telejob_core::Error::NotFound(_))),
+        "{gone:?}"
+    );
     let id = c.instance_of(&r.run_id).expect("instance");
     assert!(
         instances_of(&e, r.run_id.as_str())

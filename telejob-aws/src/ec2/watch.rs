@@ -5,7 +5,7 @@ use std::time::Duration;
 use chrono::Utc;
 use telejob_core::compute::{EventSink, RunEvent};
 use telejob_core::run::{Run, RunId, RunState, keys};
-use telejob_core::store::StoreExt;
+use telejob_core::store::{Store, StoreExt};
 
 use super::{Ec2Compute, api};
 
@@ -147,6 +147,11 @@ impl Ec2Compute {
                 () = tokio::time::sleep(poll) => {}
             }
         };
+        // The run request held the job's secrets; the instance that needed it is gone.
+        let request = format!("{}request.json", keys::run_prefix(&fin.job, &fin.id));
+        if let Err(e) = self.inner.private.delete(&request).await {
+            tracing::warn!(run = %id, error = %e, "cannot delete the run request");
+        }
         emit(RunEvent::State(fin.state));
         sender.send_replace(fin);
     }
