@@ -1430,3 +1430,55 @@ async fn slow_clients_are_cut_off_by_the_read_timeouts() {
     let (s, jobs) = api.get("/api/jobs").await;
     assert_eq!((s, jobs), (200, json!([])));
 }
+
+#[tokio::test]
+async fn a_restart_does_not_sign_people_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = Server::start(dir.path(), &[]);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let signed_in = http
+        .post(format!("{}/login", srv.base))
+        .header("Origin", &srv.base)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!("token={}", srv.token))
+        .send()
+        .await
+        .expect("sign in");
+    let session = signed_in
+        .headers()
+        .get("set-cookie")
+        .expect("session cookie")
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_string();
+    let id = session.split_once('=').expect("name=value").1.to_string();
+    let page = |base: String| {
+        let (http, session) = (http.clone(), session.clone());
+        async move {
+            http.get(format!("{base}/"))
+                .header("Cookie", session)
+                .send()
+                .await
+                .expect("page")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(page(srv.base.clone()).await, 200);
+    let data = srv.data.clone();
+    srv.kill9();
+    let srv = Server::start(&data, &[]);
+    assert_eq!(page(srv.base.clone()).await, 200, "still signed in");
+    // Only a hash of the session id is stored.
+    let db = std::fs::read(data.join("telejob.db")).unwrap_or_default();
+    let wal = std::fs::read(data.join("telejob.db-wal")).unwrap_or_default();
+    for bytes in [db, wal] {
+        assert!(!bytes.windows(id.len()).any(|w| w == id.as_bytes()));
+    }
+}

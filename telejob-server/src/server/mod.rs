@@ -238,7 +238,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         limits,
         max_code_bytes: cfg.max_code_bytes.unwrap_or(1 << 30),
         metrics,
-        sessions: sessions::Sessions::default(),
+        sessions: sessions::Sessions::new(db.clone()),
     };
     if a.example {
         example::ensure(&state).await?;

@@ -1,14 +1,18 @@
-//! Dashboard sessions: a random id, a CSRF token per session, idle expiry. Kept in memory (a
-//! restart signs everyone out).
+//! Dashboard sessions: a random id, a CSRF token per session, idle expiry. Kept in the database
+//! (only the id's SHA-256), so a restart does not sign anyone out.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::db::User;
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+
+use super::db::{Db, User};
 
 /// Sessions end after this long without use.
 pub const IDLE: Duration = Duration::from_secs(12 * 3600);
+
+/// A session's last use is written at most this often (not at every request).
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
 /// A signed-in browser.
 #[derive(Debug, Clone)]
@@ -17,41 +21,50 @@ pub struct Session {
     pub user: User,
     /// The CSRF token every form of this session carries.
     pub csrf: String,
-    last_used: Instant,
 }
 
 /// Where session ids and CSRF tokens come from.
 type RandomSource = fn(&mut [u8]) -> Result<(), getrandom::Error>;
 
-/// The random source failed: no session can be started safely.
+/// Why a session could not be started.
 #[derive(Debug, thiserror::Error)]
-#[error("no randomness for a session id: {0}")]
-pub struct NoRandomness(getrandom::Error);
+pub enum StartError {
+    /// The random source failed: no session can be started safely.
+    #[error("no randomness for a session id: {0}")]
+    NoRandomness(getrandom::Error),
+    /// The database failed.
+    #[error("cannot store the session: {0}")]
+    Store(#[from] telejob_core::Error),
+}
 
-/// Sessions by id.
+/// Sessions, in the database.
 #[derive(Debug, Clone)]
 pub struct Sessions {
-    map: Arc<RwLock<HashMap<String, Session>>>,
+    db: Db,
     random: RandomSource,
 }
 
-impl Default for Sessions {
-    fn default() -> Self {
-        Self::with_random(getrandom::fill)
-    }
+fn hash(id: &str) -> String {
+    hex::encode(Sha256::digest(id.as_bytes()))
+}
+
+fn idle() -> chrono::Duration {
+    chrono::Duration::from_std(IDLE).unwrap_or(chrono::Duration::hours(12))
 }
 
 impl Sessions {
-    fn with_random(random: RandomSource) -> Self {
-        Self {
-            map: Arc::default(),
-            random,
-        }
+    /// Sessions stored in `db`.
+    pub fn new(db: Db) -> Self {
+        Self::with_random(db, getrandom::fill)
     }
 
-    fn random_hex(&self, bytes: usize) -> Result<String, NoRandomness> {
+    fn with_random(db: Db, random: RandomSource) -> Self {
+        Self { db, random }
+    }
+
+    fn random_hex(&self, bytes: usize) -> Result<String, StartError> {
         let mut b = vec![0u8; bytes];
-        (self.random)(&mut b).map_err(NoRandomness)?;
+        (self.random)(&mut b).map_err(StartError::NoRandomness)?;
         Ok(hex::encode(b))
     }
 
@@ -59,53 +72,59 @@ impl Sessions {
     ///
     /// # Errors
     ///
-    /// The system's random source failed: the sign-in must stop, never go on with a guessable id.
-    pub fn start(&self, user: User) -> Result<String, NoRandomness> {
+    /// The system's random source failed (the sign-in must stop, never go on with a guessable
+    /// id), or the database did.
+    pub async fn start(&self, user: &User) -> Result<String, StartError> {
         let id = self.random_hex(32)?;
         let csrf = self.random_hex(32)?;
-        let mut g = self
-            .map
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        g.retain(|_, s| s.last_used.elapsed() < IDLE);
-        g.insert(
-            id.clone(),
-            Session {
-                user,
-                csrf,
-                last_used: Instant::now(),
-            },
-        );
+        let now = Utc::now();
+        self.db
+            .insert_session(&hash(&id), &user.name, &csrf, now, now - idle())
+            .await?;
         Ok(id)
     }
 
     /// Ends a session.
-    pub fn end(&self, id: &str) {
-        self.map
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(id);
+    pub async fn end(&self, id: &str) {
+        if let Err(e) = self.db.delete_session(&hash(id)).await {
+            tracing::warn!(error = %e, "cannot end a session");
+        }
     }
 
     /// The live session `id`, marked as used now.
-    pub fn get(&self, id: &str) -> Option<Session> {
-        let mut g = self
-            .map
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let s = g.get_mut(id)?;
-        if s.last_used.elapsed() >= IDLE {
-            g.remove(id);
+    pub async fn get(&self, id: &str) -> Option<Session> {
+        let h = hash(id);
+        let (user, csrf, last_used) = match self.db.session(&h).await {
+            Ok(s) => s?,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read a session");
+                return None;
+            }
+        };
+        let now = Utc::now();
+        if now - last_used >= idle() {
+            self.end(id).await;
             return None;
         }
-        s.last_used = Instant::now();
-        Some(s.clone())
+        if (now - last_used).to_std().unwrap_or_default() >= TOUCH_EVERY
+            && let Err(e) = self.db.touch_session(&h, now).await
+        {
+            tracing::warn!(error = %e, "cannot record a session's use");
+        }
+        Some(Session { user, csrf })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn db() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("t.db")).await.expect("db");
+        db.ensure_user("ann", false).await.expect("user");
+        (dir, db)
+    }
 
     fn ann() -> User {
         User {
@@ -114,26 +133,50 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_failing_random_source_stops_the_sign_in() {
-        let sessions = Sessions::with_random(|_| Err(getrandom::Error::UNSUPPORTED));
-        assert!(sessions.start(ann()).is_err());
+    #[tokio::test]
+    async fn a_failing_random_source_stops_the_sign_in() {
+        let (_d, db) = db().await;
+        let sessions = Sessions::with_random(db, |_| Err(getrandom::Error::UNSUPPORTED));
+        assert!(sessions.start(&ann()).await.is_err());
         // Nothing was stored: the all-zero id of the old code does not open a session.
-        assert!(sessions.get(&"00".repeat(32)).is_none());
-        assert!(sessions.map.read().expect("lock").is_empty());
+        assert!(sessions.get(&"00".repeat(32)).await.is_none());
     }
 
-    #[test]
-    fn sessions_have_distinct_random_ids_and_csrf_tokens() {
-        let sessions = Sessions::default();
-        let a = sessions.start(ann()).expect("start");
-        let b = sessions.start(ann()).expect("start");
+    #[tokio::test]
+    async fn sessions_have_distinct_random_ids_and_csrf_tokens_and_survive_a_restart() {
+        let (_d, db) = db().await;
+        let sessions = Sessions::new(db.clone());
+        let a = sessions.start(&ann()).await.expect("start");
+        let b = sessions.start(&ann()).await.expect("start");
         assert_ne!(a, b);
         assert_eq!(a.len(), 64);
-        let (sa, sb) = (sessions.get(&a).expect("a"), sessions.get(&b).expect("b"));
+        // A new process over the same database (a restart, another replica) knows them.
+        let again = Sessions::new(db.clone());
+        let (sa, sb) = (
+            again.get(&a).await.expect("a"),
+            again.get(&b).await.expect("b"),
+        );
         assert_ne!(sa.csrf, sb.csrf);
         assert_ne!(sa.csrf, a);
-        sessions.end(&a);
-        assert!(sessions.get(&a).is_none());
+        assert_eq!(sa.user, ann());
+        // The id itself is not stored.
+        assert!(db.session(&a).await.expect("read").is_none());
+        again.end(&a).await;
+        assert!(sessions.get(&a).await.is_none());
+        assert!(sessions.get(&b).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn idle_sessions_expire() {
+        let (_d, db) = db().await;
+        let sessions = Sessions::new(db.clone());
+        let a = sessions.start(&ann()).await.expect("start");
+        let long_ago = Utc::now() - idle() - chrono::Duration::minutes(1);
+        db.touch_session(&hash(&a), long_ago).await.expect("touch");
+        assert!(sessions.get(&a).await.is_none());
+        assert!(
+            db.session(&hash(&a)).await.expect("read").is_none(),
+            "removed"
+        );
     }
 }

@@ -7,6 +7,7 @@ mod notifications;
 mod rows;
 mod runs;
 mod secrets;
+mod sessions;
 
 #[cfg(test)]
 mod tests;

@@ -183,7 +183,7 @@ async fn login(
             .into_response();
     }
     match s.tokens.check(&s.db, f.token.trim()).await {
-        Some(user) => match s.sessions.start(user) {
+        Some(user) => match s.sessions.start(&user).await {
             Ok(id) => (
                 [(header::SET_COOKIE, session::cookie(&id))],
                 Redirect::to("/"),
@@ -223,7 +223,7 @@ async fn logout(
     if !check_post(&headers, &b.session, &f.csrf) {
         return stale_form(&b);
     }
-    s.sessions.end(&b.id);
+    s.sessions.end(&b.id).await;
     (
         [(header::SET_COOKIE, session::clear_cookie())],
         Redirect::to("/login"),

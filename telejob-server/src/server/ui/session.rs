@@ -59,6 +59,7 @@ impl FromRequestParts<AppState> for Browser {
         let session = state
             .sessions
             .get(&id)
+            .await
             .ok_or_else(|| Redirect::to("/login").into_response())?;
         Ok(Self { id, session })
     }
