@@ -16,7 +16,7 @@ use crate::job::{Visibility, validate_command, validate_output_dir};
 use crate::publish::{self, PublishPolicy};
 use crate::run::{Manifest, PhaseDurations, Run, RunRequest, RunState, keys};
 use crate::sandbox::exec::{
-    Confinement, ExecSpec, ExitKind, Isolation, JOB_ROOT, PRIVATE_DIRS, execute,
+    Confinement, ExecSpec, ExitKind, Isolation, PRIVATE_DIRS, execute, job_view,
 };
 use crate::sandbox::{Identity, SandboxOptions, UidLease, chown_tree, job_environment};
 use crate::store::{PutOptions, Store, StoreExt};
@@ -248,12 +248,7 @@ impl Pipeline {
         }
         let isolation = self.isolation(&work)?;
         // What the job sees: the work directory at JOB_ROOT inside its namespaces.
-        let view = |p: &Path| -> PathBuf {
-            match (&isolation, p.strip_prefix(&work)) {
-                (Some(_), Ok(rel)) => Path::new(JOB_ROOT).join(rel),
-                _ => p.to_path_buf(),
-            }
-        };
+        let view = |p: &Path| job_view(isolation.as_ref(), p);
         let ids = match (&self.sandbox.identity, leased) {
             (Identity::Fixed(u), _) => Some((u.uid, u.gid)),
             (_, Some(uid)) => Some((uid, uid)),

@@ -1103,10 +1103,38 @@ async fn a_deleted_jobs_data_never_passes_to_a_new_owner_of_its_name() {
     );
 }
 
+/// Signs in to the dashboard with `token`: a client that follows no redirects, and the session
+/// cookie (`name=value`).
+async fn sign_in(srv: &Server, token: &str) -> (reqwest::Client, String) {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let signed_in = http
+        .post(format!("{}/login", srv.base))
+        .header("Origin", &srv.base)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}"))
+        .send()
+        .await
+        .expect("sign in");
+    let session = signed_in
+        .headers()
+        .get("set-cookie")
+        .expect("session cookie")
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_string();
+    (http, session)
+}
+
 /// Whether this host gives runs namespaces (telejob as root); required in CI.
 fn tenants_isolated() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    // The same probe telejob uses for its own runs (root, and namespaces the kernel allows).
+    let root = telejob_core::sandbox::supervise::namespaces_available();
     if !root {
         assert!(
             std::env::var_os("TELEJOB_REQUIRE_NAMESPACES").is_none(),
@@ -1242,28 +1270,7 @@ true
     }
     assert!(!text_below(&data.join("private")).contains(SECRET));
     // Nor in a dashboard page: the edit form names the secret, and that is all.
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    let signed_in = http
-        .post(format!("{}/login", srv.base))
-        .header("Origin", &srv.base)
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(format!("token={}", alice.token.clone().expect("token")))
-        .send()
-        .await
-        .expect("sign in");
-    let session = signed_in
-        .headers()
-        .get("set-cookie")
-        .expect("session cookie")
-        .to_str()
-        .expect("ascii")
-        .split(';')
-        .next()
-        .expect("pair")
-        .to_string();
+    let (http, session) = sign_in(&srv, &alice.token.clone().expect("token")).await;
     for page in [
         "/jobs/victim".to_string(),
         "/jobs/victim/edit".to_string(),
@@ -1362,18 +1369,8 @@ async fn runs_over_their_limits_fail_with_the_reason_beside_a_good_run() {
 }
 
 fn limit_controllers_here() -> (bool, bool) {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let v1 = |c: &str| {
-        mounts.lines().any(|l| {
-            l.contains(" cgroup ")
-                && l.split_whitespace()
-                    .nth(3)
-                    .is_some_and(|o| o.split(',').any(|x| x == c))
-        })
-    };
-    let v2 = std::fs::read_to_string("/sys/fs/cgroup/cgroup.subtree_control").unwrap_or_default();
-    let has = |c: &str| v1(c) || v2.split_whitespace().any(|x| x == c);
-    let (m, p) = (has("memory"), has("pids"));
+    // The same probe telejob uses for its own runs.
+    let (m, p, _) = telejob_core::sandbox::cgroup::LimitGroups::support();
     if !(m && p) {
         assert!(
             std::env::var_os("TELEJOB_REQUIRE_LIMITS").is_none(),
@@ -1435,28 +1432,7 @@ async fn slow_clients_are_cut_off_by_the_read_timeouts() {
 async fn a_restart_does_not_sign_people_out() {
     let dir = tempfile::tempdir().expect("tempdir");
     let srv = Server::start(dir.path(), &[]);
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    let signed_in = http
-        .post(format!("{}/login", srv.base))
-        .header("Origin", &srv.base)
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(format!("token={}", srv.token))
-        .send()
-        .await
-        .expect("sign in");
-    let session = signed_in
-        .headers()
-        .get("set-cookie")
-        .expect("session cookie")
-        .to_str()
-        .expect("ascii")
-        .split(';')
-        .next()
-        .expect("pair")
-        .to_string();
+    let (http, session) = sign_in(&srv, &srv.token).await;
     let id = session.split_once('=').expect("name=value").1.to_string();
     let page = |base: String| {
         let (http, session) = (http.clone(), session.clone());

@@ -88,6 +88,15 @@ pub struct Isolation {
     pub work_dir: PathBuf,
 }
 
+/// Where the job sees host path `p`: under [`JOB_ROOT`] when `p` is in an isolated run's work
+/// directory, else where it is.
+pub fn job_view(isolation: Option<&Isolation>, p: &std::path::Path) -> PathBuf {
+    match isolation.map(|iso| p.strip_prefix(&iso.work_dir)) {
+        Some(Ok(rel)) => std::path::Path::new(JOB_ROOT).join(rel),
+        _ => p.to_path_buf(),
+    }
+}
+
 pub use super::supervise::{JOB_ROOT, PRIVATE_DIRS};
 
 /// How one run is confined, beyond the host-wide [`SandboxOptions`].
@@ -384,7 +393,7 @@ fn plan(
             private: conf.isolation.is_some(),
             no_network: conf.limits.network == Some(Network::Off),
         },
-        chdir: Some(c(&job_view(spec, &spec.cwd))?),
+        chdir: Some(c(&job_view(conf.isolation.as_ref(), &spec.cwd))?),
         ids: conf.ids,
         ..Plan::default()
     };
@@ -408,17 +417,6 @@ fn plan(
         plan.rlimits.push((libc::RLIMIT_FSIZE, d.0));
     }
     Ok(plan)
-}
-
-/// Where the job sees `p`: under [`JOB_ROOT`] when `p` is in an isolated run's work directory.
-fn job_view(spec: &ExecSpec, p: &std::path::Path) -> PathBuf {
-    match &spec.confinement.isolation {
-        Some(iso) => match p.strip_prefix(&iso.work_dir) {
-            Ok(rel) => std::path::Path::new(JOB_ROOT).join(rel),
-            Err(_) => p.to_path_buf(),
-        },
-        None => p.to_path_buf(),
-    }
 }
 
 /// A failed or killed run whose limit controllers fired failed because of that limit.

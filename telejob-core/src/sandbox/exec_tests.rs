@@ -332,6 +332,12 @@ impl Isolated {
         })
     }
 
+    async fn run(&self, command: &str, limits: crate::limits::ResourceLimits) -> ExecOutcome {
+        execute(self.spec(command, limits), &opts(CgroupMode::Auto))
+            .await
+            .expect("runs")
+    }
+
     fn spec(&self, command: &str, limits: crate::limits::ResourceLimits) -> ExecSpec {
         let mut spec = self.f.spec(command, Duration::from_secs(60));
         spec.cwd = self.work.join("code");
@@ -367,12 +373,7 @@ touch /run/telejob/{marker} 2>/dev/null && echo "run=WRITABLE" || echo "run=refu
 echo out > {JOB_ROOT}/code/{marker} && echo "work=ok"
 "#
     );
-    let out = execute(
-        iso.spec(&script, Default::default()),
-        &opts(CgroupMode::Auto),
-    )
-    .await
-    .expect("runs");
+    let out = iso.run(&script, Default::default()).await;
     let log = iso.f.log();
     assert_eq!(out.exit, ExitKind::Exited(0), "{log}");
     let uid = iso.uid;
@@ -414,45 +415,32 @@ async fn network_off_cuts_even_the_hosts_loopback() {
     let cmd = format!(
         "exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected || {{ echo refused; exit 7; }}"
     );
-    let on = execute(
-        iso.spec(
+    let on = iso
+        .run(
             &cmd,
             crate::limits::ResourceLimits {
                 network: Some(Network::On),
                 ..Default::default()
             },
-        ),
-        &opts(CgroupMode::Auto),
-    )
-    .await
-    .expect("runs");
+        )
+        .await;
     assert_eq!(on.exit, ExitKind::Exited(0), "control: {}", iso.f.log());
-    let off = execute(
-        iso.spec(
+    let off = iso
+        .run(
             &cmd,
             crate::limits::ResourceLimits {
                 network: Some(Network::Off),
                 ..Default::default()
             },
-        ),
-        &opts(CgroupMode::Auto),
-    )
-    .await
-    .expect("runs");
+        )
+        .await;
     assert_eq!(off.exit, ExitKind::Exited(7), "{}", iso.f.log());
     // Loopback inside the namespace works.
-    let own = execute(
-        iso.spec(
-            "python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\", 0)); s.listen(); c=socket.create_connection(s.getsockname()); print(\"loopback-ok\")'",
+    let own = iso.run("python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\", 0)); s.listen(); c=socket.create_connection(s.getsockname()); print(\"loopback-ok\")'",
             crate::limits::ResourceLimits {
                 network: Some(Network::Off),
                 ..Default::default()
-            },
-        ),
-        &opts(CgroupMode::Auto),
-    )
-    .await
-    .expect("runs");
+            },).await;
     assert_eq!(own.exit, ExitKind::Exited(0), "{}", iso.f.log());
 }
 
@@ -480,15 +468,12 @@ async fn a_memory_hog_ends_with_its_reason() {
         memory: Some(Bytes::mib(64)),
         ..Default::default()
     };
-    let out = execute(
-        iso.spec(
+    let out = iso
+        .run(
             "a=$(head -c 400000000 /dev/zero | tr '\\0' a); echo survived",
             limits,
-        ),
-        &opts(CgroupMode::Auto),
-    )
-    .await
-    .expect("runs");
+        )
+        .await;
     assert_eq!(
         out.exit,
         ExitKind::OverLimit(LimitHit::Memory(Bytes::mib(64))),
@@ -513,15 +498,12 @@ async fn a_fork_bomb_ends_with_its_reason() {
         ..Default::default()
     };
     let started = Instant::now();
-    let out = execute(
-        iso.spec(
+    let out = iso
+        .run(
             "for i in $(seq 100); do sleep 30 & done; wait; echo survived",
             limits,
-        ),
-        &opts(CgroupMode::Auto),
-    )
-    .await
-    .expect("runs");
+        )
+        .await;
     assert_eq!(
         out.exit,
         ExitKind::OverLimit(LimitHit::Processes(20)),
@@ -539,15 +521,8 @@ async fn a_disk_filler_ends_with_its_reason() {
         ..Default::default()
     };
     // Many files under the limit each, together over it: the measurement catches them.
-    let out = execute(
-        iso.spec(
-            "for i in $(seq 60); do head -c 1000000 /dev/zero > /tmp/f$i; done; sleep 20; echo survived",
-            limits,
-        ),
-        &opts(CgroupMode::Auto),
-    )
-    .await
-    .expect("runs");
+    let out = iso.run("for i in $(seq 60); do head -c 1000000 /dev/zero > /tmp/f$i; done; sleep 20; echo survived",
+            limits,).await;
     assert_eq!(
         out.exit,
         ExitKind::OverLimit(LimitHit::Disk(Bytes::mib(20))),
@@ -555,12 +530,7 @@ async fn a_disk_filler_ends_with_its_reason() {
         iso.f.log()
     );
     // One file over the limit: the file-size floor stops it at once.
-    let out = execute(
-        iso.spec("head -c 50000000 /dev/zero > big", limits),
-        &opts(CgroupMode::Auto),
-    )
-    .await
-    .expect("runs");
+    let out = iso.run("head -c 50000000 /dev/zero > big", limits).await;
     assert_eq!(
         out.exit,
         ExitKind::OverLimit(LimitHit::Disk(Bytes::mib(20))),

@@ -270,37 +270,27 @@ impl JobForm {
 
     /// The resource limit fields (empty: the server's default).
     fn limits(&mut self, l: &mut ResourceLimits) {
-        let get = |f: &Self, k: &str| Some(f.get(k).trim().to_string()).filter(|v| !v.is_empty());
-        if let Some(v) = get(self, "limit_memory") {
-            match Bytes::parse(&v) {
-                Ok(b) => l.memory = Some(b),
-                Err(e) => self.err("limit_memory", e),
-            }
+        l.memory = self.parsed("limit_memory", Bytes::parse).or(l.memory);
+        l.cpu = self.parsed("limit_cpu", Cpus::parse).or(l.cpu);
+        l.processes = self
+            .parsed("limit_processes", |v| {
+                v.parse()
+                    .map_err(|_| "give a whole number, e.g. 256".to_string())
+            })
+            .or(l.processes);
+        l.disk = self.parsed("limit_disk", Bytes::parse).or(l.disk);
+        l.network = self
+            .parsed("limit_network", str::parse::<Network>)
+            .or(l.network);
+    }
+
+    /// Field `k` parsed with `parse`; `None` when empty, or (with the error recorded) invalid.
+    fn parsed<T>(&mut self, k: &str, parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+        let v = self.get(k).trim().to_string();
+        if v.is_empty() {
+            return None;
         }
-        if let Some(v) = get(self, "limit_cpu") {
-            match Cpus::parse(&v) {
-                Ok(c) => l.cpu = Some(c),
-                Err(e) => self.err("limit_cpu", e),
-            }
-        }
-        if let Some(v) = get(self, "limit_processes") {
-            match v.parse() {
-                Ok(n) => l.processes = Some(n),
-                Err(_) => self.err("limit_processes", "give a whole number, e.g. 256"),
-            }
-        }
-        if let Some(v) = get(self, "limit_disk") {
-            match Bytes::parse(&v) {
-                Ok(b) => l.disk = Some(b),
-                Err(e) => self.err("limit_disk", e),
-            }
-        }
-        if let Some(v) = get(self, "limit_network") {
-            match v.parse::<Network>() {
-                Ok(n) => l.network = Some(n),
-                Err(e) => self.err("limit_network", e),
-            }
-        }
+        parse(&v).map_err(|e| self.err(k, e)).ok()
     }
 
     /// The schedule part, only from the fields the chosen frequency uses.
