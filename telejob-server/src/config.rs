@@ -61,6 +61,17 @@ pub struct Config {
     pub body_read_timeout_seconds: Option<u64>,
     /// Seconds between reaper passes over tagged EC2 instances (default 300).
     pub reap_interval_seconds: Option<u64>,
+    /// Where the server's state lives: `sqlite:PATH` (default `sqlite:<data_dir>/telejob.db`)
+    /// or `postgres://user:password@host:port/database`, which several replicas can share.
+    /// `--database` and `TELEJOB_DATABASE_URL` win.
+    pub database: Option<String>,
+    /// Seconds a scheduler lease lasts without renewal (default 10, at least 2): a replica
+    /// takes over at most this long (plus a tenth) after the leader died.
+    pub lease_seconds: Option<u64>,
+    /// Set when the local directories of `public_store` and `private_store` are one shared
+    /// directory (NFS, for example) seen by every replica: only then does `serve` accept
+    /// local stores with PostgreSQL.
+    pub shared_stores: Option<bool>,
 }
 
 impl Config {

@@ -40,3 +40,5 @@ pub fn repo_root() -> PathBuf {
 }
 
 pub use telejob_core::testing::{processes_with, tarball};
+
+pub mod postgres;

@@ -110,6 +110,8 @@ struct Inner {
     state: Mutex<State>,
     wake: Notify,
     shutdown: CancellationToken,
+    /// Cancelled by [`Scheduler::abandon`]: monitors stop without recording anything.
+    abandoned: CancellationToken,
     tasks: TaskTracker,
 }
 
@@ -128,6 +130,7 @@ impl Scheduler {
                 state: Mutex::new(State::default()),
                 wake: Notify::new(),
                 shutdown: CancellationToken::new(),
+                abandoned: CancellationToken::new(),
                 tasks: TaskTracker::new(),
             }),
         }
@@ -253,9 +256,17 @@ impl Scheduler {
     ///
     /// [`Error::NotFound`] for an unknown job; launch errors.
     pub async fn run_now(&self, job: &JobName) -> Result<RunId> {
+        self.run_now_as(job, RunId::new()).await
+    }
+
+    /// Runs a job now as run `id` (an id another process chose and waits for).
+    ///
+    /// # Errors
+    ///
+    /// As [`Scheduler::run_now`]; a second call with the same id records nothing.
+    pub async fn run_now_as(&self, job: &JobName, id: RunId) -> Result<RunId> {
         use chrono::SubsecRound;
         let now = self.inner.parts.clock.now().trunc_subsecs(0);
-        let id = RunId::new();
         let key = format!("manual:{id}");
         self.launch(job, now, key, Trigger::Manual, 0, Some(id.clone()))
             .await?
@@ -317,6 +328,33 @@ impl Scheduler {
         }
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
+    }
+
+    /// Stops at once, for a process that lost the right to schedule (another process has
+    /// taken over): no more fires, local runs in flight are killed, and nothing more is
+    /// recorded about any run, so that the runs stay in flight in the store for the new owner
+    /// to re-adopt (remote runs) or mark interrupted (local runs) — see
+    /// [`Scheduler::recovered`].
+    pub async fn abandon(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.abandoned.cancel();
+        if !self.inner.parts.compute.capabilities().remote {
+            let active: Vec<RunId> = self.lock().active.values().flatten().cloned().collect();
+            for r in active {
+                let _ = self.inner.parts.compute.cancel(&r).await;
+            }
+        }
+        self.inner.tasks.close();
+    }
+
+    /// Handles a run an earlier process left in flight and that is now recorded as
+    /// [`RunState::Interrupted`]: it is retried per the job's policy (`max_retries`), like a
+    /// failed run.
+    pub async fn recovered(&self, run: Run, trigger: Trigger, attempt: u32) {
+        let Some(entry) = self.lock().jobs.get(&run.job).cloned() else {
+            return;
+        };
+        self.finished(&entry, run, trigger, attempt).await;
     }
 
     async fn run_loop(&self) {
@@ -433,19 +471,6 @@ impl Scheduler {
             spec.missed,
             spec.catch_up_limit,
         );
-        if cursor != entry.cursor {
-            if let Err(e) = self.inner.parts.store.set_cursor(job, cursor).await {
-                tracing::error!(job = %job, error = %e, "cannot store the job's cursor");
-            }
-            if let Some(e) = self
-                .lock()
-                .jobs
-                .get_mut(job)
-                .filter(|e| e.generation == generation)
-            {
-                e.cursor = cursor;
-            }
-        }
         // Slots run in one batch (catch-up) are not held back by each other's overlap.
         let mut first_run = true;
         for a in actions {
@@ -470,6 +495,22 @@ impl Scheduler {
             };
             if let Err(e) = r {
                 tracing::error!(job = %job, error = %e, "slot not handled");
+            }
+        }
+        // Each slot's first row moved the stored cursor up to that slot with it, in one
+        // transaction (a crash between the two can lose no slot); this covers the slots the
+        // planning passed without a row.
+        if cursor != entry.cursor {
+            if let Err(e) = self.inner.parts.store.set_cursor(job, cursor).await {
+                tracing::error!(job = %job, error = %e, "cannot store the job's cursor");
+            }
+            if let Some(e) = self
+                .lock()
+                .jobs
+                .get_mut(job)
+                .filter(|e| e.generation == generation)
+            {
+                e.cursor = cursor;
             }
         }
         // Re-arm, with the next slot the planning found (the cursor is the last due slot, so
@@ -741,6 +782,7 @@ impl Scheduler {
         tokio::pin!(wait);
         let fin = loop {
             tokio::select! {
+                () = self.inner.abandoned.cancelled() => return,
                 Some(s) = states.recv() => {
                     if queued {
                         queued = false;
@@ -832,7 +874,7 @@ impl Scheduler {
             }
             _ => {}
         }
-        let retryable = run.state == RunState::Failed
+        let retryable = matches!(run.state, RunState::Failed | RunState::Interrupted)
             || (run.state == RunState::TimedOut && spec.retry_on_timeout);
         if retryable && trigger != Trigger::Manual && attempt < spec.max_retries {
             let delay = u64::from(spec.retry_backoff_seconds).saturating_mul(1 << attempt.min(20));
@@ -851,6 +893,29 @@ impl Scheduler {
     }
 }
 
+/// When a job as stored fires next (`None` when paused, expired, or past its end date),
+/// computed from its spec and cursor alone, so that any process can answer without running
+/// the scheduler.
+pub fn next_fire_of(
+    job: &ValidJob,
+    paused: bool,
+    expired: bool,
+    cursor: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    if paused || expired {
+        return None;
+    }
+    let cursor = match job.spec().start_at {
+        Some(s) => cursor.max(s - chrono::Duration::seconds(1)),
+        None => cursor,
+    };
+    let t = job.schedule().next_after(cursor)?;
+    match job.spec().end_at {
+        Some(end) if t > end => None,
+        _ => Some(t),
+    }
+}
+
 /// The cursor, moved up to just before the start date.
 fn effective_cursor(e: &Entry) -> DateTime<Utc> {
     match e.job.spec().start_at {
@@ -861,11 +926,7 @@ fn effective_cursor(e: &Entry) -> DateTime<Utc> {
 
 /// The next fire of an entry, or `None` when it has none before its end date.
 fn next_fire(e: &Entry) -> Option<DateTime<Utc>> {
-    let t = e.job.schedule().next_after(effective_cursor(e))?;
-    match e.job.spec().end_at {
-        Some(end) if t > end => None,
-        _ => Some(t),
-    }
+    next_fire_of(&e.job, false, false, e.cursor)
 }
 
 #[cfg(test)]

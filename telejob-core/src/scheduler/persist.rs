@@ -85,12 +85,19 @@ impl RunRow {
 /// # Contract
 ///
 /// `insert_run` is atomic and returns `false`, storing nothing, when the job already has a row
-/// with the same `slot_key` — across processes and restarts.
+/// with the same `slot_key` — across processes and restarts. The first attempt of a scheduled
+/// slot (`Trigger::Scheduled`, attempt 0) also moves the job's cursor up to the slot, in the
+/// same transaction as the row: a crash never leaves a handled slot without its row, nor a row
+/// behind the cursor.
+///
+/// A store may refuse every write (an error, never `Ok(false)`) once its process has lost the
+/// right to schedule, such as a lease another process took over: such writes are fenced.
 #[async_trait]
 pub trait SchedulerStore: Send + Sync + Debug + 'static {
     /// Every job to arm.
     async fn load_jobs(&self) -> Result<Vec<JobState>>;
-    /// Inserts a run row; `Ok(false)` if the job has one with this slot key.
+    /// Inserts a run row (moving the cursor for a slot's first attempt, see above); `Ok(false)`
+    /// if the job has one with this slot key.
     async fn insert_run(&self, row: &RunRow) -> Result<bool>;
     /// Saves a run's latest record.
     async fn update_run(&self, run: &Run) -> Result<()>;
@@ -177,6 +184,12 @@ impl SchedulerStore for MemorySchedulerStore {
         }
         g.runs
             .insert(row.run.id.clone(), (row.clone(), row.run.clone()));
+        if row.trigger == Trigger::Scheduled
+            && row.attempt == 0
+            && let Some(j) = g.jobs.get_mut(&row.run.job)
+        {
+            j.cursor = j.cursor.max(row.run.scheduled_for);
+        }
         Ok(true)
     }
 

@@ -49,7 +49,8 @@ enum Command {
     Schedule(schedule::ScheduleArgs),
     /// Execute one run request (JSON) with the pipeline; used on remote machines.
     Agent(agent::AgentArgs),
-    /// Run the server: JSON API, scheduler and SQLite state in a data directory.
+    /// Run the server: JSON API, dashboard and scheduler, with its state in SQLite (a data
+    /// directory) or PostgreSQL (--database; several replicas, one runs the scheduler).
     ///
     /// On first start it creates the admin user and writes its token to <data-dir>/admin.token
     /// (mode 0600). Stops gracefully on SIGTERM or SIGINT (runs in flight are cancelled).
@@ -73,6 +74,26 @@ enum Command {
         #[command(subcommand)]
         cmd: TokenCmd,
     },
+    /// Operate on the server's database.
+    Db {
+        #[command(subcommand)]
+        cmd: DbCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DbCmd {
+    /// Copy an installation's whole state (users, token hashes, jobs, code versions, runs,
+    /// secrets, sessions…) into an empty database, in one transaction, then check the row
+    /// counts of every table. Stop the servers first.
+    Copy {
+        /// The source: sqlite:PATH (for example sqlite:telejob-data/telejob.db).
+        #[arg(long, value_name = "DATABASE")]
+        from: crate::server::Location,
+        /// The target: postgres://user:password@host:port/database (or sqlite:PATH).
+        #[arg(long, value_name = "DATABASE")]
+        to: crate::server::Location,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,6 +107,9 @@ enum TokenCmd {
         /// The server's data directory.
         #[arg(long, env = "TELEJOB_DATA_DIR", default_value = "telejob-data")]
         data_dir: std::path::PathBuf,
+        /// The server's database, as `serve` takes it (default: sqlite:<data-dir>/telejob.db).
+        #[arg(long, env = "TELEJOB_DATABASE_URL", value_name = "DATABASE")]
+        database: Option<crate::server::Location>,
         /// Make the user an admin.
         #[arg(long)]
         admin: bool,
@@ -107,11 +131,22 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 TokenCmd::Create {
                     user,
                     data_dir,
+                    database,
                     admin,
                 },
         } => {
-            let token = crate::server::create_token(&data_dir, &user, admin).await?;
+            let token =
+                crate::server::create_token(&data_dir, database.as_ref(), &user, admin).await?;
             println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Db {
+            cmd: DbCmd::Copy { from, to },
+        } => {
+            for (table, rows) in crate::server::copy_database(&from, &to).await? {
+                println!("{table}: {rows}");
+            }
+            eprintln!("telejob: copied {from} into {to}; every table's row count matches");
             Ok(ExitCode::SUCCESS)
         }
     }

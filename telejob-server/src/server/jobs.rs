@@ -8,7 +8,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
-use telejob_core::job::{JobName, JobSpec};
+use telejob_core::job::JobSpec;
 use telejob_core::run::RunId;
 use telejob_core::store::{PutOptions, Store};
 
@@ -203,13 +203,10 @@ async fn store_code(s: &AppState, name: &str, code: StagedCode, by: &str) -> Res
     })
 }
 
-/// Hands the job as stored now to the scheduler and returns it.
+/// Hands the job as stored now to the scheduler (wherever it runs) and returns it.
 async fn rearm(s: &AppState, name: &str) -> Result<JobRow> {
-    let row = s.db.job_fresh(name).await?.ok_or(JobError::NotFound)?;
-    s.scheduler
-        .upsert(row.state(s.db.last_failed(name).await?))
-        .await?;
-    Ok(row)
+    s.cluster.job_changed(name).await?;
+    s.db.job_fresh(name).await?.ok_or(JobError::NotFound)
 }
 
 fn check_spec(s: &AppState, spec: &JobSpec) -> Result<()> {
@@ -259,9 +256,11 @@ pub async fn create(
     .await;
     if made.is_err() {
         // Leave no half-made job behind.
-        s.scheduler.remove(&JobName::new(spec.name.clone())?);
         if let Err(e) = s.db.delete_job(&spec.name, None).await {
             tracing::error!(job = %spec.name, error = %e, "cannot remove a half-made job");
+        }
+        if let Err(e) = s.cluster.job_changed(&spec.name).await {
+            tracing::error!(job = %spec.name, error = %e, "cannot disarm a half-made job");
         }
     }
     made
@@ -323,11 +322,9 @@ pub async fn upload_code(
 /// As [`managed`], or a failure of the database or the scheduler.
 pub async fn set_paused(s: &AppState, user: &User, name: &str, paused: bool) -> Result<JobRow> {
     managed(s, user, name).await?;
-    s.db.set_paused(name, paused).await?;
-    s.scheduler
-        .set_paused(&JobName::new(name.to_string())?, paused)
-        .await?;
-    s.db.job_fresh(name).await?.ok_or(JobError::NotFound)
+    // Resuming starts from now: slots that passed while paused are not made up.
+    s.db.set_paused(name, paused, Utc::now()).await?;
+    rearm(s, name).await
 }
 
 /// Starts a run of job `name` now.
@@ -343,9 +340,7 @@ pub async fn run_now(s: &AppState, user: &User, name: &str) -> Result<RunId> {
             "the job has no code yet: upload a tarball with PUT /api/jobs/{name}/code",
         )));
     }
-    Ok(s.scheduler
-        .run_now(&JobName::new(name.to_string())?)
-        .await?)
+    Ok(s.cluster.run_now(name).await?)
 }
 
 /// What happens to a deleted job's published data.
@@ -378,17 +373,14 @@ async fn purge(store: &dyn Store, name: &str) -> Result<usize> {
 /// As [`managed`], or a failure of the compute backend, a store or the database.
 pub async fn delete(s: &AppState, user: &User, name: &str, public: PublicData) -> Result<()> {
     let row = managed(s, user, name).await?;
-    let job = JobName::new(name.to_string())?;
-    for r in s.scheduler.active_runs().remove(&job).unwrap_or_default() {
-        s.scheduler.cancel_run(&r).await?;
-    }
-    s.scheduler.remove(&job);
+    s.cluster.cancel_job_runs(name).await?;
     purge(s.stores.private.as_ref(), name).await?;
     if public == PublicData::Purge {
         purge(s.stores.public.as_ref(), name).await?;
     }
     let tombstone = (public == PublicData::Keep).then_some(row.owner.as_str());
-    Ok(s.db.delete_job(name, tombstone).await?)
+    s.db.delete_job(name, tombstone).await?;
+    Ok(s.cluster.job_changed(name).await?)
 }
 
 /// Releases the name of a deleted job (admins only): its kept published data is purged first,

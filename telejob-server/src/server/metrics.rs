@@ -1,4 +1,5 @@
-//! Prometheus metrics: runs by state, fire lateness, run durations, queue depth.
+//! Prometheus metrics: runs by state, fire lateness, run durations, queue depth, and the
+//! scheduler lease (leader, renewals, takeovers).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -26,6 +27,14 @@ pub struct Metrics {
     queued: AtomicI64,
     runs: Family<StateLabel, Gauge>,
     active: Gauge,
+    /// 1 while this replica holds the scheduler lease.
+    pub leader: Gauge,
+    /// Lease renewals that succeeded.
+    pub renewals: prometheus_client::metrics::counter::Counter,
+    /// Times this replica took the lease over.
+    pub takeovers: prometheus_client::metrics::counter::Counter,
+    /// Times this replica gave the lease up or lost it.
+    pub step_downs: prometheus_client::metrics::counter::Counter,
 }
 
 impl Metrics {
@@ -54,6 +63,30 @@ impl Metrics {
         );
         r.register("runs", "Runs recorded, by state", runs.clone());
         r.register("active_runs", "Runs in flight", active.clone());
+        let leader = Gauge::default();
+        let renewals = prometheus_client::metrics::counter::Counter::default();
+        let takeovers = prometheus_client::metrics::counter::Counter::default();
+        let step_downs = prometheus_client::metrics::counter::Counter::default();
+        r.register(
+            "leader",
+            "1 while this replica holds the scheduler lease and runs the scheduler",
+            leader.clone(),
+        );
+        r.register(
+            "lease_renewals",
+            "Scheduler lease renewals by this replica",
+            renewals.clone(),
+        );
+        r.register(
+            "lease_takeovers",
+            "Times this replica took the scheduler lease",
+            takeovers.clone(),
+        );
+        r.register(
+            "lease_step_downs",
+            "Times this replica stopped scheduling (lease lost, or given up at shutdown)",
+            step_downs.clone(),
+        );
         Self {
             registry: Mutex::new(r),
             lateness,
@@ -62,6 +95,10 @@ impl Metrics {
             queued: AtomicI64::new(0),
             runs,
             active,
+            leader,
+            renewals,
+            takeovers,
+            step_downs,
         }
     }
 

@@ -1,6 +1,8 @@
-//! `telejob serve`: the HTTP API, the scheduler and SQLite persistence on one host.
+//! `telejob serve`: the HTTP API, the dashboard and the scheduler, on SQLite (one process) or
+//! PostgreSQL (several replicas, one of which runs the scheduler: see [`cluster`]).
 
 mod api;
+mod cluster;
 mod db;
 mod example;
 mod jobs;
@@ -24,8 +26,8 @@ use telejob_aws::Ec2Compute;
 use telejob_core::compute::Compute;
 use telejob_core::pipeline::RunStores;
 use telejob_core::sandbox::{CgroupMode, Identity, RunAs, SandboxOptions, UidRange};
+use telejob_core::scheduler::SchedulerParts;
 use telejob_core::scheduler::clock::SystemClock;
-use telejob_core::scheduler::{Scheduler, SchedulerParts};
 use telejob_local::LocalCompute;
 
 use crate::backends;
@@ -33,6 +35,8 @@ use crate::backends;
 use crate::config::Config;
 use crate::error::bad;
 use crate::http_fetch::HttpFetcher;
+
+pub use db::Location;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -45,9 +49,46 @@ pub struct ServeArgs {
     /// A TOML config file (see docs/config.md); flags and environment override it.
     #[arg(long, env = "TELEJOB_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Where the state lives: sqlite:PATH (default sqlite:<data-dir>/telejob.db) or
+    /// postgres://user:password@host:port/database, which several replicas can share.
+    #[arg(long, env = "TELEJOB_DATABASE_URL", value_name = "DATABASE")]
+    database: Option<Location>,
     /// Schedule the bundled slowsql example job every minute (owner: admin), to watch telejob work.
     #[arg(long)]
     example: bool,
+}
+
+/// The database from `--database`, the config file, or the data directory.
+fn location(
+    flag: Option<&Location>,
+    cfg: &Config,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Location> {
+    if let Some(l) = flag {
+        return Ok(l.clone());
+    }
+    match &cfg.database {
+        Some(s) => s
+            .parse()
+            .map_err(|e| bad(format!("config database = {s:?}: {e}"))),
+        None => Ok(Location::Sqlite(data_dir.join("telejob.db"))),
+    }
+}
+
+/// Several replicas must see the same code, logs and output: with a shared database, local
+/// stores are accepted only when the operator says the directory is shared.
+fn check_shared_stores(cfg: &Config, at: &Location, urls: [(&str, &str); 2]) -> anyhow::Result<()> {
+    if !at.is_shared() || cfg.shared_stores == Some(true) {
+        return Ok(());
+    }
+    for (key, url) in urls {
+        if !url.starts_with("s3://") {
+            return Err(bad(format!(
+                "config {key} = {url:?} is a directory of this host, but --database {at} is shared by replicas: use an s3:// store, or set shared_stores = true if every replica sees this same directory"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The local compute backend from the config file and environment.
@@ -124,10 +165,27 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("--listen {listen}"))?;
 
+    let at = location(a.database.as_ref(), &cfg, &data_dir)?;
+    let public_url = cfg
+        .public_store
+        .clone()
+        .unwrap_or_else(|| data_dir.join("public").display().to_string());
+    let private_url = cfg
+        .private_store
+        .clone()
+        .unwrap_or_else(|| data_dir.join("private").display().to_string());
+    check_shared_stores(
+        &cfg,
+        &at,
+        [
+            ("public_store", &public_url),
+            ("private_store", &private_url),
+        ],
+    )?;
     let secret_box = secrets::SecretBox::load(&data_dir, cfg.secrets_key_file.as_deref())?;
-    let db = db::Db::open(&data_dir.join("telejob.db"))
-        .await?
-        .with_secret_box(secret_box);
+    let db = db::Db::connect(&at).await?;
+    db.check_secrets_key(&secret_box.key_id()).await?;
+    let db = db.with_secret_box(secret_box);
     let token_file = data_dir.join("admin.token");
     if !db.has_admin().await? {
         let tokens = tokens::Tokens::load(&db).await?;
@@ -143,14 +201,6 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let tokens = tokens::Tokens::load(&db).await?;
 
     let aws = cfg.aws_config();
-    let public_url = cfg
-        .public_store
-        .clone()
-        .unwrap_or_else(|| data_dir.join("public").display().to_string());
-    let private_url = cfg
-        .private_store
-        .clone()
-        .unwrap_or_else(|| data_dir.join("private").display().to_string());
     let stores = RunStores {
         public: backends::store("config public_store", &public_url, &aws).await?,
         private: backends::store("config private_store", &private_url, &aws).await?,
@@ -178,62 +228,45 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     };
 
     let compute_limits = compute.capabilities().limits;
-
-    // Recovery. Local runs that were in flight when telejob stopped died with it: they are
-    // interrupted, and whatever of them still runs on this host is killed. Remote runs go on
-    // without us: they are reattached if their machine (or their result) is found.
-    let mut adopted = Vec::new();
-    for (run, trigger, attempt) in db.in_flight().await? {
-        if compute.reattach(&run).await.unwrap_or_else(|e| {
-            tracing::error!(run = %run.id, error = %e, "cannot reattach the run");
-            false
-        }) {
-            eprintln!("telejob: run {} of {} reattached", run.id, run.job);
-            adopted.push((run, trigger, attempt));
-            continue;
-        }
-        let id = run.id.as_str().to_string();
-        let killed =
-            tokio::task::spawn_blocking(move || telejob_core::sandbox::kill_leftovers(&id))
-                .await
-                .map_err(|e| telejob_core::Error::task("killing a run's leftover processes", e))?;
-        let run = db
-            .interrupt(
-                run,
-                "interrupted: telejob stopped while the run was in flight; its processes were killed at restart",
-            )
-            .await?;
-        tracing::warn!(run = %run.id, job = %run.job, killed, "run interrupted by a restart");
-        eprintln!(
-            "telejob: run {} of {} was in flight at the last stop: marked interrupted",
-            run.id, run.job
-        );
-    }
-    // After reattaching, so that the reaper leaves reattached runs alone.
-    let reaper = ec2.map(|c| {
-        c.spawn_reaper(std::time::Duration::from_secs(
-            cfg.reap_interval_seconds.unwrap_or(300).max(10),
-        ))
-    });
-
     let metrics = Arc::new(metrics::Metrics::new());
     let limits = cfg.limits(compute_limits)?;
-    let scheduler = Scheduler::new(SchedulerParts {
-        store: Arc::new(db.clone()),
-        compute,
-        clock: Arc::new(SystemClock),
-        notifier: Arc::new(notify::ServerNotifier::new(db.clone(), cfg.smtp.clone())?),
-        observer: metrics.clone(),
-        limits,
-    });
-    let timer = scheduler.start().await?;
-    for (run, trigger, attempt) in adopted {
-        scheduler.adopt(run, trigger, attempt);
-    }
+    let lease = match cfg.lease_seconds {
+        None => cluster::LeaseSettings::default(),
+        Some(n) if n >= 2 => cluster::LeaseSettings {
+            ttl: std::time::Duration::from_secs(n),
+        },
+        Some(n) => {
+            return Err(bad(format!(
+                "config lease_seconds = {n}: use at least 2 (default 10)"
+            )));
+        }
+    };
+    // The scheduler runs on whichever replica holds the lease (on SQLite: this process, as
+    // soon as an earlier one's lease is free). Recovery of runs left in flight happens there.
+    let cluster = cluster::Cluster::new(
+        db.clone(),
+        lease,
+        SchedulerParts {
+            store: Arc::new(db.clone()),
+            compute,
+            clock: Arc::new(SystemClock),
+            notifier: Arc::new(notify::ServerNotifier::new(db.clone(), cfg.smtp.clone())?),
+            observer: metrics.clone(),
+            limits,
+        },
+        ec2,
+        std::time::Duration::from_secs(cfg.reap_interval_seconds.unwrap_or(300).max(10)),
+        metrics.clone(),
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let lease_task = tokio::spawn(cluster.clone().run(stop.clone()));
+    // Become leader before answering, when the lease is free: a single server schedules from
+    // its first request on.
+    cluster.settle().await;
     let state = state::AppState {
         db: db.clone(),
         tokens,
-        scheduler: scheduler.clone(),
+        cluster: cluster.clone(),
         stores,
         limits,
         max_code_bytes: cfg.max_code_bytes.unwrap_or(1 << 30),
@@ -263,11 +296,9 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         ),
     };
     listen::serve(listener, app, timeouts, shutdown_signal()).await?;
-    eprintln!("telejob: shutting down: cancelling runs in flight");
-    scheduler.shutdown().await;
-    timer.abort();
-    if let Some(r) = reaper {
-        r.abort();
+    stop.cancel();
+    if let Err(e) = lease_task.await {
+        tracing::error!(error = %e, "the lease task failed");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -303,19 +334,47 @@ pub fn write_secret(path: &std::path::Path, content: &str) -> anyhow::Result<()>
 /// `telejob token create`: a new token for a user, made directly in the server's database.
 pub async fn create_token(
     data_dir: &std::path::Path,
+    database: Option<&Location>,
     user: &str,
     admin: bool,
 ) -> anyhow::Result<String> {
-    let db_path = data_dir.join("telejob.db");
-    if !db_path.exists() {
+    let at = database
+        .cloned()
+        .unwrap_or_else(|| Location::Sqlite(data_dir.join("telejob.db")));
+    if let Location::Sqlite(p) = &at
+        && !p.exists()
+    {
         return Err(bad(format!(
-            "--data-dir {}: no telejob database there; start `telejob serve` once first",
+            "--data-dir {}: no telejob database there; start `telejob serve` once first (or give --database)",
             data_dir.display()
         )));
     }
-    let db = db::Db::open(&db_path).await?;
+    let db = db::Db::connect(&at).await?;
     let tokens = tokens::Tokens::load(&db).await?;
     tokens
         .create(&db, user, admin, Some("telejob token create"))
         .await
+}
+
+/// `telejob db copy`: every table of `from` into the empty database `to`, counts checked.
+pub async fn copy_database(
+    from: &Location,
+    to: &Location,
+) -> anyhow::Result<Vec<(&'static str, i64)>> {
+    if from == to {
+        return Err(bad(
+            "--to: the same database as --from; copy into another one",
+        ));
+    }
+    if let Location::Sqlite(p) = from
+        && !p.exists()
+    {
+        return Err(bad(format!("--from {from}: no such file")));
+    }
+    let src = db::Db::connect(from).await?;
+    let dst = db::Db::connect(to).await?;
+    let copied = src.copy_into(&dst).await?;
+    src.close().await;
+    dst.close().await;
+    Ok(copied)
 }

@@ -18,6 +18,7 @@ use crate::error::bad;
 #[derive(Clone)]
 pub struct SecretBox {
     cipher: XChaCha20Poly1305,
+    id: String,
 }
 
 impl std::fmt::Debug for SecretBox {
@@ -42,9 +43,20 @@ fn aad(job: &str, name: &str) -> Vec<u8> {
 impl SecretBox {
     /// The box for `key` (32 bytes).
     pub fn new(key: &[u8; 32]) -> Self {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"telejob secrets key id\0");
+        h.update(key);
         Self {
             cipher: XChaCha20Poly1305::new(Key::from_slice(key)),
+            id: hex::encode(&h.finalize()[..8]),
         }
+    }
+
+    /// A fingerprint of the key (not the key): which key a database's secrets were sealed
+    /// with, so that a replica with another key is refused at start.
+    pub fn key_id(&self) -> String {
+        self.id.clone()
     }
 
     /// Loads the key: `TELEJOB_SECRETS_KEY`, else `file`, else `<data_dir>/secrets.key` (made

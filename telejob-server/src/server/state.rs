@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use telejob_core::job::ValidationLimits;
 use telejob_core::pipeline::RunStores;
-use telejob_core::scheduler::Scheduler;
 
 use super::db::Db;
 use super::metrics::Metrics;
@@ -18,8 +17,8 @@ pub struct AppState {
     pub db: Db,
     /// Token checks.
     pub tokens: Tokens,
-    /// The scheduler.
-    pub scheduler: Scheduler,
+    /// This replica's part in scheduling (the scheduler itself while it leads).
+    pub cluster: std::sync::Arc<super::cluster::Cluster>,
     /// Where code, logs and output live.
     pub stores: RunStores,
     /// Validation bounds.

@@ -85,6 +85,10 @@ impl From<telejob_core::Error> for ApiError {
             telejob_core::Error::NotFound(what) => {
                 Self::new(StatusCode::NOT_FOUND, format!("not found: {what}"))
             }
+            // A follower handed a run to the leader, and no leader recorded it.
+            telejob_core::Error::Compute { op: "run now", .. } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
             _ => {
                 tracing::error!(error = %e, "request failed");
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())

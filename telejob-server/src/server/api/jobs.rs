@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use telejob_core::job::{JobName, JobSpec};
+use telejob_core::job::JobSpec;
 
 use super::body::{ApiQuery, JsonBody, parse_json};
 use super::caller::Caller;
@@ -36,7 +36,6 @@ pub struct JobView {
 
 fn view(s: &AppState, j: &JobRow) -> JobView {
     let compiled = j.spec.schedule.compile().ok();
-    let name = JobName::new(j.spec.name.clone()).ok();
     JobView {
         spec: j.spec.clone(),
         owner: j.owner.clone(),
@@ -44,8 +43,9 @@ fn view(s: &AppState, j: &JobRow) -> JobView {
         expired: j.expired,
         schedule_description: compiled.as_ref().map(|c| c.describe()).unwrap_or_default(),
         cron_line: compiled.as_ref().map(|c| c.cron_line()).unwrap_or_default(),
-        next_run: name
-            .and_then(|n| s.scheduler.next_fire(&n))
+        next_run: s
+            .cluster
+            .next_fire(j)
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         code_sha256: j
             .code_key

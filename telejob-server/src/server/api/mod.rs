@@ -20,7 +20,7 @@ use crate::server::state::AppState;
 /// The routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/openapi.json", get(openapi))
         .route("/api/jobs", get(jobs::list).post(jobs::create))
@@ -47,6 +47,17 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// `GET /healthz`: up, and this replica's part in scheduling. Answers from memory, so that it
+/// answers even while the database does not.
+async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
+    Json(json!({
+        "status": "ok",
+        "role": s.cluster.role(),
+        "replica": s.cluster.id(),
+        "lease_holder": s.cluster.lease_holder(),
+    }))
+}
+
 async fn openapi() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
@@ -58,7 +69,7 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     let counts = s.db.run_counts().await.unwrap_or_default();
     let body = s.metrics.render(
         &counts,
-        s.scheduler.active_runs().values().map(Vec::len).sum(),
+        s.cluster.active_runs().values().map(Vec::len).sum(),
     );
     (
         [(

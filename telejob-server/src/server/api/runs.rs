@@ -116,8 +116,11 @@ pub async fn cancel(
         ));
     }
     if !run.state.is_terminal() {
-        s.scheduler
-            .cancel_run(&RunId::parse(&id).ok_or_else(|| ApiError::not_found("run"))?)
+        s.cluster
+            .cancel_run(
+                &job.spec.name,
+                &RunId::parse(&id).ok_or_else(|| ApiError::not_found("run"))?,
+            )
             .await?;
     }
     Ok(StatusCode::ACCEPTED)

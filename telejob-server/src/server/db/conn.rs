@@ -1,13 +1,12 @@
 //! The connection pool, the read cache, and how values and errors cross the SQL boundary.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::str::FromStr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
 use telejob_core::{Error, Result};
 
 use super::rows::{CodeVersion, JobRow};
@@ -53,13 +52,19 @@ const CACHE_ENTRIES: usize = 1024;
 /// Job rows and code-version lists as last read, so that reading a job (the dashboard's and the
 /// CLI's most frequent call) does not hand a query to SQLite's connection thread and back.
 ///
-/// Sound because this process is the only writer of the `jobs` and `code_versions` tables, and
-/// every write through [`Db`] forgets the job's entries *after* it commits. A read that misses
-/// only stores what it read if no write was forgotten meanwhile (`generation`), so an entry is
-/// never older than the last write.
+/// Sound on SQLite because this process is the only writer of the `jobs` and `code_versions`
+/// tables, and every write through [`Db`] forgets the job's entries *after* it commits. A read
+/// that misses only stores what it read if no write was forgotten meanwhile (`generation`), so
+/// an entry is never older than the last write.
+///
+/// On PostgreSQL other replicas write too, so the cache is off (`keep` keeps nothing): every
+/// read is a primary-key lookup in the shared database, and an edit made on one replica is what
+/// the next read on any other returns. No invalidation message can be late, because there is
+/// nothing to invalidate.
 #[derive(Debug, Default)]
 pub(super) struct ReadCache {
     inner: std::sync::Mutex<CacheInner>,
+    on: bool,
 }
 
 #[derive(Debug, Default)]
@@ -70,6 +75,13 @@ pub(super) struct CacheInner {
 }
 
 impl ReadCache {
+    pub(super) fn new(on: bool) -> Self {
+        Self {
+            inner: std::sync::Mutex::default(),
+            on,
+        }
+    }
+
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
         self.inner
             .lock()
@@ -96,7 +108,7 @@ impl ReadCache {
         value: T,
     ) {
         let mut g = self.lock();
-        if g.generation != seen {
+        if !self.on || g.generation != seen {
             return;
         }
         let map = pick(&mut g);
@@ -107,48 +119,223 @@ impl ReadCache {
     }
 }
 
+/// Which database a [`Db`] talks to: the SQL the two do not share goes through here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// One file, one server process.
+    Sqlite,
+    /// A shared database: several replicas.
+    Postgres,
+}
+
+impl Backend {
+    /// The database's clock in milliseconds since 1970, as an SQL expression: lease expiries
+    /// are the database's time, so that replicas' clocks never have to agree.
+    pub(super) fn now_ms(self) -> &'static str {
+        match self {
+            Self::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+            Self::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        }
+    }
+
+    /// The locking clause that makes a lease check hold the lease row until commit (SQLite
+    /// transactions are serialized already).
+    pub(super) fn for_share(self) -> &'static str {
+        match self {
+            Self::Sqlite => "",
+            Self::Postgres => " FOR SHARE",
+        }
+    }
+}
+
+/// Where the server's state lives: `sqlite:PATH` (the default, `<data dir>/telejob.db`) or
+/// `postgres://user:password@host:port/database`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Location {
+    /// An SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL.
+    Postgres(String),
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl std::fmt::Display for Location {
+    /// The location with any password left out.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
+            Self::Postgres(u) => match reqwest::Url::parse(u) {
+                Ok(mut url) => {
+                    if url.password().is_some() {
+                        let _ = url.set_password(Some("***"));
+                    }
+                    write!(f, "{url}")
+                }
+                Err(_) => f.write_str("postgres://(unparsable)"),
+            },
+        }
+    }
+}
+
+impl std::str::FromStr for Location {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            reqwest::Url::parse(s).map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
+            return Ok(Self::Postgres(s.to_string()));
+        }
+        let path = s
+            .strip_prefix("sqlite://")
+            .or_else(|| s.strip_prefix("sqlite:"))
+            .ok_or_else(|| "use sqlite:PATH or postgres://user@host:port/database".to_string())?;
+        if path.is_empty() {
+            return Err(
+                "sqlite: needs a file path, as in sqlite:/var/lib/telejob/telejob.db".into(),
+            );
+        }
+        Ok(Self::Sqlite(PathBuf::from(path)))
+    }
+}
+
+impl Location {
+    /// Whether several servers can share it.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Self::Postgres(_))
+    }
+}
+
+/// The lease a scheduler's writes are conditional on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// Who holds it.
+    pub holder: String,
+    /// Its epoch at the takeover.
+    pub epoch: i64,
+}
+
 /// The database.
 #[derive(Debug, Clone)]
 pub struct Db {
-    pub(super) pool: SqlitePool,
+    pub(super) pool: AnyPool,
+    pub(super) backend: Backend,
     pub(super) cache: Arc<ReadCache>,
     /// Opens job secrets for runs; without it, jobs with secrets cannot run.
     pub(super) secret_box: Option<Arc<crate::server::secrets::SecretBox>>,
+    /// Set on the scheduler's handle: its slot inserts hold only while this lease is held.
+    pub(super) fence: Option<Fence>,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// A path as sqlx's SQLite URL parser reads it back (it percent-decodes).
+fn sqlite_url(path: &Path) -> String {
+    let mut out = String::from("sqlite://");
+    for c in path.display().to_string().chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '?' => out.push_str("%3F"),
+            '#' => out.push_str("%23"),
+            c => out.push(c),
+        }
+    }
+    out.push_str("?mode=rwc");
+    out
 }
 
 impl Db {
-    /// Opens (creating if needed) `path` and applies the embedded migrations.
+    #[cfg(test)]
+    /// Opens (creating if needed) the SQLite file `path` and applies the embedded migrations.
     ///
     /// # Errors
     ///
-    /// Database errors.
+    /// As [`Db::connect`].
     pub async fn open(path: &Path) -> Result<Self> {
-        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
-            .map_err(|e| Error::persistence("open", e, false))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(opts)
-            .await
-            .map_err(db_err)?;
-        sqlx::migrate!("./migrations")
-            .run(&pool)
-            .await
-            .map_err(|e| Error::persistence("migrate", e, false))?;
+        Self::connect(&Location::Sqlite(path.to_path_buf())).await
+    }
+
+    /// Connects to the database at `at` (creating an SQLite file if needed) and brings its
+    /// schema up to date.
+    ///
+    /// # Errors
+    ///
+    /// A database that cannot be reached, or whose schema is newer than this binary (one line,
+    /// naming the location without its password).
+    pub async fn connect(at: &Location) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let (url, backend) = match at {
+            Location::Sqlite(p) => (sqlite_url(p), Backend::Sqlite),
+            Location::Postgres(u) => (u.clone(), Backend::Postgres),
+        };
+        let opts = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        use sqlx::Executor;
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            });
+        let pool = opts.connect(&url).await.map_err(|e| {
+            Error::persistence(
+                "connect",
+                format!("cannot open the database at {at}: {e}"),
+                false,
+            )
+        })?;
+        let migrator = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&pool).await.map_err(|e| {
+            use sqlx::migrate::MigrateError;
+            let why = match e {
+                MigrateError::VersionMissing(v) => format!(
+                    "the database at {at} has schema version {v}, newer than this telejob knows: upgrade telejob (or point --database elsewhere)"
+                ),
+                MigrateError::VersionMismatch(v) => format!(
+                    "the database at {at} has a schema migration {v} that differs from this telejob's: it was made by another build"
+                ),
+                e => format!("cannot bring the database at {at} up to date: {e}"),
+            };
+            Error::persistence("migrate", why, false)
+        })?;
         Ok(Self {
             pool,
-            cache: Arc::default(),
+            backend,
+            cache: Arc::new(ReadCache::new(backend == Backend::Sqlite)),
             secret_box: None,
+            fence: None,
         })
+    }
+
+    #[cfg(test)]
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// This database with the key that opens job secrets.
     pub fn with_secret_box(mut self, b: crate::server::secrets::SecretBox) -> Self {
         self.secret_box = Some(Arc::new(b));
         self
+    }
+
+    /// Closes the connections.
+    pub async fn close(&self) {
+        self.pool.close().await;
     }
 }

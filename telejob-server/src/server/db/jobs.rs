@@ -9,7 +9,7 @@ use super::conn::{Db, db_err, decode_err, inserted, parse_ts, ts};
 use super::rows::{CodeVersion, JobRow, Tombstone};
 
 impl Db {
-    fn job_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<JobRow> {
+    fn job_from_row(r: &sqlx::any::AnyRow) -> Result<JobRow> {
         let name: String = r.get("name");
         let spec: JobSpec = serde_json::from_str(r.get::<&str, _>("spec"))
             .map_err(|e| decode_err(&format!("job {name:?}"), e))?;
@@ -17,8 +17,8 @@ impl Db {
             spec,
             owner: r.get("owner"),
             code_key: r.get("code_key"),
-            paused: r.get::<bool, _>("paused"),
-            expired: r.get::<bool, _>("expired"),
+            paused: (r.get::<i64, _>("paused") != 0),
+            expired: (r.get::<i64, _>("expired") != 0),
             cursor: parse_ts("jobs.cursor", r.get("cursor"))?,
             created_at: parse_ts("jobs.created_at", r.get("created_at"))?,
             updated_at: parse_ts("jobs.updated_at", r.get("updated_at"))?,
@@ -33,7 +33,7 @@ impl Db {
         cursor: DateTime<Utc>,
     ) -> Result<bool> {
         let now = ts(Utc::now());
-        let r = sqlx::query("INSERT INTO jobs (name, owner, spec, paused, expired, cursor, created_at, updated_at) VALUES (?, ?, ?, 0, 0, ?, ?, ?)")
+        let r = sqlx::query("INSERT INTO jobs (name, owner, spec, paused, expired, cursor, created_at, updated_at) VALUES ($1, $2, $3, 0, 0, $4, $5, $6)")
             .bind(&spec.name)
             .bind(owner)
             .bind(serde_json::to_string(spec).unwrap_or_default())
@@ -49,7 +49,7 @@ impl Db {
     /// Replaces a job's spec and moves its cursor.
     pub async fn update_job_spec(&self, spec: &JobSpec, cursor: DateTime<Utc>) -> Result<()> {
         let r = sqlx::query(
-            "UPDATE jobs SET spec = ?, cursor = ?, expired = 0, updated_at = ? WHERE name = ?",
+            "UPDATE jobs SET spec = $1, cursor = $2, expired = 0, updated_at = $3 WHERE name = $4",
         )
         .bind(serde_json::to_string(spec).unwrap_or_default())
         .bind(ts(cursor))
@@ -62,11 +62,12 @@ impl Db {
         Ok(())
     }
 
-    /// Sets the paused flag.
-    pub async fn set_paused(&self, job: &str, paused: bool) -> Result<()> {
-        let r = sqlx::query("UPDATE jobs SET paused = ?, updated_at = ? WHERE name = ?")
-            .bind(paused)
-            .bind(ts(Utc::now()))
+    /// Sets the paused flag; resuming moves the cursor up to `now`, so that slots that passed
+    /// while paused are not made up.
+    pub async fn set_paused(&self, job: &str, paused: bool, now: DateTime<Utc>) -> Result<()> {
+        let r = sqlx::query("UPDATE jobs SET paused = $1, updated_at = $2, cursor = CASE WHEN $1 = 0 AND cursor < $2 THEN $2 ELSE cursor END WHERE name = $3")
+            .bind(i64::from(paused))
+            .bind(ts(now))
             .bind(job)
             .execute(&self.pool)
             .await;
@@ -93,7 +94,7 @@ impl Db {
 
     /// A job, read from the database (and not kept): for the reply to a write.
     pub async fn job_fresh(&self, name: &str) -> Result<Option<JobRow>> {
-        let r = sqlx::query("SELECT * FROM jobs WHERE name = ?")
+        let r = sqlx::query("SELECT * FROM jobs WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
             .await
@@ -116,17 +117,17 @@ impl Db {
         let r = async {
             let mut tx = self.pool.begin().await?;
             for q in [
-                "DELETE FROM runs WHERE job = ?",
-                "DELETE FROM code_versions WHERE job = ?",
-                "DELETE FROM notifications WHERE job = ?",
-                "DELETE FROM job_secrets WHERE job = ?",
-                "DELETE FROM jobs WHERE name = ?",
+                "DELETE FROM runs WHERE job = $1",
+                "DELETE FROM code_versions WHERE job = $1",
+                "DELETE FROM notifications WHERE job = $1",
+                "DELETE FROM job_secrets WHERE job = $1",
+                "DELETE FROM jobs WHERE name = $1",
             ] {
                 sqlx::query(q).bind(name).execute(&mut *tx).await?;
             }
             if let Some(owner) = tombstone_owner {
                 sqlx::query(
-                    "INSERT OR REPLACE INTO tombstones (name, owner, deleted_at) VALUES (?, ?, ?)",
+                    "INSERT INTO tombstones (name, owner, deleted_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, deleted_at = excluded.deleted_at",
                 )
                 .bind(name)
                 .bind(owner)
@@ -141,7 +142,7 @@ impl Db {
         r.map_err(db_err)
     }
 
-    fn tombstone_from_row(r: &sqlx::sqlite::SqliteRow) -> Tombstone {
+    fn tombstone_from_row(r: &sqlx::any::AnyRow) -> Tombstone {
         Tombstone {
             name: r.get(0),
             owner: r.get(1),
@@ -151,7 +152,7 @@ impl Db {
 
     /// The tombstone of a deleted job whose published data was kept.
     pub async fn tombstone(&self, name: &str) -> Result<Option<Tombstone>> {
-        let r = sqlx::query("SELECT name, owner, deleted_at FROM tombstones WHERE name = ?")
+        let r = sqlx::query("SELECT name, owner, deleted_at FROM tombstones WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
             .await
@@ -170,7 +171,7 @@ impl Db {
 
     /// Removes a tombstone (the name is free again).
     pub async fn remove_tombstone(&self, name: &str) -> Result<()> {
-        sqlx::query("DELETE FROM tombstones WHERE name = ?")
+        sqlx::query("DELETE FROM tombstones WHERE name = $1")
             .bind(name)
             .execute(&self.pool)
             .await
@@ -189,7 +190,7 @@ impl Db {
     ) -> Result<()> {
         let r = async {
             let mut tx = self.pool.begin().await?;
-            sqlx::query("INSERT OR IGNORE INTO code_versions (job, sha256, key, size, uploaded_by, uploaded_at) VALUES (?, ?, ?, ?, ?, ?)")
+            sqlx::query("INSERT INTO code_versions (job, sha256, key, size, uploaded_by, uploaded_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (job, sha256) DO NOTHING")
                 .bind(job)
                 .bind(sha)
                 .bind(key)
@@ -198,7 +199,7 @@ impl Db {
                 .bind(ts(Utc::now()))
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("UPDATE jobs SET code_key = ?, updated_at = ? WHERE name = ?")
+            sqlx::query("UPDATE jobs SET code_key = $1, updated_at = $2 WHERE name = $3")
                 .bind(key)
                 .bind(ts(Utc::now()))
                 .bind(job)
@@ -220,7 +221,7 @@ impl Db {
             }
             g.generation
         };
-        let rows = sqlx::query("SELECT sha256, key, size, uploaded_by, uploaded_at FROM code_versions WHERE job = ? ORDER BY uploaded_at DESC")
+        let rows = sqlx::query("SELECT sha256, key, size, uploaded_by, uploaded_at FROM code_versions WHERE job = $1 ORDER BY uploaded_at DESC")
             .bind(job)
             .fetch_all(&self.pool)
             .await

@@ -1,8 +1,11 @@
-//! SQLite persistence, by table group: users and tokens, jobs and code versions, runs (the
+//! Persistence (SQLite, or PostgreSQL for several replicas), by table group: users and tokens, jobs and code versions, runs (the
 //! scheduler's persistence), notifications.
 
+mod changes;
 mod conn;
+mod copy;
 mod jobs;
+mod lease;
 mod notifications;
 mod rows;
 mod runs;
@@ -13,5 +16,7 @@ mod sessions;
 mod tests;
 mod users;
 
-pub use conn::{Db, ts};
+pub use changes::ChangeKind;
+pub use conn::{Backend, Db, Fence, Location, ts};
+pub use lease::LeaseRow;
 pub use rows::{CodeVersion, JobRow, Tombstone, User};

@@ -9,7 +9,7 @@ impl Db {
     /// Claims an event key; `false` if it was claimed before (each event is sent once).
     pub async fn claim_notification(&self, key: &str, job: &str, kind: &str) -> Result<bool> {
         let r = sqlx::query(
-            "INSERT INTO notifications (key, job, kind, created_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO notifications (key, job, kind, created_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(key)
         .bind(job)
@@ -23,7 +23,7 @@ impl Db {
     /// Records a delivery attempt.
     pub async fn notification_attempt(&self, key: &str, error: Option<&str>) -> Result<()> {
         let sent = error.is_none().then(|| ts(Utc::now()));
-        sqlx::query("UPDATE notifications SET attempts = attempts + 1, last_error = ?, sent_at = COALESCE(?, sent_at) WHERE key = ?")
+        sqlx::query("UPDATE notifications SET attempts = attempts + 1, last_error = $1, sent_at = COALESCE($2, sent_at) WHERE key = $3")
             .bind(error)
             .bind(sent)
             .bind(key)

@@ -8,7 +8,7 @@ use telejob_core::job::JobName;
 use telejob_core::run::{Run, RunState};
 use telejob_core::scheduler::persist::{JobState, RunRow, SchedulerStore, Trigger};
 
-use super::conn::{Db, db_err, decode_err, inserted, ts};
+use super::conn::{Db, db_err, decode_err, ts};
 
 impl Db {
     fn run_from_json(s: &str) -> Result<Run> {
@@ -17,7 +17,7 @@ impl Db {
 
     /// A run and its trigger.
     pub async fn run(&self, id: &str) -> Result<Option<(Run, String)>> {
-        let r = sqlx::query("SELECT record, trigger FROM runs WHERE id = ?")
+        let r = sqlx::query("SELECT record, trigger FROM runs WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -28,7 +28,7 @@ impl Db {
 
     /// A job's runs, newest slot first.
     pub async fn runs_of(&self, job: &str, limit: i64) -> Result<Vec<(Run, String)>> {
-        let rows = sqlx::query("SELECT record, trigger FROM runs WHERE job = ? ORDER BY scheduled_for DESC, id DESC LIMIT ?")
+        let rows = sqlx::query("SELECT record, trigger FROM runs WHERE job = $1 ORDER BY scheduled_for DESC, id DESC LIMIT $2")
             .bind(job)
             .bind(limit)
             .fetch_all(&self.pool)
@@ -42,7 +42,7 @@ impl Db {
     /// Whether the job's latest finished (succeeded, failed, timed out) run failed.
     pub async fn last_failed(&self, job: &str) -> Result<bool> {
         let s: Option<String> = sqlx::query_scalar(
-            "SELECT state FROM runs WHERE job = ? AND state IN ('succeeded', 'failed', 'timed_out') ORDER BY created_at DESC LIMIT 1",
+            "SELECT state FROM runs WHERE job = $1 AND state IN ('succeeded', 'failed', 'timed_out') ORDER BY created_at DESC LIMIT 1",
         )
         .bind(job)
         .fetch_optional(&self.pool)
@@ -51,7 +51,6 @@ impl Db {
         Ok(matches!(s.as_deref(), Some("failed" | "timed_out")))
     }
 
-    /// Runs that were in flight, marked `interrupted`; returns them.
     /// Runs recorded as in flight, with their trigger and attempt.
     pub async fn in_flight(&self) -> Result<Vec<(Run, Trigger, u32)>> {
         let rows = sqlx::query("SELECT record, trigger, attempt FROM runs WHERE state IN ('pending', 'fetching', 'running', 'publishing')")
@@ -74,6 +73,15 @@ impl Db {
             .collect()
     }
 
+    /// The ids of a job's runs recorded as in flight.
+    pub async fn in_flight_ids(&self, job: &str) -> Result<Vec<String>> {
+        sqlx::query_scalar("SELECT id FROM runs WHERE job = $1 AND state IN ('pending', 'fetching', 'running', 'publishing')")
+            .bind(job)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)
+    }
+
     /// Marks one in-flight run interrupted.
     pub async fn interrupt(&self, mut run: Run, why: &str) -> Result<Run> {
         run.state = RunState::Interrupted;
@@ -94,7 +102,6 @@ impl Db {
 }
 
 #[async_trait]
-#[async_trait]
 impl SchedulerStore for Db {
     async fn secrets(&self, job: &JobName) -> Result<telejob_core::run::Secrets> {
         self.open_secrets(job.as_str()).await
@@ -110,23 +117,68 @@ impl SchedulerStore for Db {
     }
 
     async fn insert_run(&self, row: &RunRow) -> Result<bool> {
-        let r = sqlx::query("INSERT INTO runs (id, job, slot_key, trigger, attempt, scheduled_for, state, record, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
-            .bind(row.run.id.as_str())
-            .bind(row.run.job.as_str())
-            .bind(&row.slot_key)
-            .bind(row.trigger.as_str())
-            .bind(row.attempt)
-            .bind(ts(row.run.scheduled_for))
-            .bind(row.run.state.as_str())
-            .bind(serde_json::to_string(&row.run).unwrap_or_default())
-            .bind(ts(Utc::now()))
-            .execute(&self.pool)
-            .await;
-        inserted(r)
+        let (holder, epoch) = self.fence_binds();
+        let fenced = self.fence.is_some();
+        let insert = format!(
+            "INSERT INTO runs (id, job, slot_key, trigger, attempt, scheduled_for, state, record, created_at, epoch) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 WHERE {} ON CONFLICT (job, slot_key) DO NOTHING",
+            self.fence_sql(11, 12)
+        );
+        // The first attempt of a scheduled slot moves the job's cursor up to the slot in the
+        // same transaction, so that a crash can never leave a handled slot without its row.
+        let moves_cursor = row.trigger == Trigger::Scheduled && row.attempt == 0;
+        let r = async {
+            let mut tx = self.pool.begin().await?;
+            let mut q = sqlx::query(&insert)
+                .bind(row.run.id.as_str())
+                .bind(row.run.job.as_str())
+                .bind(&row.slot_key)
+                .bind(row.trigger.as_str())
+                .bind(i64::from(row.attempt))
+                .bind(ts(row.run.scheduled_for))
+                .bind(row.run.state.as_str())
+                .bind(serde_json::to_string(&row.run).unwrap_or_default())
+                .bind(ts(Utc::now()))
+                .bind(epoch);
+            if fenced {
+                q = q.bind(holder.clone()).bind(epoch);
+            }
+            let added = q.execute(&mut *tx).await?.rows_affected() == 1;
+            if !added {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+            if moves_cursor {
+                sqlx::query("UPDATE jobs SET cursor = $1 WHERE name = $2 AND cursor < $1")
+                    .bind(ts(row.run.scheduled_for))
+                    .bind(row.run.job.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(Some(()))
+        }
+        .await
+        .map_err(db_err)?;
+        if moves_cursor {
+            self.cache.forget(row.run.job.as_str());
+        }
+        if r.is_some() {
+            return Ok(true);
+        }
+        // Nothing inserted: the slot has its row already, or the lease is lost.
+        if !self.fence_holds().await? {
+            return Err(self.fenced_out());
+        }
+        if moves_cursor {
+            self.set_cursor_if_behind(row.run.job.as_str(), row.run.scheduled_for)
+                .await?;
+        }
+        Ok(false)
     }
 
     async fn update_run(&self, run: &Run) -> Result<()> {
-        sqlx::query("UPDATE runs SET state = ?, record = ? WHERE id = ?")
+        sqlx::query("UPDATE runs SET state = $1, record = $2 WHERE id = $3")
             .bind(run.state.as_str())
             .bind(serde_json::to_string(run).unwrap_or_default())
             .bind(run.id.as_str())
@@ -137,23 +189,56 @@ impl SchedulerStore for Db {
     }
 
     async fn set_cursor(&self, job: &JobName, cursor: DateTime<Utc>) -> Result<()> {
-        let r = sqlx::query("UPDATE jobs SET cursor = ? WHERE name = ?")
-            .bind(ts(cursor))
-            .bind(job.as_str())
+        self.fenced_update(
+            "UPDATE jobs SET cursor = $1 WHERE name = $2",
+            Some(ts(cursor)),
+            job.as_str(),
+        )
+        .await
+    }
+
+    async fn set_expired(&self, job: &JobName) -> Result<()> {
+        self.fenced_update(
+            "UPDATE jobs SET expired = 1 WHERE name = $1",
+            None,
+            job.as_str(),
+        )
+        .await
+    }
+}
+
+impl Db {
+    /// Moves a job's cursor up to `slot` unless it is past it already.
+    async fn set_cursor_if_behind(&self, job: &str, slot: DateTime<Utc>) -> Result<()> {
+        let r = sqlx::query("UPDATE jobs SET cursor = $1 WHERE name = $2 AND cursor < $1")
+            .bind(ts(slot))
+            .bind(job)
             .execute(&self.pool)
             .await;
-        self.cache.forget(job.as_str());
+        self.cache.forget(job);
         r.map_err(db_err)?;
         Ok(())
     }
 
-    async fn set_expired(&self, job: &JobName) -> Result<()> {
-        let r = sqlx::query("UPDATE jobs SET expired = 1 WHERE name = ?")
-            .bind(job.as_str())
-            .execute(&self.pool)
-            .await;
-        self.cache.forget(job.as_str());
-        r.map_err(db_err)?;
+    /// A scheduler's update of a job row (`sql` binds `value` if any, then the job's name),
+    /// done only while its fence holds the lease.
+    async fn fenced_update(&self, sql: &str, value: Option<String>, job: &str) -> Result<()> {
+        let n = 1 + usize::from(value.is_some());
+        let sql = format!("{sql} AND {}", self.fence_sql(n + 1, n + 2));
+        let mut q = sqlx::query(&sql);
+        if let Some(v) = value {
+            q = q.bind(v);
+        }
+        q = q.bind(job);
+        if self.fence.is_some() {
+            let (h, e) = self.fence_binds();
+            q = q.bind(h).bind(e);
+        }
+        let r = q.execute(&self.pool).await;
+        self.cache.forget(job);
+        if r.map_err(db_err)?.rows_affected() == 0 && !self.fence_holds().await? {
+            return Err(self.fenced_out());
+        }
         Ok(())
     }
 }

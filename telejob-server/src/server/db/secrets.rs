@@ -52,7 +52,7 @@ impl Db {
         for (name, s) in sealed {
             match s {
                 Some(Sealed { nonce, ciphertext }) => {
-                    sqlx::query("INSERT OR REPLACE INTO job_secrets (job, name, nonce, ciphertext, set_at) VALUES (?, ?, ?, ?, ?)")
+                    sqlx::query("INSERT INTO job_secrets (job, name, nonce, ciphertext, set_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (job, name) DO UPDATE SET nonce = excluded.nonce, ciphertext = excluded.ciphertext, set_at = excluded.set_at")
                         .bind(job)
                         .bind(name)
                         .bind(nonce)
@@ -63,7 +63,7 @@ impl Db {
                         .map_err(db_err)?;
                 }
                 None => {
-                    sqlx::query("DELETE FROM job_secrets WHERE job = ? AND name = ?")
+                    sqlx::query("DELETE FROM job_secrets WHERE job = $1 AND name = $2")
                         .bind(job)
                         .bind(name)
                         .execute(&mut *tx)
@@ -81,7 +81,7 @@ impl Db {
     ///
     /// A database failure.
     pub async fn secret_names(&self, job: &str) -> Result<Vec<SecretInfo>> {
-        let rows = sqlx::query("SELECT name, set_at FROM job_secrets WHERE job = ? ORDER BY name")
+        let rows = sqlx::query("SELECT name, set_at FROM job_secrets WHERE job = $1 ORDER BY name")
             .bind(job)
             .fetch_all(&self.pool)
             .await
@@ -102,7 +102,7 @@ impl Db {
     ///
     /// No secrets key, a value that does not open, or a database failure.
     pub async fn open_secrets(&self, job: &str) -> Result<Secrets> {
-        let rows = sqlx::query("SELECT name, nonce, ciphertext FROM job_secrets WHERE job = ?")
+        let rows = sqlx::query("SELECT name, nonce, ciphertext FROM job_secrets WHERE job = $1")
             .bind(job)
             .fetch_all(&self.pool)
             .await
@@ -126,5 +126,45 @@ impl Db {
             out.0.insert(name, v);
         }
         Ok(out)
+    }
+
+    /// Checks that `key_id` is the key this database's secrets were sealed with, recording it
+    /// when none was. On SQLite (one server) a new key is accepted while no secret is stored;
+    /// on PostgreSQL every replica must have the first one's key, secrets or not.
+    ///
+    /// # Errors
+    ///
+    /// Another key sealed the stored secrets (one line, naming the fix); database errors.
+    pub async fn check_secrets_key(&self, key_id: &str) -> Result<()> {
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT value FROM settings WHERE name = 'secrets_key_id'")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+        if stored.as_deref() == Some(key_id) {
+            return Ok(());
+        }
+        let sealed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM job_secrets")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
+        let shared = self.backend == super::Backend::Postgres;
+        if stored.is_some() && (sealed > 0 || shared) {
+            return Err(telejob_core::Error::config(
+                "secrets",
+                format!(
+                    "this server's secrets key (id {key_id}) is not the database's (id {}, which sealed its {sealed} secret(s)): give every replica the same TELEJOB_SECRETS_KEY or secrets_key_file",
+                    stored.unwrap_or_default()
+                ),
+            ));
+        }
+        sqlx::query(
+            "INSERT INTO settings (name, value) VALUES ('secrets_key_id', $1) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key_id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
     }
 }

@@ -21,19 +21,21 @@ impl Db {
         now: DateTime<Utc>,
         expired_before: DateTime<Utc>,
     ) -> Result<()> {
-        sqlx::query("DELETE FROM sessions WHERE last_used < ?")
+        sqlx::query("DELETE FROM sessions WHERE last_used < $1")
             .bind(ts(expired_before))
             .execute(&self.pool)
             .await
             .map_err(db_err)?;
-        sqlx::query("INSERT INTO sessions (id_hash, user, csrf, last_used) VALUES (?, ?, ?, ?)")
-            .bind(id_hash)
-            .bind(user)
-            .bind(csrf)
-            .bind(ts(now))
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+        sqlx::query(
+            "INSERT INTO sessions (id_hash, \"user\", csrf, last_used) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id_hash)
+        .bind(user)
+        .bind(csrf)
+        .bind(ts(now))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
         Ok(())
     }
 
@@ -44,7 +46,7 @@ impl Db {
     /// A database failure.
     pub async fn session(&self, id_hash: &str) -> Result<Option<(User, String, DateTime<Utc>)>> {
         let r = sqlx::query(
-            "SELECT u.name, u.is_admin, s.csrf, s.last_used FROM sessions s JOIN users u ON u.name = s.user WHERE s.id_hash = ?",
+            "SELECT u.name, u.is_admin, s.csrf, s.last_used FROM sessions s JOIN users u ON u.name = s.\"user\" WHERE s.id_hash = $1",
         )
         .bind(id_hash)
         .fetch_optional(&self.pool)
@@ -54,7 +56,7 @@ impl Db {
             Ok((
                 User {
                     name: r.get(0),
-                    is_admin: r.get::<bool, _>(1),
+                    is_admin: (r.get::<i64, _>(1) != 0),
                 },
                 r.get(2),
                 parse_ts("last_used", &r.get::<String, _>(3))?,
@@ -69,7 +71,7 @@ impl Db {
     ///
     /// A database failure.
     pub async fn touch_session(&self, id_hash: &str, now: DateTime<Utc>) -> Result<()> {
-        sqlx::query("UPDATE sessions SET last_used = ? WHERE id_hash = ?")
+        sqlx::query("UPDATE sessions SET last_used = $1 WHERE id_hash = $2")
             .bind(ts(now))
             .bind(id_hash)
             .execute(&self.pool)
@@ -84,7 +86,7 @@ impl Db {
     ///
     /// A database failure.
     pub async fn delete_session(&self, id_hash: &str) -> Result<()> {
-        sqlx::query("DELETE FROM sessions WHERE id_hash = ?")
+        sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
             .bind(id_hash)
             .execute(&self.pool)
             .await

@@ -10,9 +10,9 @@ use super::rows::User;
 impl Db {
     /// Creates a user if missing; sets the admin flag when `admin` is true.
     pub async fn ensure_user(&self, name: &str, admin: bool) -> Result<()> {
-        sqlx::query("INSERT INTO users (name, is_admin, created_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET is_admin = MAX(is_admin, excluded.is_admin)")
+        sqlx::query("INSERT INTO users (name, is_admin, created_at) VALUES ($1, $2, $3) ON CONFLICT(name) DO UPDATE SET is_admin = CASE WHEN excluded.is_admin > users.is_admin THEN excluded.is_admin ELSE users.is_admin END")
             .bind(name)
-            .bind(admin)
+            .bind(i64::from(admin))
             .bind(ts(Utc::now()))
             .execute(&self.pool)
             .await
@@ -22,21 +22,23 @@ impl Db {
 
     /// Stores a token hash for a user.
     pub async fn add_token(&self, user: &str, hash: &str, label: Option<&str>) -> Result<()> {
-        sqlx::query("INSERT INTO tokens (hash, user, label, created_at) VALUES (?, ?, ?, ?)")
-            .bind(hash)
-            .bind(user)
-            .bind(label)
-            .bind(ts(Utc::now()))
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+        sqlx::query(
+            "INSERT INTO tokens (hash, \"user\", label, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(hash)
+        .bind(user)
+        .bind(label)
+        .bind(ts(Utc::now()))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
         Ok(())
     }
 
     /// Every (token hash, user).
     pub async fn all_tokens(&self) -> Result<Vec<(String, User)>> {
         let rows = sqlx::query(
-            "SELECT t.hash, u.name, u.is_admin FROM tokens t JOIN users u ON u.name = t.user",
+            "SELECT t.hash, u.name, u.is_admin FROM tokens t JOIN users u ON u.name = t.\"user\"",
         )
         .fetch_all(&self.pool)
         .await
@@ -48,7 +50,7 @@ impl Db {
                     r.get::<String, _>(0),
                     User {
                         name: r.get(1),
-                        is_admin: r.get::<bool, _>(2),
+                        is_admin: (r.get::<i64, _>(2) != 0),
                     },
                 )
             })
@@ -57,14 +59,14 @@ impl Db {
 
     /// The user of a token hash.
     pub async fn token_user(&self, hash: &str) -> Result<Option<User>> {
-        let r = sqlx::query("SELECT u.name, u.is_admin FROM tokens t JOIN users u ON u.name = t.user WHERE t.hash = ?")
+        let r = sqlx::query("SELECT u.name, u.is_admin FROM tokens t JOIN users u ON u.name = t.\"user\" WHERE t.hash = $1")
             .bind(hash)
             .fetch_optional(&self.pool)
             .await
             .map_err(db_err)?;
         Ok(r.map(|r| User {
             name: r.get(0),
-            is_admin: r.get::<bool, _>(1),
+            is_admin: (r.get::<i64, _>(1) != 0),
         }))
     }
 

@@ -14,7 +14,6 @@ use axum::routing::{get, post};
 use chrono::Utc;
 use maud::Markup;
 use serde::Deserialize;
-use telejob_core::job::JobName;
 use telejob_core::run::RunId;
 
 use self::form::JobForm;
@@ -143,9 +142,9 @@ async fn index(State(s): State<AppState>, b: Browser) -> Response {
             .compile()
             .map(|c| c.describe())
             .unwrap_or_default();
-        let next = JobName::new(j.spec.name.clone())
-            .ok()
-            .and_then(|n| s.scheduler.next_fire(&n))
+        let next = s
+            .cluster
+            .next_fire(&j)
             .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string());
         let last =
             s.db.runs_of(&j.spec.name, 1)
@@ -440,9 +439,9 @@ async fn job_page(
     }
     let versions = s.db.code_versions(&name).await.unwrap_or_default();
     let runs = s.db.runs_of(&name, 50).await.unwrap_or_default();
-    let next = JobName::new(name.clone())
-        .ok()
-        .and_then(|n| s.scheduler.next_fire(&n))
+    let next = s
+        .cluster
+        .next_fire(&j)
         .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string());
     page(pages::job_page(
         &b.session.user.name,

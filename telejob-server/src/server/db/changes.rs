@@ -1,0 +1,121 @@
+//! The change feed: what any replica changed that the leader's scheduler must follow.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use telejob_core::Result;
+
+use super::conn::{Db, db_err, ts};
+
+/// What changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// The job's row changed (created, edited, paused, resumed, new code) or it was deleted:
+    /// re-read it.
+    Job,
+    /// Run the job now, as this run id.
+    RunNow(String),
+    /// Cancel this run.
+    Cancel(String),
+}
+
+/// One entry of the feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Its position in the feed.
+    pub seq: i64,
+    /// The job.
+    pub job: String,
+    /// What to do.
+    pub kind: ChangeKind,
+    /// The replica that made it.
+    pub origin: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+impl Db {
+    /// Appends a change to the feed.
+    ///
+    /// # Errors
+    ///
+    /// Database errors.
+    pub async fn record_change(&self, job: &str, kind: &ChangeKind, origin: &str) -> Result<()> {
+        let (k, run) = match kind {
+            ChangeKind::Job => ("job", None),
+            ChangeKind::RunNow(r) => ("run", Some(r.as_str())),
+            ChangeKind::Cancel(r) => ("cancel", Some(r.as_str())),
+        };
+        sqlx::query(
+            "INSERT INTO job_changes (job, kind, run_id, origin, at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(job)
+        .bind(k)
+        .bind(run)
+        .bind(origin)
+        .bind(ts(Utc::now()))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Changes after `seq`, oldest first, at most `limit`.
+    ///
+    /// # Errors
+    ///
+    /// Database errors.
+    pub async fn changes_after(&self, seq: i64, limit: i64) -> Result<Vec<Change>> {
+        let rows = sqlx::query(
+            "SELECT seq, job, kind, run_id, origin, at FROM job_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.into_iter()
+            .map(|r| {
+                let run: Option<String> = r.get(3);
+                let kind = match (r.get::<String, _>(2).as_str(), run) {
+                    ("run", Some(id)) => ChangeKind::RunNow(id),
+                    ("cancel", Some(id)) => ChangeKind::Cancel(id),
+                    _ => ChangeKind::Job,
+                };
+                Ok(Change {
+                    seq: r.get(0),
+                    job: r.get(1),
+                    kind,
+                    origin: r.get(4),
+                    at: super::conn::parse_ts("job_changes.at", &r.get::<String, _>(5))?,
+                })
+            })
+            .collect()
+    }
+
+    /// The newest position of the feed (0 when empty).
+    ///
+    /// # Errors
+    ///
+    /// Database errors.
+    pub async fn last_change(&self) -> Result<i64> {
+        let n: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM job_changes")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(n.unwrap_or(0))
+    }
+
+    /// Forgets changes older than `before`.
+    ///
+    /// # Errors
+    ///
+    /// Database errors.
+    pub async fn prune_changes(&self, before: DateTime<Utc>) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM job_changes WHERE at < $1")
+            .bind(ts(before))
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(r.rows_affected())
+    }
+}

@@ -1,0 +1,440 @@
+//! Several `telejob serve` replicas on one PostgreSQL (a throwaway cluster): one leader at a
+//! time, failover after `kill -9` and after a network partition, no slot lost or doubled, and
+//! everything a user sees shared between replicas.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use telejob_e2e::postgres::{Postgres, Proxy, postgres};
+use telejob_e2e::{tarball, telejob_bin};
+
+/// The lease the tests run with (seconds): short, so that failovers fit in a test.
+const LEASE: u64 = 4;
+const KEY: &str = "5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7";
+
+struct Replica {
+    child: Child,
+    base: String,
+}
+
+impl Replica {
+    fn start(dir: &Path, n: usize, database: &str) -> Self {
+        let mut child = command(dir, n, database, true)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start a replica");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read the address");
+        let base = line
+            .trim()
+            .strip_prefix("telejob: listening on ")
+            .unwrap_or_else(|| panic!("replica {n} did not start: {line:?}"))
+            .to_string();
+        Self { child, base }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    async fn health(&self) -> Option<Value> {
+        let r = reqwest::Client::new()
+            .get(format!("{}/healthz", self.base))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        r.json().await.ok()
+    }
+
+    async fn is_leader(&self) -> bool {
+        self.health().await.is_some_and(|h| h["role"] == "leader")
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// `telejob serve` for replica `n`: its own data directory, the shared stores and database.
+fn command(dir: &Path, n: usize, database: &str, shared: bool) -> Command {
+    let cfg = dir.join(format!("replica{n}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "lease_seconds = {LEASE}\nshared_stores = {shared}\npublic_store = \"{}\"\nprivate_store = \"{}\"\n",
+            dir.join("shared/public").display(),
+            dir.join("shared/private").display()
+        ),
+    )
+    .expect("config");
+    let mut cmd = Command::new(telejob_bin!());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.join(format!("data{n}")))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--database", database])
+        .env("TELEJOB_SECRETS_KEY", KEY)
+        .env_remove("TELEJOB_LOG")
+        .stderr(std::fs::File::create(dir.join(format!("replica{n}.log"))).expect("log file"));
+    cmd
+}
+
+struct Api {
+    http: reqwest::Client,
+    token: String,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        r: &Replica,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method.parse().expect("method"), format!("{}{path}", r.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            if !path.ends_with("/code") {
+                req = req.header("content-type", "application/json");
+            }
+            req = req.body(b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Creates a job that runs every minute, with its code.
+    async fn minutely(&self, r: &Replica, name: &str) {
+        let spec = json!({"name": name, "command": "./run.sh", "output_dir": "out",
+            "schedule": {"frequency": "cron", "cron": "* * * * *"}, "timeout_minutes": 1});
+        let (s, v) = self
+            .call(
+                r,
+                "POST",
+                "/api/jobs",
+                Some(serde_json::to_vec(&spec).expect("json")),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        let code = tarball(&[("run.sh", "mkdir -p out && date > out/at.txt", 0o755)]);
+        let (s, v) = self
+            .call(r, "PUT", &format!("/api/jobs/{name}/code"), Some(code))
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+}
+
+fn admin(dir: &Path) -> Api {
+    Api {
+        http: reqwest::Client::new(),
+        token: std::fs::read_to_string(dir.join("data0/admin.token"))
+            .expect("the first replica's admin token")
+            .trim()
+            .to_string(),
+    }
+}
+
+/// The replica that leads, waiting up to `within` for exactly one to say so.
+async fn leader(replicas: &[&Replica], within: Duration) -> usize {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut leaders = Vec::new();
+        for (i, r) in replicas.iter().enumerate() {
+            if r.is_leader().await {
+                leaders.push(i);
+            }
+        }
+        assert!(leaders.len() <= 1, "two leaders at once: {leaders:?}");
+        if let [i] = leaders[..] {
+            return i;
+        }
+        assert!(Instant::now() < deadline, "no leader within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sleeps until `second` past the next minute (or this one, if still ahead).
+async fn until_second(second: u32) {
+    use chrono::Timelike;
+    let now = chrono::Utc::now();
+    let target = now
+        .with_second(second)
+        .expect("second")
+        .with_nanosecond(0)
+        .expect("ns");
+    let target = if target > now {
+        target
+    } else {
+        target + chrono::Duration::minutes(1)
+    };
+    tokio::time::sleep((target - now).to_std().expect("ahead")).await;
+}
+
+/// (job, slot key, attempt, state, epoch) of every scheduled row.
+fn slot_rows(pg: &Postgres, db: &str) -> Vec<(String, String, i64, String, i64)> {
+    pg.psql_in(
+        db,
+        "SELECT job, slot_key, attempt, state, epoch FROM runs WHERE trigger IN ('scheduled', 'retry') ORDER BY job, slot_key",
+    )
+    .lines()
+    .map(|l| {
+        let f: Vec<&str> = l.split('|').collect();
+        (
+            f[0].to_string(),
+            f[1].to_string(),
+            f[2].parse().expect("attempt"),
+            f[3].to_string(),
+            f[4].parse().expect("epoch"),
+        )
+    })
+    .collect()
+}
+
+fn db_name(url: &str) -> String {
+    url.rsplit('/').next().expect("name").to_string()
+}
+
+/// Every minute from `from` to `to` (inclusive) has exactly one first-attempt row per job.
+fn assert_every_slot_once(
+    pg: &Postgres,
+    db: &str,
+    jobs: &[&str],
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) {
+    let rows = slot_rows(pg, db);
+    let mut t = from;
+    while t <= to {
+        let key = format!(
+            "slot:{}",
+            t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        for job in jobs {
+            let n = rows
+                .iter()
+                .filter(|r| r.0 == *job && r.1 == key && r.2 == 0)
+                .count();
+            assert_eq!(n, 1, "{job} {key}: {n} rows; all rows: {rows:#?}");
+        }
+        t += chrono::Duration::minutes(1);
+    }
+}
+
+fn minute_of(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    use chrono::{DurationRound, TimeDelta};
+    t.duration_trunc(TimeDelta::minutes(1)).expect("minute")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_keep_one_schedule_through_kill_9s_of_the_leader() {
+    let Some(pg) = postgres() else { return };
+    let url = pg.new_database();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let mut replicas = vec![Replica::start(dir, 0, &url)];
+    replicas.push(Replica::start(dir, 1, &url));
+    replicas.push(Replica::start(dir, 2, &url));
+    let api = admin(dir);
+    let all: Vec<&Replica> = replicas.iter().collect();
+    let first = leader(&all, Duration::from_secs(10)).await;
+    // Jobs made on followers reach the leader's scheduler.
+    let follower = (first + 1) % 3;
+    api.minutely(&replicas[follower], "alpha").await;
+    api.minutely(&replicas[(first + 2) % 3], "beta").await;
+    // Every replica shows the same job at once (no cache to go stale), and its next run.
+    for r in &replicas {
+        let (s, v) = api.call(r, "GET", "/api/jobs/alpha", None).await;
+        assert_eq!(s, 200, "{v}");
+        assert!(
+            v["next_run"].as_str().is_some_and(|t| t.ends_with(":00Z")),
+            "{v}"
+        );
+    }
+    let start = minute_of(chrono::Utc::now()) + chrono::Duration::minutes(1);
+    let mut leaders = vec![first];
+    let mut alive: Vec<usize> = vec![0, 1, 2];
+    // Kill the leader three times: a second before a minute (its slot falls in the gap and is
+    // handled by the new leader's missed policy), just after one, and once more before one.
+    for second in [59, 1, 58] {
+        until_second(second).await;
+        let l = *leaders.last().expect("leader");
+        replicas[l].kill9();
+        let killed = Instant::now();
+        alive.retain(|i| *i != l);
+        let rest: Vec<&Replica> = alive.iter().map(|i| &replicas[*i]).collect();
+        let next = alive[leader(&rest, Duration::from_secs(LEASE * 2)).await];
+        let took = killed.elapsed();
+        assert!(
+            took <= Duration::from_millis(LEASE * 1100 + 1500),
+            "takeover took {took:?} with a {LEASE} s lease"
+        );
+        leaders.push(next);
+        // Bring a replica back so that three stay up.
+        let n = replicas.len();
+        replicas.push(Replica::start(dir, n, &url));
+        alive.push(n);
+    }
+    // Let the last slot be fired and recorded.
+    until_second(15).await;
+    let end = minute_of(chrono::Utc::now());
+    assert!(end > start, "the window holds slots");
+    assert_every_slot_once(pg, &db_name(&url), &["alpha", "beta"], start, end);
+    let rows = slot_rows(pg, &db_name(&url));
+    let epochs: std::collections::BTreeSet<i64> = rows.iter().map(|r| r.4).collect();
+    assert!(
+        epochs.len() >= 3,
+        "slots were inserted by several leaders: {rows:#?}"
+    );
+    // A run the killed leader had in flight is interrupted, not left running for ever.
+    let stuck = pg.psql_in(
+        &db_name(&url),
+        "SELECT count(*) FROM runs WHERE state IN ('pending', 'fetching', 'running', 'publishing') AND scheduled_for < to_char(now() - interval '1 minute', 'YYYY-MM-DD\"T\"HH24:MI:SS')",
+    );
+    assert_eq!(stuck, "0", "runs left in flight: {rows:#?}");
+    // Metrics and health on the last leader.
+    let l = &replicas[*leaders.last().expect("leader")];
+    let h = l.health().await.expect("health");
+    assert_eq!(h["lease_holder"], h["replica"], "{h}");
+    let m = reqwest::get(format!("{}/metrics", l.base))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(m.contains("telejob_leader 1"), "{m}");
+    assert!(m.contains("telejob_lease_takeovers_total 1"), "{m}");
+    assert!(m.contains("telejob_lease_renewals_total"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_leader_stops_firing_before_its_lease_expires() {
+    let Some(pg) = postgres() else { return };
+    let url = pg.new_database();
+    let name = db_name(&url);
+    let proxy = Proxy::start(pg.port());
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    // Replica 0 reaches the database through the proxy; replica 1 directly.
+    let cut_off = Replica::start(dir, 0, &pg.url_via(proxy.port(), &name));
+    assert!(leader(&[&cut_off], Duration::from_secs(10)).await == 0);
+    let other = Replica::start(dir, 1, &url);
+    let api = admin(dir);
+    api.minutely(&other, "gamma").await;
+    // Cut just before a minute: the old leader would fire the slot if it did not stop.
+    until_second(56).await;
+    proxy.set_cut(true);
+    let cut = Instant::now();
+    let (mut stepped_down, mut took_over) = (None, None);
+    while stepped_down.is_none() || took_over.is_none() {
+        assert!(
+            cut.elapsed() < Duration::from_secs(LEASE * 3),
+            "no failover"
+        );
+        if stepped_down.is_none() && !cut_off.is_leader().await {
+            stepped_down = Some(cut.elapsed());
+        }
+        if took_over.is_none() && other.is_leader().await {
+            took_over = Some(cut.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (down, up) = (stepped_down.expect("down"), took_over.expect("up"));
+    assert!(
+        down < up,
+        "the cut-off leader stopped at {down:?}, the other took over at {up:?}"
+    );
+    assert!(
+        down < Duration::from_secs(LEASE),
+        "stopped only after {down:?}"
+    );
+    until_second(20).await;
+    // Heal: the old leader stays a follower while the new one renews.
+    proxy.set_cut(false);
+    tokio::time::sleep(Duration::from_secs(LEASE)).await;
+    assert!(!cut_off.is_leader().await);
+    assert!(other.is_leader().await);
+    let rows = slot_rows(pg, &name);
+    let lease_epoch: i64 = pg
+        .psql_in(&name, "SELECT epoch FROM leases")
+        .parse()
+        .expect("epoch");
+    let after_cut = minute_of(chrono::Utc::now());
+    let key = format!(
+        "slot:{}",
+        after_cut.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    let slot: Vec<_> = rows.iter().filter(|r| r.1 == key && r.2 == 0).collect();
+    assert_eq!(slot.len(), 1, "{rows:#?}");
+    assert_eq!(
+        slot[0].4, lease_epoch,
+        "the slot after the cut was fired by the new leader: {rows:#?}"
+    );
+}
+
+#[tokio::test]
+async fn replicas_share_sessions_and_refuse_unshared_stores_and_other_keys() {
+    let Some(pg) = postgres() else { return };
+    let url = pg.new_database();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let a = Replica::start(dir, 0, &url);
+    let b = Replica::start(dir, 1, &url);
+    let token = admin(dir).token;
+    // Sign in on A; the session cookie works on B.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let r = http
+        .post(format!("{}/login", a.base))
+        .header("Origin", &a.base)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}"))
+        .send()
+        .await
+        .expect("login");
+    let cookie = r
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    let page = http
+        .get(format!("{}/", b.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("dashboard");
+    assert_eq!(page.status().as_u16(), 200);
+    let text = page.text().await.expect("text");
+    assert!(
+        text.contains("admin"),
+        "not signed in on the other replica: {text}"
+    );
+    // A replica with directories of its own, or another secrets key, is refused in one line.
+    let out = command(dir, 7, &url, false).output().expect("run");
+    assert!(!out.status.success());
+    let err = std::fs::read_to_string(dir.join("replica7.log")).expect("log");
+    assert!(err.contains("shared_stores"), "{err}");
+    let out = command(dir, 8, &url, true)
+        .env("TELEJOB_SECRETS_KEY", "0".repeat(64))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = std::fs::read_to_string(dir.join("replica8.log")).expect("log");
+    assert!(err.contains("TELEJOB_SECRETS_KEY"), "{err}");
+}
