@@ -476,3 +476,166 @@ async fn ec2_compute_passes_the_compute_conformance_checks() {
     assert_eq!(ran, telejob_core::testing::COMPUTE_CHECKS);
     drop(machines);
 }
+
+/// `telejob serve` on EC2 and PostgreSQL: the replica that takes over from a killed leader
+/// reattaches the leader's EC2 run (it is not interrupted) and records its outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_re_adopts_the_dead_leaders_ec2_runs() {
+    let Some(pg) = telejob_e2e::postgres::postgres() else {
+        return;
+    };
+    let Some((moto, ami, tmp)) = setup() else {
+        return;
+    };
+    let dir = tmp.path();
+    let cfg = write_config(dir, &moto, &ami, 600);
+    let text = std::fs::read_to_string(&cfg).expect("cfg");
+    std::fs::write(
+        &cfg,
+        format!("compute = \"ec2\"\nlease_seconds = 3\n{text}"),
+    )
+    .expect("cfg");
+    let url = pg.new_database();
+    let replica = |n: &str| {
+        let mut cmd = Command::new(telejob_bin!());
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.join(n))
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--database", &url])
+            .env("TELEJOB_SECRETS_KEY", "ab".repeat(32))
+            .env_remove("TELEJOB_LOG")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.join(format!("{n}.log"))).expect("log"));
+        for (k, v) in moto.env() {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("serve");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+            &mut line,
+        )
+        .expect("address");
+        let base = line
+            .trim()
+            .strip_prefix("telejob: listening on ")
+            .unwrap_or_else(|| panic!("{n} did not start: {line:?}"))
+            .to_string();
+        (child, base)
+    };
+    let (mut a, a_base) = replica("a");
+    let (mut b, b_base) = replica("b");
+    let token = std::fs::read_to_string(dir.join("a/admin.token"))
+        .expect("token")
+        .trim()
+        .to_string();
+    let http = reqwest::Client::new();
+    let call = |method: reqwest::Method, url: String, body: Option<Vec<u8>>| {
+        let mut r = http.request(method, url).bearer_auth(&token);
+        if let Some(b) = body {
+            r = r.body(b);
+        }
+        async move {
+            let resp = r.send().await.expect("request");
+            let status = resp.status().as_u16();
+            (
+                status,
+                resp.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    let role = |base: String| {
+        let http = http.clone();
+        async move {
+            http.get(format!("{base}/healthz"))
+                .send()
+                .await
+                .expect("healthz")
+                .json::<serde_json::Value>()
+                .await
+                .expect("json")["role"]
+                .clone()
+        }
+    };
+    assert_eq!(role(a_base.clone()).await, "leader");
+    let spec = serde_json::json!({"name": "adopted", "command": "./run.sh", "output_dir": "output",
+        "schedule": {"frequency": "daily", "time_of_day": "06:00"}});
+    let (s, v) = http
+        .post(format!("{a_base}/api/jobs"))
+        .bearer_auth(&token)
+        .json(&spec)
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), r))
+        .expect("create");
+    assert_eq!(s, 201, "{:?}", v.text().await);
+    let code = tarball(&[(
+        "run.sh",
+        "#!/bin/bash\nmkdir -p output\necho adopted > output/x\n",
+        0o755,
+    )]);
+    let (s, v) = call(
+        reqwest::Method::PUT,
+        format!("{a_base}/api/jobs/adopted/code"),
+        Some(code),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = call(
+        reqwest::Method::POST,
+        format!("{a_base}/api/jobs/adopted/runs"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    let id = v["run_id"].as_str().expect("id").to_string();
+    let instance = instance_for(&moto, "adopted");
+    // The leader dies with its run's instance up; the other replica takes over.
+    let _ = a.kill();
+    let _ = a.wait();
+    let t0 = Instant::now();
+    while role(b_base.clone()).await != "leader" {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no takeover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, run) = call(
+        reqwest::Method::GET,
+        format!("{b_base}/api/runs/{id}"),
+        None,
+    )
+    .await;
+    assert_ne!(run["state"], "interrupted", "{run}");
+    assert_eq!(
+        state_of(&moto, &instance),
+        "running",
+        "the reaper left it alone"
+    );
+    // Now the machine boots and runs the job; the new leader records the outcome.
+    let moto = Arc::new(moto);
+    let _machines = Machines::start(moto.clone(), dir.join("machines"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, run) = call(
+            reqwest::Method::GET,
+            format!("{b_base}/api/runs/{id}"),
+            None,
+        )
+        .await;
+        if run["state"] == "succeeded" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the adopted run never finished: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let log = std::fs::read_to_string(dir.join("b.log")).expect("log");
+    assert!(
+        log.contains(&format!("run {id} of adopted reattached")),
+        "{log}"
+    );
+    let _ = b.kill();
+    let _ = b.wait();
+}

