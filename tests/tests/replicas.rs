@@ -519,3 +519,70 @@ async fn replicas_share_sessions_and_refuse_unshared_stores_and_other_keys() {
     let err = std::fs::read_to_string(dir.join("replica8.log")).expect("log");
     assert!(err.contains("TELEJOB_SECRETS_KEY"), "{err}");
 }
+
+/// An existing SQLite installation moves to PostgreSQL with `telejob db copy`: a replica on the
+/// copy knows its users, tokens and jobs; `token create --database` writes to the shared one.
+#[tokio::test]
+async fn db_copy_moves_an_installation_and_token_create_takes_database() {
+    let Some(pg) = postgres() else { return };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    // A single server on SQLite, with a job.
+    let sqlite_data = dir.join("data0");
+    let sqlite = format!("sqlite:{}", sqlite_data.join("telejob.db").display());
+    let one = Replica::start(dir, 0, &sqlite);
+    let api = admin(dir);
+    api.minutely(&one, "moved").await;
+    drop(one);
+    // Copy it into an empty PostgreSQL database.
+    let url = pg.new_database();
+    let out = Command::new(telejob_bin!())
+        .args(["db", "copy", "--from", &sqlite, "--to", &url])
+        .output()
+        .expect("db copy");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    for table in ["users: 1", "tokens: 1", "jobs: 1", "code_versions: 1"] {
+        assert!(stdout.lines().any(|l| l == table), "{table}: {stdout}");
+    }
+    // Copying again is refused: the target is not empty.
+    let again = Command::new(telejob_bin!())
+        .args(["db", "copy", "--from", &sqlite, "--to", &url])
+        .output()
+        .expect("db copy");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("empty database"));
+    // A replica on the copy: the old admin token works, and the job is there with its code.
+    let moved = Replica::start(dir, 1, &url);
+    let (s, v) = api.call(&moved, "GET", "/api/jobs/moved", None).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["code_sha256"].is_string(), "{v}");
+    // A token made on the host for the shared database works on the replica.
+    let out = Command::new(telejob_bin!())
+        .args([
+            "token",
+            "create",
+            "--user",
+            "bob",
+            "--database",
+            &url,
+            "--data-dir",
+        ])
+        .arg(dir.join("nowhere"))
+        .output()
+        .expect("token create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bob = Api {
+        http: reqwest::Client::new(),
+        token: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+    };
+    let (s, v) = bob.call(&moved, "GET", "/api/jobs", None).await;
+    assert_eq!(s, 200, "{v}");
+}

@@ -177,6 +177,7 @@ async fn fleet(bin: &Path, label: &str, database: &str, dir: &Path, jobs: usize,
     until_second(30).await;
     let _ = a.child.kill();
     let t0 = Instant::now();
+    let _ = a.child.wait();
     while role(&http, &b).await != "leader" {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -471,6 +471,9 @@ impl Scheduler {
             spec.missed,
             spec.catch_up_limit,
         );
+        let last_slot = actions.last().map(|a| match a {
+            SlotAction::Miss(t) | SlotAction::Run(t) => *t,
+        });
         // Slots run in one batch (catch-up) are not held back by each other's overlap.
         let mut first_run = true;
         for a in actions {
@@ -498,10 +501,12 @@ impl Scheduler {
             }
         }
         // Each slot's first row moved the stored cursor up to that slot with it, in one
-        // transaction (a crash between the two can lose no slot); this covers the slots the
-        // planning passed without a row.
+        // transaction (a crash between the two can lose no slot); a separate write is needed
+        // only when the planning passed slots after the last one it made a row for.
         if cursor != entry.cursor {
-            if let Err(e) = self.inner.parts.store.set_cursor(job, cursor).await {
+            if last_slot != Some(cursor)
+                && let Err(e) = self.inner.parts.store.set_cursor(job, cursor).await
+            {
                 tracing::error!(job = %job, error = %e, "cannot store the job's cursor");
             }
             if let Some(e) = self

@@ -162,7 +162,7 @@ fn machine_scope() -> String {
 }
 
 /// Whether `holder` names a process of this host (same boot, same PID namespace) that no longer
-/// exists.
+/// exists (or is a zombie).
 fn holder_is_dead_here(holder: &str) -> bool {
     let mut parts = holder.rsplitn(3, '/');
     let (_, pid, rest) = (parts.next(), parts.next(), parts.next());
@@ -175,7 +175,13 @@ fn holder_is_dead_here(holder: &str) -> bool {
     if scope != machine_scope() || pid.parse::<u32>().is_err() {
         return false;
     }
-    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    // Gone, or a zombie its parent has not reaped yet: either way it holds nothing any more.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
 }
 
 impl Cluster {
@@ -655,5 +661,54 @@ impl Cluster {
         if let Err(e) = self.db.release_lease(&l.fence).await {
             tracing::warn!(error = %e, "cannot release the scheduler lease");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_holder_is_dead_only_when_its_process_here_is_gone() {
+        let me = holder_id();
+        assert!(!holder_is_dead_here(&me), "{me}: this process is alive");
+        let scope = machine_scope();
+        // A PID that cannot exist (above pid_max) on this host: dead.
+        assert!(holder_is_dead_here(&format!("h/{scope}/4194305/abcd")));
+        // Another boot or PID namespace: unknown, so alive until its lease expires.
+        assert!(!holder_is_dead_here("h/other-4026531836/4194305/abcd"));
+        assert!(!holder_is_dead_here(""));
+        assert!(!holder_is_dead_here("garbage"));
+        // A zombie (killed, not yet reaped) holds nothing.
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        let pid = child.id();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !holder_is_dead_here(&format!("h/{scope}/{pid}/abcd")) {
+            assert!(
+                Instant::now() < deadline,
+                "the exited child never read as dead"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.wait();
+    }
+
+    #[test]
+    fn the_feed_cursor_waits_for_a_gap_then_moves_past_it() {
+        let mut f = FeedCursor {
+            watermark: 10,
+            ..FeedCursor::default()
+        };
+        f.saw(11);
+        assert_eq!(f.watermark, 11);
+        f.saw(13);
+        assert_eq!(f.watermark, 11, "12 may still commit");
+        f.saw(12);
+        assert_eq!(f.watermark, 13);
+        f.saw(15);
+        f.gap_since = Some(Instant::now() - GAP_WAIT - Duration::from_secs(1));
+        f.advance();
+        assert_eq!(f.watermark, 15, "a gap older than GAP_WAIT is given up on");
+        assert!(f.seen.is_empty());
     }
 }
