@@ -84,7 +84,7 @@ fn check_shared_stores(cfg: &Config, at: &Location, urls: [(&str, &str); 2]) -> 
     for (key, url) in urls {
         if !url.starts_with("s3://") {
             return Err(bad(format!(
-                "config {key} = {url:?} is a directory of this host, but --database {at} is shared by replicas: use an s3:// store, or set shared_stores = true if every replica sees this same directory"
+                "{key} = {url:?} is a directory of this host, but the database {at} is shared by replicas: set {key} to an s3:// store, or set shared_stores = true in the config if every replica sees this same directory"
             )));
         }
     }

@@ -289,6 +289,27 @@ impl Db {
                     Ok(())
                 })
             });
+        // One connection first, so that the reason a database cannot be reached (refused,
+        // unknown host, bad password) is what the operator reads, not the pool's timeout.
+        let cannot = |why: String| {
+            Error::persistence(
+                "connect",
+                format!("cannot open the database at {at}: {why}"),
+                false,
+            )
+        };
+        match tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            <sqlx::AnyConnection as sqlx::Connection>::connect(&url),
+        )
+        .await
+        {
+            Ok(Ok(c)) => {
+                let _ = sqlx::Connection::close(c).await;
+            }
+            Ok(Err(e)) => return Err(cannot(e.to_string())),
+            Err(_) => return Err(cannot("no answer within 10 s".into())),
+        }
         let pool = opts.connect(&url).await.map_err(|e| {
             Error::persistence(
                 "connect",
