@@ -292,6 +292,12 @@ impl Pipeline {
         .map_err(|e| Error::task("unpacking the code", e))??;
         ctx.durations.unpack_ms = ms(t);
         ctx.run.code_sha256 = Some(sha.clone());
+        if let Some(p) = ctx.run.provenance.as_mut() {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "unknown".into());
+            p.compute = Some(format!("host {host}"));
+        }
         let root = code_root(&ws);
         {
             use std::os::unix::fs::PermissionsExt;
@@ -465,6 +471,8 @@ impl Pipeline {
                 durations: ctx.durations.clone(),
                 exit_code: 0,
                 published_at: Utc::now(),
+                spec_sha256: ctx.run.provenance.as_ref().map(|p| p.spec_sha256.clone()),
+                telejob_version: Some(crate::run::TELEJOB_VERSION.to_string()),
             };
             let key = keys::manifest(&req.job, &req.run_id);
             store

@@ -550,3 +550,66 @@ async fn a_sweep_removes_only_abandoned_workspaces() {
     assert!(!abandoned.exists());
     assert!(held.path().exists(), "a run in flight keeps its workspace");
 }
+
+#[tokio::test]
+async fn a_run_records_what_it_ran_with_and_its_manifest_says_how_the_data_was_made() {
+    let fx = Fx::new();
+    let code = fx.tarball(
+        "prov.tgz",
+        &[(
+            "run.sh",
+            "mkdir -p output; echo \"$GREETING\" > output/a.txt",
+            0o755,
+        )],
+    );
+    let mut req = request("prov", &code, "./run.sh", Duration::from_secs(30));
+    req.env.insert("GREETING".into(), "hello".into());
+    req.secrets.0.insert("TOKEN".into(), "s3cr3t-value".into());
+    let out = fx.run(&req).await;
+    assert_eq!(out.run.state, RunState::Succeeded, "{:?}", out.error);
+    let p = out.run.provenance.clone().expect("provenance");
+    assert_eq!(p.spec.command, "./run.sh");
+    assert_eq!(p.spec.output_dir, req.output_dir);
+    assert_eq!(p.spec.timeout_seconds, 30);
+    assert_eq!(
+        p.spec.env.get("GREETING").map(String::as_str),
+        Some("hello")
+    );
+    assert_eq!(p.spec_sha256, p.spec.sha256());
+    assert_eq!(p.telejob_version, crate::run::TELEJOB_VERSION);
+    assert!(
+        p.compute.as_deref().is_some_and(|c| c.starts_with("host ")),
+        "{p:?}"
+    );
+    let json = serde_json::to_string(&out.run).expect("json");
+    assert!(
+        !json.contains("s3cr3t-value"),
+        "a secret in the run record: {json}"
+    );
+    // The public manifest carries the hashes and the version, not the snapshot.
+    let m: crate::run::Manifest = serde_json::from_slice(
+        &fx.public
+            .get(&keys::manifest(&req.job, &req.run_id))
+            .await
+            .expect("manifest"),
+    )
+    .expect("parse");
+    assert_eq!(m.spec_sha256.as_deref(), Some(p.spec_sha256.as_str()));
+    assert_eq!(
+        m.telejob_version.as_deref(),
+        Some(crate::run::TELEJOB_VERSION)
+    );
+    assert_eq!(Some(m.code_sha256), out.run.code_sha256);
+    // The hash follows every part of the snapshot, and only it.
+    let mut other = req.clone();
+    assert_eq!(crate::run::SpecSnapshot::of(&other).sha256(), p.spec_sha256);
+    other.env.insert("GREETING".into(), "bye".into());
+    assert_ne!(crate::run::SpecSnapshot::of(&other).sha256(), p.spec_sha256);
+    let mut other = req.clone();
+    other.timeout = Duration::from_secs(31);
+    assert_ne!(crate::run::SpecSnapshot::of(&other).sha256(), p.spec_sha256);
+    let mut other = req.clone();
+    other.secrets.0.insert("MORE".into(), "x".into());
+    other.run_id = crate::run::RunId::new();
+    assert_eq!(crate::run::SpecSnapshot::of(&other).sha256(), p.spec_sha256);
+}

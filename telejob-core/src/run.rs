@@ -268,6 +268,76 @@ pub struct Manifest {
     pub exit_code: i32,
     /// When the manifest was written.
     pub published_at: DateTime<Utc>,
+    /// SHA-256 of the run's spec snapshot ([`SpecSnapshot::sha256`]): two data sets with the
+    /// same code and spec hashes and slot were made the same way.
+    #[serde(default)]
+    pub spec_sha256: Option<String>,
+    /// The telejob version that made the data set.
+    #[serde(default)]
+    pub telejob_version: Option<String>,
+}
+
+/// The version of telejob (of this crate) that runs are recorded with.
+pub const TELEJOB_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What a run ran with, as the job stood when the run was made: enough to run it again the
+/// same way. Environment values are kept; secrets never are (they are not part of it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpecSnapshot {
+    /// The bash command line.
+    pub command: String,
+    /// The output directory, relative to the workspace.
+    pub output_dir: String,
+    /// Environment variables set for the job (values included; never secrets).
+    pub env: BTreeMap<String, String>,
+    /// The timeout, in seconds.
+    pub timeout_seconds: u64,
+}
+
+impl SpecSnapshot {
+    /// The snapshot of `req`.
+    pub fn of(req: &RunRequest) -> Self {
+        Self {
+            command: req.command.clone(),
+            output_dir: req.output_dir.clone(),
+            env: req.env.clone(),
+            timeout_seconds: req.timeout.as_secs(),
+        }
+    }
+
+    /// SHA-256 of its canonical JSON (fields in declaration order, variables by name), hex.
+    pub fn sha256(&self) -> String {
+        use sha2::Digest;
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(sha2::Sha256::digest(&json))
+    }
+}
+
+/// Where and how a run was made, recorded privately with the run (run page, API).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The spec as it ran.
+    pub spec: SpecSnapshot,
+    /// [`SpecSnapshot::sha256`] of it.
+    pub spec_sha256: String,
+    /// The telejob version that made the run.
+    pub telejob_version: String,
+    /// Where it ran (`host <name>`, or the backend's description of its machine), once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute: Option<String>,
+}
+
+impl Provenance {
+    /// The provenance of a run of `req`, before it runs anywhere.
+    pub fn of(req: &RunRequest) -> Self {
+        let spec = SpecSnapshot::of(req);
+        Self {
+            spec_sha256: spec.sha256(),
+            spec,
+            telejob_version: TELEJOB_VERSION.to_string(),
+            compute: None,
+        }
+    }
 }
 
 /// What a run did: its state, timings and results. Stored privately as
@@ -307,6 +377,12 @@ pub struct Run {
     /// Whether this was a dry run.
     #[serde(default)]
     pub dry_run: bool,
+    /// What it ran with and where (absent in records made before telejob recorded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
+    /// The run this one replays, for a replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<RunId>,
 }
 
 impl Run {
@@ -331,6 +407,8 @@ impl Run {
             skipped: Vec::new(),
             manifest_key: None,
             dry_run: req.dry_run,
+            provenance: Some(Provenance::of(req)),
+            replay_of: None,
         }
     }
 

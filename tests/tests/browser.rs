@@ -313,6 +313,31 @@ async fn a_user_schedules_and_runs_a_job_from_the_form() {
     )
     .expect("save");
 
+    // Replay it from its page: a new run of the same code and slot, that says what it replays.
+    assert!(
+        text(&c, "#run-spec-sha").await.len() == 64,
+        "the spec hash is shown"
+    );
+    click(&c, "replay").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let url = c.current_url().await.expect("url").to_string();
+        let state = text(&c, "#run-state").await;
+        if url != run_url && state == "succeeded" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replay state {state} at {url}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.refresh().await.expect("reload");
+    }
+    let page = text(&c, "main").await;
+    let first_id = run_url.rsplit('/').next().expect("id");
+    assert!(
+        page.contains(&format!("A replay of run {first_id}")),
+        "{page}"
+    );
+    assert!(text(&c, "#published").await.contains("result.csv"));
+
     // Edit it: the form comes back filled in; the change shows on the job page.
     c.goto(&format!("{base}/jobs/browserjob/edit"))
         .await

@@ -1458,3 +1458,97 @@ async fn a_restart_does_not_sign_people_out() {
         assert!(!bytes.windows(id.len()).any(|w| w == id.as_bytes()));
     }
 }
+
+#[tokio::test]
+async fn a_replay_reruns_a_run_exactly_and_says_when_it_cannot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = Server::start(dir.path(), &[]);
+    let api = Api::new(&srv, Some(&srv.token));
+    let spec = |greeting: &str| {
+        json!({"name": "replayed", "command": "./run.sh", "output_dir": "output",
+            "env": {"GREETING": greeting},
+            "schedule": {"frequency": "daily", "time_of_day": "06:00"}})
+    };
+    api.create_with_code(
+        spec("one"),
+        &[(
+            "run.sh",
+            "mkdir -p output && echo \"$TELEJOB_SCHEDULED_FOR $GREETING v1\" > output/day.txt",
+            0o755,
+        )],
+    )
+    .await;
+    let first = api.run_to_end("replayed").await;
+    assert_eq!(first["state"], "succeeded", "{first}");
+    let id = first["id"].as_str().expect("id").to_string();
+    // The job moves on: new environment, new code.
+    let (s, v, _) = api
+        .call(
+            "PUT",
+            "/api/jobs/replayed",
+            Some(serde_json::to_vec(&spec("two")).expect("json")),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v, _) = api
+        .call(
+            "PUT",
+            "/api/jobs/replayed/code",
+            Some(tarball(&[(
+                "run.sh",
+                "mkdir -p output && echo v2 > output/day.txt",
+                0o755,
+            )])),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    // The replay runs what the first run ran: same code, command, environment and slot.
+    let (s, v) = api
+        .post_json(&format!("/api/runs/{id}/replay"), &json!({}))
+        .await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(v["replay_of"], id.as_str());
+    let again = wait_run(&api, v["run_id"].as_str().expect("new id")).await;
+    assert_eq!(again["state"], "succeeded", "{again}");
+    assert_eq!(again["trigger"], "replay");
+    assert_eq!(again["replay_of"], id.as_str());
+    for field in ["code_sha256", "scheduled_for"] {
+        assert_eq!(again[field], first[field], "{field}");
+    }
+    assert_eq!(
+        again["provenance"]["spec_sha256"], first["provenance"]["spec_sha256"],
+        "{again}"
+    );
+    let shas = |r: &Value| -> Vec<Value> {
+        r["published"]
+            .as_array()
+            .expect("published")
+            .iter()
+            .map(|f| f["sha256"].clone())
+            .collect()
+    };
+    assert_eq!(shas(&again), shas(&first), "the same bytes were published");
+    let published =
+        std::fs::read_to_string(srv.data.join("public/replayed/data/day.txt")).expect("data");
+    assert!(published.ends_with(" one v1\n"), "{published}");
+    // Another user may not replay it.
+    let bob = user(&api, &srv, "bob").await;
+    let (s, _) = bob
+        .post_json(&format!("/api/runs/{id}/replay"), &json!({}))
+        .await;
+    assert_eq!(s, 403, "a public job: seen, not managed");
+    // Without its code version, a run cannot be replayed, and the reason is given.
+    let sha = first["code_sha256"].as_str().expect("sha");
+    std::fs::remove_file(srv.data.join(format!("private/replayed/code/{sha}.tar"))).expect("rm");
+    let (s, v) = api
+        .post_json(&format!("/api/runs/{id}/replay"), &json!({}))
+        .await;
+    assert_eq!(s, 422, "{v}");
+    assert_eq!(v["field"], "run", "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("has been deleted")),
+        "{v}"
+    );
+}

@@ -71,6 +71,14 @@ struct Entry {
     last_failed: bool,
 }
 
+/// What a replay runs instead of the job's current spec and code.
+#[derive(Debug)]
+struct Replay {
+    snapshot: crate::run::SpecSnapshot,
+    code: String,
+    of: RunId,
+}
+
 /// Jobs whose slots are handled at once when many fire together.
 const FIRE_CONCURRENCY: usize = 64;
 
@@ -268,7 +276,7 @@ impl Scheduler {
         use chrono::SubsecRound;
         let now = self.inner.parts.clock.now().trunc_subsecs(0);
         let key = format!("manual:{id}");
-        self.launch(job, now, key, Trigger::Manual, 0, Some(id.clone()))
+        self.launch(job, now, key, Trigger::Manual, 0, Some(id.clone()), None)
             .await?
             .ok_or_else(|| Error::Compute {
                 op: "launch",
@@ -653,6 +661,7 @@ impl Scheduler {
             trigger,
             attempt,
             None,
+            None,
         )
         .await
         .map(|_| ())
@@ -677,7 +686,52 @@ impl Scheduler {
         }
     }
 
+    /// Runs again, as new run `id`, exactly what run `of` ran: the code at `code` (the
+    /// version it ran), its spec snapshot and its slot. The job's current secrets, limits and
+    /// visibility apply. Recorded with trigger `replay` and a link to `of`; never retried.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for an unknown job; [`Error::InvalidJob`] when `of` has no
+    /// recorded spec snapshot; launch errors.
+    pub async fn replay(&self, job: &JobName, of: &Run, code: String, id: RunId) -> Result<RunId> {
+        let snapshot = of
+            .provenance
+            .as_ref()
+            .map(|p| p.spec.clone())
+            .ok_or_else(|| {
+                Error::invalid(
+                    "run",
+                    format!("run {} was made before telejob recorded what runs ran with; it cannot be replayed", of.id),
+                )
+            })?;
+        let key = format!("replay:{id}");
+        let replay = Replay {
+            snapshot,
+            code,
+            of: of.id.clone(),
+        };
+        self.launch(
+            job,
+            of.scheduled_for,
+            key,
+            Trigger::Replay,
+            0,
+            Some(id.clone()),
+            Some(replay),
+        )
+        .await?
+        .ok_or_else(|| Error::Compute {
+            op: "launch",
+            reason: "the replay was not recorded".into(),
+            retryable: true,
+            source: None,
+        })?;
+        Ok(id)
+    }
+
     /// Inserts the run row, then launches. `Ok(None)` when the slot key exists already.
+    #[allow(clippy::too_many_arguments)]
     async fn launch(
         &self,
         job: &JobName,
@@ -686,6 +740,7 @@ impl Scheduler {
         trigger: Trigger,
         attempt: u32,
         id: Option<RunId>,
+        replay: Option<Replay>,
     ) -> Result<Option<RunId>> {
         let entry = self
             .lock()
@@ -694,7 +749,16 @@ impl Scheduler {
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("job {job}")))?;
         let mut req = self.request(&entry, slot, id.unwrap_or_default());
+        let replay_of = replay.map(|r| {
+            req.command = r.snapshot.command;
+            req.output_dir = r.snapshot.output_dir;
+            req.env = r.snapshot.env;
+            req.timeout = std::time::Duration::from_secs(r.snapshot.timeout_seconds);
+            req.code = r.code;
+            r.of
+        });
         let mut run = Run::pending(&req);
+        run.replay_of = replay_of;
         let row = RunRow {
             run: run.clone(),
             slot_key,
@@ -705,7 +769,7 @@ impl Scheduler {
             return Ok(None); // this slot already has its run: exactly once
         }
         let run_id = req.run_id.clone();
-        if entry.code.is_none() {
+        if req.code.is_empty() {
             run.state = RunState::Failed;
             run.error = Some("the job has no code yet: upload a code tarball first".into());
             run.phases.finished = Some(self.inner.parts.clock.now());
@@ -813,7 +877,8 @@ impl Scheduler {
         if queued {
             self.inner.parts.observer.queued(-1);
         }
-        let fin = match fin {
+        let replay_of = run.replay_of.clone();
+        let mut fin = match fin {
             Ok(r) => r,
             Err(e) => {
                 run.state = RunState::Failed;
@@ -822,6 +887,8 @@ impl Scheduler {
                 run
             }
         };
+        // The backend's record knows the request, not what the scheduler knows of the run.
+        fin.replay_of = fin.replay_of.or(replay_of);
         if let Err(e) = store.update_run(&fin).await {
             tracing::error!(run = %id, error = %e, "cannot record the run's outcome");
         }
@@ -881,7 +948,8 @@ impl Scheduler {
         }
         let retryable = matches!(run.state, RunState::Failed | RunState::Interrupted)
             || (run.state == RunState::TimedOut && spec.retry_on_timeout);
-        if retryable && trigger != Trigger::Manual && attempt < spec.max_retries {
+        let scheduled = matches!(trigger, Trigger::Scheduled | Trigger::Retry);
+        if retryable && scheduled && attempt < spec.max_retries {
             let delay = u64::from(spec.retry_backoff_seconds).saturating_mul(1 << attempt.min(20));
             let at = self.inner.parts.clock.now()
                 + chrono::Duration::seconds(delay.min(i64::MAX as u64) as i64);

@@ -41,6 +41,8 @@ pub enum Trigger {
     Retry,
     /// Run now, by a user.
     Manual,
+    /// A new run of exactly what an earlier run ran (its code, spec snapshot and slot).
+    Replay,
 }
 
 impl Trigger {
@@ -50,6 +52,7 @@ impl Trigger {
             Self::Scheduled => "scheduled",
             Self::Retry => "retry",
             Self::Manual => "manual",
+            Self::Replay => "replay",
         }
     }
 }

@@ -145,6 +145,16 @@ pub enum RunsCmd {
         /// The run id.
         id: String,
     },
+    /// Run again exactly what a run ran: its code version, command, output directory,
+    /// environment, timeout and scheduled-for time (the job's current secrets apply). Prints
+    /// the new run's id.
+    Replay {
+        /// The run to replay.
+        id: String,
+        /// Wait up to this many seconds for the replay to finish, and print it.
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+    },
 }
 
 struct Client {
@@ -390,6 +400,19 @@ pub async fn runs(a: ServerArgs, cmd: RunsCmd) -> anyhow::Result<ExitCode> {
             &c.json(c.http.get(c.url(&format!("/api/runs/{id}?wait={wait}"))))
                 .await?,
         ),
+        RunsCmd::Replay { id, wait } => {
+            let r = c
+                .json(c.http.post(c.url(&format!("/api/runs/{id}/replay"))))
+                .await?;
+            let new = r["run_id"].as_str().unwrap_or_default().to_string();
+            println!("{new}");
+            if wait > 0 {
+                print(
+                    &c.json(c.http.get(c.url(&format!("/api/runs/{new}?wait={wait}"))))
+                        .await?,
+                );
+            }
+        }
         RunsCmd::Log { id } => {
             let body = c
                 .send(c.http.get(c.url(&format!("/api/runs/{id}/log"))))

@@ -325,6 +325,66 @@ impl Cluster {
         self.db
             .record_change(name, &ChangeKind::RunNow(id.to_string()), &self.id)
             .await?;
+        self.wait_recorded(id).await
+    }
+
+    /// Replays run `of` of job `job` as a new run: on the leader directly; from a follower,
+    /// through the change feed, answering once the leader has recorded the run.
+    ///
+    /// # Errors
+    ///
+    /// As [`Cluster::run_now`], or a run that cannot be replayed.
+    pub async fn replay(&self, job: &str, of: &str) -> telejob_core::Result<RunId> {
+        let id = RunId::new();
+        if let Some(s) = self.scheduler() {
+            return self.replay_on(&s, job, of, id).await;
+        }
+        let change = ChangeKind::Replay {
+            id: id.to_string(),
+            of: of.to_string(),
+        };
+        self.db.record_change(job, &change, &self.id).await?;
+        self.wait_recorded(id).await
+    }
+
+    /// The leader's part of a replay: the original run and the key of the code it ran.
+    async fn replay_on(
+        &self,
+        s: &Scheduler,
+        job: &str,
+        of: &str,
+        id: RunId,
+    ) -> telejob_core::Result<RunId> {
+        let (run, _) = self
+            .db
+            .run(of)
+            .await?
+            .ok_or_else(|| telejob_core::Error::NotFound(format!("run {of}")))?;
+        let sha = run.code_sha256.clone().unwrap_or_default();
+        let key = self
+            .db
+            .code_versions(job)
+            .await?
+            .into_iter()
+            .find(|v| v.sha256 == sha)
+            .map(|v| v.key)
+            .ok_or_else(|| {
+                telejob_core::Error::invalid(
+                    "run",
+                    format!("the code version run {of} ran ({sha}) has been deleted"),
+                )
+            })?;
+        s.replay(
+            &JobName::new(job.to_string())?,
+            &run,
+            format!("store:{key}"),
+            id,
+        )
+        .await
+    }
+
+    /// Waits until the leader has recorded run `id` (handed over through the feed).
+    async fn wait_recorded(&self, id: RunId) -> telejob_core::Result<RunId> {
         let deadline = Instant::now() + RUN_NOW_WAIT;
         while Instant::now() < deadline {
             if self.db.run(id.as_str()).await?.is_some() {
@@ -615,6 +675,10 @@ impl Cluster {
                 },
                 ChangeKind::Cancel(id) => match run_id(id) {
                     Ok(id) => s.cancel_run(&id).await,
+                    Err(e) => Err(e),
+                },
+                ChangeKind::Replay { id, of } => match run_id(id) {
+                    Ok(id) => self.replay_on(s, &c.job, of, id).await.map(|_| ()),
                     Err(e) => Err(e),
                 },
             };

@@ -343,6 +343,51 @@ pub async fn run_now(s: &AppState, user: &User, name: &str) -> Result<RunId> {
     Ok(s.cluster.run_now(name).await?)
 }
 
+/// Starts a new run of exactly what run `run_id` ran (its code version, spec snapshot and
+/// slot), recorded as a replay of it.
+///
+/// # Errors
+///
+/// [`JobError::NotFound`] for a run `user` may not see, [`JobError::Forbidden`] if they may not
+/// manage its job, the `run` field when it cannot be replayed (made before telejob recorded
+/// what runs ran with, never fetched its code, or its code version is gone), or a scheduler
+/// failure.
+pub async fn replay(s: &AppState, user: &User, run_id: &str) -> Result<RunId> {
+    let Some((run, _)) = s.db.run(run_id).await? else {
+        return Err(JobError::NotFound);
+    };
+    let job = managed(s, user, run.job.as_str()).await?;
+    let cannot = |why: String| {
+        JobError::Invalid(telejob_core::Error::invalid(
+            "run",
+            format!("run {run_id} cannot be replayed: {why}"),
+        ))
+    };
+    if run.provenance.is_none() {
+        return Err(cannot(
+            "it was made before telejob recorded what runs ran with".into(),
+        ));
+    }
+    let Some(sha) = run.code_sha256.as_deref() else {
+        return Err(cannot("it never fetched its code".into()));
+    };
+    let version =
+        s.db.code_versions(&job.spec.name)
+            .await?
+            .into_iter()
+            .find(|v| v.sha256 == sha);
+    let present = match &version {
+        Some(v) => s.stores.private.head(&v.key).await?.is_some(),
+        None => false,
+    };
+    if !present {
+        return Err(cannot(format!(
+            "the code version it ran ({sha}) has been deleted"
+        )));
+    }
+    Ok(s.cluster.replay(&job.spec.name, run_id).await?)
+}
+
 /// What happens to a deleted job's published data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

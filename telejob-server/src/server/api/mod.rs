@@ -40,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/runs/{id}", get(runs::show))
         .route("/api/runs/{id}/log", get(runs::log))
         .route("/api/runs/{id}/cancel", post(runs::cancel))
+        .route("/api/runs/{id}/replay", post(runs::replay))
         .route("/api/tokens", post(tokens::create))
         .route("/api/tombstones", get(jobs::tombstones))
         .route("/api/tombstones/{name}", delete(jobs::release))

@@ -125,3 +125,17 @@ pub async fn cancel(
     }
     Ok(StatusCode::ACCEPTED)
 }
+
+/// `POST /api/runs/{id}/replay`: a new run of exactly what run `id` ran.
+pub async fn replay(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let new = jobs::replay(&s, &caller, &id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"run_id": new, "replay_of": id})),
+    )
+        .into_response())
+}

@@ -16,6 +16,13 @@ pub enum ChangeKind {
     RunNow(String),
     /// Cancel this run.
     Cancel(String),
+    /// Replay run `of` as new run `id`.
+    Replay {
+        /// The new run's id.
+        id: String,
+        /// The run replayed.
+        of: String,
+    },
 }
 
 /// One entry of the feed.
@@ -42,8 +49,10 @@ impl Db {
     pub async fn record_change(&self, job: &str, kind: &ChangeKind, origin: &str) -> Result<()> {
         let (k, run) = match kind {
             ChangeKind::Job => ("job", None),
-            ChangeKind::RunNow(r) => ("run", Some(r.as_str())),
-            ChangeKind::Cancel(r) => ("cancel", Some(r.as_str())),
+            ChangeKind::RunNow(r) => ("run", Some(r.clone())),
+            ChangeKind::Cancel(r) => ("cancel", Some(r.clone())),
+            // Run ids hold no spaces.
+            ChangeKind::Replay { id, of } => ("replay", Some(format!("{id} {of}"))),
         };
         sqlx::query(
             "INSERT INTO job_changes (job, kind, run_id, origin, at) VALUES ($1, $2, $3, $4, $5)",
@@ -79,6 +88,13 @@ impl Db {
                 let kind = match (r.get::<String, _>(2).as_str(), run) {
                     ("run", Some(id)) => ChangeKind::RunNow(id),
                     ("cancel", Some(id)) => ChangeKind::Cancel(id),
+                    ("replay", Some(ids)) => match ids.split_once(' ') {
+                        Some((id, of)) => ChangeKind::Replay {
+                            id: id.to_string(),
+                            of: of.to_string(),
+                        },
+                        None => ChangeKind::Job,
+                    },
                     _ => ChangeKind::Job,
                 };
                 Ok(Change {

@@ -76,6 +76,7 @@ impl Db {
                 let trigger = match r.get::<String, _>(1).as_str() {
                     "scheduled" => Trigger::Scheduled,
                     "retry" => Trigger::Retry,
+                    "replay" => Trigger::Replay,
                     _ => Trigger::Manual,
                 };
                 Ok((

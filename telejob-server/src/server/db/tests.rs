@@ -353,6 +353,11 @@ async fn the_change_feed_keeps_order_and_what_each_change_says() {
         db.record_change("k", &ChangeKind::Cancel("r2".into()), "b")
             .await
             .expect("cancel");
+        let replay = ChangeKind::Replay {
+            id: "r3".into(),
+            of: "r1".into(),
+        };
+        db.record_change("k", &replay, "c").await.expect("replay");
         let c = db.changes_after(start, 10).await.expect("read");
         let got: Vec<(&str, &ChangeKind, &str)> = c
             .iter()
@@ -364,16 +369,17 @@ async fn the_change_feed_keeps_order_and_what_each_change_says() {
                 ("j", &ChangeKind::Job, "a"),
                 ("j", &ChangeKind::RunNow("r1".into()), "b"),
                 ("k", &ChangeKind::Cancel("r2".into()), "b"),
+                ("k", &replay, "c"),
             ]
         );
         assert!(c.windows(2).all(|w| w[0].seq < w[1].seq));
-        assert_eq!(db.changes_after(c[1].seq, 10).await.expect("read").len(), 1);
-        assert_eq!(db.last_change().await.expect("last"), c[2].seq);
+        assert_eq!(db.changes_after(c[1].seq, 10).await.expect("read").len(), 2);
+        assert_eq!(db.last_change().await.expect("last"), c[3].seq);
         assert_eq!(
             db.prune_changes(chrono::Utc::now() + chrono::Duration::seconds(1))
                 .await
                 .expect("prune"),
-            3
+            4
         );
     }
 }

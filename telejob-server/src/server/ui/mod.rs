@@ -465,6 +465,9 @@ struct ActionForm {
     csrf: String,
     #[serde(default)]
     purge_public: Option<String>,
+    /// The run to replay.
+    #[serde(default)]
+    run: Option<String>,
 }
 
 async fn job_action(
@@ -480,6 +483,9 @@ async fn job_action(
     let user = &b.session.user;
     let r = match action.as_str() {
         "run" => jobs::run_now(&s, user, &name)
+            .await
+            .map(|id| format!("/runs/{id}")),
+        "replay" => jobs::replay(&s, user, f.run.as_deref().unwrap_or_default())
             .await
             .map(|id| format!("/runs/{id}")),
         "pause" | "resume" => jobs::set_paused(&s, user, &name, action == "pause")
@@ -538,6 +544,7 @@ async fn run_page(State(s): State<AppState>, b: Browser, Path(id): Path<String>)
         &trigger,
         log.as_deref(),
         public,
+        j.can_manage(&b.session.user),
     ))
 }
 

@@ -439,6 +439,7 @@ pub fn run_page(
     trigger: &str,
     log: Option<&str>,
     public_data: bool,
+    manage: bool,
 ) -> Markup {
     let ts = |t: Option<chrono::DateTime<chrono::Utc>>| {
         t.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
@@ -450,6 +451,16 @@ pub fn run_page(
         Some(csrf),
         html! {
             h1 { "Run of " a href={ "/jobs/" (r.job) } { (r.job) } }
+            @if let Some(of) = &r.replay_of {
+                p { "A replay of run " a href={ "/runs/" (of) } { (of) } "." }
+            }
+            @if manage && r.provenance.is_some() && r.state.is_terminal() {
+                form.inline method="post" action={ "/jobs/" (r.job) "/replay" } {
+                    input type="hidden" name="csrf" value=(csrf);
+                    input type="hidden" name="run" value=(r.id);
+                    button #replay type="submit" title="Run again with this run's code, command, environment and slot" { "Replay" }
+                }
+            }
             div.card {
                 table {
                     tr { th { "State" } td #run-state class={ "state-" (r.state) } { (r.state) } }
@@ -462,6 +473,16 @@ pub fn run_page(
                     tr { th { "Finished" } td { (ts(r.phases.finished)) } }
                     tr { th { "Exit code" } td { (r.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "—".into())) } }
                     tr { th { "Code sha256" } td { code { (r.code_sha256.as_deref().unwrap_or("—")) } } }
+                    @if let Some(p) = &r.provenance {
+                        tr { th { "Command as run" } td #run-command { code { (p.spec.command) } } }
+                        tr { th { "Timeout" } td { (p.spec.timeout_seconds) " s" } }
+                        @if !p.spec.env.is_empty() {
+                            tr { th { "Environment" } td { @for (k, v) in &p.spec.env { code { (k) "=" (v) } " " } } }
+                        }
+                        tr { th { "Spec sha256" } td #run-spec-sha { code { (p.spec_sha256) } } }
+                        tr { th { "telejob" } td { (p.telejob_version) } }
+                        @if let Some(c) = &p.compute { tr { th { "Ran on" } td { (c) } } }
+                    }
                 }
             }
             h2 { "Published files" }
