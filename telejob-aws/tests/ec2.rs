@@ -235,6 +235,16 @@ async fn the_agents_status_ends_the_run_and_the_instance() {
             .iter()
             .any(|(i, s)| *i == id && s != "running")
     );
+    // Its provenance names the machine: instance, AMI, type.
+    let machine = run
+        .provenance
+        .as_ref()
+        .and_then(|p| p.compute.clone())
+        .expect("the machine");
+    assert!(
+        machine.starts_with(&format!("ec2 instance {id} (ami-")) && machine.ends_with(")"),
+        "{machine}"
+    );
 }
 
 #[tokio::test]

@@ -274,6 +274,19 @@ pub struct Ec2Compute {
 const PRESIGN_FOR: Duration = Duration::from_secs(3600);
 
 impl Ec2Compute {
+    /// `run` with its machine in its provenance: the instance, its AMI and type (the agent on
+    /// the instance only knows its host name).
+    fn with_machine(&self, mut run: Run) -> Run {
+        let instance = self.lock().get(&run.id).and_then(|t| t.instance.clone());
+        if let (Some(p), Some(i)) = (run.provenance.as_mut(), instance) {
+            p.compute = Some(format!(
+                "ec2 instance {i} ({}, {})",
+                self.inner.settings.ami, self.inner.instance_type
+            ));
+        }
+        run
+    }
+
     /// The EC2 client, for callers that need more than this backend does.
     pub fn client(&self) -> &Client {
         &self.inner.client
@@ -555,7 +568,8 @@ impl Compute for Ec2Compute {
                 retryable: false,
                 source: None,
             })?;
-        Ok(r.clone())
+        let r = r.clone();
+        Ok(self.with_machine(r))
     }
 
     async fn cancel(&self, run: &RunId) -> Result<()> {
@@ -566,7 +580,8 @@ impl Compute for Ec2Compute {
     }
 
     async fn status(&self, run: &RunId) -> Result<Option<Run>> {
-        Ok(self.lock().get(run).map(|t| t.latest.borrow().clone()))
+        let r = self.lock().get(run).map(|t| t.latest.borrow().clone());
+        Ok(r.map(|r| self.with_machine(r)))
     }
 
     async fn reattach(&self, run: &Run) -> Result<bool> {
