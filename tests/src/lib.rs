@@ -41,4 +41,36 @@ pub fn repo_root() -> PathBuf {
 
 pub use telejob_core::testing::{processes_with, tarball};
 
+/// Signs in to the dashboard at `base` with `token`: a client that follows no redirects, and
+/// the session cookie (`name=value`).
+///
+/// # Panics
+///
+/// When the server does not answer with a session cookie.
+pub async fn dashboard_sign_in(base: &str, token: &str) -> (reqwest::Client, String) {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let signed_in = http
+        .post(format!("{base}/login"))
+        .header("Origin", base)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}"))
+        .send()
+        .await
+        .expect("sign in");
+    let session = signed_in
+        .headers()
+        .get("set-cookie")
+        .expect("session cookie")
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_string();
+    (http, session)
+}
+
 pub mod postgres;

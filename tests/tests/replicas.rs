@@ -475,25 +475,7 @@ async fn replicas_share_sessions_and_refuse_unshared_stores_and_other_keys() {
     }
     let token = api.token;
     // Sign in on A; the session cookie works on B.
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    let r = http
-        .post(format!("{}/login", a.base))
-        .header("Origin", &a.base)
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(format!("token={token}"))
-        .send()
-        .await
-        .expect("login");
-    let cookie = r
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .expect("a session cookie")
-        .to_string();
+    let (http, cookie) = telejob_e2e::dashboard_sign_in(&a.base, &token).await;
     let page = http
         .get(format!("{}/", b.base))
         .header("cookie", &cookie)

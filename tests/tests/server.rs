@@ -1106,29 +1106,7 @@ async fn a_deleted_jobs_data_never_passes_to_a_new_owner_of_its_name() {
 /// Signs in to the dashboard with `token`: a client that follows no redirects, and the session
 /// cookie (`name=value`).
 async fn sign_in(srv: &Server, token: &str) -> (reqwest::Client, String) {
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    let signed_in = http
-        .post(format!("{}/login", srv.base))
-        .header("Origin", &srv.base)
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(format!("token={token}"))
-        .send()
-        .await
-        .expect("sign in");
-    let session = signed_in
-        .headers()
-        .get("set-cookie")
-        .expect("session cookie")
-        .to_str()
-        .expect("ascii")
-        .split(';')
-        .next()
-        .expect("pair")
-        .to_string();
-    (http, session)
+    telejob_e2e::dashboard_sign_in(&srv.base, token).await
 }
 
 /// Whether this host gives runs namespaces (telejob as root); required in CI.

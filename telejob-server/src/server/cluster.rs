@@ -130,6 +130,20 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
+/// A mutex's guard; a panic elsewhere while it was held leaves data that is still usable here.
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Cancels a job's runs in flight and forgets the job.
+async fn disarm(s: &Scheduler, job: &JobName) -> telejob_core::Result<()> {
+    for r in s.active_runs().remove(job).unwrap_or_default() {
+        s.cancel_run(&r).await?;
+    }
+    s.remove(job);
+    Ok(())
+}
+
 /// This process's name in the lease: host, boot, PID namespace and PID, plus a random part.
 fn holder_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -138,9 +152,10 @@ fn holder_id() -> String {
     let mut r = [0u8; 4];
     let _ = getrandom::fill(&mut r);
     format!(
-        "{host}/{}/{}",
+        "{host}/{}/{}/{}",
         machine_scope(),
-        format_args!("{}/{}", std::process::id(), hex::encode(r))
+        std::process::id(),
+        hex::encode(r)
     )
 }
 
@@ -210,9 +225,7 @@ impl Cluster {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Leading>> {
-        self.leading
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        locked(&self.leading)
     }
 
     /// This replica's name in the lease.
@@ -232,11 +245,7 @@ impl Cluster {
     /// Who held the lease at the last look (empty before any leader), without asking the
     /// database.
     pub fn lease_holder(&self) -> Option<String> {
-        self.last_lease
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_ref()
-            .map(|l| l.holder.clone())
+        locked(&self.last_lease).as_ref().map(|l| l.holder.clone())
     }
 
     /// The scheduler, while this replica leads.
@@ -277,13 +286,7 @@ impl Cluster {
         let job = JobName::new(name.to_string())?;
         match self.db.job_fresh(name).await? {
             Some(row) => s.upsert(row.state(self.db.last_failed(name).await?)).await,
-            None => {
-                for r in s.active_runs().remove(&job).unwrap_or_default() {
-                    s.cancel_run(&r).await?;
-                }
-                s.remove(&job);
-                Ok(())
-            }
+            None => disarm(s, &job).await,
         }
     }
 
@@ -296,11 +299,7 @@ impl Cluster {
     pub async fn cancel_job_runs(&self, name: &str) -> telejob_core::Result<()> {
         let job = JobName::new(name.to_string())?;
         if let Some(s) = self.scheduler() {
-            for r in s.active_runs().remove(&job).unwrap_or_default() {
-                s.cancel_run(&r).await?;
-            }
-            s.remove(&job);
-            return Ok(());
+            return disarm(&s, &job).await;
         }
         for id in self.db.in_flight_ids(name).await? {
             self.db
@@ -363,10 +362,8 @@ impl Cluster {
         let sha = run.code_sha256.clone().unwrap_or_default();
         let key = self
             .db
-            .code_versions(job)
+            .code_version(job, &sha)
             .await?
-            .into_iter()
-            .find(|v| v.sha256 == sha)
             .map(|v| v.key)
             .ok_or_else(|| {
                 telejob_core::Error::invalid(
@@ -503,10 +500,7 @@ impl Cluster {
         let Ok(Ok(lease)) = tokio::time::timeout(ttl / 2, self.db.lease()).await else {
             return;
         };
-        *self
-            .last_lease
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(lease.clone());
+        *locked(&self.last_lease) = Some(lease.clone());
         let dead = (lease.remaining_ms > 0 && holder_is_dead_here(&lease.holder)).then(|| Fence {
             holder: lease.holder.clone(),
             epoch: lease.epoch,
@@ -536,9 +530,7 @@ impl Cluster {
                     tokio::time::timeout(ttl / 5, self.db.renew_lease(&fence, ttl_ms)).await
                 {
                     self.metrics.renewals.inc();
-                    *valid
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = t + ttl * 4 / 5;
+                    *locked(&valid) = t + ttl * 4 / 5;
                 }
             }
         };
@@ -546,9 +538,7 @@ impl Cluster {
             r = self.lead(fence.clone()) => r,
             () = keep => unreachable!("renews for ever"),
         };
-        let valid_until = *valid
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let valid_until = *locked(&valid);
         if let Some(l) = self.lock().as_mut() {
             l.valid_until = valid_until;
         }
@@ -564,10 +554,7 @@ impl Cluster {
                 let _ = self.db.release_lease(&fence).await;
             }
         }
-        *self
-            .last_lease
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = self.db.lease().await.ok();
+        *locked(&self.last_lease) = self.db.lease().await.ok();
     }
 
     /// Starts scheduling under `fence`: recovery of the runs earlier leaders left in flight,
@@ -622,10 +609,7 @@ impl Cluster {
         }
         // After reattaching, so that the reaper leaves reattached runs alone.
         let reaper = self.ec2.as_ref().map(|c| c.spawn_reaper(self.reap_every));
-        *self
-            .feed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = FeedCursor {
+        *locked(&self.feed) = FeedCursor {
             watermark: feed_start,
             ..FeedCursor::default()
         };
@@ -641,11 +625,7 @@ impl Cluster {
 
     /// Applies the changes other replicas made since the last look.
     async fn follow_feed(&self, s: &Scheduler) {
-        let from = self
-            .feed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .watermark;
+        let from = locked(&self.feed).watermark;
         let Ok(Ok(changes)) =
             tokio::time::timeout(Duration::from_secs(2), self.db.changes_after(from, 1000)).await
         else {
@@ -653,10 +633,7 @@ impl Cluster {
         };
         for c in changes {
             let new = {
-                let mut f = self
-                    .feed
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut f = locked(&self.feed);
                 let new = c.seq > f.watermark && !f.seen.contains(&c.seq);
                 f.saw(c.seq);
                 new
@@ -686,10 +663,7 @@ impl Cluster {
                 tracing::warn!(job = %c.job, change = ?c.kind, error = %e, "a change from another replica failed");
             }
         }
-        self.feed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .advance();
+        locked(&self.feed).advance();
     }
 
     /// Stops scheduling at once, leaving runs in flight for the next leader.

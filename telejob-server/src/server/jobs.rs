@@ -371,11 +371,7 @@ pub async fn replay(s: &AppState, user: &User, run_id: &str) -> Result<RunId> {
     let Some(sha) = run.code_sha256.as_deref() else {
         return Err(cannot("it never fetched its code".into()));
     };
-    let version =
-        s.db.code_versions(&job.spec.name)
-            .await?
-            .into_iter()
-            .find(|v| v.sha256 == sha);
+    let version = s.db.code_version(&job.spec.name, sha).await?;
     let present = match &version {
         Some(v) => s.stores.private.head(&v.key).await?.is_some(),
         None => false,

@@ -212,6 +212,15 @@ impl Db {
         r.map_err(db_err)
     }
 
+    /// The code version of `job` with this SHA-256, if it is still recorded.
+    pub async fn code_version(&self, job: &str, sha256: &str) -> Result<Option<CodeVersion>> {
+        Ok(self
+            .code_versions(job)
+            .await?
+            .into_iter()
+            .find(|v| v.sha256 == sha256))
+    }
+
     /// A job's code versions, newest first.
     pub async fn code_versions(&self, job: &str) -> Result<Vec<CodeVersion>> {
         let seen = {
