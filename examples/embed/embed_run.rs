@@ -46,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
         owner: None,
         limits: Default::default(),
         secrets: Default::default(),
+        instance_type: None,
     };
     compute
         .launch(req.clone(), LaunchOptions::default())

@@ -134,6 +134,78 @@ pub fn open_tar<'a>(
     ))
 }
 
+/// The regular files and links of a code archive with their modes, paths relative to the code
+/// root as a run sees it (an archive whose entries all sit in one top-level folder has that
+/// folder as its root). Links count as executable: they are resolved only when unpacked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    files: std::collections::HashMap<String, u32>,
+    prefix: Option<String>,
+}
+
+impl Listing {
+    /// The mode of `path` (relative to the code root), `None` when the archive has no such
+    /// file or link.
+    pub fn mode_of(&self, path: &str) -> Option<u32> {
+        let path = path.trim_start_matches("./");
+        match &self.prefix {
+            Some(p) => self.files.get(&format!("{p}/{path}")).copied(),
+            None => self.files.get(path).copied(),
+        }
+    }
+}
+
+/// Lists a (compressed) tar archive without unpacking it, reading at most `max_bytes` of tar
+/// data (a bomb is not inflated past it): `Ok(None)` when the archive is larger than that.
+///
+/// # Errors
+///
+/// [`Error::UnsupportedArchive`] for what is not a readable tar archive.
+pub fn list(input: impl Read + Send, max_bytes: u64) -> Result<Option<Listing>> {
+    let (_, tar) = open_tar(input)?;
+    let mut limited = tar.take(max_bytes);
+    let mut archive = tar::Archive::new(&mut limited);
+    let mut files = std::collections::HashMap::new();
+    let mut tops = std::collections::BTreeSet::new();
+    let mut top_files = false;
+    let entries = archive
+        .entries()
+        .map_err(|e| Error::UnsupportedArchive(format!("cannot read it: {e}")))?;
+    for entry in entries {
+        let Ok(entry) = entry else {
+            return Ok(None); // cut at the limit, or damaged: nothing to say
+        };
+        let Ok(path) = entry.path() else { continue };
+        let path = path
+            .components()
+            .filter(|c| matches!(c, std::path::Component::Normal(_)))
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect::<Vec<_>>();
+        let Some(first) = path.first() else { continue };
+        tops.insert(first.clone());
+        let kind = entry.header().entry_type();
+        if path.len() == 1 && !kind.is_dir() {
+            top_files = true;
+        }
+        let mode = entry.header().mode().unwrap_or(0);
+        let mode = if kind.is_symlink() || kind.is_hard_link() {
+            0o777
+        } else if kind.is_file() {
+            mode
+        } else {
+            continue;
+        };
+        files.insert(path.join("/"), mode);
+    }
+    if limited.limit() == 0 {
+        return Ok(None);
+    }
+    let prefix = (tops.len() == 1 && !top_files)
+        .then(|| tops.into_iter().next())
+        .flatten();
+    Ok(Some(Listing { files, prefix }))
+}
+
 /// Writes a gzip-compressed tar of `dir` to `out`: regular files, directories and symlinks (as
 /// links, never followed), paths relative to `dir`, `.git` directories left out.
 ///
@@ -226,6 +298,40 @@ mod tests {
             assert_eq!(f, want);
             assert_eq!(out, tar, "{want} decodes to the tar");
         }
+    }
+
+    #[test]
+    fn lists_modes_relative_to_the_code_root() {
+        let tar_of = |entries: &[(&str, u32)]| {
+            let mut b = tar::Builder::new(Vec::new());
+            for (path, mode) in entries {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(1);
+                h.set_mode(*mode);
+                h.set_cksum();
+                b.append_data(&mut h, path, &b"x"[..]).expect("append");
+            }
+            b.into_inner().expect("tar")
+        };
+        let flat = list(
+            &tar_of(&[("./run.sh", 0o755), ("lib/x.py", 0o644)])[..],
+            1 << 20,
+        )
+        .expect("list")
+        .expect("whole");
+        assert_eq!(flat.mode_of("./run.sh"), Some(0o755));
+        assert_eq!(flat.mode_of("lib/x.py"), Some(0o644));
+        assert_eq!(flat.mode_of("go.sh"), None);
+        let nested = list(&tar_of(&[("pkg-1.0/run.sh", 0o700)])[..], 1 << 20)
+            .expect("list")
+            .expect("whole");
+        assert_eq!(
+            nested.mode_of("run.sh"),
+            Some(0o700),
+            "a top folder is the root"
+        );
+        let big = tar_of(&[("a", 0o644), ("b", 0o644), ("c", 0o644)]);
+        assert_eq!(list(&big[..], 700).expect("list"), None, "cut at the limit");
     }
 
     #[test]

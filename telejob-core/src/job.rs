@@ -211,6 +211,9 @@ pub struct JobSpec {
     /// Whether a timed-out run is retried too (default: no).
     #[serde(default)]
     pub retry_on_timeout: bool,
+    /// Backfill runs of this job at once (1–16, default 1: one slot after the other).
+    #[serde(default = "default_backfill_concurrency")]
+    pub backfill_concurrency: u32,
     /// No slot before this instant fires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_at: Option<DateTime<Utc>>,
@@ -226,6 +229,10 @@ pub struct JobSpec {
     /// Resource limits; absent ones take the operator's defaults.
     #[serde(default, skip_serializing_if = "ResourceLimits::is_empty")]
     pub limits: ResourceLimits,
+    /// For EC2 runs: the instance type, one of the operator's allowed types (default: the
+    /// operator's default type).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<String>,
 }
 
 fn default_command() -> String {
@@ -236,6 +243,9 @@ fn default_output_dir() -> String {
 }
 fn default_timeout() -> u32 {
     DEFAULT_TIMEOUT_MINUTES
+}
+fn default_backfill_concurrency() -> u32 {
+    1
 }
 
 impl JobSpec {
@@ -256,11 +266,13 @@ impl JobSpec {
             max_retries: 0,
             retry_backoff_seconds: default_backoff(),
             retry_on_timeout: false,
+            backfill_concurrency: default_backfill_concurrency(),
             start_at: None,
             end_at: None,
             maintainers: Vec::new(),
             notify: NotifySpec::default(),
             limits: ResourceLimits::default(),
+            instance_type: None,
         }
     }
 
@@ -316,6 +328,24 @@ impl JobSpec {
                     "{} is out of range: use 1 to 86400 seconds",
                     self.retry_backoff_seconds
                 ),
+            ));
+        }
+        if let Some(t) = &self.instance_type
+            && (t.is_empty()
+                || t.len() > 64
+                || !t.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-'
+                }))
+        {
+            errors.push(Error::invalid(
+                "instance_type",
+                format!("{t:?} is not an instance type: use a name such as t3.medium"),
+            ));
+        }
+        if !(1..=16).contains(&self.backfill_concurrency) {
+            errors.push(Error::invalid(
+                "backfill_concurrency",
+                format!("{} is out of range: use 1 to 16", self.backfill_concurrency),
             ));
         }
         if let (Some(s), Some(e)) = (self.start_at, self.end_at)

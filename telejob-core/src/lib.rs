@@ -27,6 +27,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod advice;
 pub mod archive;
 pub mod compute;
 pub mod error;

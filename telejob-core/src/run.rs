@@ -143,6 +143,10 @@ pub struct RunRequest {
     /// The job's secrets: environment variables whose values are masked in the log.
     #[serde(default, skip_serializing_if = "Secrets::is_empty")]
     pub secrets: Secrets,
+    /// The machine type a remote backend launches (EC2: an instance type the operator allows);
+    /// `None`: the backend's default. Local runs ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<String>,
 }
 
 /// Secret environment variables (name → value). Their `Debug` shows names only, so a request

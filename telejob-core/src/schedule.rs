@@ -118,7 +118,8 @@ impl TimeOfDay {
         self.minute
     }
 
-    fn naive(self) -> NaiveTime {
+    /// The time as a [`NaiveTime`].
+    pub fn naive(self) -> NaiveTime {
         NaiveTime::from_hms_opt(self.hour.into(), self.minute.into(), 0).unwrap_or(NaiveTime::MIN)
     }
 }

@@ -83,6 +83,7 @@ pub fn request(job: &str, code: &str, command: &str, timeout: Duration) -> RunRe
         owner: None,
         limits: Default::default(),
         secrets: Default::default(),
+        instance_type: None,
     }
 }
 

@@ -72,6 +72,16 @@ pub struct Config {
     /// directory (NFS, for example) seen by every replica: only then does `serve` accept
     /// local stores with PostgreSQL.
     pub shared_stores: Option<bool>,
+    /// On-demand prices of EC2 instance types in US dollars per hour, for the cost estimate
+    /// shown when an EC2 job is saved; over built-in defaults for common types (us-east-1).
+    pub ec2_prices: Option<std::collections::BTreeMap<String, f64>>,
+    /// A run is running late once its command has run `late_factor` × its job's usual (p95)
+    /// duration, and at least `late_margin_seconds` more than it (defaults 1.5 and 300).
+    pub late_factor: Option<f64>,
+    /// See `late_factor`.
+    pub late_margin_seconds: Option<u64>,
+    /// Seconds between two looks for runs running late (default 15).
+    pub late_check_seconds: Option<u64>,
 }
 
 impl Config {
@@ -86,6 +96,45 @@ impl Config {
                 e.to_string().replace('\n', " ")
             ))
         })
+    }
+
+    /// Save-time warnings and running-late thresholds from these settings.
+    ///
+    /// # Errors
+    ///
+    /// A late factor below 1, or a negative or non-finite price.
+    pub fn advisor(&self) -> anyhow::Result<crate::server::advice::Advisor> {
+        let mut a = crate::server::advice::Advisor::default();
+        if let Some(f) = self.late_factor {
+            if !(f.is_finite() && f >= 1.0) {
+                return Err(bad(format!(
+                    "config late_factor = {f}: use a number of at least 1 (default 1.5)"
+                )));
+            }
+            a.late_factor = f;
+        }
+        if let Some(m) = self.late_margin_seconds {
+            a.late_margin = std::time::Duration::from_secs(m);
+        }
+        for (t, p) in self.ec2_prices.iter().flatten() {
+            if !(p.is_finite() && *p >= 0.0) {
+                return Err(bad(format!(
+                    "config ec2_prices.{t:?} = {p}: give US dollars per hour, such as 0.0416"
+                )));
+            }
+            a.prices.insert(t.clone(), *p);
+        }
+        if self.compute.as_deref() == Some("ec2") {
+            let e = self
+                .ec2
+                .clone()
+                .unwrap_or_else(|| telejob_aws::Ec2Settings::new(""));
+            a.ec2 = Some(crate::server::advice::InstanceTypes {
+                default: e.instance_type,
+                allowed: e.allowed_instance_types,
+            });
+        }
+        Ok(a)
     }
 
     /// The AWS parts.

@@ -154,6 +154,22 @@ async fn text(c: &Client, css: &str) -> String {
         .expect("text")
 }
 
+/// How many pixels of a PNG screenshot are (about) `rgb`.
+fn count_pixels(png_bytes: &[u8], rgb: [u8; 3]) -> usize {
+    let mut d = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    d.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut r = d.read_info().expect("png");
+    // At most 4 bytes a pixel once expanded to 8-bit RGBA.
+    let (w, h) = (r.info().width as usize, r.info().height as usize);
+    let mut buf = vec![0; w * h * 4];
+    let info = r.next_frame(&mut buf).expect("frame");
+    let step = info.color_type.samples();
+    buf[..info.buffer_size()]
+        .chunks(step)
+        .filter(|p| p.len() >= 3 && (0..3).all(|i| p[i].abs_diff(rgb[i]) <= 8))
+        .count()
+}
+
 #[tokio::test]
 async fn a_user_schedules_and_runs_a_job_from_the_form() {
     let Some((chromium, driver)) = tools() else {
@@ -355,6 +371,103 @@ async fn a_user_schedules_and_runs_a_job_from_the_form() {
         .await
         .expect("back on the job page");
     assert!(c.source().await.expect("source").contains("175 minutes"));
+    // The job page draws the last runs' durations: one bar per run, coloured by outcome, with
+    // the timeout line; the picture is what Chromium shows.
+    c.goto(&format!("{base}/jobs/browserjob"))
+        .await
+        .expect("job page");
+    let chart = c
+        .find(Locator::Id("duration-chart"))
+        .await
+        .expect("the chart");
+    let bars = c
+        .find_all(Locator::Css(
+            "#duration-chart rect.bar[data-state=succeeded]",
+        ))
+        .await
+        .expect("bars");
+    assert_eq!(bars.len(), 2, "the run and its replay");
+    assert!(c.find(Locator::Id("timeout-line")).await.is_ok());
+    let png = chart.screenshot().await.expect("chart screenshot");
+    std::fs::write(artifacts().join("duration-chart.png"), &png).expect("save");
+    let green = count_pixels(&png, [0x2e, 0x7d, 0x32]);
+    let red = count_pixels(&png, [0xc6, 0x28, 0x28]);
+    assert!(
+        green > 50,
+        "succeeded bars are drawn green ({green} pixels)"
+    );
+    assert!(red > 100, "the timeout line is drawn red ({red} pixels)");
+
+    // The backfill list: the weekly slots of the last two weeks, never run, ticked; "Run these"
+    // runs them, each for its own slot.
+    let day = |n: i64| {
+        (chrono::Utc::now() - chrono::Duration::days(n))
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    c.goto(&format!(
+        "{base}/jobs/browserjob/backfill?from={}&to={}",
+        day(14),
+        day(1)
+    ))
+    .await
+    .expect("backfill page");
+    let rows = text(&c, "#backfill-slots").await;
+    assert!(
+        rows.contains("missed") && rows.contains("12:00 UTC"),
+        "{rows}"
+    );
+    let slots = c
+        .find_all(Locator::Css("#backfill-slots tr.slot"))
+        .await
+        .expect("slots");
+    assert!(
+        (2..=3).contains(&slots.len()),
+        "two weeks hold two or three mondays: {rows}"
+    );
+    std::fs::write(
+        artifacts().join("backfill-list.png"),
+        c.screenshot().await.expect("screenshot"),
+    )
+    .expect("save");
+    click(&c, "run-these").await;
+    c.wait()
+        .for_element(Locator::Id("runs"))
+        .await
+        .expect("back on the job page");
+    let runs = text(&c, "#runs").await;
+    assert_eq!(
+        runs.matches("backfill").count(),
+        slots.len(),
+        "one backfill run per slot: {runs}"
+    );
+
+    // Warnings under the form, live: every minute is more than 24 runs a day.
+    c.goto(&format!("{base}/jobs/new")).await.expect("form");
+    c.find(Locator::Css("#frequency option[value=cron]"))
+        .await
+        .expect("cron")
+        .click()
+        .await
+        .expect("choose");
+    set_field(&c, "cron", "* * * * *").await;
+    let w = c
+        .wait()
+        .for_element(Locator::XPath(
+            "//ul[@id='warnings']/li[contains(., 'more than 24')]",
+        ))
+        .await
+        .expect("the warning shows while the form is filled")
+        .text()
+        .await
+        .expect("text");
+    assert!(w.contains("1440 times a day"), "{w}");
+    std::fs::write(
+        artifacts().join("form-warnings.png"),
+        c.screenshot().await.expect("screenshot"),
+    )
+    .expect("save");
+
     // The job list: schedule in words, last run state.
     c.goto(&base).await.expect("list");
     let list = text(&c, "main table").await;

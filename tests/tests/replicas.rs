@@ -473,6 +473,55 @@ async fn replicas_share_sessions_and_refuse_unshared_stores_and_other_keys() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // A backfill asked of the follower: the leader records both slots at once, runs one at a
+    // time, and a cancel of the queued one (asked of the follower too) ends it before it starts.
+    let day = |n: i64| {
+        (chrono::Utc::now() - chrono::Duration::days(n))
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    let body = json!({"from": day(3), "to": day(2)});
+    let (st, v) = api
+        .call(
+            &b,
+            "POST",
+            "/api/jobs/sleeper/backfill",
+            Some(serde_json::to_vec(&body).expect("json")),
+        )
+        .await;
+    assert_eq!(st, 202, "{v}");
+    let ids: Vec<String> = v["slots"]
+        .as_array()
+        .expect("slots")
+        .iter()
+        .filter_map(|s| s["run_id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(ids.len(), 2, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while run_state(&api, &b, &ids[0]).await != "running" {
+        assert!(Instant::now() < deadline, "the backfill never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        run_state(&api, &b, &ids[1]).await,
+        "pending",
+        "one at a time"
+    );
+    for id in ids.iter().rev() {
+        let (st, v) = api
+            .call(&b, "POST", &format!("/api/runs/{id}/cancel"), None)
+            .await;
+        assert_eq!(st, 202, "{v}");
+    }
+    for id in &ids {
+        while run_state(&api, &a, id).await != "cancelled" {
+            assert!(
+                Instant::now() < deadline,
+                "the backfill run {id} was not cancelled"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     let token = api.token;
     // Sign in on A; the session cookie works on B.
     let (http, cookie) = telejob_e2e::dashboard_sign_in(&a.base, &token).await;

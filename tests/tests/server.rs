@@ -1530,3 +1530,400 @@ async fn a_replay_reruns_a_run_exactly_and_says_when_it_cannot() {
         "{v}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backfill_runs_a_weeks_gap_in_order_with_its_own_dates_and_skips_what_succeeded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = Server::start(dir.path(), &[]);
+    let api = Api::new(&srv, Some(&srv.token));
+    api.create_with_code(
+        json!({"name": "gap", "command": "./run.sh", "output_dir": "output",
+            "schedule": {"frequency": "daily", "time_of_day": "06:00"}}),
+        &[(
+            "run.sh",
+            "mkdir -p output && d=\"${TELEJOB_SCHEDULED_FOR%%T*}\" && echo \"$d\" > \"output/$d.txt\"",
+            0o755,
+        )],
+    )
+    .await;
+    let day = |n: i64| {
+        (chrono::Utc::now() - chrono::Duration::days(n))
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    let backfill = |from: String, to: String, extra: Value| {
+        let mut body = json!({"from": from, "to": to});
+        for (k, v) in extra.as_object().expect("object") {
+            body[k] = v.clone();
+        }
+        body
+    };
+    let ids = |v: &Value| -> Vec<String> {
+        v["slots"]
+            .as_array()
+            .expect("slots")
+            .iter()
+            .filter_map(|s| s["run_id"].as_str().map(str::to_string))
+            .collect()
+    };
+    // One day of the gap ran already, and succeeded.
+    let (s, v) = api
+        .post_json(
+            "/api/jobs/gap/backfill",
+            &backfill(day(6), day(6), json!({})),
+        )
+        .await;
+    assert_eq!(s, 202, "{v}");
+    let first = ids(&v);
+    assert_eq!(first.len(), 1, "{v}");
+    assert_eq!(wait_run(&api, &first[0]).await["state"], "succeeded");
+    // A dry run says what the week would do, and runs nothing.
+    let (s, plan) = api
+        .post_json(
+            "/api/jobs/gap/backfill",
+            &backfill(day(9), day(3), json!({"dry_run": true})),
+        )
+        .await;
+    assert_eq!(s, 200, "{plan}");
+    let statuses: Vec<&str> = plan["slots"]
+        .as_array()
+        .expect("slots")
+        .iter()
+        .map(|s| s["status"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "missed",
+            "missed",
+            "missed",
+            "succeeded",
+            "missed",
+            "missed",
+            "missed"
+        ]
+    );
+    assert!(ids(&plan).is_empty(), "a dry run starts nothing");
+    // The week: 7 slots, the succeeded one skipped, the others run oldest first.
+    let (s, v) = api
+        .post_json(
+            "/api/jobs/gap/backfill",
+            &backfill(day(9), day(3), json!({})),
+        )
+        .await;
+    assert_eq!(s, 202, "{v}");
+    let week = ids(&v);
+    assert_eq!(week.len(), 6, "{v}");
+    let skipped = &v["slots"][3];
+    assert!(
+        skipped["skip"]
+            .as_str()
+            .is_some_and(|w| w.contains("succeeded")),
+        "{v}"
+    );
+    let mut runs = Vec::new();
+    for id in &week {
+        let r = wait_run(&api, id).await;
+        assert_eq!(r["state"], "succeeded", "{r}");
+        assert_eq!(r["trigger"], "backfill", "{r}");
+        runs.push(r);
+    }
+    let slots: Vec<String> = runs
+        .iter()
+        .map(|r| r["scheduled_for"].as_str().expect("slot")[..10].to_string())
+        .collect();
+    assert_eq!(slots, [day(9), day(8), day(7), day(5), day(4), day(3)]);
+    // Oldest first, one at a time (backfill_concurrency 1): each began after the previous ended.
+    for w in runs.windows(2) {
+        let ended = w[0]["phases"]["finished"].as_str().expect("finished");
+        let began = w[1]["phases"]["fetch_started"].as_str().expect("started");
+        assert!(began >= ended, "{ended} then {began}");
+    }
+    for n in [9, 8, 7, 6, 5, 4, 3] {
+        let f = srv.data.join(format!("public/gap/data/{}.txt", day(n)));
+        assert_eq!(
+            std::fs::read_to_string(&f).expect("published").trim(),
+            day(n)
+        );
+    }
+    // Nothing is left to do; --only failed finds nothing, --force runs the day again as its
+    // next attempt (not a second first attempt).
+    let (s, v) = api
+        .post_json(
+            "/api/jobs/gap/backfill",
+            &backfill(day(9), day(3), json!({"only": "failed"})),
+        )
+        .await;
+    assert_eq!(s, 202, "{v}");
+    assert!(ids(&v).is_empty(), "{v}");
+    let (s, v) = api
+        .post_json(
+            "/api/jobs/gap/backfill",
+            &backfill(day(6), day(6), json!({"force": true})),
+        )
+        .await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(v["slots"][0]["attempt"], 1, "{v}");
+    let again = wait_run(&api, &ids(&v)[0]).await;
+    assert_eq!(again["state"], "succeeded", "{again}");
+    // Bad input names the field; another user may not backfill.
+    for (body, field) in [
+        (backfill("2026-13-01".into(), day(3), json!({})), "from"),
+        (backfill(day(3), day(9), json!({})), "to"),
+        (backfill(day(400), day(3), json!({})), "to"),
+        (backfill(day(9), day(3), json!({"only": "late"})), "only"),
+    ] {
+        let (s, v) = api.post_json("/api/jobs/gap/backfill", &body).await;
+        assert_eq!(s, 422, "{v}");
+        assert_eq!(v["field"], field, "{v}");
+    }
+    let bob = user(&api, &srv, "bob").await;
+    let (s, _) = bob
+        .post_json(
+            "/api/jobs/gap/backfill",
+            &backfill(day(9), day(3), json!({})),
+        )
+        .await;
+    assert_eq!(s, 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn saving_a_job_returns_warnings_that_never_block() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = Server::start(dir.path(), &[]);
+    let api = Api::new(&srv, Some(&srv.token));
+    let fields = |v: &Value| -> Vec<String> {
+        v["warnings"]
+            .as_array()
+            .unwrap_or_else(|| panic!("warnings in {v}"))
+            .iter()
+            .map(|w| w["field"].as_str().expect("field").to_string())
+            .collect()
+    };
+    // The example job: every minute. Exactly the rate warning.
+    let (s, v) = api
+        .post_json(
+            "/api/jobs",
+            &json!({"name": "example", "schedule": {"frequency": "cron", "cron": "* * * * *"}, "timeout_minutes": 5}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(fields(&v), ["schedule.cron"], "{v}");
+    assert!(
+        v["warnings"][0]["message"]
+            .as_str()
+            .expect("message")
+            .contains("more than 24")
+    );
+    // The form's defaults: none.
+    let (s, v) = api.post_json("/api/jobs", &json!({"name": "plain"})).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(fields(&v), Vec::<String>::new());
+    // Each warning for a case built for it, on create and on edit.
+    for (spec, field, words) in [
+        (json!({"output_dir": "."}), "output_dir", "code root"),
+        (
+            json!({"schedule": {"frequency": "daily", "time_of_day": "06:00"}}),
+            "schedule.time_of_day",
+            "before noon",
+        ),
+        (
+            json!({"schedule": {"frequency": "monthly", "day_of_month": 31}}),
+            "schedule.day_of_month",
+            "Feb",
+        ),
+        (
+            json!({"schedule": {"frequency": "daily", "time_of_day": "02:30", "timezone": "America/New_York"}}),
+            "schedule.time_of_day",
+            "does not exist",
+        ),
+        (
+            json!({"schedule": {"frequency": "daily", "time_of_day": "01:30", "timezone": "America/New_York"}}),
+            "schedule.time_of_day",
+            "twice",
+        ),
+    ] {
+        let mut body = spec.clone();
+        body["name"] = json!("plain");
+        let (s, v, _) = api
+            .call(
+                "PUT",
+                "/api/jobs/plain",
+                Some(serde_json::to_vec(&body).expect("json")),
+            )
+            .await;
+        assert_eq!(s, 200, "saved despite the warning: {v}");
+        let hit = v["warnings"].as_array().expect("warnings").iter().any(|w| {
+            w["field"] == field && w["message"].as_str().is_some_and(|m| m.contains(words))
+        });
+        assert!(hit, "{field} / {words}: {v}");
+    }
+    // The script check comes with the upload's answer.
+    for (files, words) in [
+        (
+            vec![("start.sh", "true", 0o755)],
+            "not in the uploaded code",
+        ),
+        (vec![("run.sh", "true", 0o644)], "not executable"),
+    ] {
+        let (s, v, _) = api
+            .call("PUT", "/api/jobs/plain/code", Some(tarball(&files)))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(fields(&v), ["command"], "{v}");
+        assert!(
+            v["warnings"][0]["message"]
+                .as_str()
+                .expect("m")
+                .contains(words),
+            "{v}"
+        );
+    }
+    let (s, v, _) = api
+        .call(
+            "PUT",
+            "/api/jobs/plain/code",
+            Some(tarball(&[("pkg/run.sh", "true", 0o755)])),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        fields(&v),
+        Vec::<String>::new(),
+        "a top folder is the code root: {v}"
+    );
+    // An instance type on a server that runs jobs locally is an error, not a warning.
+    let (s, v) = api
+        .post_json(
+            "/api/jobs",
+            &json!({"name": "typed", "instance_type": "t3.large"}),
+        )
+        .await;
+    assert_eq!(s, 422, "{v}");
+    assert_eq!(v["field"], "instance_type", "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_run_is_marked_late_once_and_a_fast_one_never() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("telejob.toml");
+    std::fs::write(
+        &cfg,
+        "late_factor = 1.5\nlate_margin_seconds = 1\nlate_check_seconds = 1\n",
+    )
+    .expect("config");
+    let srv = Server::start(dir.path(), &["--config", cfg.to_str().expect("utf8")]);
+    let api = Api::new(&srv, Some(&srv.token));
+    let (url, rx) = webhook_sink();
+    let spec = |delay: &str| {
+        let mut env = json!({"DELAY": delay});
+        if delay == "3" {
+            env["FAIL"] = json!("1"); // slow, and failed: not part of the history
+        }
+        json!({"name": "steady", "env": env, "notify": {"webhook": url},
+            "schedule": {"frequency": "daily", "time_of_day": "12:00"}})
+    };
+    api.create_with_code(
+        spec("0.1"),
+        &[(
+            "run.sh",
+            "sleep \"$DELAY\"; [ -z \"$FAIL\" ] || exit 1; mkdir -p output; echo ok > output/x",
+            0o755,
+        )],
+    )
+    .await;
+    // Four successes are not a history: a slow run then is not late.
+    for _ in 0..4 {
+        assert_eq!(api.run_to_end("steady").await["state"], "succeeded");
+    }
+    let (s, v, _) = api
+        .call(
+            "PUT",
+            "/api/jobs/steady",
+            Some(serde_json::to_vec(&spec("3")).expect("json")),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let early = api.run_to_end("steady").await;
+    assert_eq!(early["state"], "failed", "{early}");
+    assert!(
+        early.get("late").is_none(),
+        "no alert under five successes: {early}"
+    );
+    let failed: Value =
+        serde_json::from_str(&rx.recv_timeout(Duration::from_secs(10)).expect("failed"))
+            .expect("json");
+    assert_eq!(
+        failed["event"], "failed",
+        "only the failure is notified: {failed}"
+    );
+    // Now five or more successes of ~0.1 s: late after max(1.5 × p95, p95 + 1 s) ≈ 1.1 s.
+    let (s, v, _) = api
+        .call(
+            "PUT",
+            "/api/jobs/steady",
+            Some(serde_json::to_vec(&spec("0.1")).expect("json")),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    for _ in 0..2 {
+        let fast = api.run_to_end("steady").await;
+        assert!(fast.get("late").is_none(), "{fast}");
+    }
+    let recovered: Value =
+        serde_json::from_str(&rx.recv_timeout(Duration::from_secs(10)).expect("recovered"))
+            .expect("json");
+    assert_eq!(recovered["event"], "recovered", "{recovered}");
+    assert!(
+        rx.recv_timeout(Duration::from_millis(1500)).is_err(),
+        "no alert for fast runs"
+    );
+    let (s, v, _) = api
+        .call(
+            "PUT",
+            "/api/jobs/steady",
+            Some(serde_json::to_vec(&spec("5")).expect("json")),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let slow = api.run_to_end("steady").await;
+    assert_eq!(slow["state"], "succeeded", "late is not killed: {slow}");
+    let mark = &slow["late"];
+    assert!(mark["p95_ms"].as_u64().is_some_and(|p| p < 1000), "{slow}");
+    assert!(
+        mark["after_ms"]
+            .as_u64()
+            .is_some_and(|a| (1000..2000).contains(&a)),
+        "{slow}"
+    );
+    let body = rx.recv_timeout(Duration::from_secs(10)).expect("the alert");
+    let ev: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(ev["event"], "running_late", "{ev}");
+    assert_eq!(ev["run"]["id"], slow["id"], "{ev}");
+    assert!(
+        rx.recv_timeout(Duration::from_secs(3)).is_err(),
+        "sent once"
+    );
+    let (_, _, text) = api.call("GET", "/metrics", None).await;
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains("telejob_runs_late_total 1"), "{text}");
+    // The run page says how late it finished.
+    let (http, cookie) = telejob_e2e::dashboard_sign_in(&srv.base, &srv.token).await;
+    let page = http
+        .get(format!(
+            "{}/runs/{}",
+            srv.base,
+            slow["id"].as_str().expect("id")
+        ))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("run page")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        page.contains("id=\"late\"") && page.contains("more than usual"),
+        "{page}"
+    );
+}

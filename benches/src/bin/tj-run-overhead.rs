@@ -44,6 +44,7 @@ async fn main() {
             owner: None,
             limits: Default::default(),
             secrets: Default::default(),
+            instance_type: None,
         };
         let t0 = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -132,11 +132,21 @@ impl Ec2Settings {
         }
     }
 
-    fn allowed(&self, t: &str) -> bool {
+    /// Whether runs may ask for instance type `t`.
+    pub fn allowed(&self, t: &str) -> bool {
         if self.allowed_instance_types.is_empty() {
             t == self.instance_type
         } else {
             self.allowed_instance_types.iter().any(|a| a == t)
+        }
+    }
+
+    /// The instance types runs may ask for, comma-separated.
+    pub fn allowed_list(&self) -> String {
+        if self.allowed_instance_types.is_empty() {
+            self.instance_type.clone()
+        } else {
+            self.allowed_instance_types.join(", ")
         }
     }
 }
@@ -206,11 +216,7 @@ impl Ec2ComputeBuilder {
                 "instance_type",
                 format!(
                     "{instance_type} is not allowed here; allowed: {}",
-                    if s.allowed_instance_types.is_empty() {
-                        s.instance_type.clone()
-                    } else {
-                        s.allowed_instance_types.join(", ")
-                    }
+                    s.allowed_list()
                 ),
             ));
         }
@@ -245,6 +251,8 @@ impl Ec2ComputeBuilder {
 #[derive(Debug)]
 struct Tracked {
     instance: Option<String>,
+    /// The instance type the run asked for (or the default).
+    instance_type: String,
     deadline: DateTime<Utc>,
     latest: tokio::sync::watch::Sender<Run>,
     cancel: CancellationToken,
@@ -277,11 +285,14 @@ impl Ec2Compute {
     /// `run` with its machine in its provenance: the instance, its AMI and type (the agent on
     /// the instance only knows its host name).
     fn with_machine(&self, mut run: Run) -> Run {
-        let instance = self.lock().get(&run.id).and_then(|t| t.instance.clone());
-        if let (Some(p), Some(i)) = (run.provenance.as_mut(), instance) {
+        let instance = self
+            .lock()
+            .get(&run.id)
+            .and_then(|t| Some((t.instance.clone()?, t.instance_type.clone())));
+        if let (Some(p), Some((i, kind))) = (run.provenance.as_mut(), instance) {
             p.compute = Some(format!(
-                "ec2 instance {i} ({}, {})",
-                self.inner.settings.ami, self.inner.instance_type
+                "ec2 instance {i} ({}, {kind})",
+                self.inner.settings.ami
             ));
         }
         run
@@ -362,8 +373,23 @@ impl Ec2Compute {
     }
 
     /// Starts the instance for `req`, or finds the one a previous attempt started.
+    /// The instance type of a run: the one it asks for, if the operator allows it, else the
+    /// default.
+    fn type_for(&self, req: &RunRequest) -> Result<String> {
+        let s = &self.inner.settings;
+        match &req.instance_type {
+            None => Ok(self.inner.instance_type.clone()),
+            Some(t) if s.allowed(t) => Ok(t.clone()),
+            Some(t) => Err(Error::invalid(
+                "instance_type",
+                format!("{t} is not allowed here; allowed: {}", s.allowed_list()),
+            )),
+        }
+    }
+
     async fn start_instance(&self, req: &RunRequest, deadline: DateTime<Utc>) -> Result<String> {
         let run = req.run_id.as_str();
+        let instance_type = self.type_for(req)?;
         // ClientToken makes RunInstances idempotent on AWS; not every endpoint honours it, so
         // look for an instance already tagged with this run first.
         let existing = api::find_tagged(&self.inner.client, self.inner.retry, Some(run))
@@ -431,7 +457,7 @@ impl Ec2Compute {
             let call = client
                 .run_instances()
                 .image_id(&s.ami)
-                .instance_type(InstanceType::from(self.inner.instance_type.as_str()))
+                .instance_type(InstanceType::from(instance_type.as_str()))
                 .min_count(1)
                 .max_count(1)
                 .client_token(run)
@@ -522,6 +548,7 @@ impl Compute for Ec2Compute {
             + chrono::Duration::from_std(req.timeout + self.margin())
                 .map_err(|_| Error::invalid("timeout", "too long"))?;
         let pending = Run::pending(&req);
+        let instance_type = self.type_for(&req)?;
         {
             let mut runs = self.lock();
             if runs.contains_key(&req.run_id) {
@@ -532,6 +559,7 @@ impl Compute for Ec2Compute {
                 req.run_id.clone(),
                 Tracked {
                     instance: None,
+                    instance_type,
                     deadline,
                     latest: tokio::sync::watch::Sender::new(pending.clone()),
                     cancel: CancellationToken::new(),
@@ -608,6 +636,7 @@ impl Compute for Ec2Compute {
             run.id.clone(),
             Tracked {
                 instance: id,
+                instance_type: self.inner.instance_type.clone(),
                 deadline: deadline.unwrap_or_else(Utc::now),
                 latest: tokio::sync::watch::Sender::new(latest.clone()),
                 cancel: CancellationToken::new(),

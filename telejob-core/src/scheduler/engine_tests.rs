@@ -617,6 +617,7 @@ async fn a_recovered_interrupted_run_is_retried_per_policy_and_a_manual_one_is_n
         owner: None,
         limits: Default::default(),
         secrets: Default::default(),
+        instance_type: None,
     });
     run.state = RunState::Interrupted;
     s.recovered(run.clone(), Trigger::Scheduled, 0).await;
@@ -632,6 +633,69 @@ async fn a_recovered_interrupted_run_is_retried_per_policy_and_a_manual_one_is_n
         keys,
         vec!["slot:2014-03-08T12:00:00Z#retry1 Succeeded".to_string()],
         "one retry, for the scheduled run only"
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backfill_runs_its_slots_oldest_first_at_most_n_at_a_time() {
+    let fx = Fx::new("2014-03-10T00:00:00Z");
+    let mut spec = job(
+        "bf",
+        ScheduleSpec::daily(crate::schedule::TimeOfDay::NOON),
+        "ok 100",
+    );
+    spec.backfill_concurrency = 2;
+    fx.add(spec, "2014-03-10T00:00:00Z");
+    let s = fx.scheduler();
+    s.start().await.expect("start");
+    let slots: Vec<_> = (3..=7)
+        .rev() // given newest first: the engine still runs the oldest first
+        .map(|d| (t(&format!("2014-03-0{d}T12:00:00Z")), 0, RunId::new()))
+        .collect();
+    let fourth = slots[3].2.clone(); // 03-04
+    let ids = s
+        .backfill(&JobName::new("bf").expect("name"), slots.clone(), 2)
+        .await
+        .expect("backfill");
+    assert_eq!(ids.len(), 5, "every row recorded at once");
+    assert_eq!(fx.runs("bf").len(), 5);
+    // A second backfill of the same attempts records nothing: exactly once.
+    let again = s
+        .backfill(&JobName::new("bf").expect("name"), slots, 2)
+        .await
+        .expect("backfill");
+    assert!(again.is_empty());
+    advance_to(&fx, "2014-03-10T00:00:10Z").await;
+    let launched = |fx: &Fx| -> Vec<String> {
+        fx.compute
+            .launched
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|r| r.scheduled_for.format("%d").to_string())
+            .collect()
+    };
+    assert_eq!(launched(&fx), ["03", "04"], "two at a time, oldest first");
+    // A queued one is cancelled before its turn... then 03-04's share frees for 03-05.
+    let queued = ids[2].clone();
+    s.cancel_run(&queued).await.expect("cancel queued");
+    s.cancel_run(&fourth).await.expect("cancel running");
+    advance_to(&fx, "2014-03-10T00:00:20Z").await;
+    assert_eq!(launched(&fx), ["03", "04", "06"]);
+    advance_to(&fx, "2014-03-10T00:05:00Z").await;
+    assert_eq!(launched(&fx), ["03", "04", "06", "07"]);
+    use RunState::*;
+    assert_eq!(
+        fx.runs("bf").into_iter().map(|r| r.1).collect::<Vec<_>>(),
+        [Succeeded, Cancelled, Cancelled, Succeeded, Succeeded]
+    );
+    let rows = fx.store.runs("bf");
+    assert!(rows.iter().all(|(r, _)| r.trigger == Trigger::Backfill));
+    assert_eq!(
+        fx.store.job("bf").expect("job").cursor,
+        t("2014-03-10T00:00:00Z"),
+        "a backfill never moves the schedule's cursor"
     );
     s.shutdown().await;
 }

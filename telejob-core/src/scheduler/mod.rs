@@ -17,6 +17,7 @@
 //!
 //! [`MissedPolicy`]: crate::policy::MissedPolicy
 
+pub mod backfill;
 pub mod clock;
 pub mod notify;
 pub mod persist;
@@ -102,6 +103,8 @@ struct State {
     timers: HashMap<u64, Timer>,
     seq: u64,
     active: HashMap<JobName, Vec<RunId>>,
+    /// Backfill runs recorded and waiting for their turn.
+    queued: HashMap<RunId, Run>,
 }
 
 impl State {
@@ -293,12 +296,24 @@ impl Scheduler {
     ///
     /// The compute backend's.
     pub async fn cancel_run(&self, run: &RunId) -> Result<()> {
+        let queued = self.lock().queued.remove(run);
+        if let Some(mut r) = queued {
+            r.state = RunState::Cancelled;
+            r.error = Some("cancelled before it started".into());
+            r.phases.finished = Some(self.inner.parts.clock.now());
+            return self.inner.parts.store.update_run(&r).await;
+        }
         self.inner.parts.compute.cancel(run).await
     }
 
-    /// Runs in flight, per job.
+    /// Runs in flight, per job, with backfill runs waiting for their turn.
     pub fn active_runs(&self) -> HashMap<JobName, Vec<RunId>> {
-        self.lock().active.clone()
+        let st = self.lock();
+        let mut all = st.active.clone();
+        for r in st.queued.values() {
+            all.entry(r.job.clone()).or_default().push(r.id.clone());
+        }
+        all
     }
 
     /// Follows a run that an earlier process launched and the compute backend has
@@ -683,6 +698,7 @@ impl Scheduler {
             owner: (!entry.owner.is_empty()).then(|| entry.owner.clone()),
             limits: self.inner.parts.limits.resources.effective(&spec.limits),
             secrets: Default::default(),
+            instance_type: spec.instance_type.clone(),
         }
     }
 
@@ -742,6 +758,29 @@ impl Scheduler {
         id: Option<RunId>,
         replay: Option<Replay>,
     ) -> Result<Option<RunId>> {
+        let Some((entry, req, run)) = self
+            .record(job, slot, slot_key, trigger, attempt, id, replay)
+            .await?
+        else {
+            return Ok(None); // this slot already has its run: exactly once
+        };
+        let run_id = req.run_id.clone();
+        self.begin(entry, req, run, trigger, attempt, None).await?;
+        Ok(Some(run_id))
+    }
+
+    /// Inserts the run row of a run about to start; `Ok(None)` when the slot key exists.
+    #[allow(clippy::too_many_arguments)]
+    async fn record(
+        &self,
+        job: &JobName,
+        slot: DateTime<Utc>,
+        slot_key: String,
+        trigger: Trigger,
+        attempt: u32,
+        id: Option<RunId>,
+        replay: Option<Replay>,
+    ) -> Result<Option<(Entry, RunRequest, Run)>> {
         let entry = self
             .lock()
             .jobs
@@ -766,8 +805,24 @@ impl Scheduler {
             attempt,
         };
         if !self.inner.parts.store.insert_run(&row).await? {
-            return Ok(None); // this slot already has its run: exactly once
+            return Ok(None);
         }
+        Ok(Some((entry, req, run)))
+    }
+
+    /// Launches a recorded run and follows it; `permit` (a backfill's share) is held until the
+    /// run ends.
+    async fn begin(
+        &self,
+        entry: Entry,
+        mut req: RunRequest,
+        mut run: Run,
+        trigger: Trigger,
+        attempt: u32,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<()> {
+        let job = entry.job.name().clone();
+        let job = &job;
         let run_id = req.run_id.clone();
         if req.code.is_empty() {
             run.state = RunState::Failed;
@@ -775,7 +830,7 @@ impl Scheduler {
             run.phases.finished = Some(self.inner.parts.clock.now());
             self.inner.parts.store.update_run(&run).await?;
             self.finished(&entry, run, trigger, attempt).await;
-            return Ok(Some(run_id));
+            return Ok(());
         }
         match self.inner.parts.store.secrets(job).await {
             Ok(secrets) => req.secrets = secrets,
@@ -785,7 +840,7 @@ impl Scheduler {
                 run.phases.finished = Some(self.inner.parts.clock.now());
                 self.inner.parts.store.update_run(&run).await?;
                 self.finished(&entry, run, trigger, attempt).await;
-                return Ok(Some(run_id));
+                return Ok(());
             }
         }
         self.lock()
@@ -814,14 +869,115 @@ impl Scheduler {
             self.inner.parts.store.update_run(&run).await?;
             self.forget_active(job, &run_id);
             self.finished(&entry, run, trigger, attempt).await;
-            return Ok(Some(run_id));
+            return Ok(());
         }
         let me = self.clone();
-        let (job2, id2) = (job.clone(), run_id.clone());
-        self.inner
-            .tasks
-            .spawn(async move { me.monitor(job2, id2, run, rx, trigger, attempt).await });
-        Ok(Some(run_id))
+        let job2 = job.clone();
+        self.inner.tasks.spawn(async move {
+            me.monitor(job2, run_id, run, rx, trigger, attempt).await;
+            drop(permit);
+        });
+        Ok(())
+    }
+
+    /// Backfills `slots` of a job (each its slot, the attempt it becomes, and the id its run
+    /// gets), oldest first, at most `concurrency` at a time. Every row is recorded before this
+    /// returns (pending until its turn); a slot whose attempt exists already is left out.
+    /// Returns the ids recorded. Backfill runs are never retried.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for an unknown job; store errors (rows recorded before the error
+    /// still run).
+    pub async fn backfill(
+        &self,
+        job: &JobName,
+        mut slots: Vec<(DateTime<Utc>, u32, RunId)>,
+        concurrency: u32,
+    ) -> Result<Vec<RunId>> {
+        slots.sort_by_key(|s| s.0);
+        let mut recorded = Vec::new();
+        let mut err = None;
+        for (slot, attempt, id) in slots {
+            match self
+                .record(
+                    job,
+                    slot,
+                    RunRow::slot_key(slot, attempt),
+                    Trigger::Backfill,
+                    attempt,
+                    Some(id),
+                    None,
+                )
+                .await
+            {
+                Ok(Some((_, req, run))) => {
+                    self.lock().queued.insert(req.run_id.clone(), run.clone());
+                    recorded.push((run, attempt));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+        }
+        let ids = recorded.iter().map(|(r, _)| r.id.clone()).collect();
+        let me = self.clone();
+        let job = job.clone();
+        let share = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1) as usize));
+        self.inner.tasks.spawn(async move {
+            for (run, attempt) in recorded {
+                let permit = tokio::select! {
+                    () = me.inner.shutdown.cancelled() => return,
+                    p = share.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                };
+                me.start_queued(&job, run, attempt, permit).await;
+            }
+        });
+        match err {
+            Some(e) => Err(e),
+            None => Ok(ids),
+        }
+    }
+
+    /// A queued backfill run's turn: launched, unless it was cancelled or its job removed.
+    async fn start_queued(
+        &self,
+        job: &JobName,
+        mut run: Run,
+        attempt: u32,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let (queued, entry) = {
+            let mut st = self.lock();
+            (
+                st.queued.remove(&run.id).is_some(),
+                st.jobs.get(job).cloned(),
+            )
+        };
+        if !queued {
+            return; // cancelled while it waited
+        }
+        let Some(entry) = entry else {
+            run.state = RunState::Cancelled;
+            run.error = Some("the job was deleted before this backfill run started".into());
+            run.phases.finished = Some(self.inner.parts.clock.now());
+            if let Err(e) = self.inner.parts.store.update_run(&run).await {
+                tracing::warn!(run = %run.id, error = %e, "cannot record the run's end");
+            }
+            return;
+        };
+        // The job as it is now: what the run records it ran with.
+        let req = self.request(&entry, run.scheduled_for, run.id.clone());
+        run.provenance = Some(crate::run::Provenance::of(&req));
+        let id = run.id.clone();
+        if let Err(e) = self
+            .begin(entry, req, run, Trigger::Backfill, attempt, Some(permit))
+            .await
+        {
+            tracing::error!(run = %id, error = %e, "backfill run not launched");
+        }
     }
 
     fn forget_active(&self, job: &JobName, run: &RunId) {

@@ -24,6 +24,8 @@ pub enum EventKind {
     Expired,
     /// The first success after failures.
     Recovered,
+    /// A run passed its job's usual duration by the configured margin, before its timeout.
+    RunningLate,
 }
 
 /// One event of one job, with where to send it.

@@ -43,6 +43,8 @@ pub enum Trigger {
     Manual,
     /// A new run of exactly what an earlier run ran (its code, spec snapshot and slot).
     Replay,
+    /// A past slot run again on request (a backfill), as its next attempt.
+    Backfill,
 }
 
 impl Trigger {
@@ -53,7 +55,21 @@ impl Trigger {
             Self::Retry => "retry",
             Self::Manual => "manual",
             Self::Replay => "replay",
+            Self::Backfill => "backfill",
         }
+    }
+
+    /// The trigger named `s` (as [`Trigger::as_str`] writes it).
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Scheduled,
+            Self::Retry,
+            Self::Manual,
+            Self::Replay,
+            Self::Backfill,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
     }
 }
 

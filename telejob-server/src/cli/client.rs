@@ -64,6 +64,32 @@ pub enum JobsCmd {
         /// The job.
         name: String,
     },
+    /// Run the missed and failed slots of a date range again, each with its own scheduled-for
+    /// time, oldest first (at most the job's backfill_concurrency at a time).
+    ///
+    /// A slot that succeeded is skipped unless --force; a slot with runs gets its next attempt.
+    Backfill {
+        /// The job.
+        name: String,
+        /// The first day, YYYY-MM-DD in the job's time zone.
+        #[arg(long)]
+        from: String,
+        /// The last day, included.
+        #[arg(long)]
+        to: String,
+        /// Which slots: missed, failed or missed,failed.
+        #[arg(long, default_value = "missed,failed")]
+        only: String,
+        /// Run slots that succeeded too (as a new attempt).
+        #[arg(long)]
+        force: bool,
+        /// Print the plan and run nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Wait for every run and exit 0 only if all succeeded.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Delete a job and what it owns: code versions, logs, run history, private output.
     ///
     /// Its published data is kept, and its name stays reserved to its owner, unless
@@ -283,21 +309,36 @@ pub async fn jobs(a: ServerArgs, cmd: JobsCmd) -> anyhow::Result<ExitCode> {
             let job = c.json(c.http.post(c.url("/api/jobs")).json(&body)).await?;
             let name = job["name"].as_str().unwrap_or_default().to_string();
             let up = c
-                .send(
+                .json(
                     c.http
                         .put(c.url(&format!("/api/jobs/{name}/code")))
                         .body(code),
                 )
                 .await;
-            if let Err(e) = up {
-                // Leave nothing half-made behind.
-                let _ = c
-                    .send(
-                        c.http
-                            .delete(c.url(&format!("/api/jobs/{name}?public_data=purge"))),
-                    )
-                    .await;
-                return Err(e);
+            let up = match up {
+                Ok(up) => up,
+                Err(e) => {
+                    // Leave nothing half-made behind.
+                    let _ = c
+                        .send(
+                            c.http
+                                .delete(c.url(&format!("/api/jobs/{name}?public_data=purge"))),
+                        )
+                        .await;
+                    return Err(e);
+                }
+            };
+            // Warnings never block: what the spec and the code say, on stderr.
+            for w in [&job["warnings"], &up["warnings"]]
+                .into_iter()
+                .filter_map(Value::as_array)
+                .flatten()
+            {
+                eprintln!(
+                    "warning: {}: {}",
+                    w["field"].as_str().unwrap_or(""),
+                    w["message"].as_str().unwrap_or("")
+                );
             }
             let job = c
                 .json(c.http.get(c.url(&format!("/api/jobs/{name}"))))
@@ -350,6 +391,73 @@ pub async fn jobs(a: ServerArgs, cmd: JobsCmd) -> anyhow::Result<ExitCode> {
                         return Ok(exit_for(&run));
                     }
                 }
+            }
+        }
+        JobsCmd::Backfill {
+            name,
+            from,
+            to,
+            only,
+            force,
+            dry_run,
+            wait,
+        } => {
+            let body =
+                json!({"from": from, "to": to, "only": only, "force": force, "dry_run": dry_run});
+            let plan = c
+                .json(
+                    c.http
+                        .post(c.url(&format!("/api/jobs/{name}/backfill")))
+                        .json(&body),
+                )
+                .await?;
+            let mut ids = Vec::new();
+            for slot in plan["slots"].as_array().into_iter().flatten() {
+                let what = match (slot["run_id"].as_str(), slot["skip"].as_str()) {
+                    (Some(id), _) => {
+                        ids.push(id.to_string());
+                        format!("run {id}")
+                    }
+                    (None, Some(why)) => format!("skipped: {why}"),
+                    (None, None) => "would run".into(),
+                };
+                println!(
+                    "{}  {:<9} attempt {:<2} {what}",
+                    slot["slot"].as_str().unwrap_or(""),
+                    slot["status"].as_str().unwrap_or(""),
+                    slot["attempt"].as_u64().unwrap_or(0),
+                );
+            }
+            if dry_run {
+                return Ok(ExitCode::SUCCESS);
+            }
+            eprintln!(
+                "{name}: {} backfill runs started, at most {} at a time",
+                ids.len(),
+                plan["concurrency"].as_u64().unwrap_or(1)
+            );
+            if wait {
+                let mut all_ok = true;
+                for id in ids {
+                    let run = loop {
+                        let run = c
+                            .json(c.http.get(c.url(&format!("/api/runs/{id}?wait=300"))))
+                            .await?;
+                        if !matches!(
+                            run["state"].as_str(),
+                            Some("pending" | "fetching" | "running" | "publishing")
+                        ) {
+                            break run;
+                        }
+                    };
+                    eprintln!("{}", run_line(&run));
+                    all_ok &= run["state"].as_str() == Some("succeeded");
+                }
+                return Ok(if all_ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                });
             }
         }
         JobsCmd::Pause { name } => {

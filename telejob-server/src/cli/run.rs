@@ -325,6 +325,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         owner: None,
         limits,
         secrets,
+        instance_type: None,
     };
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) || a.compute == ComputeArg::Ec2 {
         eprintln!(

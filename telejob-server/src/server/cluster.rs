@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use telejob_aws::Ec2Compute;
 use telejob_core::job::JobName;
 use telejob_core::run::RunId;
-use telejob_core::scheduler::persist::Trigger;
+use telejob_core::scheduler::persist::{RunRow, Trigger};
 use telejob_core::scheduler::{Scheduler, SchedulerParts};
 use tokio_util::sync::CancellationToken;
 
@@ -136,6 +136,16 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Cancels a job's runs in flight and forgets the job.
+/// No leader recorded what a follower handed over in time.
+fn no_leader(op: &'static str) -> telejob_core::Error {
+    telejob_core::Error::Compute {
+        op,
+        reason: "no scheduler recorded the run within 10 s (is a leader up?); try again".into(),
+        retryable: true,
+        source: None,
+    }
+}
+
 async fn disarm(s: &Scheduler, job: &JobName) -> telejob_core::Result<()> {
     for r in s.active_runs().remove(job).unwrap_or_default() {
         s.cancel_run(&r).await?;
@@ -346,6 +356,27 @@ impl Cluster {
         self.wait_recorded(id).await
     }
 
+    /// The leader's part of a backfill handed over by a follower.
+    async fn backfill_on(
+        &self,
+        s: &Scheduler,
+        job: &str,
+        slots: &[(DateTime<Utc>, u32, String)],
+    ) -> telejob_core::Result<()> {
+        let slots = slots
+            .iter()
+            .filter_map(|(t, a, id)| Some((*t, *a, RunId::parse(id)?)))
+            .collect();
+        let concurrency = self
+            .db
+            .job_fresh(job)
+            .await?
+            .map_or(1, |j| j.spec.backfill_concurrency);
+        s.backfill(&JobName::new(job.to_string())?, slots, concurrency)
+            .await
+            .map(|_| ())
+    }
+
     /// The leader's part of a replay: the original run and the key of the code it ran.
     async fn replay_on(
         &self,
@@ -380,6 +411,53 @@ impl Cluster {
         .await
     }
 
+    /// Backfills `slots` of a job (each its slot, attempt and run id): on the leader directly;
+    /// from a follower through the change feed, answering once the leader has recorded them.
+    /// Returns the ids recorded (a slot attempt another run took first is left out).
+    ///
+    /// # Errors
+    ///
+    /// As [`Cluster::run_now`].
+    pub async fn backfill(
+        &self,
+        job: &str,
+        slots: Vec<(DateTime<Utc>, u32, RunId)>,
+        concurrency: u32,
+    ) -> telejob_core::Result<Vec<RunId>> {
+        let name = JobName::new(job.to_string())?;
+        if let Some(s) = self.scheduler() {
+            return s.backfill(&name, slots, concurrency).await;
+        }
+        let Some(last) = slots.iter().max_by_key(|s| s.0).cloned() else {
+            return Ok(Vec::new());
+        };
+        let change = ChangeKind::Backfill(
+            slots
+                .iter()
+                .map(|(t, a, id)| (*t, *a, id.to_string()))
+                .collect(),
+        );
+        self.db.record_change(job, &change, &self.id).await?;
+        // The leader records the rows oldest first: once the newest slot's attempt has a row,
+        // every one has.
+        let deadline = Instant::now() + RUN_NOW_WAIT;
+        let last_key = RunRow::slot_key(last.0, last.1);
+        while self.db.run_with_key(job, &last_key).await?.is_none() {
+            if Instant::now() >= deadline {
+                return Err(no_leader("backfill"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut ours = Vec::new();
+        for (t, a, id) in slots {
+            let key = RunRow::slot_key(t, a);
+            if self.db.run_with_key(job, &key).await?.as_deref() == Some(id.as_str()) {
+                ours.push(id);
+            }
+        }
+        Ok(ours)
+    }
+
     /// Waits until the leader has recorded run `id` (handed over through the feed).
     async fn wait_recorded(&self, id: RunId) -> telejob_core::Result<RunId> {
         let deadline = Instant::now() + RUN_NOW_WAIT;
@@ -389,12 +467,7 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Err(telejob_core::Error::Compute {
-            op: "run now",
-            reason: "no scheduler recorded the run within 10 s (is a leader up?); try again".into(),
-            retryable: true,
-            source: None,
-        })
+        Err(no_leader("run now"))
     }
 
     /// Cancels a run in flight: on the leader directly, else through the change feed.
@@ -658,6 +731,7 @@ impl Cluster {
                     Ok(id) => self.replay_on(s, &c.job, of, id).await.map(|_| ()),
                     Err(e) => Err(e),
                 },
+                ChangeKind::Backfill(slots) => self.backfill_on(s, &c.job, slots).await,
             };
             if let Err(e) = r {
                 tracing::warn!(job = %c.job, change = ?c.kind, error = %e, "a change from another replica failed");

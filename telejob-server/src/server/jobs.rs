@@ -10,6 +10,7 @@ use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use telejob_core::job::JobSpec;
 use telejob_core::run::RunId;
+use telejob_core::scheduler::backfill::{self, BackfillRequest, PlannedSlot};
 use telejob_core::store::{PutOptions, Store};
 
 use super::db::{JobRow, User};
@@ -106,6 +107,13 @@ pub struct StagedCode {
     size: u64,
 }
 
+impl StagedCode {
+    /// The staged file.
+    pub fn path(&self) -> &std::path::Path {
+        self.file.path()
+    }
+}
+
 /// What a stored code version is.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StoredCode {
@@ -115,6 +123,8 @@ pub struct StoredCode {
     pub size: u64,
     /// Its private-store key.
     pub key: String,
+    /// What the code says about the job's command (missing or not executable script).
+    pub warnings: Vec<telejob_core::advice::Warning>,
 }
 
 /// Receives an upload into a temporary file, counting against `max` bytes.
@@ -200,6 +210,7 @@ async fn store_code(s: &AppState, name: &str, code: StagedCode, by: &str) -> Res
         sha256: code.sha256,
         size: code.size,
         key,
+        warnings: Vec::new(),
     })
 }
 
@@ -217,6 +228,7 @@ fn check_spec(s: &AppState, spec: &JobSpec) -> Result<()> {
         )));
     }
     spec.validate(&s.limits)?;
+    s.advisor.check(spec)?;
     Ok(())
 }
 
@@ -309,8 +321,10 @@ pub async fn upload_code(
     name: &str,
     code: StagedCode,
 ) -> Result<StoredCode> {
-    managed(s, user, name).await?;
-    let stored = store_code(s, name, code, &user.name).await?;
+    let job = managed(s, user, name).await?;
+    let warnings = super::advice::script_warnings(code.file.path(), &job.spec.command).await;
+    let mut stored = store_code(s, name, code, &user.name).await?;
+    stored.warnings = warnings;
     rearm(s, name).await?;
     Ok(stored)
 }
@@ -382,6 +396,113 @@ pub async fn replay(s: &AppState, user: &User, run_id: &str) -> Result<RunId> {
         )));
     }
     Ok(s.cluster.replay(&job.spec.name, run_id).await?)
+}
+
+/// A backfill's plan and, unless a dry run, the runs it started.
+#[derive(Debug, serde::Serialize)]
+pub struct Backfill {
+    /// The job.
+    pub job: String,
+    /// The first day (in the job's time zone).
+    pub from: chrono::NaiveDate,
+    /// The last day, included.
+    pub to: chrono::NaiveDate,
+    /// The job's time zone.
+    pub timezone: String,
+    /// Nothing was run: the plan only.
+    pub dry_run: bool,
+    /// Runs at once (the job's `backfill_concurrency`).
+    pub concurrency: u32,
+    /// Every slot of the range, oldest first.
+    pub slots: Vec<BackfillSlot>,
+}
+
+/// One slot of a backfill.
+#[derive(Debug, serde::Serialize)]
+pub struct BackfillSlot {
+    /// The slot, its status, its attempt and why it is skipped.
+    #[serde(flatten)]
+    pub plan: PlannedSlot,
+    /// The run started for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<RunId>,
+}
+
+impl Backfill {
+    /// How many runs it starts (or would start).
+    pub fn runs(&self) -> usize {
+        self.slots.iter().filter(|s| s.plan.runs()).count()
+    }
+}
+
+/// Plans a backfill of job `name` and, unless `dry_run`, starts its runs (oldest first, at
+/// most the job's `backfill_concurrency` at a time).
+///
+/// # Errors
+///
+/// [`JobError::NotFound`] / [`JobError::Forbidden`] (a dry run needs only to see the job), the
+/// field at fault in the request (`from`, `to`, `slots`), a job without code, or a scheduler
+/// failure.
+pub async fn backfill(
+    s: &AppState,
+    user: &User,
+    name: &str,
+    req: &BackfillRequest,
+    dry_run: bool,
+) -> Result<Backfill> {
+    let job = if dry_run {
+        visible(s, user, name).await?
+    } else {
+        managed(s, user, name).await?
+    };
+    let schedule = job.spec.schedule.compile()?;
+    let now = Utc::now();
+    let (start, end) = backfill::range(&schedule, req.from, req.to, now)?;
+    let history = s.db.slot_attempts(name, start, end).await?;
+    let plan = backfill::plan(&schedule, req, now, &history)?;
+    let mut slots: Vec<BackfillSlot> = plan
+        .into_iter()
+        .map(|plan| BackfillSlot {
+            run_id: plan.runs().then(RunId::new),
+            plan,
+        })
+        .collect();
+    if !dry_run && slots.iter().any(|s| s.plan.runs()) {
+        if job.code_key.is_none() {
+            return Err(JobError::Invalid(telejob_core::Error::invalid(
+                "code",
+                "the job has no code yet: upload a tarball with PUT /api/jobs/{name}/code",
+            )));
+        }
+        let wanted = slots
+            .iter()
+            .filter_map(|s| Some((s.plan.slot, s.plan.attempt, s.run_id.clone()?)))
+            .collect();
+        let ours = s
+            .cluster
+            .backfill(name, wanted, job.spec.backfill_concurrency)
+            .await?;
+        for slot in &mut slots {
+            if slot.run_id.as_ref().is_some_and(|id| !ours.contains(id)) {
+                slot.run_id = None;
+                slot.plan.skip = Some("another run of this attempt was recorded first".into());
+            }
+        }
+    }
+    if dry_run {
+        for slot in &mut slots {
+            slot.run_id = None;
+        }
+    }
+    Ok(Backfill {
+        job: name.to_string(),
+        from: req.from,
+        to: req.to,
+        timezone: schedule.timezone().to_string(),
+        dry_run,
+        concurrency: job.spec.backfill_concurrency,
+        slots,
+    })
 }
 
 /// What happens to a deleted job's published data.

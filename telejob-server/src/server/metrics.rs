@@ -35,6 +35,8 @@ pub struct Metrics {
     pub takeovers: prometheus_client::metrics::counter::Counter,
     /// Times this replica gave the lease up or lost it.
     pub step_downs: prometheus_client::metrics::counter::Counter,
+    /// Runs marked running late.
+    pub late: prometheus_client::metrics::counter::Counter,
 }
 
 impl Metrics {
@@ -87,6 +89,12 @@ impl Metrics {
             "Times this replica stopped scheduling (lease lost, or given up at shutdown)",
             step_downs.clone(),
         );
+        let late = prometheus_client::metrics::counter::Counter::default();
+        r.register(
+            "runs_late",
+            "Runs that passed their job's usual duration by the margin (running_late)",
+            late.clone(),
+        );
         Self {
             registry: Mutex::new(r),
             lateness,
@@ -99,6 +107,7 @@ impl Metrics {
             renewals,
             takeovers,
             step_downs,
+            late,
         }
     }
 

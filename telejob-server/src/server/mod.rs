@@ -1,11 +1,13 @@
 //! `telejob serve`: the HTTP API, the dashboard and the scheduler, on SQLite (one process) or
 //! PostgreSQL (several replicas, one of which runs the scheduler: see [`cluster`]).
 
+pub mod advice;
 mod api;
 mod cluster;
 mod db;
 mod example;
 mod jobs;
+mod late;
 mod listen;
 mod metrics;
 mod notify;
@@ -227,6 +229,9 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     };
 
+    let notifier: Arc<dyn telejob_core::scheduler::notify::Notifier> =
+        Arc::new(notify::ServerNotifier::new(db.clone(), cfg.smtp.clone())?);
+    let advisor = Arc::new(cfg.advisor()?);
     let compute_limits = compute.capabilities().limits;
     let metrics = Arc::new(metrics::Metrics::new());
     let limits = cfg.limits(compute_limits)?;
@@ -250,7 +255,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
             store: Arc::new(db.clone()),
             compute,
             clock: Arc::new(SystemClock),
-            notifier: Arc::new(notify::ServerNotifier::new(db.clone(), cfg.smtp.clone())?),
+            notifier: notifier.clone(),
             observer: metrics.clone(),
             limits,
         },
@@ -272,7 +277,19 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         max_code_bytes: cfg.max_code_bytes.unwrap_or(1 << 30),
         metrics,
         sessions: sessions::Sessions::new(db.clone()),
+        advisor: advisor.clone(),
     };
+    tokio::spawn(
+        late::LateWatch {
+            db: db.clone(),
+            cluster: cluster.clone(),
+            advisor,
+            notifier,
+            metrics: state.metrics.clone(),
+            every: std::time::Duration::from_secs(cfg.late_check_seconds.unwrap_or(15).max(1)),
+        }
+        .run(),
+    );
     if a.example {
         example::ensure(&state).await?;
     }

@@ -29,4 +29,6 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Dashboard sessions.
     pub sessions: Sessions,
+    /// Save-time warnings and running-late thresholds.
+    pub advisor: Arc<super::advice::Advisor>,
 }

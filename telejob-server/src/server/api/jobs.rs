@@ -79,7 +79,9 @@ pub async fn create(
 ) -> ApiResult<Response> {
     let (spec, secrets) = spec_and_secrets(&body)?;
     let row = jobs::create(&s, &caller, &spec, None, &secrets).await?;
-    Ok((StatusCode::CREATED, Json(full_view(&s, &row).await?)).into_response())
+    let mut v = full_view(&s, &row).await?;
+    v["warnings"] = json!(s.advisor.warnings(Some(&s.db), &row.spec, &s.limits).await);
+    Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
 /// A job body: the spec's fields, and `secrets` (name → value, or `null` to remove one), which
@@ -129,7 +131,9 @@ pub async fn update(
     jobs::managed(&s, &caller, &name).await?;
     let (spec, secrets) = spec_and_secrets(&body)?;
     let row = jobs::update(&s, &caller, &name, &spec, None, &secrets).await?;
-    Ok(Json(full_view(&s, &row).await?))
+    let mut v = full_view(&s, &row).await?;
+    v["warnings"] = json!(s.advisor.warnings(Some(&s.db), &row.spec, &s.limits).await);
+    Ok(Json(v))
 }
 
 #[derive(Debug, Deserialize)]
@@ -253,4 +257,92 @@ pub async fn run_now(
 ) -> ApiResult<Response> {
     let id = jobs::run_now(&s, &caller, &name).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"run_id": id}))).into_response())
+}
+
+/// The body of `POST /api/jobs/{name}/backfill` (and the query of its `GET`, a dry run).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillBody {
+    /// The first day, `YYYY-MM-DD` in the job's time zone.
+    from: String,
+    /// The last day, included.
+    to: String,
+    /// `missed`, `failed` or `missed,failed` (default both).
+    #[serde(default)]
+    only: Option<String>,
+    /// Run slots that succeeded too.
+    #[serde(default)]
+    force: bool,
+    /// Only these slots of the range.
+    #[serde(default)]
+    slots: Option<Vec<chrono::DateTime<Utc>>>,
+    /// Plan only.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+impl BackfillBody {
+    fn request(&self) -> ApiResult<telejob_core::scheduler::backfill::BackfillRequest> {
+        use telejob_core::scheduler::backfill::{BackfillRequest, parse_date};
+        let invalid = |e: telejob_core::Error| ApiError::from(jobs::JobError::Invalid(e));
+        let from = parse_date("from", &self.from).map_err(invalid)?;
+        let to = parse_date("to", &self.to).map_err(invalid)?;
+        let mut req = BackfillRequest::new(from, to);
+        if let Some(only) = &self.only {
+            req = req.with_only(only).map_err(invalid)?;
+        }
+        req.force = self.force;
+        req.slots.clone_from(&self.slots);
+        Ok(req)
+    }
+}
+
+/// `POST /api/jobs/{name}/backfill`: runs the missed and failed slots of a date range (202), or
+/// plans them (`dry_run`, 200).
+pub async fn backfill(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    // Rights before the body, so that a caller who may not see the job learns nothing from it.
+    jobs::visible(&s, &caller, &name).await?;
+    let b: BackfillBody = parse_json(&body)?;
+    let out = jobs::backfill(&s, &caller, &name, &b.request()?, b.dry_run).await?;
+    let code = if b.dry_run {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((code, Json(out)).into_response())
+}
+
+/// `GET /api/jobs/{name}/backfill?from=…&to=…`: the plan of a backfill, running nothing.
+pub async fn backfill_plan(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+    ApiQuery(q): ApiQuery<BackfillQuery>,
+) -> ApiResult<Json<jobs::Backfill>> {
+    let b = BackfillBody {
+        from: q.from,
+        to: q.to,
+        only: q.only,
+        force: q.force.unwrap_or(false),
+        slots: None,
+        dry_run: true,
+    };
+    Ok(Json(
+        jobs::backfill(&s, &caller, &name, &b.request()?, true).await?,
+    ))
+}
+
+/// The query of `GET /api/jobs/{name}/backfill`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillQuery {
+    from: String,
+    to: String,
+    only: Option<String>,
+    force: Option<bool>,
 }

@@ -37,6 +37,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs/{name}/pause", post(jobs::pause))
         .route("/api/jobs/{name}/resume", post(jobs::resume))
         .route("/api/jobs/{name}/runs", get(runs::list).post(jobs::run_now))
+        .route(
+            "/api/jobs/{name}/backfill",
+            get(jobs::backfill_plan).post(jobs::backfill),
+        )
         .route("/api/runs/{id}", get(runs::show))
         .route("/api/runs/{id}/log", get(runs::log))
         .route("/api/runs/{id}/cancel", post(runs::cancel))

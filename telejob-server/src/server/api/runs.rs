@@ -24,6 +24,9 @@ pub struct RunView {
     #[serde(flatten)]
     run: Run,
     trigger: String,
+    /// Set once the run passed its job's usual duration by the margin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    late: Option<crate::server::db::LateMark>,
 }
 
 /// `GET /api/jobs/{name}/runs`.
@@ -39,9 +42,15 @@ pub async fn list(
         return Err(ApiError::bad_request("query: limit: use 1 to 1000"));
     }
     let runs = s.db.runs_of(&name, limit).await?;
+    let ids: Vec<&str> = runs.iter().map(|(r, _)| r.id.as_str()).collect();
+    let mut late = s.db.late_marks(&ids).await?;
     Ok(Json(
         runs.into_iter()
-            .map(|(run, trigger)| RunView { run, trigger })
+            .map(|(run, trigger)| RunView {
+                late: late.remove(run.id.as_str()),
+                run,
+                trigger,
+            })
             .collect(),
     ))
 }
@@ -81,7 +90,8 @@ pub async fn show(
                 .await?
                 .ok_or_else(|| ApiError::not_found("run"))?;
     }
-    Ok(Json(RunView { run, trigger }))
+    let late = s.db.late_marks(&[&id]).await?.remove(&id);
+    Ok(Json(RunView { run, trigger, late }))
 }
 
 /// `GET /api/runs/{id}/log`.

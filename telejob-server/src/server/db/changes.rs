@@ -23,6 +23,8 @@ pub enum ChangeKind {
         /// The run replayed.
         of: String,
     },
+    /// Backfill these slots: each its slot, the attempt it becomes and its run's id.
+    Backfill(Vec<(DateTime<Utc>, u32, String)>),
 }
 
 /// One entry of the feed.
@@ -53,6 +55,10 @@ impl Db {
             ChangeKind::Cancel(r) => ("cancel", Some(r.clone())),
             // Run ids hold no spaces.
             ChangeKind::Replay { id, of } => ("replay", Some(format!("{id} {of}"))),
+            ChangeKind::Backfill(slots) => (
+                "backfill",
+                Some(serde_json::to_string(slots).unwrap_or_default()),
+            ),
         };
         sqlx::query(
             "INSERT INTO job_changes (job, kind, run_id, origin, at) VALUES ($1, $2, $3, $4, $5)",
@@ -95,6 +101,9 @@ impl Db {
                         },
                         None => ChangeKind::Job,
                     },
+                    ("backfill", Some(slots)) => serde_json::from_str(&slots)
+                        .map(ChangeKind::Backfill)
+                        .unwrap_or(ChangeKind::Job),
                     _ => ChangeKind::Job,
                 };
                 Ok(Change {

@@ -74,6 +74,7 @@ const TABLES: &[(&str, &[(&str, Col)])] = &[
             ("record", Col::Text),
             ("created_at", Col::Text),
             ("epoch", Col::Int),
+            ("late", Col::OptText),
         ],
     ),
     (

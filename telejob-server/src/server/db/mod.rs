@@ -20,3 +20,4 @@ pub use changes::ChangeKind;
 pub use conn::{Backend, Db, Fence, Location, ts};
 pub use lease::LeaseRow;
 pub use rows::{CodeVersion, JobRow, Tombstone, User};
+pub use runs::LateMark;

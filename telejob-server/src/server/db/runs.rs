@@ -10,6 +10,18 @@ use telejob_core::scheduler::persist::{JobState, RunRow, SchedulerStore, Trigger
 
 use super::conn::{Db, db_err, decode_err, ts};
 
+/// Why a run counts as late: when it was marked, the job's usual (p95) command duration and the
+/// threshold it passed, in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LateMark {
+    /// When the run was found late.
+    pub at: DateTime<Utc>,
+    /// The p95 of the job's last successful command phases.
+    pub p95_ms: u64,
+    /// The threshold passed: `max(factor × p95, p95 + margin)`.
+    pub after_ms: u64,
+}
+
 impl Db {
     fn run_from_json(s: &str) -> Result<Run> {
         serde_json::from_str(s).map_err(|e| decode_err("run record", e))
@@ -37,6 +49,121 @@ impl Db {
         rows.iter()
             .map(|r| Ok((Self::run_from_json(r.get(0))?, r.get(1))))
             .collect()
+    }
+
+    /// Every attempt of the job's schedule slots from `from` to `to` (both included): what a
+    /// backfill plans from. Manual runs and replays are not slot attempts.
+    pub async fn slot_attempts(
+        &self,
+        job: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<telejob_core::scheduler::backfill::SlotAttempt>> {
+        let rows = sqlx::query(
+            "SELECT scheduled_for, attempt, state FROM runs \
+             WHERE job = $1 AND slot_key LIKE 'slot:%' AND scheduled_for >= $2 AND scheduled_for <= $3",
+        )
+        .bind(job)
+        .bind(ts(from))
+        .bind(ts(to))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.get(2);
+                Ok(telejob_core::scheduler::backfill::SlotAttempt {
+                    slot: super::conn::parse_ts("runs.scheduled_for", r.get(0))?,
+                    attempt: u32::try_from(r.get::<i64, _>(1)).unwrap_or(0),
+                    state: serde_json::from_value(serde_json::Value::String(state))
+                        .map_err(|e| decode_err("runs.state", e))?,
+                })
+            })
+            .collect()
+    }
+
+    /// The command-phase durations of the job's last 20 successful runs, newest first: its
+    /// usual duration (see [`telejob_core::advice::Usual`]).
+    pub async fn usual_durations(&self, job: &str) -> Result<Vec<std::time::Duration>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT record FROM runs WHERE job = $1 AND state = 'succeeded' ORDER BY created_at DESC LIMIT 20",
+        )
+        .bind(job)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let mut out = Vec::new();
+        for r in rows {
+            let run = Self::run_from_json(&r)?;
+            if let (Some(a), Some(b)) = (run.phases.run_started, run.phases.run_ended) {
+                out.push((b - a).to_std().unwrap_or_default());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs whose command is running and that are not marked late yet, with their job.
+    pub async fn running_not_late(&self) -> Result<Vec<Run>> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT record FROM runs WHERE state = 'running' AND late IS NULL")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
+        rows.iter().map(|r| Self::run_from_json(r)).collect()
+    }
+
+    /// Marks a run late, once: `false` when it was marked already.
+    pub async fn mark_late(&self, run: &str, late: &LateMark) -> Result<bool> {
+        let r = sqlx::query("UPDATE runs SET late = $1 WHERE id = $2 AND late IS NULL")
+            .bind(serde_json::to_string(late).unwrap_or_default())
+            .bind(run)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// The late marks of runs, by id.
+    pub async fn late_marks(
+        &self,
+        ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, LateMark>> {
+        let mut out = std::collections::HashMap::new();
+        for id in ids {
+            let v: Option<Option<String>> =
+                sqlx::query_scalar("SELECT late FROM runs WHERE id = $1")
+                    .bind(*id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db_err)?;
+            if let Some(Some(v)) = v
+                && let Ok(m) = serde_json::from_str(&v)
+            {
+                out.insert((*id).to_string(), m);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The jobs with a run in flight that is marked late.
+    pub async fn jobs_running_late(&self) -> Result<std::collections::HashSet<String>> {
+        let v: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT job FROM runs WHERE late IS NOT NULL AND state IN ('running', 'publishing')",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(v.into_iter().collect())
+    }
+
+    /// The id of the job's run with this slot key, if any.
+    pub async fn run_with_key(&self, job: &str, slot_key: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT id FROM runs WHERE job = $1 AND slot_key = $2")
+            .bind(job)
+            .bind(slot_key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)
     }
 
     /// Whether the job's latest finished (succeeded, failed, timed out) run failed.
@@ -73,12 +200,7 @@ impl Db {
             .map_err(db_err)?;
         rows.into_iter()
             .map(|r| {
-                let trigger = match r.get::<String, _>(1).as_str() {
-                    "scheduled" => Trigger::Scheduled,
-                    "retry" => Trigger::Retry,
-                    "replay" => Trigger::Replay,
-                    _ => Trigger::Manual,
-                };
+                let trigger = Trigger::parse(&r.get::<String, _>(1)).unwrap_or(Trigger::Manual);
                 Ok((
                     Self::run_from_json(r.get(0))?,
                     trigger,

@@ -358,6 +358,21 @@ async fn the_change_feed_keeps_order_and_what_each_change_says() {
             of: "r1".into(),
         };
         db.record_change("k", &replay, "c").await.expect("replay");
+        let backfill = ChangeKind::Backfill(vec![
+            (
+                parse_ts("slot", "2026-03-01T06:00:00Z").expect("t"),
+                0,
+                "r4".into(),
+            ),
+            (
+                parse_ts("slot", "2026-03-02T06:00:00Z").expect("t"),
+                2,
+                "r5".into(),
+            ),
+        ]);
+        db.record_change("k", &backfill, "c")
+            .await
+            .expect("backfill");
         let c = db.changes_after(start, 10).await.expect("read");
         let got: Vec<(&str, &ChangeKind, &str)> = c
             .iter()
@@ -370,16 +385,17 @@ async fn the_change_feed_keeps_order_and_what_each_change_says() {
                 ("j", &ChangeKind::RunNow("r1".into()), "b"),
                 ("k", &ChangeKind::Cancel("r2".into()), "b"),
                 ("k", &replay, "c"),
+                ("k", &backfill, "c"),
             ]
         );
         assert!(c.windows(2).all(|w| w[0].seq < w[1].seq));
-        assert_eq!(db.changes_after(c[1].seq, 10).await.expect("read").len(), 2);
-        assert_eq!(db.last_change().await.expect("last"), c[3].seq);
+        assert_eq!(db.changes_after(c[1].seq, 10).await.expect("read").len(), 3);
+        assert_eq!(db.last_change().await.expect("last"), c[4].seq);
         assert_eq!(
             db.prune_changes(chrono::Utc::now() + chrono::Duration::seconds(1))
                 .await
                 .expect("prune"),
-            4
+            5
         );
     }
 }

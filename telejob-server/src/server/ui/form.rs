@@ -35,6 +35,7 @@ impl JobForm {
             ("catch_up_limit", "10"),
             ("max_retries", "0"),
             ("retry_backoff_seconds", "60"),
+            ("backfill_concurrency", "1"),
         ] {
             values.insert(k.to_string(), v.to_string());
         }
@@ -87,6 +88,10 @@ impl JobForm {
         if spec.retry_on_timeout {
             set("retry_on_timeout", "on".into());
         }
+        set(
+            "backfill_concurrency",
+            spec.backfill_concurrency.to_string(),
+        );
         let fmt = |t: Option<chrono::DateTime<chrono::Utc>>| {
             t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
                 .unwrap_or_default()
@@ -213,6 +218,7 @@ impl JobForm {
             ("max_retries", &mut spec.max_retries),
             ("catch_up_limit", &mut spec.catch_up_limit),
             ("retry_backoff_seconds", &mut spec.retry_backoff_seconds),
+            ("backfill_concurrency", &mut spec.backfill_concurrency),
         ] {
             match self.get(field).trim().parse::<u32>() {
                 Ok(n) => *slot = n,
@@ -220,6 +226,8 @@ impl JobForm {
             }
         }
         spec.retry_on_timeout = !self.get("retry_on_timeout").is_empty();
+        let t = self.get("instance_type").trim();
+        spec.instance_type = (!t.is_empty()).then(|| t.to_string());
         for (field, slot) in [
             ("start_at", &mut spec.start_at),
             ("end_at", &mut spec.end_at),

@@ -1,7 +1,9 @@
 //! The web dashboard, served by `telejob serve` itself: sign in, the job list, the "Schedule a
 //! Job" form, job and run pages. Same validation and owner rules as the API.
 
+mod backfill;
 mod form;
+mod insight;
 mod pages;
 pub mod session;
 
@@ -42,6 +44,10 @@ pub fn router(state: AppState) -> Router {
             get(edit_page)
                 .post(save_edit)
                 .layer(DefaultBodyLimit::max(code_limit)),
+        )
+        .route(
+            "/jobs/{name}/backfill",
+            get(backfill::page_get).post(backfill::run),
         )
         .route("/jobs/{name}/{action}", post(job_action))
         .route("/runs/{id}", get(run_page))
@@ -117,6 +123,22 @@ async fn managed_job(s: &AppState, b: &Browser, name: &str) -> Result<JobRow, Re
         .map_err(|e| job_error(b, e))
 }
 
+/// A job saved whose uploaded code draws a warning: said once, with the way on to its page.
+fn saved_with_warnings(
+    b: &Browser,
+    name: &str,
+    warnings: &[telejob_core::advice::Warning],
+    created: bool,
+) -> Response {
+    page(pages::saved_with_warnings(
+        &b.session.user.name,
+        &b.session.csrf,
+        name,
+        warnings,
+        created,
+    ))
+}
+
 fn not_found(b: &Browser) -> Response {
     (
         StatusCode::NOT_FOUND,
@@ -154,7 +176,13 @@ async fn index(State(s): State<AppState>, b: Browser) -> Response {
                 .map(|(r, _)| r);
         rows.push((j, words, next, last));
     }
-    page(pages::jobs(&b.session.user.name, &b.session.csrf, &rows))
+    let late = s.db.jobs_running_late().await.unwrap_or_default();
+    page(pages::jobs(
+        &b.session.user.name,
+        &b.session.csrf,
+        &rows,
+        &late,
+    ))
 }
 
 async fn login_page() -> Response {
@@ -372,7 +400,9 @@ async fn create_job(
     let (Some(spec), Some(code), true) = (spec, code, f.errors.is_empty()) else {
         return form_page(&b, StatusCode::UNPROCESSABLE_ENTITY, &f, None, None);
     };
+    let warnings = super::advice::script_warnings(code.path(), &spec.command).await;
     match jobs::create(&s, &b.session.user, &spec, Some(code), &secrets).await {
+        Ok(_) if !warnings.is_empty() => saved_with_warnings(&b, &spec.name, &warnings, true),
         Ok(_) => Redirect::to(&format!("/jobs/{}?created=1", spec.name)).into_response(),
         Err(e) => form_failed(&b, &mut f, e, None),
     }
@@ -414,7 +444,12 @@ async fn save_edit(
     let (Some(spec), true) = (spec, f.errors.is_empty()) else {
         return form_page(&b, StatusCode::UNPROCESSABLE_ENTITY, &f, None, Some(&name));
     };
+    let warnings = match &code {
+        Some(c) => super::advice::script_warnings(c.path(), &spec.command).await,
+        None => Vec::new(),
+    };
     match jobs::update(&s, &b.session.user, &name, &spec, code, &secrets).await {
+        Ok(_) if !warnings.is_empty() => saved_with_warnings(&b, &name, &warnings, false),
         Ok(_) => Redirect::to(&format!("/jobs/{name}")).into_response(),
         Err(e) => form_failed(&b, &mut f, e, Some(&name)),
     }
@@ -443,6 +478,11 @@ async fn job_page(
         .cluster
         .next_fire(&j)
         .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string());
+    let ids: Vec<&str> = runs.iter().map(|(r, _)| r.id.as_str()).collect();
+    let late = s.db.late_marks(&ids).await.unwrap_or_default();
+    let usual =
+        telejob_core::advice::Usual::of(&s.db.usual_durations(&name).await.unwrap_or_default());
+    let warnings = s.advisor.warnings(Some(&s.db), &j.spec, &s.limits).await;
     page(pages::job_page(
         &b.session.user.name,
         &b.session.csrf,
@@ -453,6 +493,9 @@ async fn job_page(
             runs: &runs,
             next: next.as_deref(),
             created: q.created.is_some(),
+            warnings: &warnings,
+            usual,
+            late: &late,
         },
     ))
 }
@@ -537,22 +580,33 @@ async fn run_page(State(s): State<AppState>, b: Browser, Path(id): Path<String>)
         None
     };
     let public = j.spec.output_visibility == telejob_core::job::Visibility::Public;
+    let late = s.db.late_marks(&[&id]).await.unwrap_or_default();
     page(pages::run_page(
         &b.session.user.name,
         &b.session.csrf,
-        &run,
-        &trigger,
-        log.as_deref(),
-        public,
-        j.can_manage(&b.session.user),
+        &pages::RunPage {
+            run: &run,
+            trigger: &trigger,
+            log: log.as_deref(),
+            public_data: public,
+            manage: j.can_manage(&b.session.user),
+            late: late.get(&id),
+        },
     ))
 }
 
 async fn preview(
-    _b: Browser,
-    Query(values): Query<std::collections::HashMap<String, String>>,
+    State(s): State<AppState>,
+    b: Browser,
+    Query(mut values): Query<std::collections::HashMap<String, String>>,
 ) -> Response {
-    let f = JobForm {
+    // The history of the job being edited, if the user manages it; a new job has none.
+    let named = values.get("name").cloned().unwrap_or_default();
+    let history = jobs::managed(&s, &b.session.user, &named).await.is_ok();
+    if !history {
+        values.insert("name".into(), "preview".into());
+    }
+    let mut f = JobForm {
         values,
         errors: Default::default(),
     };
@@ -561,11 +615,22 @@ async fn preview(
         .map_err(|(_, m)| m)
         .and_then(|spec| spec.compile().map_err(|e| e.to_string()))
     {
-        Ok(s) => serde_json::json!({
-            "description": s.describe(),
-            "next": s.preview(Utc::now(), 5).iter().map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string()).collect::<Vec<_>>(),
-        }),
-        Err(e) => serde_json::json!({"error": e}),
+        Ok(sched) => {
+            let warnings = match f.check(&s.limits) {
+                Some(spec) => {
+                    s.advisor
+                        .warnings(history.then_some(&s.db), &spec, &s.limits)
+                        .await
+                }
+                None => Vec::new(),
+            };
+            serde_json::json!({
+                "description": sched.describe(),
+                "next": sched.preview(Utc::now(), 5).iter().map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string()).collect::<Vec<_>>(),
+                "warnings": warnings,
+            })
+        }
+        Err(e) => serde_json::json!({"error": e, "warnings": []}),
     };
     axum::Json(body).into_response()
 }

@@ -82,6 +82,7 @@ pub fn jobs(
     user: &str,
     csrf: &str,
     rows: &[(JobRow, String, Option<String>, Option<Run>)],
+    late: &std::collections::HashSet<String>,
 ) -> Markup {
     layout(
         "Jobs",
@@ -97,7 +98,8 @@ pub fn jobs(
                     @for (job, words, next, last) in rows {
                         tr {
                             td { a href={ "/jobs/" (job.spec.name) } { (job.spec.name) }
-                                @if job.paused { " (paused)" } @if job.expired { " (expired)" } }
+                                @if job.paused { " (paused)" } @if job.expired { " (expired)" }
+                                @if late.contains(&job.spec.name) { " " span.late title="a run of this job is running late" { "running late" } } }
                             td { (words) }
                             td { (next.as_deref().unwrap_or("—")) }
                             td {
@@ -215,11 +217,18 @@ pub fn job_form(
                     (field_error(f, "timezone"))
                     p.help { "Next runs: " span #preview { "…" } }
                 }
+                div.card.warnings #form-warnings hidden {
+                    h2 { "Warnings (they do not stop you)" }
+                    ul #warnings {}
+                }
                 div.card {
                     label for="timeout_minutes" { "Job timeout (minutes)" }
                     input #timeout_minutes name="timeout_minutes" type="number" min="1" value=(f.get("timeout_minutes"));
                     p.help { "The run and everything it started are killed after this. Set it a little above a typical run." }
                     (field_error(f, "timeout_minutes"))
+                    label for="instance_type" { "Instance type (EC2 servers only; empty: the default)" }
+                    input #instance_type name="instance_type" value=(f.get("instance_type")) placeholder="t3.medium";
+                    (field_error(f, "instance_type"))
                     label for="overlap" { "If the previous run is still going" }
                     (select(f, "overlap", &[("forbid", "skip this run (recorded as missed)"), ("allow", "run both"), ("replace", "cancel the old run")]))
                     label for="missed" { "Runs missed while telejob was down" }
@@ -234,6 +243,9 @@ pub fn job_form(
                     input #retry_backoff_seconds name="retry_backoff_seconds" type="number" min="1" value=(f.get("retry_backoff_seconds"));
                     (field_error(f, "retry_backoff_seconds"))
                     label { input #retry_on_timeout type="checkbox" name="retry_on_timeout" checked[!f.get("retry_on_timeout").is_empty()]; " Retry runs that timed out too" }
+                    label for="backfill_concurrency" { "Backfill runs at once" }
+                    input #backfill_concurrency name="backfill_concurrency" type="number" min="1" max="16" value=(f.get("backfill_concurrency"));
+                    (field_error(f, "backfill_concurrency"))
                     label for="start_at" { "Start (optional)" }
                     input #start_at name="start_at" value=(f.get("start_at")) placeholder="2026-12-01T00:00:00Z";
                     (field_error(f, "start_at"))
@@ -304,10 +316,14 @@ document.addEventListener('submit',e=>{ const m=e.target.dataset&&e.target.datas
   let t=null;
   function preview(){ clearTimeout(t); t=setTimeout(async()=>{
     const p=new URLSearchParams();
-    ['frequency','day_of_week','day_of_month','time_of_day','cron','timezone'].forEach(k=>p.set(k,f.elements[k].value));
-    const out=document.getElementById('preview');
+    for(const el of f.elements){ if(!el.name||el.type==='file'||el.type==='password'||el.name.includes('secret')||el.name==='csrf') continue;
+      if((el.type==='checkbox'||el.type==='radio')&&!el.checked) continue; p.set(el.name,el.value); }
+    const out=document.getElementById('preview'), box=document.getElementById('form-warnings'), list=document.getElementById('warnings');
     try{ const r=await fetch('/ui/preview?'+p.toString(),{credentials:'same-origin'}); const j=await r.json();
-      out.textContent=j.error?j.error:(j.description+': '+j.next.join(', ')); }catch(e){ out.textContent='(preview unavailable)'; }
+      out.textContent=j.error?j.error:(j.description+': '+j.next.join(', '));
+      list.replaceChildren(...(j.warnings||[]).map(w=>{ const li=document.createElement('li'); li.className='warning';
+        const b=document.createElement('strong'); b.textContent=w.field; li.append(b,': '+w.message); return li; }));
+      box.hidden=!(j.warnings&&j.warnings.length); }catch(e){ out.textContent='(preview unavailable)'; }
   },150); }
   freq.addEventListener('change',()=>{show();preview();});
   f.addEventListener('input',preview);
@@ -330,6 +346,12 @@ pub struct JobPage<'a> {
     pub next: Option<&'a str>,
     /// Just created: say what will happen.
     pub created: bool,
+    /// What its spec says before it runs.
+    pub warnings: &'a [telejob_core::advice::Warning],
+    /// Its usual command duration, once known.
+    pub usual: Option<telejob_core::advice::Usual>,
+    /// Late marks of its runs.
+    pub late: &'a std::collections::HashMap<String, crate::server::db::LateMark>,
 }
 
 /// A job's page; a new job's page says what will happen, in plain words.
@@ -341,6 +363,9 @@ pub fn job_page(user: &str, csrf: &str, p: &JobPage<'_>) -> Markup {
         runs,
         next,
         created,
+        warnings,
+        usual,
+        late,
     } = *p;
     let sched = j.spec.schedule.compile().ok();
     let words = sched.as_ref().map(|s| s.describe()).unwrap_or_default();
@@ -388,6 +413,8 @@ pub fn job_page(user: &str, csrf: &str, p: &JobPage<'_>) -> Markup {
                         " "
                         a href={ "/jobs/" (name) "/edit" } { "Edit" }
                         " "
+                        a #backfill href={ "/jobs/" (name) "/backfill" } { "Backfill…" }
+                        " "
                         form.inline method="post" action={ "/jobs/" (name) "/delete" } data-confirm="Delete this job, its code, logs and run history? Published data is kept (and the name stays yours) unless you ticked the box." {
                             input type="hidden" name="csrf" value=(csrf);
                             label.inline { input #purge-public type="checkbox" name="purge_public" value="1"; " also delete its published data" }
@@ -397,6 +424,9 @@ pub fn job_page(user: &str, csrf: &str, p: &JobPage<'_>) -> Markup {
                     }
                 }
             }
+            (super::insight::warnings(warnings))
+            h2 { "Durations" }
+            (super::insight::chart(runs, usual, f64::from(j.spec.timeout_minutes) * 60.0, late))
             h2 { "Code versions" }
             table {
                 tr { th { "sha256" } th { "bytes" } th { "uploaded" } th { "by" } }
@@ -408,7 +438,7 @@ pub fn job_page(user: &str, csrf: &str, p: &JobPage<'_>) -> Markup {
                 @for (r, trigger) in runs {
                     tr {
                         td { a href={ "/runs/" (r.id) } { (r.id) } }
-                        td class={ "state-" (r.state) } { (r.state) }
+                        td class={ "state-" (r.state) } { (r.state) @if late.contains_key(r.id.as_str()) { " " span.late title="running late" { "(late)" } } }
                         td { (r.scheduled_for.format("%Y-%m-%d %H:%M UTC")) }
                         td { (trigger) }
                         td { (span(r.phases.fetch_started, r.phases.run_started)) }
@@ -431,16 +461,33 @@ fn span(
     }
 }
 
+/// What a run's page shows.
+#[derive(Debug)]
+pub struct RunPage<'a> {
+    /// The run.
+    pub run: &'a Run,
+    /// Why it ran.
+    pub trigger: &'a str,
+    /// Its log, for the job's owners and maintainers.
+    pub log: Option<&'a str>,
+    /// Whether its output is public.
+    pub public_data: bool,
+    /// Whether the viewer may replay it.
+    pub manage: bool,
+    /// Its late mark.
+    pub late: Option<&'a crate::server::db::LateMark>,
+}
+
 /// A run's page; the log only for the job's owners.
-pub fn run_page(
-    user: &str,
-    csrf: &str,
-    r: &Run,
-    trigger: &str,
-    log: Option<&str>,
-    public_data: bool,
-    manage: bool,
-) -> Markup {
+pub fn run_page(user: &str, csrf: &str, p: &RunPage<'_>) -> Markup {
+    let RunPage {
+        run: r,
+        trigger,
+        log,
+        public_data,
+        manage,
+        late,
+    } = *p;
     let ts = |t: Option<chrono::DateTime<chrono::Utc>>| {
         t.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
             .unwrap_or_else(|| "—".into())
@@ -464,6 +511,7 @@ pub fn run_page(
             div.card {
                 table {
                     tr { th { "State" } td #run-state class={ "state-" (r.state) } { (r.state) } }
+                    @if let Some(m) = late { tr { th { "Late" } td { (super::insight::late_note(r, m)) } } }
                     @if let Some(e) = &r.error { tr { th { "Error" } td { (e) } } }
                     tr { th { "Slot" } td { (r.scheduled_for.format("%Y-%m-%d %H:%M:%S UTC")) " (" (trigger) ")" } }
                     tr { th { "Fetch started" } td { (ts(r.phases.fetch_started)) } }
@@ -512,6 +560,32 @@ pub fn run_page(
 }
 
 /// A page for errors.
+/// The page after a save whose uploaded code drew warnings.
+pub fn saved_with_warnings(
+    user: &str,
+    csrf: &str,
+    name: &str,
+    w: &[telejob_core::advice::Warning],
+    created: bool,
+) -> Markup {
+    let to = if created {
+        format!("/jobs/{name}?created=1")
+    } else {
+        format!("/jobs/{name}")
+    };
+    layout(
+        "Saved, with warnings",
+        Some(user),
+        Some(csrf),
+        html! {
+            h1 { "Saved " (name) ", with warnings" }
+            p { "The job is saved and scheduled. The uploaded code says:" }
+            (super::insight::warnings(w))
+            p { a #continue href=(to) { "On to the job" } }
+        },
+    )
+}
+
 pub fn message(user: Option<&str>, csrf: Option<&str>, title: &str, text: &str) -> Markup {
     layout(
         title,

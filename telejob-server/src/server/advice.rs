@@ -1,0 +1,161 @@
+//! What the server adds to [`telejob_core::advice`]: the job's history, the EC2 price table,
+//! the instance-type allowlist, and the script check of uploaded code.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use telejob_core::advice::{self, Context, Price, Usual, Warning};
+use telejob_core::job::JobSpec;
+
+use super::db::Db;
+
+/// On-demand prices in US dollars per hour (us-east-1, Linux), the defaults of `[ec2_prices]`.
+pub const DEFAULT_PRICES: &[(&str, f64)] = &[
+    ("t3.nano", 0.0052),
+    ("t3.micro", 0.0104),
+    ("t3.small", 0.0208),
+    ("t3.medium", 0.0416),
+    ("t3.large", 0.0832),
+    ("t3.xlarge", 0.1664),
+    ("t3.2xlarge", 0.3328),
+    ("m5.large", 0.096),
+    ("m5.xlarge", 0.192),
+    ("m5.2xlarge", 0.384),
+    ("m6i.large", 0.096),
+    ("m6i.xlarge", 0.192),
+    ("c5.large", 0.085),
+    ("c5.xlarge", 0.17),
+    ("c6i.large", 0.085),
+    ("r5.large", 0.126),
+    ("r5.xlarge", 0.252),
+    ("r6i.large", 0.126),
+];
+
+/// The EC2 instance types jobs may choose from.
+#[derive(Debug, Clone)]
+pub struct InstanceTypes {
+    /// The default.
+    pub default: String,
+    /// The allowlist (empty: only the default).
+    pub allowed: Vec<String>,
+}
+
+/// Save-time warnings and running-late thresholds, as this server's config sets them.
+#[derive(Debug, Clone)]
+pub struct Advisor {
+    /// EC2 types, when runs go to EC2.
+    pub ec2: Option<InstanceTypes>,
+    /// Prices per hour, by instance type.
+    pub prices: BTreeMap<String, f64>,
+    /// A run is late past `max(factor × p95, p95 + margin)`.
+    pub late_factor: f64,
+    /// See `late_factor`.
+    pub late_margin: Duration,
+}
+
+impl Default for Advisor {
+    fn default() -> Self {
+        Self {
+            ec2: None,
+            prices: DEFAULT_PRICES
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), *v))
+                .collect(),
+            late_factor: 1.5,
+            late_margin: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Advisor {
+    /// Refuses an instance type the server cannot give: any on local compute, one outside the
+    /// allowlist on EC2.
+    ///
+    /// # Errors
+    ///
+    /// The `instance_type` field, with what to do.
+    pub fn check(&self, spec: &JobSpec) -> telejob_core::Result<()> {
+        let Some(t) = &spec.instance_type else {
+            return Ok(());
+        };
+        match &self.ec2 {
+            None => Err(telejob_core::Error::invalid(
+                "instance_type",
+                "this server runs jobs on its own host (compute = local): remove instance_type",
+            )),
+            Some(e) if t == &e.default || e.allowed.contains(t) => Ok(()),
+            Some(e) => Err(telejob_core::Error::invalid(
+                "instance_type",
+                format!(
+                    "{t} is not allowed here; allowed: {}",
+                    if e.allowed.is_empty() {
+                        e.default.clone()
+                    } else {
+                        e.allowed.join(", ")
+                    }
+                ),
+            )),
+        }
+    }
+
+    /// The warnings of a valid spec; with `history`, the stored runs of the job it names say
+    /// what its usual duration is.
+    pub async fn warnings(
+        &self,
+        history: Option<&Db>,
+        spec: &JobSpec,
+        limits: &telejob_core::job::ValidationLimits,
+    ) -> Vec<Warning> {
+        let Ok(job) = spec.validate(limits) else {
+            return Vec::new();
+        };
+        let usual = match history.map(|db| db.usual_durations(&spec.name)) {
+            None => None,
+            Some(f) => match f.await {
+                Ok(d) => Usual::of(&d),
+                Err(e) => {
+                    tracing::warn!(job = %spec.name, error = %e, "cannot read the job's history");
+                    None
+                }
+            },
+        };
+        let price = self.ec2.as_ref().map(|e| {
+            let t = spec
+                .instance_type
+                .clone()
+                .unwrap_or_else(|| e.default.clone());
+            Price {
+                usd_per_hour: self.prices.get(&t).copied(),
+                instance_type: t,
+            }
+        });
+        advice::warnings(
+            &job,
+            &Context {
+                usual,
+                price,
+                now: None,
+            },
+        )
+    }
+}
+
+/// The script check of uploaded code: the command's first word, when it is a path into the
+/// code, must be there and executable. Reads the archive's listing, not its contents.
+pub async fn script_warnings(code: &Path, command: &str) -> Vec<Warning> {
+    let (code, command) = (code.to_path_buf(), command.to_string());
+    tokio::task::spawn_blocking(move || {
+        let f = std::fs::File::open(&code).ok()?;
+        // A listing reads through the tar data: bounded, so that a bomb is not inflated.
+        let listing = telejob_core::archive::list(std::io::BufReader::new(f), 8 << 30)
+            .ok()
+            .flatten()?;
+        advice::script_warning(&command, |p| listing.mode_of(p))
+    })
+    .await
+    .ok()
+    .flatten()
+    .into_iter()
+    .collect()
+}
