@@ -639,3 +639,112 @@ async fn a_new_leader_re_adopts_the_dead_leaders_ec2_runs() {
     let _ = b.kill();
     let _ = b.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ec2_job_chooses_an_allowed_instance_type_and_is_told_its_cost() {
+    let Some((moto, ami, tmp)) = setup() else {
+        return;
+    };
+    let dir = tmp.path();
+    let cfg = write_config(dir, &moto, &ami, 600);
+    let text = std::fs::read_to_string(&cfg).expect("cfg").replace(
+        "allowed_instance_types = [\"t3.micro\"]",
+        "allowed_instance_types = [\"t3.micro\", \"t3.small\"]",
+    );
+    std::fs::write(
+        &cfg,
+        format!("compute = \"ec2\"\n{text}\n[ec2_prices]\n\"t3.small\" = 0.25\n"),
+    )
+    .expect("cfg");
+    let mut cmd = Command::new(telejob_bin!());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.join("data"))
+        .arg("--config")
+        .arg(&cfg)
+        .env_remove("TELEJOB_LOG")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("serve.log")).expect("log"));
+    for (k, v) in moto.env() {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("serve");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("address");
+    let base = line
+        .trim()
+        .strip_prefix("telejob: listening on ")
+        .unwrap_or_else(|| panic!("serve did not start: {line:?}"))
+        .to_string();
+    let token = std::fs::read_to_string(dir.join("data/admin.token"))
+        .expect("token")
+        .trim()
+        .to_string();
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: serde_json::Value| {
+        http.post(format!("{base}{path}"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    // Outside the allowlist: refused, naming the field.
+    let r = post(
+        "/api/jobs",
+        serde_json::json!({"name": "big", "instance_type": "m5.large"}),
+    )
+    .await
+    .expect("create");
+    assert_eq!(r.status().as_u16(), 422);
+    let v: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(v["field"], "instance_type", "{v}");
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains("t3.small")),
+        "{v}"
+    );
+    // Allowed: saved, with the cost estimate from the operator's price (a daily job of 60
+    // minutes: 30 runs of 62 minutes at $0.25/h is at most $7.75 a month).
+    let r = post(
+        "/api/jobs",
+        serde_json::json!({"name": "sized", "instance_type": "t3.small", "timeout_minutes": 60,
+            "command": "mkdir -p output && echo hi > output/x"}),
+    )
+    .await
+    .expect("create");
+    assert_eq!(r.status().as_u16(), 201);
+    let v: serde_json::Value = r.json().await.expect("json");
+    let cost = v["warnings"]
+        .as_array()
+        .expect("warnings")
+        .iter()
+        .find(|w| w["field"] == "instance_type")
+        .unwrap_or_else(|| panic!("no cost estimate: {v}"));
+    assert!(
+        cost["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("t3.small") && m.contains("at most $7.75 per month")),
+        "{cost}"
+    );
+    // Its runs launch that type.
+    let r = http
+        .put(format!("{base}/api/jobs/sized/code"))
+        .bearer_auth(&token)
+        .body(tarball(&[("run.sh", "true", 0o755)]))
+        .send()
+        .await
+        .expect("code");
+    assert_eq!(r.status().as_u16(), 200);
+    let r = post("/api/jobs/sized/runs", serde_json::json!({}))
+        .await
+        .expect("run");
+    assert_eq!(r.status().as_u16(), 202);
+    let id = instance_for(&moto, "sized");
+    let kind = moto.boto3(&format!(
+        "print(ec2.describe_instances(InstanceIds=['{id}'])['Reservations'][0]['Instances'][0]['InstanceType'])"
+    ));
+    assert_eq!(kind.trim(), "t3.small");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -674,6 +674,78 @@ async fn the_cli_verbs_drive_the_server() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("weekly on monday at 12:00 UTC"));
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("warning:"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // Warnings print on stderr and do not stop the creation: a daily 06:00 job whose command
+    // is not in the code.
+    let o = cli(&[
+        "jobs",
+        "create",
+        "--name",
+        "warned",
+        "--code",
+        code.to_str().expect("utf8"),
+        "--command",
+        "./missing.sh",
+        "--at",
+        "06:00",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("warning: command: ./missing.sh is not in the uploaded code")
+            && err.contains("warning: schedule.time_of_day:"),
+        "{err}"
+    );
+    // Backfill from the command line: the plan, then the runs, waited for.
+    let day = |n: i64| {
+        (chrono::Utc::now() - chrono::Duration::days(n))
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    let (from, to) = (day(15), day(1));
+    let o = cli(&[
+        "jobs",
+        "backfill",
+        "viacli",
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--dry-run",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let plan = String::from_utf8_lossy(&o.stdout).to_string();
+    let mondays = plan
+        .lines()
+        .filter(|l| l.contains("missed") && l.contains("would run"))
+        .count();
+    assert!((2..=3).contains(&mondays), "{plan}");
+    let o = cli(&[
+        "jobs", "backfill", "viacli", "--from", &from, "--to", &to, "--wait",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        out.lines().filter(|l| l.contains(" run ")).count(),
+        mondays,
+        "{out}"
+    );
+    let o = cli(&["jobs", "backfill", "viacli", "--from", &to, "--to", &from]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a reversed range is the user's mistake"
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("to"));
     let o = cli(&["jobs", "run-now", "viacli", "--wait"]);
     assert_eq!(
         o.status.code(),
@@ -1886,7 +1958,32 @@ async fn a_slow_run_is_marked_late_once_and_a_fast_one_never() {
         )
         .await;
     assert_eq!(s, 200, "{v}");
-    let slow = api.run_to_end("steady").await;
+    let (s, v) = api.post_json("/api/jobs/steady/runs", &json!({})).await;
+    assert_eq!(s, 202, "{v}");
+    let slow_id = v["run_id"].as_str().expect("id").to_string();
+    // While it runs late, the job list says so.
+    let (http, cookie) = telejob_e2e::dashboard_sign_in(&srv.base, &srv.token).await;
+    let deadline = Instant::now() + Duration::from_secs(4);
+    loop {
+        let list = http
+            .get(format!("{}/", srv.base))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .expect("job list")
+            .text()
+            .await
+            .expect("text");
+        if list.contains("running late") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job list never said late: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let slow = wait_run(&api, &slow_id).await;
     assert_eq!(slow["state"], "succeeded", "late is not killed: {slow}");
     let mark = &slow["late"];
     assert!(mark["p95_ms"].as_u64().is_some_and(|p| p < 1000), "{slow}");
@@ -1908,7 +2005,6 @@ async fn a_slow_run_is_marked_late_once_and_a_fast_one_never() {
     let text = String::from_utf8_lossy(&text);
     assert!(text.contains("telejob_runs_late_total 1"), "{text}");
     // The run page says how late it finished.
-    let (http, cookie) = telejob_e2e::dashboard_sign_in(&srv.base, &srv.token).await;
     let page = http
         .get(format!(
             "{}/runs/{}",
