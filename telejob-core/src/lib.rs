@@ -46,6 +46,7 @@ pub mod schedule;
 pub mod scheduler;
 pub mod store;
 pub mod unpack;
+pub mod worker;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

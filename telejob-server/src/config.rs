@@ -82,6 +82,15 @@ pub struct Config {
     pub late_margin_seconds: Option<u64>,
     /// Seconds between two looks for runs running late (default 15).
     pub late_check_seconds: Option<u64>,
+    /// The longest total lifetime of an analysis worker, extensions included, in hours
+    /// (default 24); the worker's own dead-man shutdown is set to it.
+    pub worker_max_lifetime_hours: Option<u64>,
+    /// Live workers a user may have at once (default 2).
+    pub workers_per_user: Option<usize>,
+    /// Seconds between two looks at the workers (default 15).
+    pub worker_check_seconds: Option<u64>,
+    /// "Your worker ends in …" is sent this many minutes before the end (default 60).
+    pub worker_warn_minutes: Option<u64>,
 }
 
 impl Config {
@@ -135,6 +144,30 @@ impl Config {
             });
         }
         Ok(a)
+    }
+
+    /// The bounds of analysis workers.
+    ///
+    /// # Errors
+    ///
+    /// A maximum lifetime of 0 hours.
+    pub fn worker_policy(&self) -> anyhow::Result<crate::server::workers::WorkerPolicy> {
+        let mut p = crate::server::workers::WorkerPolicy::default();
+        if let Some(h) = self.worker_max_lifetime_hours {
+            if h == 0 {
+                return Err(bad(
+                    "config worker_max_lifetime_hours = 0: give at least 1 (default 24)",
+                ));
+            }
+            p.max_lifetime = std::time::Duration::from_secs(h.saturating_mul(3600));
+        }
+        if let Some(n) = self.workers_per_user {
+            p.per_user = n;
+        }
+        if let Some(m) = self.worker_warn_minutes {
+            p.warn_before = std::time::Duration::from_secs(m.saturating_mul(60));
+        }
+        Ok(p)
     }
 
     /// The AWS parts.

@@ -74,3 +74,47 @@ pub async fn dashboard_sign_in(base: &str, token: &str) -> (reqwest::Client, Str
 }
 
 pub mod postgres;
+
+/// An HTTP server that records the bodies of the requests it gets (a webhook's receiver):
+/// its URL, and the bodies as they come.
+pub fn webhook_sink() -> (String, std::sync::mpsc::Receiver<String>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hook", l.local_addr().expect("addr"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut s = s;
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .ok();
+            loop {
+                let n = std::io::Read::read(&mut s, &mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf);
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        let _ = tx.send(body.to_string());
+                        break;
+                    }
+                }
+            }
+            let _ = std::io::Write::write_all(
+                &mut s,
+                b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+        }
+    });
+    (url, rx)
+}

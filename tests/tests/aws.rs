@@ -656,29 +656,7 @@ async fn an_ec2_job_chooses_an_allowed_instance_type_and_is_told_its_cost() {
         format!("compute = \"ec2\"\n{text}\n[ec2_prices]\n\"t3.small\" = 0.25\n"),
     )
     .expect("cfg");
-    let mut cmd = Command::new(telejob_bin!());
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.join("data"))
-        .arg("--config")
-        .arg(&cfg)
-        .env_remove("TELEJOB_LOG")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.join("serve.log")).expect("log"));
-    for (k, v) in moto.env() {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("serve");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
-        &mut line,
-    )
-    .expect("address");
-    let base = line
-        .trim()
-        .strip_prefix("telejob: listening on ")
-        .unwrap_or_else(|| panic!("serve did not start: {line:?}"))
-        .to_string();
+    let (mut child, base) = serve_ec2(&moto, dir, &cfg);
     let token = std::fs::read_to_string(dir.join("data/admin.token"))
         .expect("token")
         .trim()
@@ -747,4 +725,373 @@ async fn an_ec2_job_chooses_an_allowed_instance_type_and_is_told_its_cost() {
     assert_eq!(kind.trim(), "t3.small");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+const ALICE_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILM+rvN+ot98qgEN796jTiQfZfG1KaT0PtFDJ/XFSqti alice@laptop";
+
+/// `telejob serve` on EC2 (moto) with `extra` config, as a child; its base URL.
+fn serve_ec2(moto: &Moto, dir: &Path, cfg: &Path) -> (std::process::Child, String) {
+    let mut cmd = Command::new(telejob_bin!());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.join("data"))
+        .arg("--config")
+        .arg(cfg)
+        .env_remove("TELEJOB_LOG")
+        .stdout(Stdio::piped())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("serve.log"))
+                .expect("log"),
+        );
+    for (k, v) in moto.env() {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("serve");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("address");
+    let base = line
+        .trim()
+        .strip_prefix("telejob: listening on ")
+        .unwrap_or_else(|| panic!("serve did not start: {line:?}"))
+        .to_string();
+    (child, base)
+}
+
+fn token(dir: &Path, user: &str) -> String {
+    let o = Command::new(telejob_bin!())
+        .args(["token", "create", "--user", user, "--data-dir"])
+        .arg(dir.join("data"))
+        .output()
+        .expect("token");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_launch_with_the_owners_key_and_end_at_their_deadline() {
+    let Some((moto, ami, tmp)) = setup() else {
+        return;
+    };
+    let dir = tmp.path();
+    let cfg = write_config(dir, &moto, &ami, 600);
+    let text = std::fs::read_to_string(&cfg).expect("cfg");
+    std::fs::write(
+        &cfg,
+        format!("compute = \"ec2\"\nworker_check_seconds = 1\nworkers_per_user = 2\n{text}"),
+    )
+    .expect("cfg");
+    let (mut server, base) = serve_ec2(&moto, dir, &cfg);
+    let (alice, bob) = (token(dir, "alice"), token(dir, "bob"));
+    let http = reqwest::Client::new();
+    let call = |method: &str, path: &str, who: &str, body: Option<serde_json::Value>| {
+        let mut r = http
+            .request(method.parse().expect("method"), format!("{base}{path}"))
+            .bearer_auth(who);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        async move {
+            let resp = r.send().await.expect("request");
+            let status = resp.status().as_u16();
+            (
+                status,
+                resp.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    let (hook, events) = telejob_e2e::webhook_sink();
+    // Bad input names the field and launches nothing.
+    let private = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
+    for (body, field) in [
+        (serde_json::json!({"ssh_key": private}), "ssh_key"),
+        (serde_json::json!({"ssh_key": "hello"}), "ssh_key"),
+        (
+            serde_json::json!({"ssh_key": ALICE_KEY, "lifetime": "25h"}),
+            "lifetime",
+        ),
+        (
+            serde_json::json!({"ssh_key": ALICE_KEY, "lifetime": "0s"}),
+            "lifetime",
+        ),
+        (
+            serde_json::json!({"ssh_key": ALICE_KEY, "instance_type": "m5.24xlarge"}),
+            "instance_type",
+        ),
+        (
+            serde_json::json!({"ssh_key": ALICE_KEY, "name": "Bad Name"}),
+            "name",
+        ),
+    ] {
+        let (s, v) = call("POST", "/api/workers", &alice, Some(body)).await;
+        assert_eq!(s, 422, "{v}");
+        assert_eq!(v["field"], field, "{v}");
+        assert!(
+            !v.to_string().contains("b3BlbnNzaC1"),
+            "a private key is never echoed: {v}"
+        );
+    }
+    // A launch: tags, no instance profile, the key in user data, a ready ssh line.
+    let (s, w) = call(
+        "POST",
+        "/api/workers",
+        &alice,
+        Some(
+            serde_json::json!({"name": "dev", "ssh_key": format!("{ALICE_KEY}\n"), "lifetime": "3h",
+            "notify": {"webhook": hook}}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{w}");
+    let id = w["instance_id"].as_str().expect("instance").to_string();
+    let describe = moto.boto3(&format!(
+        "i = ec2.describe_instances(InstanceIds=['{id}'])['Reservations'][0]['Instances'][0]\n\
+         print(sorted((t['Key'], t['Value']) for t in i['Tags']))\n\
+         print(i.get('IamInstanceProfile'))\n\
+         import base64\n\
+         ud = ec2.describe_instance_attribute(InstanceId='{id}', Attribute='userData')['UserData']['Value']\n\
+         print(base64.b64decode(ud).decode().replace('\\n', '\\\\n'))"
+    ));
+    let mut lines = describe.lines();
+    let tags = lines.next().expect("tags");
+    assert!(
+        tags.contains("('telejob:worker', 'dev')")
+            && tags.contains("('telejob:owner', 'alice')")
+            && tags.contains("'telejob:deadline'"),
+        "{tags}"
+    );
+    assert!(!tags.contains("telejob:run"), "not a run: {tags}");
+    assert_eq!(lines.next(), Some("None"), "no instance profile");
+    let user_data = lines.next().expect("user data").replace("\\n", "\n");
+    // Executed here as the instance would boot it, with stand-ins for useradd, chown and
+    // shutdown in a scratch root: exactly the given key, the dead-man shutdown at 24 h.
+    let machine = dir.join("machine");
+    let bin = machine.join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    for (stub, body) in [
+        (
+            "shutdown",
+            "echo \"$@\" >> \"$TELEJOB_WORKER_ROOT/shutdown.calls\"",
+        ),
+        (
+            "useradd",
+            "echo \"$@\" >> \"$TELEJOB_WORKER_ROOT/useradd.calls\"",
+        ),
+        (
+            "chown",
+            "echo \"$@\" >> \"$TELEJOB_WORKER_ROOT/chown.calls\"",
+        ),
+        ("id", "exit 1"),
+    ] {
+        let p = bin.join(stub);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).expect("stub");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&user_data)
+        .env_clear()
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .env("TELEJOB_WORKER_ROOT", &machine)
+        .output()
+        .expect("boot");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let keys =
+        std::fs::read_to_string(machine.join("home/analyst/.ssh/authorized_keys")).expect("keys");
+    assert_eq!(keys, format!("{ALICE_KEY}\n"));
+    let calls = |f: &str| std::fs::read_to_string(machine.join(f)).unwrap_or_default();
+    assert!(
+        calls("shutdown.calls").starts_with("-h +1440 "),
+        "{}",
+        calls("shutdown.calls")
+    );
+    assert!(
+        calls("useradd.calls").contains("analyst"),
+        "{}",
+        calls("useradd.calls")
+    );
+    assert!(
+        std::fs::read_to_string(machine.join("etc/sudoers.d/90-telejob-analyst"))
+            .expect("sudoers")
+            .contains("analyst ALL=(ALL) NOPASSWD:ALL")
+    );
+    // Running, with an address and a ready ssh line.
+    let started = Instant::now();
+    let w = loop {
+        let (_, w) = call("GET", "/api/workers/dev", &alice, None).await;
+        if w["state"] == "running" && w["ssh"].is_string() {
+            break w;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{w}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(
+        w["ssh"].as_str().expect("ssh").starts_with("ssh analyst@"),
+        "{w}"
+    );
+    // Another user neither sees nor ends it.
+    let (s, v) = call("GET", "/api/workers/dev", &bob, None).await;
+    assert_eq!(s, 404, "{v}");
+    let (s, _) = call("DELETE", "/api/workers/dev", &bob, None).await;
+    assert_eq!(s, 404);
+    let (_, list) = call("GET", "/api/workers", &bob, None).await;
+    assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
+    // A name in use, and the per-user cap.
+    let (s, v) = call(
+        "POST",
+        "/api/workers",
+        &alice,
+        Some(serde_json::json!({"name": "dev", "ssh_key": ALICE_KEY})),
+    )
+    .await;
+    assert_eq!((s, v["field"].as_str()), (422, Some("name")), "{v}");
+    let (s, v) = call(
+        "POST",
+        "/api/workers",
+        &alice,
+        Some(
+            serde_json::json!({"name": "brief", "ssh_key": ALICE_KEY, "lifetime": "1m",
+            "notify": {"webhook": hook}}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = call(
+        "POST",
+        "/api/workers",
+        &alice,
+        Some(serde_json::json!({"ssh_key": ALICE_KEY})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["field"].as_str()),
+        (422, Some("workers")),
+        "the cap: {v}"
+    );
+    // Extend moves the deadline tag, within the maximum.
+    let (s, v) = call(
+        "POST",
+        "/api/workers/dev/extend",
+        &alice,
+        Some(serde_json::json!({"by": "2h"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let deadline = v["deadline"].as_str().expect("deadline").to_string();
+    let tag = moto.boto3(&format!(
+        "i = ec2.describe_instances(InstanceIds=['{id}'])['Reservations'][0]['Instances'][0]\n\
+         print([t['Value'] for t in i['Tags'] if t['Key'] == 'telejob:deadline'][0])"
+    ));
+    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t.trim()).expect("time");
+    assert!(
+        (parse(&deadline) - parse(&tag)).num_seconds().abs() <= 1,
+        "the tag says {tag}, the server {deadline}"
+    );
+    let (s, v) = call(
+        "POST",
+        "/api/workers/dev/extend",
+        &alice,
+        Some(serde_json::json!({"by": "30h"})),
+    )
+    .await;
+    assert_eq!((s, v["field"].as_str()), (422, Some("by")), "{v}");
+    // A restart (kill -9): the workers are still followed.
+    server.kill().expect("kill -9");
+    let _ = server.wait();
+    let (mut server, base2) = serve_ec2(&moto, dir, &cfg);
+    let again = reqwest::Client::new()
+        .get(format!("{base2}/api/workers/dev"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("show")
+        .json::<serde_json::Value>()
+        .await
+        .expect("json");
+    assert_eq!(again["instance_id"], id.as_str(), "{again}");
+    // "brief" lives a minute: warned at once (it ends within the hour), ended at its deadline.
+    let mut seen = Vec::new();
+    let until = Instant::now() + Duration::from_secs(120);
+    while !seen
+        .iter()
+        .any(|e: &serde_json::Value| e["event"] == "worker_ended")
+    {
+        let left = until.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "no end notification: {seen:?}\n{}",
+            std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
+        );
+        if let Ok(body) = events.recv_timeout(left.min(Duration::from_secs(5))) {
+            seen.push(serde_json::from_str(&body).expect("json"));
+        }
+    }
+    let kinds: Vec<(&str, &str)> = seen
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap_or(""),
+                e["worker"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [("worker_ending_soon", "brief"), ("worker_ended", "brief")],
+        "{seen:?}"
+    );
+    let brief_id = moto.boto3(
+        "r = ec2.describe_instances(Filters=[{'Name': 'tag:telejob:worker', 'Values': ['brief']}])\n\
+         print(r['Reservations'][0]['Instances'][0]['State']['Name'])",
+    );
+    assert!(
+        ["terminated", "shutting-down"].contains(&brief_id.trim()),
+        "{brief_id}"
+    );
+    // A worker launched without this server (its tags only), past its deadline: reaped.
+    let orphan = moto.boto3(&format!(
+        "r = ec2.run_instances(ImageId='{ami}', MinCount=1, MaxCount=1, TagSpecifications=[{{'ResourceType': 'instance', 'Tags': [\
+         {{'Key': 'telejob:worker', 'Value': 'from-cli'}}, {{'Key': 'telejob:owner', 'Value': 'carol'}}, \
+         {{'Key': 'telejob:launcher', 'Value': 'telejob'}}, {{'Key': 'telejob:deadline', 'Value': '2020-01-01T00:00:00Z'}}]}}])\n\
+         print(r['Instances'][0]['InstanceId'])"
+    ));
+    let orphan = orphan.trim().to_string();
+    let started = Instant::now();
+    while state_of(&moto, &orphan) == "running" {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the past-deadline worker was not reaped"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Terminate ends it at once, and says so.
+    let s = reqwest::Client::new()
+        .delete(format!("{base2}/api/workers/dev"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("terminate")
+        .status()
+        .as_u16();
+    assert_eq!(s, 200);
+    assert!(["terminated", "shutting-down"].contains(&state_of(&moto, &id).as_str()));
+    let ended: serde_json::Value =
+        serde_json::from_str(&events.recv_timeout(Duration::from_secs(15)).expect("ended"))
+            .expect("json");
+    assert_eq!(
+        (ended["event"].as_str(), ended["worker"].as_str()),
+        (Some("worker_ended"), Some("dev"))
+    );
+    let _ = server.kill();
+    let _ = server.wait();
 }

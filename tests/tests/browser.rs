@@ -83,6 +83,48 @@ async fn browser(chromium: &Path, driver_port: u16) -> Client {
     }
 }
 
+/// `telejob serve` on a free port with `args` and `env`: the process, its base URL and the admin
+/// token.
+fn serve(data: &Path, args: &[&str], env: Vec<(&'static str, String)>) -> (Kill, String, String) {
+    let mut srv = Command::new(telejob_bin!())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .args(args)
+        .envs(env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server");
+    let mut line = String::new();
+    BufReader::new(srv.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("address");
+    let base = line
+        .trim()
+        .strip_prefix("telejob: listening on ")
+        .expect("address")
+        .to_string();
+    let admin = std::fs::read_to_string(data.join("admin.token"))
+        .expect("token")
+        .trim()
+        .to_string();
+    (Kill(srv), base, admin)
+}
+
+/// chromedriver on a free port, and a headless chromium session through it.
+async fn start_browser(chromium: &Path, driver: &Path) -> (Kill, Client) {
+    let port = free_port();
+    let driver = Kill(
+        Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver"),
+    );
+    (driver, browser(chromium, port).await)
+}
+
 async fn sign_in(c: &Client, base: &str, token: &str) {
     c.goto(&format!("{base}/login")).await.expect("login page");
     type_into(c, "token", token).await;
@@ -178,39 +220,8 @@ async fn a_user_schedules_and_runs_a_job_from_the_form() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    // The server.
-    let mut srv = Command::new(telejob_bin!())
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("server");
-    let mut line = String::new();
-    BufReader::new(srv.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("address");
-    let _srv = Kill(srv);
-    let base = line
-        .trim()
-        .strip_prefix("telejob: listening on ")
-        .expect("address")
-        .to_string();
-    let admin = std::fs::read_to_string(data.join("admin.token"))
-        .expect("token")
-        .trim()
-        .to_string();
-    // The browser.
-    let port = free_port();
-    let _driver = Kill(
-        Command::new(driver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver"),
-    );
-    let c = browser(&chromium, port).await;
+    let (_srv, base, admin) = serve(&data, &[], Vec::new());
+    let (_driver, c) = start_browser(&chromium, &driver).await;
     let code = dir.path().join("job.tar.gz");
     std::fs::write(
         &code,
@@ -501,6 +512,149 @@ async fn a_user_schedules_and_runs_a_job_from_the_form() {
             .await
             .expect("source")
             .contains("from-the-browser")
+    );
+    c.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_user_launches_a_worker_from_the_form_and_terminates_it() {
+    let Some((chromium, driver)) = tools() else {
+        eprintln!("skipped: chromium and chromedriver are not installed");
+        return;
+    };
+    let Some(moto) = telejob_aws::testing::Moto::start() else {
+        eprintln!("skipped: the local AWS endpoint (moto) is not installed");
+        return;
+    };
+    moto.create_buckets(&["pub", "priv"]);
+    let ami = moto
+        .boto3("print(ec2.describe_images()['Images'][0]['ImageId'])")
+        .trim()
+        .to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("ec2.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "compute = \"ec2\"\nworker_check_seconds = 1\npublic_store = \"s3://pub/\"\nprivate_store = \"s3://priv/telejob/\"\n\
+             [aws]\nregion = \"us-east-1\"\nendpoint = \"{}\"\n[ec2]\nami = \"{ami}\"\ninstance_type = \"t3.micro\"\n\
+             allowed_instance_types = [\"t3.micro\", \"t3.small\"]\n",
+            moto.endpoint()
+        ),
+    )
+    .expect("config");
+    let (_srv, base, admin) = serve(
+        &data,
+        &["--config", cfg.to_str().expect("utf8")],
+        moto.env(),
+    );
+    let (_driver, c) = start_browser(&chromium, &driver).await;
+    sign_in(&c, &base, &admin).await;
+    c.goto(&format!("{base}/workers"))
+        .await
+        .expect("workers page");
+    // A private key is refused next to its field, and not shown again.
+    set_field(&c, "name", "browser-dev").await;
+    type_into(
+        &c,
+        "ssh_key",
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjE\n-----END OPENSSH PRIVATE KEY-----",
+    )
+    .await;
+    click(&c, "launch").await;
+    let err = text(&c, "#error-ssh_key").await;
+    assert!(err.contains("private key"), "{err}");
+    assert!(!c.source().await.expect("source").contains("b3BlbnNzaC1"));
+    assert_eq!(value(&c, "name").await.as_deref(), Some("browser-dev"));
+    // The public key from its .pub file (read into the field by the page's script).
+    let pubfile = dir.path().join("id_ed25519.pub");
+    std::fs::write(
+        &pubfile,
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILM+rvN+ot98qgEN796jTiQfZfG1KaT0PtFDJ/XFSqti me@laptop\n",
+    )
+    .expect("key");
+    type_into(&c, "ssh_key_file", pubfile.to_str().expect("utf8")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !value(&c, "ssh_key")
+        .await
+        .is_some_and(|v| v.starts_with("ssh-ed25519"))
+    {
+        assert!(Instant::now() < deadline, "the key file was not read");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    set_field(&c, "lifetime", "2h").await;
+    c.find(Locator::Css("#instance_type option[value='t3.small']"))
+        .await
+        .expect("type")
+        .click()
+        .await
+        .expect("choose");
+    click(&c, "launch").await;
+    // In "My workers", running, with its ssh line.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let row = text(&c, "#workers tr.worker[data-name='browser-dev']").await;
+        if row.contains("running") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{row}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        c.refresh().await.expect("reload");
+    }
+    let ssh = c
+        .find(Locator::Css(
+            "#workers tr.worker[data-name='browser-dev'] input.ssh",
+        ))
+        .await
+        .expect("ssh line")
+        .prop("value")
+        .await
+        .expect("value")
+        .unwrap_or_default();
+    assert!(ssh.starts_with("ssh analyst@"), "{ssh}");
+    std::fs::write(
+        artifacts().join("workers-page.png"),
+        c.screenshot().await.expect("screenshot"),
+    )
+    .expect("save");
+    let instance = moto.boto3(
+        "r = ec2.describe_instances(Filters=[{'Name': 'tag:telejob:worker', 'Values': ['browser-dev']}])\n\
+         i = r['Reservations'][0]['Instances'][0]\nprint(i['InstanceId'], i['InstanceType'])",
+    );
+    let mut parts = instance.split_whitespace();
+    let (id, kind) = (
+        parts.next().expect("id").to_string(),
+        parts.next().expect("type").to_string(),
+    );
+    assert_eq!(kind, "t3.small");
+    // Terminate, confirmed in the page's dialog.
+    c.find(Locator::Css(
+        "#workers tr.worker[data-name='browser-dev'] button.terminate",
+    ))
+    .await
+    .expect("terminate")
+    .click()
+    .await
+    .expect("click");
+    c.accept_alert().await.expect("confirm");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let row = text(&c, "#workers tr.worker[data-name='browser-dev']").await;
+        if row.contains("ended") {
+            assert!(row.contains("terminated by admin"), "{row}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{row}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.refresh().await.expect("reload");
+    }
+    let state = moto.boto3(&format!(
+        "print(ec2.describe_instances(InstanceIds=['{id}'])['Reservations'][0]['Instances'][0]['State']['Name'])"
+    ));
+    assert!(
+        ["terminated", "shutting-down"].contains(&state.trim()),
+        "{state}"
     );
     c.close().await.expect("close");
 }

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use telejob_e2e::{processes_with, tarball, telejob_bin};
+use telejob_e2e::{processes_with, tarball, telejob_bin, webhook_sink};
 
 struct Server {
     child: Child,
@@ -480,47 +480,6 @@ async fn after_kill_9_runs_in_flight_are_interrupted_killed_and_schedules_rearme
         assert!(Instant::now() < deadline, "no graceful exit");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// A one-shot HTTP server that records request bodies.
-fn webhook_sink() -> (String, std::sync::mpsc::Receiver<String>) {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}/hook", l.local_addr().expect("addr"));
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            let mut s = s;
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-            loop {
-                let n = s.read(&mut chunk).unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&buf);
-                if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                    let len = head
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse().unwrap_or(0))
-                        })
-                        .unwrap_or(0);
-                    if body.len() >= len {
-                        let _ = tx.send(body.to_string());
-                        break;
-                    }
-                }
-            }
-            let _ = s.write_all(
-                b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-            );
-        }
-    });
-    (url, rx)
 }
 
 #[tokio::test]
@@ -2022,4 +1981,53 @@ async fn a_slow_run_is_marked_late_once_and_a_fast_one_never() {
         page.contains("id=\"late\"") && page.contains("more than usual"),
         "{page}"
     );
+}
+
+#[tokio::test]
+async fn a_local_server_has_no_ec2_workers_and_keeps_a_profile() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = Server::start(dir.path(), &[]);
+    let api = Api::new(&srv, Some(&srv.token));
+    let key =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILM+rvN+ot98qgEN796jTiQfZfG1KaT0PtFDJ/XFSqti me@host";
+    let (s, v) = api
+        .post_json("/api/workers", &json!({"ssh_key": key}))
+        .await;
+    assert_eq!(s, 422, "{v}");
+    assert_eq!(v["field"], "compute", "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("telejob worker shell")),
+        "{v}"
+    );
+    let (s, v) = api.get("/api/workers").await;
+    assert_eq!((s, v), (200, json!([])));
+    let (s, v) = api.get("/api/workers/none").await;
+    assert_eq!(s, 404, "{v}");
+    // The profile: notification defaults for what is not a job's.
+    let (s, v) = api.get("/api/me").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["name"], "admin");
+    let body =
+        json!({"notify": {"webhook": "https://hooks.example.com/me", "email": ["me@example.com"]}});
+    let (s, v, _) = api
+        .call(
+            "PUT",
+            "/api/me",
+            Some(serde_json::to_vec(&body).expect("json")),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (_, v) = api.get("/api/me").await;
+    assert_eq!(v["notify"], body["notify"], "{v}");
+    let bad = json!({"notify": {"webhook": "not a url"}});
+    let (s, v, _) = api
+        .call(
+            "PUT",
+            "/api/me",
+            Some(serde_json::to_vec(&bad).expect("json")),
+        )
+        .await;
+    assert_eq!(s, 422, "{v}");
 }

@@ -11,6 +11,7 @@ mod api;
 mod reaper;
 mod userdata;
 mod watch;
+mod worker;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -34,6 +35,7 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
 pub use reaper::{ReapReason, Reaped};
+pub use worker::{Ec2Workers, WorkerInstance, WorkerLaunch, user_data as worker_user_data};
 
 use crate::config::AwsOptions;
 use crate::s3::S3Store;
@@ -51,6 +53,27 @@ pub mod tags {
     pub const LAUNCHER: &str = "telejob:launcher";
     /// When the run must be over (RFC 3339); any reaper ends the instance after that.
     pub const DEADLINE: &str = "telejob:deadline";
+    /// An analysis worker's name (workers carry no run tag: the run reaper leaves them alone).
+    pub const WORKER: &str = "telejob:worker";
+}
+
+/// An instance profile by name, or by ARN.
+fn profile_spec(p: &str) -> IamInstanceProfileSpecification {
+    let b = IamInstanceProfileSpecification::builder();
+    if p.starts_with("arn:") {
+        b.arn(p)
+    } else {
+        b.name(p)
+    }
+    .build()
+}
+
+/// IMDSv2 only, one hop: no metadata for containers or forwarded requests.
+fn imds_v2_only() -> InstanceMetadataOptionsRequest {
+    InstanceMetadataOptionsRequest::builder()
+        .http_tokens(HttpTokensState::Required)
+        .http_put_response_hop_limit(1)
+        .build()
 }
 
 /// What an operator configures for EC2 runs (the `[ec2]` table of the server's config file).
@@ -74,6 +97,9 @@ pub struct Ec2Settings {
     pub security_group_ids: Vec<String>,
     /// The IAM instance profile (name, or ARN) the agent's credentials come from.
     pub instance_profile: Option<String>,
+    /// The instance profile analysis workers get (default none: a worker holds no
+    /// credentials, and never the runs' or the server's).
+    pub worker_instance_profile: Option<String>,
     /// An SSH key pair name, for debugging (default none).
     pub key_name: Option<String>,
     /// Time allowed beyond the job's timeout for boot, fetch and publish (default 900 s).
@@ -122,6 +148,7 @@ impl Ec2Settings {
             subnet_id: None,
             security_group_ids: Vec::new(),
             instance_profile: None,
+            worker_instance_profile: None,
             key_name: None,
             margin_seconds: default_margin(),
             poll_seconds: default_poll(),
@@ -436,22 +463,10 @@ impl Ec2Compute {
             .resource_type(ResourceType::Instance)
             .set_tags(Some(self.tags(req, deadline)))
             .build();
-        let profile = s.instance_profile.as_ref().map(|p| {
-            let b = IamInstanceProfileSpecification::builder();
-            if p.starts_with("arn:") {
-                b.arn(p)
-            } else {
-                b.name(p)
-            }
-            .build()
-        });
+        let profile = s.instance_profile.as_deref().map(profile_spec);
         let encoded =
             base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &user_data);
-        // IMDSv2 only, one hop: no metadata for containers or forwarded requests.
-        let metadata = InstanceMetadataOptionsRequest::builder()
-            .http_tokens(HttpTokensState::Required)
-            .http_put_response_hop_limit(1)
-            .build();
+        let metadata = imds_v2_only();
         let client = &self.inner.client;
         let id = api::retrying(self.inner.retry, "RunInstances", |attempt| {
             let call = client

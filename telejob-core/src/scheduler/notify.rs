@@ -26,6 +26,10 @@ pub enum EventKind {
     Recovered,
     /// A run passed its job's usual duration by the configured margin, before its timeout.
     RunningLate,
+    /// An analysis worker ends within the hour (the event's `job` is the worker's name).
+    WorkerEndingSoon,
+    /// An analysis worker ended (the event's `job` is the worker's name).
+    WorkerEnded,
 }
 
 /// One event of one job, with where to send it.

@@ -183,14 +183,14 @@ pub enum RunsCmd {
     },
 }
 
-struct Client {
-    http: reqwest::Client,
+pub(super) struct Client {
+    pub(super) http: reqwest::Client,
     base: String,
     token: String,
 }
 
 impl Client {
-    fn new(a: &ServerArgs) -> anyhow::Result<Self> {
+    pub(super) fn new(a: &ServerArgs) -> anyhow::Result<Self> {
         let token = match &a.token {
             Some(t) => t.clone(),
             None => {
@@ -210,7 +210,10 @@ impl Client {
         })
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+    pub(super) async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> anyhow::Result<reqwest::Response> {
         let r = req
             .bearer_auth(&self.token)
             .send()
@@ -231,11 +234,11 @@ impl Client {
         }
     }
 
-    async fn json(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    pub(super) async fn json(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
         Ok(self.send(req).await?.json().await?)
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(super) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 }

@@ -7,6 +7,7 @@ mod package;
 mod progress;
 mod run;
 mod schedule;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -69,6 +70,9 @@ enum Command {
         #[command(subcommand)]
         cmd: client::RunsCmd,
     },
+    /// Analysis workers: fresh machines with your SSH key and a hard lifetime, to develop and
+    /// test a job before scheduling it (through a server, or --compute ec2 without one).
+    Worker(Box<worker::WorkerArgs>),
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
@@ -126,6 +130,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(a) => crate::server::serve(a).await,
         Command::Jobs { server, cmd } => client::jobs(server, cmd).await,
         Command::Runs { server, cmd } => client::runs(server, cmd).await,
+        Command::Worker(a) => worker::worker(*a).await,
         Command::Token {
             cmd:
                 TokenCmd::Create {

@@ -17,53 +17,7 @@ use super::db::{JobRow, User};
 use super::secrets::SecretChanges;
 use super::state::AppState;
 
-/// Why a job operation did not happen.
-#[derive(Debug, thiserror::Error)]
-pub enum JobError {
-    /// No such job, or one the caller may not see.
-    #[error("no such job")]
-    NotFound,
-    /// The caller may see the job but not do this to it.
-    #[error("only the job's owner and maintainers may do this")]
-    Forbidden,
-    /// The name is taken.
-    #[error("a job named {0:?} exists already; choose another name")]
-    NameTaken(String),
-    /// The name belonged to a deleted job whose published data was kept.
-    #[error(
-        "{0:?} belonged to a deleted job whose published data was kept; choose another name (an admin can release it)"
-    )]
-    NameReserved(String),
-    /// The upload is larger than the server accepts.
-    #[error("the code is larger than {0} bytes; keep data out of the code tarball")]
-    TooLarge(u64),
-    /// The upload did not arrive whole.
-    #[error("upload interrupted: {0}")]
-    Interrupted(String),
-    /// A field is invalid (`InvalidJob`/`InvalidJobs`, with the fields to fix).
-    #[error(transparent)]
-    Invalid(telejob_core::Error),
-    /// The database, a store or the scheduler failed.
-    #[error(transparent)]
-    Failed(telejob_core::Error),
-}
-
-impl From<telejob_core::Error> for JobError {
-    fn from(e: telejob_core::Error) -> Self {
-        match e {
-            telejob_core::Error::InvalidJob { .. } | telejob_core::Error::InvalidJobs(_) => {
-                Self::Invalid(e)
-            }
-            e => Self::Failed(e),
-        }
-    }
-}
-
-impl From<std::io::Error> for JobError {
-    fn from(e: std::io::Error) -> Self {
-        Self::Failed(telejob_core::Error::io("code upload", e))
-    }
-}
+pub use super::errors::JobError;
 
 type Result<T, E = JobError> = std::result::Result<T, E>;
 

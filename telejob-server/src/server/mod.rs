@@ -5,6 +5,7 @@ pub mod advice;
 mod api;
 mod cluster;
 mod db;
+mod errors;
 mod example;
 mod jobs;
 mod late;
@@ -16,6 +17,7 @@ mod sessions;
 mod state;
 mod tokens;
 mod ui;
+pub mod workers;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -232,6 +234,10 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let notifier: Arc<dyn telejob_core::scheduler::notify::Notifier> =
         Arc::new(notify::ServerNotifier::new(db.clone(), cfg.smtp.clone())?);
     let advisor = Arc::new(cfg.advisor()?);
+    let workers = Arc::new(workers::Workers {
+        ec2: ec2.as_ref().map(Ec2Compute::workers),
+        policy: cfg.worker_policy()?,
+    });
     let compute_limits = compute.capabilities().limits;
     let metrics = Arc::new(metrics::Metrics::new());
     let limits = cfg.limits(compute_limits)?;
@@ -278,15 +284,27 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         metrics,
         sessions: sessions::Sessions::new(db.clone()),
         advisor: advisor.clone(),
+        workers: workers.clone(),
+        notifier: notifier.clone(),
     };
     tokio::spawn(
         late::LateWatch {
             db: db.clone(),
             cluster: cluster.clone(),
             advisor,
-            notifier,
+            notifier: notifier.clone(),
             metrics: state.metrics.clone(),
             every: std::time::Duration::from_secs(cfg.late_check_seconds.unwrap_or(15).max(1)),
+        }
+        .run(),
+    );
+    tokio::spawn(
+        workers::WorkerWatch {
+            db: db.clone(),
+            cluster: cluster.clone(),
+            workers,
+            notifier,
+            every: std::time::Duration::from_secs(cfg.worker_check_seconds.unwrap_or(15).max(1)),
         }
         .run(),
     );

@@ -8,7 +8,7 @@ use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::json;
-use telejob_core::scheduler::notify::{JobEvent, Notifier};
+use telejob_core::scheduler::notify::{EventKind, JobEvent, Notifier};
 
 use super::db::Db;
 use crate::config::SmtpConfig;
@@ -41,13 +41,21 @@ impl ServerNotifier {
     }
 
     async fn webhook(&self, url: &str, ev: &JobEvent) -> Result<(), String> {
-        let body = json!({
-            "event": ev.kind,
-            "job": ev.job,
-            "message": ev.message,
-            "at": ev.at,
-            "run": ev.run,
-        });
+        let body = match ev.kind {
+            EventKind::WorkerEndingSoon | EventKind::WorkerEnded => json!({
+                "event": ev.kind,
+                "worker": ev.job,
+                "message": ev.message,
+                "at": ev.at,
+            }),
+            _ => json!({
+                "event": ev.kind,
+                "job": ev.job,
+                "message": ev.message,
+                "at": ev.at,
+                "run": ev.run,
+            }),
+        };
         let r = self
             .http
             .post(url)

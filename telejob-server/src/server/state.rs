@@ -31,4 +31,8 @@ pub struct AppState {
     pub sessions: Sessions,
     /// Save-time warnings and running-late thresholds.
     pub advisor: Arc<super::advice::Advisor>,
+    /// Analysis workers.
+    pub workers: Arc<super::workers::Workers>,
+    /// Notifications (runs' and workers').
+    pub notifier: Arc<dyn telejob_core::scheduler::notify::Notifier>,
 }

@@ -7,6 +7,7 @@ mod error;
 mod jobs;
 mod runs;
 mod tokens;
+mod workers;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
@@ -46,6 +47,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/runs/{id}/cancel", post(runs::cancel))
         .route("/api/runs/{id}/replay", post(runs::replay))
         .route("/api/tokens", post(tokens::create))
+        .route("/api/workers", get(workers::list).post(workers::launch))
+        .route(
+            "/api/workers/{name}",
+            get(workers::show).delete(workers::terminate),
+        )
+        .route("/api/workers/{name}/extend", post(workers::extend))
+        .route("/api/me", get(workers::me).put(workers::set_me))
         .route("/api/tombstones", get(jobs::tombstones))
         .route("/api/tombstones/{name}", delete(jobs::release))
         .layer(DefaultBodyLimit::max(1 << 20))

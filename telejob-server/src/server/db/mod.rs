@@ -15,9 +15,11 @@ mod sessions;
 #[cfg(test)]
 mod tests;
 mod users;
+mod workers;
 
 pub use changes::ChangeKind;
 pub use conn::{Backend, Db, Fence, Location, ts};
 pub use lease::LeaseRow;
 pub use rows::{CodeVersion, JobRow, Tombstone, User};
 pub use runs::LateMark;
+pub use workers::WorkerRow;

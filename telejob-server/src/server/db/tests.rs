@@ -532,6 +532,33 @@ async fn db_copy_moves_every_table_and_checks_the_counts() {
     .await
     .expect("session");
     src.check_secrets_key("k").await.expect("setting");
+    let worker = super::WorkerRow {
+        id: "w1".into(),
+        name: "dev".into(),
+        owner: "ann".into(),
+        instance_id: Some("i-1".into()),
+        instance_type: "t3.small".into(),
+        ssh_key: "ssh-ed25519 AAAA".into(),
+        state: "running".into(),
+        address: Some("10.0.0.1".into()),
+        created_at: t0,
+        deadline: t0 + chrono::Duration::hours(4),
+        max_deadline: t0 + chrono::Duration::hours(24),
+        ended_at: None,
+        end_reason: None,
+        notify: Default::default(),
+        warned: false,
+    };
+    assert!(src.insert_worker(&worker).await.expect("worker"));
+    assert!(
+        !src.insert_worker(&super::WorkerRow {
+            id: "w2".into(),
+            ..worker.clone()
+        })
+        .await
+        .expect("worker"),
+        "a live worker's name is taken"
+    );
     let mut targets = vec![Location::Sqlite(dir.path().join("dst.db"))];
     if let Some(pg) = telejob_e2e::postgres::postgres() {
         targets.push(pg.new_database().parse().expect("url"));
@@ -549,6 +576,10 @@ async fn db_copy_moves_every_table_and_checks_the_counts() {
             .expect("read")
             .expect("run");
         assert_eq!((run.job.as_str(), trigger.as_str()), ("j", "scheduled"));
+        assert_eq!(
+            dst.worker("dev").await.expect("worker"),
+            Some(worker.clone())
+        );
         assert_eq!(
             dst.token_user("hash")
                 .await

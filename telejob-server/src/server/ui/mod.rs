@@ -6,6 +6,7 @@ mod form;
 mod insight;
 mod pages;
 pub mod session;
+mod workers;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -51,6 +52,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/jobs/{name}/{action}", post(job_action))
         .route("/runs/{id}", get(run_page))
+        .route("/workers", get(workers::page_get).post(workers::launch))
+        .route("/workers/{name}/{action}", post(workers::action))
         .route("/ui/preview", get(preview))
         .route("/ui/app.js", get(app_js))
         .route("/public/{*path}", get(public_file))

@@ -38,6 +38,7 @@ pub fn layout(title: &str, user: Option<&str>, csrf: Option<&str>, body: Markup)
                     @if user.is_some() {
                         a href="/" { "Jobs" }
                         a href="/jobs/new" { "Schedule a Job" }
+                        a href="/workers" { "Workers" }
                     }
                     @if let Some(u) = user {
                         span.who { "signed in as " (u) }
@@ -307,6 +308,8 @@ pub fn job_form(
 /// The dashboard's one script, served as `/ui/app.js` (the Content-Security-Policy allows no
 /// inline script): confirmation before dangerous forms, and the job form's schedule preview.
 pub const APP_JS: &str = r#"
+(function(){ const f=document.getElementById('ssh_key_file'), t=document.getElementById('ssh_key');
+  if(f&&t) f.addEventListener('change',async()=>{ if(f.files[0]) t.value=(await f.files[0].text()).trim(); }); })();
 document.addEventListener('submit',e=>{ const m=e.target.dataset&&e.target.dataset.confirm; if(m&&!confirm(m)) e.preventDefault(); });
 (function(){
   const f=document.getElementById('job-form'), freq=document.getElementById('frequency');

@@ -1,0 +1,294 @@
+//! `telejob worker …`: analysis workers, through a server or, with `--compute ec2 --config
+//! FILE`, straight on EC2 (their state is then the instances' tags).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+use telejob_aws::{Ec2Workers, WorkerInstance, WorkerLaunch};
+use telejob_core::worker::{self, SshPublicKey};
+
+use super::client::{Client, ServerArgs};
+use crate::error::bad;
+
+/// `telejob worker …`
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Without a server: `ec2` launches and follows workers directly from --config's `[aws]`
+    /// and `[ec2]` tables.
+    #[arg(long, global = true, value_name = "ec2")]
+    compute: Option<String>,
+    /// The config file (a server's) for --compute ec2.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: WorkerCmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum WorkerCmd {
+    /// Launch a worker: a fresh machine like a run's with your SSH key, ended at its lifetime.
+    /// Prints its address and a ready ssh command line once it runs.
+    Launch {
+        /// Its name (default: made up).
+        #[arg(long)]
+        name: Option<String>,
+        /// Your OpenSSH public key file (such as ~/.ssh/id_ed25519.pub).
+        #[arg(long, value_name = "FILE")]
+        ssh_key: PathBuf,
+        /// How long it lives (such as 4h, 90m).
+        #[arg(long, default_value = "4h")]
+        lifetime: String,
+        /// An allowed instance type (default: the server's default).
+        #[arg(long)]
+        instance_type: Option<String>,
+        /// A webhook for "ends in 1 hour" and "ended" (default: your profile's).
+        #[arg(long)]
+        webhook: Option<String>,
+        /// An email address for them (repeatable).
+        #[arg(long)]
+        email: Vec<String>,
+        /// Print the worker as launched, without waiting for its address.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Your workers.
+    List,
+    /// One worker.
+    Show {
+        /// The worker.
+        name: String,
+    },
+    /// Make a worker live longer (within the server's maximum lifetime from its launch).
+    Extend {
+        /// The worker.
+        name: String,
+        /// How much longer (such as 2h).
+        #[arg(long)]
+        by: String,
+    },
+    /// End a worker now.
+    Terminate {
+        /// The worker.
+        name: String,
+    },
+}
+
+fn line(w: &Value) -> String {
+    format!(
+        "{:<24} {:<10} {:<12} {:<16} ends {}",
+        w["name"].as_str().unwrap_or(""),
+        w["state"].as_str().unwrap_or(""),
+        w["instance_type"].as_str().unwrap_or(""),
+        w["address"].as_str().unwrap_or("-"),
+        w["deadline"].as_str().unwrap_or("-")
+    )
+}
+
+/// Runs a `telejob worker` command.
+pub async fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
+    match a.compute.as_deref() {
+        None => through_server(a).await,
+        Some("ec2") => direct(a).await,
+        Some(o) => Err(bad(format!(
+            "--compute {o}: use ec2 (or no --compute, to go through a server); a local worker is `telejob worker shell`"
+        ))),
+    }
+}
+
+async fn through_server(a: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let c = Client::new(&a.server)?;
+    match a.cmd {
+        WorkerCmd::Launch {
+            name,
+            ssh_key,
+            lifetime,
+            instance_type,
+            webhook,
+            email,
+            no_wait,
+        } => {
+            let key = std::fs::read_to_string(&ssh_key)
+                .map_err(|e| bad(format!("--ssh-key {}: {e}", ssh_key.display())))?;
+            let mut body = json!({"ssh_key": key, "lifetime": lifetime});
+            if let Some(n) = name {
+                body["name"] = json!(n);
+            }
+            if let Some(t) = instance_type {
+                body["instance_type"] = json!(t);
+            }
+            if webhook.is_some() || !email.is_empty() {
+                body["notify"] = json!({"webhook": webhook, "email": email});
+            }
+            let w = c
+                .json(c.http.post(c.url("/api/workers")).json(&body))
+                .await?;
+            let name = w["name"].as_str().unwrap_or_default().to_string();
+            eprintln!("launched worker {name}; waiting for its address…");
+            let w = if no_wait {
+                w
+            } else {
+                let deadline = Instant::now() + Duration::from_secs(600);
+                loop {
+                    let w = c
+                        .json(c.http.get(c.url(&format!("/api/workers/{name}"))))
+                        .await?;
+                    if w["state"] == "running" && w["address"].is_string() {
+                        break w;
+                    }
+                    if w["state"] == "ended" || Instant::now() > deadline {
+                        return Err(anyhow::anyhow!(
+                            "worker {name} did not come up: {}",
+                            w["end_reason"]
+                                .as_str()
+                                .unwrap_or("still not running after 10 minutes")
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            };
+            println!("{}", line(&w));
+            if let Some(ssh) = w["ssh"].as_str() {
+                println!("{ssh}");
+            }
+        }
+        WorkerCmd::List => {
+            let all = c.json(c.http.get(c.url("/api/workers"))).await?;
+            for w in all.as_array().into_iter().flatten() {
+                println!("{}", line(w));
+            }
+        }
+        WorkerCmd::Show { name } => {
+            let w = c
+                .json(c.http.get(c.url(&format!("/api/workers/{name}"))))
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&w).unwrap_or_default());
+        }
+        WorkerCmd::Extend { name, by } => {
+            let w = c
+                .json(
+                    c.http
+                        .post(c.url(&format!("/api/workers/{name}/extend")))
+                        .json(&json!({ "by": by })),
+                )
+                .await?;
+            println!("{}", line(&w));
+        }
+        WorkerCmd::Terminate { name } => {
+            let w = c
+                .json(c.http.delete(c.url(&format!("/api/workers/{name}"))))
+                .await?;
+            println!("{}", line(&w));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn instance_line(w: &WorkerInstance) -> String {
+    format!(
+        "{:<24} {:<10} {:<12} {:<16} ends {}",
+        w.name,
+        w.state,
+        w.instance_type,
+        w.address.as_deref().unwrap_or("-"),
+        w.deadline
+            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_else(|| "-".into())
+    )
+}
+
+async fn direct(a: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let path = a
+        .config
+        .ok_or_else(|| bad("--compute ec2 needs --config FILE with [aws] and [ec2] tables"))?;
+    let cfg = crate::config::Config::load(&path)?;
+    let settings = cfg
+        .ec2
+        .clone()
+        .ok_or_else(|| bad(format!("--config {}: add an [ec2] table", path.display())))?;
+    let policy = cfg.worker_policy()?;
+    let ec2 = Ec2Workers::new(settings, &cfg.aws.clone().unwrap_or_default()).await?;
+    let found = |name: &str, w: Option<WorkerInstance>| {
+        w.ok_or_else(|| bad(format!("no live worker is named {name:?}")))
+    };
+    match a.cmd {
+        WorkerCmd::Launch {
+            name,
+            ssh_key,
+            lifetime,
+            instance_type,
+            no_wait,
+            ..
+        } => {
+            let text = std::fs::read_to_string(&ssh_key)
+                .map_err(|e| bad(format!("--ssh-key {}: {e}", ssh_key.display())))?;
+            let key = SshPublicKey::parse(&text)?;
+            let life = worker::parse_lifetime("lifetime", &lifetime)?;
+            worker::check_lifetime("lifetime", life, policy.max_lifetime)?;
+            let name = name.unwrap_or_else(|| {
+                let mut r = [0u8; 3];
+                let _ = getrandom::fill(&mut r);
+                format!("worker-{}", hex::encode(r))
+            });
+            let owner = std::env::var("USER").unwrap_or_else(|_| "cli".into());
+            let mut w = ec2
+                .launch(&WorkerLaunch {
+                    name: &name,
+                    owner: &owner,
+                    key: &key,
+                    deadline: chrono::Utc::now()
+                        + chrono::Duration::from_std(life).unwrap_or_default(),
+                    hard_stop: policy.max_lifetime,
+                    instance_type: instance_type.as_deref(),
+                })
+                .await?;
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while !no_wait && (w.state != "running" || w.address.is_none()) {
+                if Instant::now() > deadline {
+                    return Err(anyhow::anyhow!(
+                        "worker {name} is not running after 10 minutes"
+                    ));
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                w = found(&name, ec2.get(&name).await?)?;
+            }
+            println!("{}", instance_line(&w));
+            if let Some(ssh) = w.ssh_command() {
+                println!("{ssh}");
+            }
+        }
+        WorkerCmd::List => {
+            for w in ec2.list().await? {
+                println!("{}", instance_line(&w));
+            }
+        }
+        WorkerCmd::Show { name } => {
+            let w = found(&name, ec2.get(&name).await?)?;
+            println!("{}", serde_json::to_string_pretty(&w).unwrap_or_default());
+        }
+        WorkerCmd::Extend { name, by } => {
+            let w = found(&name, ec2.get(&name).await?)?;
+            let by = worker::parse_lifetime("by", &by)?;
+            let now = chrono::Utc::now();
+            let deadline = w.deadline.unwrap_or(now).max(now)
+                + chrono::Duration::from_std(by).unwrap_or_default();
+            let total = (deadline - w.launched_at.unwrap_or(now))
+                .to_std()
+                .unwrap_or_default();
+            worker::check_lifetime("by", total, policy.max_lifetime)?;
+            ec2.set_deadline(&w.instance_id, deadline).await?;
+            let w = found(&name, ec2.get(&name).await?)?;
+            println!("{}", instance_line(&w));
+        }
+        WorkerCmd::Terminate { name } => {
+            let w = found(&name, ec2.get(&name).await?)?;
+            ec2.terminate(&w.instance_id).await?;
+            println!("terminated worker {name} ({})", w.instance_id);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
