@@ -77,6 +77,8 @@ pub struct Pipeline {
     pub sandbox: SandboxOptions,
     /// Where run workspaces are made (each run gets a fresh one, removed afterwards).
     pub scratch_dir: PathBuf,
+    /// Commands run attached to this process's terminal, with no log (`telejob worker shell`).
+    pub interactive: bool,
 }
 
 /// The outcome of [`Pipeline::run`]: the run record and, for failed runs, the error.
@@ -116,7 +118,14 @@ impl Pipeline {
             publish_policy: PublishPolicy::default(),
             sandbox: SandboxOptions::default(),
             scratch_dir: std::env::temp_dir(),
+            interactive: false,
         }
+    }
+
+    /// Runs commands attached to this process's terminal (an interactive shell), without a log.
+    pub fn attached_to_terminal(mut self) -> Self {
+        self.interactive = true;
+        self
     }
 
     /// Adds a fetcher for URLs.
@@ -363,6 +372,7 @@ impl Pipeline {
                 events: ctx.events.clone(),
                 cancel: cancel.clone(),
                 mask: req.secrets.maskable(),
+                interactive: self.interactive,
                 confinement: Confinement {
                     ids,
                     dedicated_ids: leased.is_some(),

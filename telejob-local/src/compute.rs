@@ -62,6 +62,13 @@ impl LocalComputeBuilder {
         self
     }
 
+    /// Runs commands attached to this process's terminal, without a log (an interactive shell:
+    /// `telejob worker shell`).
+    pub fn attached_to_terminal(mut self) -> Self {
+        self.pipeline.interactive = true;
+        self
+    }
+
     /// Fetches code URLs (http, s3, …).
     pub fn with_fetcher(mut self, f: Arc<dyn UrlFetcher>) -> Self {
         self.pipeline.fetcher = Some(f);

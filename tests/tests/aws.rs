@@ -955,14 +955,20 @@ async fn workers_launch_with_the_owners_key_and_end_at_their_deadline() {
     )
     .await;
     assert_eq!((s, v["field"].as_str()), (422, Some("name")), "{v}");
+    // "brief" names no channel: its notifications go to alice's profile.
+    let (s, v) = call(
+        "PUT",
+        "/api/me",
+        &alice,
+        Some(serde_json::json!({"notify": {"webhook": hook}})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
     let (s, v) = call(
         "POST",
         "/api/workers",
         &alice,
-        Some(
-            serde_json::json!({"name": "brief", "ssh_key": ALICE_KEY, "lifetime": "1m",
-            "notify": {"webhook": hook}}),
-        ),
+        Some(serde_json::json!({"name": "brief", "ssh_key": ALICE_KEY, "lifetime": "1m"})),
     )
     .await;
     assert_eq!(s, 201, "{v}");
@@ -1074,6 +1080,57 @@ async fn workers_launch_with_the_owners_key_and_end_at_their_deadline() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+    // The CLI, through the server and straight on EC2 (state in the tags).
+    let keyfile = dir.join("id.pub");
+    std::fs::write(&keyfile, format!("{ALICE_KEY}\n")).expect("key");
+    let cli = |args: &[&str]| {
+        let mut c = Command::new(telejob_bin!());
+        c.args(args)
+            .env("TELEJOB_SERVER", &base2)
+            .env("TELEJOB_TOKEN", &alice);
+        for (k, v) in moto.env() {
+            c.env(k, v);
+        }
+        c.output().expect("telejob")
+    };
+    let o = cli(&["worker", "list"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("dev "), "{o:?}");
+    let cfg_arg = cfg.to_str().expect("utf8");
+    let key_arg = keyfile.to_str().expect("utf8");
+    let o = cli(&[
+        "worker",
+        "launch",
+        "--compute",
+        "ec2",
+        "--config",
+        cfg_arg,
+        "--ssh-key",
+        key_arg,
+        "--name",
+        "from-cli-2",
+        "--lifetime",
+        "2h",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        out.contains("from-cli-2") && out.contains("ssh analyst@"),
+        "{out}"
+    );
+    let direct = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--compute", "ec2", "--config", cfg_arg]);
+        cli(&all)
+    };
+    let o = direct(&["worker", "extend", "from-cli-2", "--by", "1h"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = direct(&["worker", "extend", "from-cli-2", "--by", "30h"]);
+    assert_eq!(o.status.code(), Some(2), "past the maximum: {o:?}");
+    let o = direct(&["worker", "terminate", "from-cli-2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = direct(&["worker", "show", "from-cli-2"]);
+    assert_eq!(o.status.code(), Some(2), "gone: {o:?}");
     // Terminate ends it at once, and says so.
     let s = reqwest::Client::new()
         .delete(format!("{base2}/api/workers/dev"))

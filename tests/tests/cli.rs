@@ -350,3 +350,175 @@ fn serve_on_a_taken_port_stops_before_creating_the_admin() {
     assert!(!dir.path().join("data/admin.token").exists());
     assert!(!dir.path().join("data/telejob.db").exists());
 }
+
+/// Runs `telejob args…` on a fresh pseudo-terminal (its controlling terminal), typing each
+/// line of `input` once `ready` shows; returns everything the terminal showed and the exit
+/// status.
+fn on_a_terminal(
+    args: &[&str],
+    env: &[(&str, &std::path::Path)],
+    ready: &str,
+    input: &[&str],
+    within: Duration,
+) -> (String, Option<i32>) {
+    use std::io::{Read, Write};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty fills two descriptors; no other memory is passed.
+    let r = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(r, 0, "openpty");
+    // SAFETY: both descriptors were just opened and are owned here.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut cmd = std::process::Command::new(telejob_e2e::telejob_bin!());
+    cmd.args(args)
+        .stdin(slave.try_clone().expect("dup"))
+        .stdout(slave.try_clone().expect("dup"))
+        .stderr(slave.try_clone().expect("dup"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    // SAFETY: between fork and exec: setsid and the ioctl that makes the pty the controlling
+    // terminal, both async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("telejob");
+    // Only the child may hold the terminal's other end: reading ends when it is gone.
+    drop(cmd);
+    drop(slave);
+    let shown = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let mut reader = std::fs::File::from(master.try_clone().expect("dup"));
+    let sink = shown.clone();
+    let read_thread = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().expect("lock").extend_from_slice(&buf[..n]);
+        }
+    });
+    let text = |s: &std::sync::Mutex<Vec<u8>>| {
+        String::from_utf8_lossy(&s.lock().expect("lock")).into_owned()
+    };
+    let deadline = Instant::now() + within;
+    while !text(&shown).contains(ready) {
+        assert!(Instant::now() < deadline, "never ready: {}", text(&shown));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut writer = std::fs::File::from(master);
+    for line in input {
+        writer.write_all(line.as_bytes()).expect("type");
+        writer.write_all(b"\n").expect("type");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("telejob did not end: {}", text(&shown));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = writer.as_raw_fd();
+    drop(writer);
+    let _ = read_thread.join();
+    (text(&shown), status.code())
+}
+
+#[test]
+fn worker_shell_opens_a_sandboxed_shell_and_lists_the_output_on_exit() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let code = dir.path().join("code");
+    std::fs::create_dir_all(&code).expect("code");
+    std::fs::write(code.join("run.sh"), "echo wrapper\n").expect("script");
+    std::fs::write(code.join("marker.txt"), "the-code-is-here\n").expect("marker");
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir_all(&scratch).expect("scratch");
+    let code_arg = code.to_str().expect("utf8");
+    let (shown, status) = on_a_terminal(
+        &["worker", "shell", "--code", code_arg, "--lifetime", "60s"],
+        &[("TMPDIR", &scratch)],
+        "[telejob worker]",
+        &[
+            "echo uid=$(id -u)",
+            "cat marker.txt",
+            "echo TJ=${#TELEJOB_RUN_ID}",
+            "mkdir -p output && echo 1,2 > output/result.csv",
+            "false",
+            "exit",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(status, Some(0), "{shown}");
+    // SAFETY: geteuid and getuid only read the process's credentials.
+    let (euid, uid) = unsafe { (libc::geteuid(), libc::getuid()) };
+    let ran_as: u32 = shown
+        .split("uid=")
+        .filter_map(|s| s.lines().next()?.trim().parse().ok())
+        .next()
+        .unwrap_or_else(|| panic!("no uid: {shown}"));
+    if euid == 0 {
+        assert!(
+            ran_as >= 1_879_048_192,
+            "a run UID of its own, not root: {shown}"
+        );
+    } else {
+        assert_eq!(ran_as, uid, "{shown}");
+    }
+    assert!(shown.contains("the-code-is-here"), "{shown}");
+    assert!(shown.contains("TJ=36"), "the TELEJOB_* variables: {shown}");
+    assert!(
+        shown.contains("would publish 1 file") && shown.contains("result.csv"),
+        "the listing on exit: {shown}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&scratch)
+        .expect("scratch")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "the workspace is gone: {left:?}");
+}
+
+#[test]
+fn worker_shell_ends_with_everything_it_started_at_its_lifetime() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let code = dir.path().join("code");
+    std::fs::create_dir_all(&code).expect("code");
+    std::fs::write(code.join("run.sh"), "true\n").expect("script");
+    let code_arg = code.to_str().expect("utf8");
+    let started = Instant::now();
+    let (shown, status) = on_a_terminal(
+        &["worker", "shell", "--code", code_arg, "--lifetime", "4s"],
+        &[("TMPDIR", dir.path())],
+        "[telejob worker]",
+        &["(sleep 1000.4343 &) ; sleep 1000.4344"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(status, Some(124), "{shown}");
+    assert!(started.elapsed() < Duration::from_secs(40), "{shown}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !(processes_with("1000.4343").is_empty() && processes_with("1000.4344").is_empty()) {
+        assert!(
+            Instant::now() < deadline,
+            "the shell's processes outlived it"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -137,6 +137,10 @@ pub struct ExecSpec {
     pub confinement: Confinement,
     /// Values (secrets) replaced by `***` in the log and the live output.
     pub mask: Vec<Vec<u8>>,
+    /// Attached to this process's terminal (an interactive shell: `telejob worker shell`):
+    /// stdin, stdout and stderr are the terminal's, the job's process group is made the
+    /// terminal's foreground group while it runs, and no log is written.
+    pub interactive: bool,
 }
 
 enum Group {
@@ -273,11 +277,18 @@ pub async fn execute(spec: ExecSpec, opts: &SandboxOptions) -> Result<ExecOutcom
         .current_dir(&spec.cwd)
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(OwnedFd::from(writer)))
-        .stderr(Stdio::from(OwnedFd::from(writer2)))
         .process_group(0)
         .kill_on_drop(true);
+    if spec.interactive {
+        cmd.stdin(Stdio::inherit())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        drop((writer, writer2));
+    } else {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(OwnedFd::from(writer)))
+            .stderr(Stdio::from(OwnedFd::from(writer2)));
+    }
     let plan = plan(&spec, cgroup.as_ref(), &limit_groups)
         .map_err(|e| Error::spawn("cannot prepare the run's sandbox", e))?;
     let report = supervise::install(&mut cmd, plan)
@@ -286,6 +297,7 @@ pub async fn execute(spec: ExecSpec, opts: &SandboxOptions) -> Result<ExecOutcom
     // Our copies of the pipe's write end are gone with `cmd`; the job holds the only ones.
     drop(cmd);
     let pid = child.id().map_or(0, |p| p as i32);
+    let terminal = spec.interactive.then(|| Foreground::give(pid)).flatten();
     let tracker = ProcessTracker::new(pid, &spec.run_id);
     let group = match cgroup {
         Some(cg) => Group::Cgroup(cg, tracker),
@@ -333,6 +345,7 @@ pub async fn execute(spec: ExecSpec, opts: &SandboxOptions) -> Result<ExecOutcom
         // The main process is done: whatever it left behind goes too.
         _ => kill_rest(&group, &mut child).await,
     };
+    drop(terminal);
     // Everything is dead, so the pipe is closed — unless a process escaped; don't wait for it.
     let mut log_task = log_task;
     let joined = match tokio::time::timeout(Duration::from_secs(2), &mut log_task).await {
@@ -373,6 +386,40 @@ pub async fn execute(spec: ExecSpec, opts: &SandboxOptions) -> Result<ExecOutcom
         survivors,
         limit_events,
     })
+}
+
+/// The terminal's foreground given to a job's process group, taken back when dropped.
+struct Foreground {
+    ours: libc::pid_t,
+}
+
+impl Foreground {
+    /// Makes process group `pgid` the foreground of the terminal on stdin, if stdin is one.
+    fn give(pgid: i32) -> Option<Self> {
+        // SAFETY: isatty, getpgrp, signal and tcsetpgrp on descriptor 0; no memory involved.
+        // SIGTTOU is ignored around tcsetpgrp so that a background caller is not stopped.
+        unsafe {
+            if libc::isatty(0) != 1 {
+                return None;
+            }
+            let ours = libc::getpgrp();
+            let old = libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+            let ok = libc::tcsetpgrp(0, pgid) == 0;
+            libc::signal(libc::SIGTTOU, old);
+            ok.then_some(Self { ours })
+        }
+    }
+}
+
+impl Drop for Foreground {
+    fn drop(&mut self) {
+        // SAFETY: as in `give`.
+        unsafe {
+            let old = libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+            libc::tcsetpgrp(0, self.ours);
+            libc::signal(libc::SIGTTOU, old);
+        }
+    }
 }
 
 /// The supervisor's plan for `spec`.

@@ -39,6 +39,7 @@ impl Fixture {
             cancel: CancellationToken::new(),
             confinement: Confinement::default(),
             mask: Vec::new(),
+            interactive: false,
         }
     }
 

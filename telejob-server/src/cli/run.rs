@@ -168,6 +168,92 @@ fn human_bytes(n: u64) -> String {
 }
 
 pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    run_with(a, false).await
+}
+
+/// `telejob worker shell`: an interactive shell in a fresh workspace with the code unpacked,
+/// in the same sandbox as a run (user, cgroup, namespaces, environment, `TELEJOB_*`
+/// variables), killed with everything it started at its lifetime. When it exits, what the
+/// output directory would publish is listed, and the workspace is removed.
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// The code: a tarball, a directory, or a file:// or http(s):// URL.
+    #[arg(long, value_name = "TARBALL|DIR|URL")]
+    code: String,
+    /// How long the shell may live; it and everything it started are killed then.
+    #[arg(long, default_value = "4h", value_parser = parse_timeout)]
+    lifetime: Duration,
+    /// The output directory whose files are listed when the shell exits.
+    #[arg(long, default_value = "output")]
+    output_dir: String,
+    /// An environment variable, KEY=VALUE; repeat for more.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// The job name the workspace is for (default: derived from --code).
+    #[arg(long, value_name = "NAME")]
+    job_name: Option<String>,
+    /// Run the shell as this existing user (default as root: a UID of its own).
+    #[arg(long, value_name = "USER")]
+    run_as: Option<String>,
+}
+
+/// Runs `telejob worker shell`.
+pub async fn shell(a: ShellArgs) -> anyhow::Result<ExitCode> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return Err(bad(
+            "telejob worker shell needs a terminal on stdin; to run a command, use `telejob run --command …`",
+        ));
+    }
+    let mut env = a.env;
+    // The terminal's type, so that line editing works; nothing else of this environment.
+    if let Ok(t) = std::env::var("TERM")
+        && !t.is_empty()
+        && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        env.push(format!("TERM={t}"));
+    }
+    // Nothing is published (a dry run); the run's status and empty log go to a scratch
+    // directory removed afterwards.
+    let scratch = tempfile::Builder::new()
+        .prefix("telejob-shell-")
+        .tempdir()
+        .map_err(|e| anyhow::anyhow!("cannot make a scratch directory: {e}"))?;
+    let place = |sub: &str| scratch.path().join(sub).display().to_string();
+    let args = RunArgs {
+        code: a.code,
+        // The shell's own exit status does not fail the session: its output is listed anyway.
+        command: r"PS1='[telejob worker] \w\$ ' bash --noprofile --norc -i; exit 0".into(),
+        output_dir: a.output_dir,
+        timeout: a.lifetime,
+        publish_to: Some(place("public")),
+        private_to: Some(place("private")),
+        compute: ComputeArg::Local,
+        config: None,
+        instance_type: None,
+        job_name: a.job_name,
+        env,
+        secrets: Vec::new(),
+        scheduled_for: None,
+        dry_run: true,
+        visibility: VisibilityArg::Public,
+        kill_grace: Duration::from_secs(2),
+        cgroup: CgroupMode::Auto,
+        run_as: a.run_as,
+        uid_range: None,
+        namespaces: NamespaceMode::Auto,
+        memory: None,
+        cpus: None,
+        processes: None,
+        disk: None,
+        network: None,
+        quiet: true,
+    };
+    let r = run_with(args, true).await;
+    drop(scratch);
+    r
+}
+
+async fn run_with(a: RunArgs, interactive: bool) -> anyhow::Result<ExitCode> {
     let cfg = match &a.config {
         Some(p) => crate::config::Config::load(p)?,
         None => crate::config::Config::default(),
@@ -276,16 +362,21 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         ..SandboxOptions::default()
     };
     let local = match a.compute {
-        ComputeArg::Local => Some(Arc::new(
-            LocalCompute::builder(RunStores {
+        ComputeArg::Local => {
+            let b = LocalCompute::builder(RunStores {
                 public: public.clone(),
                 private: private.clone(),
             })
             .with_sandbox(sandbox)
             .with_max_concurrent(1)
-            .with_fetcher(Arc::new(HttpFetcher::new()?))
-            .build(),
-        )),
+            .with_fetcher(Arc::new(HttpFetcher::new()?));
+            let b = if interactive {
+                b.attached_to_terminal()
+            } else {
+                b
+            };
+            Some(Arc::new(b.build()))
+        }
         ComputeArg::Ec2 => None,
     };
     let compute: Arc<dyn Compute> = match &local {
@@ -327,7 +418,13 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         secrets,
         instance_type: None,
     };
-    if std::io::IsTerminal::is_terminal(&std::io::stderr()) || a.compute == ComputeArg::Ec2 {
+    if interactive {
+        eprintln!(
+            "telejob: a fresh worker shell for {job}: the code is here, write results to {}/; it ends in {} (exit to end it sooner)",
+            req.output_dir,
+            humantime::format_duration(req.timeout)
+        );
+    } else if std::io::IsTerminal::is_terminal(&std::io::stderr()) || a.compute == ComputeArg::Ec2 {
         eprintln!(
             "telejob: run {} of job {job} on {}",
             req.run_id,
@@ -353,7 +450,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         Visibility::Private => private.as_ref(),
     };
     let data_dir = data_store.locate(&format!("{job}/data"));
-    if let Some(log) = &run.log_key {
+    if let Some(log) = run.log_key.as_ref().filter(|_| !interactive) {
         eprintln!("telejob: log: {}", private.locate(log));
     }
     match run.state {
@@ -363,20 +460,27 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             } else {
                 "published"
             };
-            println!(
-                "{verb} {} file{} ({}) to {}/",
+            let files = format!(
+                "{} file{} ({})",
                 run.published.len(),
                 if run.published.len() == 1 { "" } else { "s" },
-                human_bytes(run.published_bytes()),
-                data_dir
+                human_bytes(run.published_bytes())
             );
+            if interactive {
+                println!(
+                    "as a run, {}/ would publish {files} to <store>/{job}/data/:",
+                    req.output_dir
+                );
+            } else {
+                println!("{verb} {files} to {data_dir}/");
+            }
             for f in &run.published {
                 println!("  {:>10}  {}", human_bytes(f.size), f.path);
             }
             for s in &run.skipped {
                 println!("  not published: {} ({})", s.path, s.reason);
             }
-            if let Some(m) = &run.manifest_key {
+            if let Some(m) = run.manifest_key.as_ref().filter(|_| !interactive) {
                 println!("manifest: {}", data_store.locate(m));
             }
             Ok(super::exit::code(run.state, false))

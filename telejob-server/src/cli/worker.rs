@@ -76,6 +76,10 @@ enum WorkerCmd {
         /// The worker.
         name: String,
     },
+    /// A local worker: an interactive shell in a fresh workspace with the code unpacked, in
+    /// the same sandbox as a run, ended with everything it started at its lifetime; on exit it
+    /// lists what the output directory would publish and removes the workspace.
+    Shell(super::run::ShellArgs),
 }
 
 fn line(w: &Value) -> String {
@@ -91,6 +95,9 @@ fn line(w: &Value) -> String {
 
 /// Runs a `telejob worker` command.
 pub async fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
+    if let WorkerCmd::Shell(s) = a.cmd {
+        return super::run::shell(s).await;
+    }
     match a.compute.as_deref() {
         None => through_server(a).await,
         Some("ec2") => direct(a).await,
@@ -184,6 +191,7 @@ async fn through_server(a: WorkerArgs) -> anyhow::Result<ExitCode> {
                 .await?;
             println!("{}", line(&w));
         }
+        WorkerCmd::Shell(_) => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -289,6 +297,7 @@ async fn direct(a: WorkerArgs) -> anyhow::Result<ExitCode> {
             ec2.terminate(&w.instance_id).await?;
             println!("terminated worker {name} ({})", w.instance_id);
         }
+        WorkerCmd::Shell(_) => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
 }
