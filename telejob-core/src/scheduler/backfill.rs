@@ -18,8 +18,8 @@ use crate::schedule::Schedule;
 /// The longest range a backfill covers, in days (both ends included).
 pub const MAX_BACKFILL_DAYS: i64 = 366;
 
-/// The most slots one backfill runs.
-pub const MAX_BACKFILL_SLOTS: usize = 1000;
+/// The most slots one backfill covers (three days of an every-minute job).
+pub const MAX_BACKFILL_SLOTS: usize = 5000;
 
 /// What a slot's history says, as a backfill sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -443,14 +443,11 @@ mod tests {
         .expect_err("future");
         assert!(e.to_string().contains("from"), "{e}");
         let minutely = ScheduleSpec::cron("* * * * *").compile().expect("valid");
-        let e = plan(
-            &minutely,
-            &BackfillRequest::new(d("2026-03-01"), d("2026-03-01")),
-            now,
-            &[],
-        )
-        .expect_err("1440 slots");
-        assert!(e.to_string().contains("1000"), "{e}");
+        let day = BackfillRequest::new(d("2026-03-01"), d("2026-03-01"));
+        assert_eq!(plan(&minutely, &day, now, &[]).expect("a day").len(), 1440);
+        let four = BackfillRequest::new(d("2026-03-01"), d("2026-03-04"));
+        let e = plan(&minutely, &four, now, &[]).expect_err("5760 slots");
+        assert!(e.to_string().contains("5000"), "{e}");
         assert!(parse_date("from", "03/01/2026").is_err());
     }
 }

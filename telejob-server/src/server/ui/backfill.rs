@@ -34,10 +34,23 @@ pub async fn page_get(
         .map(|c| c.timezone())
         .unwrap_or(chrono_tz::UTC);
     let today = Utc::now().with_timezone(&tz).date_naive();
+    // The last week by default; today only for a schedule too frequent for a week's list.
+    let week = today - Duration::days(6);
+    let default_from = match job.spec.schedule.compile() {
+        Ok(c)
+            if c.iter_after(Utc::now() - Duration::days(7))
+                .take(701)
+                .count()
+                > 700 =>
+        {
+            today
+        }
+        _ => week,
+    };
     let from = q
         .get("from")
         .cloned()
-        .unwrap_or_else(|| (today - Duration::days(6)).to_string());
+        .unwrap_or_else(|| default_from.to_string());
     let to = q.get("to").cloned().unwrap_or_else(|| today.to_string());
     let plan = plan(&from, &to).map_err(JobError::Invalid);
     let plan = match plan {
