@@ -16,7 +16,7 @@ use telejob_core::scheduler::notify::{EventKind, JobEvent, Notifier};
 use telejob_core::worker::{self, SshPublicKey};
 
 use super::cluster::Cluster;
-use super::db::{Db, User, WorkerRow};
+use super::db::{Db, User, WorkerInsert, WorkerRow};
 use super::errors::JobError;
 
 type Result<T, E = JobError> = std::result::Result<T, E>;
@@ -193,15 +193,6 @@ impl Workers {
                 format!("worker-{}", hex::encode(r))
             }
         };
-        let live = db.live_workers_of(&user.name).await?;
-        if live >= self.policy.per_user {
-            return Err(invalid(
-                "workers",
-                format!(
-                    "you have {live} live workers, the most this server allows per user; terminate one first"
-                ),
-            ));
-        }
         let now = Utc::now();
         let mut id = [0u8; 8];
         let _ = getrandom::fill(&mut id);
@@ -222,11 +213,22 @@ impl Workers {
             notify: req.notify.clone().unwrap_or_default(),
             warned: false,
         };
-        if !db.insert_worker(&row).await? {
-            return Err(invalid(
-                "name",
-                format!("a live worker is named {name:?}; choose another name"),
-            ));
+        match db.insert_worker_within(&row, self.policy.per_user).await? {
+            WorkerInsert::Inserted => {}
+            WorkerInsert::NameTaken => {
+                return Err(invalid(
+                    "name",
+                    format!("a live worker is named {name:?}; choose another name"),
+                ));
+            }
+            WorkerInsert::AtCap(live) => {
+                return Err(invalid(
+                    "workers",
+                    format!(
+                        "you have {live} live workers, the most this server allows per user; terminate one first"
+                    ),
+                ));
+            }
         }
         let launched = ec2
             .launch(&WorkerLaunch {
@@ -422,82 +424,97 @@ impl WorkerWatch {
             .filter(|w| !w.ended())
             .collect();
         let followed = rows.iter().map(|w| w.name.clone()).collect();
-        for mut w in rows {
-            let instance = live.get(&w.name).filter(|i| i.owner == w.owner);
-            match (&w.instance_id, instance) {
-                // Launched before a restart, its row not updated yet: adopted by its tags.
-                (None, Some(i)) => {
-                    w.instance_id = Some(i.instance_id.clone());
-                }
-                (None, None) if now - w.created_at > chrono::Duration::minutes(5) => {
-                    self.workers
-                        .ended(&self.db, &*self.notifier, &w, "its launch never completed")
-                        .await?;
-                    continue;
-                }
-                (None, None) => continue,
-                // Not live: gone for good, unless EC2 does not list it yet (just launched).
-                (Some(id), None) => {
-                    let state = ec2.state(id).await?;
-                    let gone = match state.as_deref() {
-                        Some("terminated" | "shutting-down") => true,
-                        Some(_) => false,
-                        None => now - w.created_at > chrono::Duration::minutes(2),
-                    };
-                    if !gone {
-                        continue;
-                    }
-                    self.workers
-                        .ended(
-                            &self.db,
-                            &*self.notifier,
-                            &w,
-                            "its instance is gone (terminated, or shut down at its maximum lifetime)",
-                        )
-                        .await?;
-                    continue;
-                }
-                (Some(_), Some(_)) => {}
-            }
-            if let Some(i) = instance {
-                w.state.clone_from(&i.state);
-                w.address.clone_from(&i.address);
-            }
-            if now >= w.deadline {
-                if let Some(id) = &w.instance_id
-                    && let Err(e) = ec2.terminate(id).await
-                {
-                    tracing::error!(worker = %w.name, error = %e, "cannot end the worker at its deadline");
-                    continue;
-                }
-                self.workers
-                    .ended(&self.db, &*self.notifier, &w, "its lifetime ended")
-                    .await?;
-                continue;
-            }
-            self.db.update_worker(&w).await?;
-            let warn_at = w.deadline - std_to_chrono(self.workers.policy.warn_before);
-            if now >= warn_at && self.db.claim_worker_warning(&w.id).await? {
-                let left = (w.deadline - now).num_minutes().max(1);
-                let msg = format!(
-                    "your worker {} ends in {left} minutes, at {}; extend it with `telejob worker extend {} --by 2h`",
-                    w.name,
-                    w.deadline.format("%Y-%m-%d %H:%M UTC"),
-                    w.name
-                );
-                notify(
-                    &self.db,
-                    &*self.notifier,
-                    &w,
-                    EventKind::WorkerEndingSoon,
-                    msg,
-                )
-                .await;
+        for w in rows {
+            let name = w.name.clone();
+            if let Err(e) = self.follow(ec2, w, &live, now).await {
+                tracing::warn!(worker = %name, error = %e, "cannot follow the worker this pass");
             }
         }
         // Workers past their deadline tag that no row follows (launched by the CLI, or by a
         // server whose database is gone).
         ec2.reap(&followed).await?;
+        Ok(())
+    }
+
+    /// One worker's part of a pass.
+    async fn follow(
+        &self,
+        ec2: &Ec2Workers,
+        mut w: WorkerRow,
+        live: &HashMap<String, telejob_aws::WorkerInstance>,
+        now: DateTime<Utc>,
+    ) -> telejob_core::Result<()> {
+        let instance = live.get(&w.name).filter(|i| i.owner == w.owner);
+        match (&w.instance_id, instance) {
+            // Launched before a restart, its row not updated yet: adopted by its tags.
+            (None, Some(i)) => {
+                w.instance_id = Some(i.instance_id.clone());
+            }
+            (None, None) if now - w.created_at > chrono::Duration::minutes(5) => {
+                self.workers
+                    .ended(&self.db, &*self.notifier, &w, "its launch never completed")
+                    .await?;
+                return Ok(());
+            }
+            (None, None) => return Ok(()),
+            // Not live: gone for good, unless EC2 does not list it yet (just launched).
+            (Some(id), None) => {
+                let state = ec2.state(id).await?;
+                let gone = match state.as_deref() {
+                    Some("terminated" | "shutting-down") => true,
+                    Some(_) => false,
+                    None => now - w.created_at > chrono::Duration::minutes(2),
+                };
+                if !gone {
+                    return Ok(());
+                }
+                self.workers
+                    .ended(
+                        &self.db,
+                        &*self.notifier,
+                        &w,
+                        "its instance is gone (terminated, or shut down at its maximum lifetime)",
+                    )
+                    .await?;
+                return Ok(());
+            }
+            (Some(_), Some(_)) => {}
+        }
+        if let Some(i) = instance {
+            w.state.clone_from(&i.state);
+            w.address.clone_from(&i.address);
+        }
+        if now >= w.deadline {
+            if let Some(id) = &w.instance_id
+                && let Err(e) = ec2.terminate(id).await
+            {
+                tracing::error!(worker = %w.name, error = %e, "cannot end the worker at its deadline");
+                return Ok(());
+            }
+            self.workers
+                .ended(&self.db, &*self.notifier, &w, "its lifetime ended")
+                .await?;
+            return Ok(());
+        }
+        self.db.update_worker(&w).await?;
+        let warn_at = w.deadline - std_to_chrono(self.workers.policy.warn_before);
+        if now >= warn_at && self.db.claim_worker_warning(&w.id).await? {
+            let left = (w.deadline - now).num_minutes().max(1);
+            let msg = format!(
+                "your worker {} ends in {left} minutes, at {}; extend it with `telejob worker extend {} --by 2h`",
+                w.name,
+                w.deadline.format("%Y-%m-%d %H:%M UTC"),
+                w.name
+            );
+            notify(
+                &self.db,
+                &*self.notifier,
+                &w,
+                EventKind::WorkerEndingSoon,
+                msg,
+            )
+            .await;
+        }
         Ok(())
     }
 }

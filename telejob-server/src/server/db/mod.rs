@@ -22,4 +22,4 @@ pub use conn::{Backend, Db, Fence, Location, ts};
 pub use lease::LeaseRow;
 pub use rows::{CodeVersion, JobRow, Tombstone, User};
 pub use runs::LateMark;
-pub use workers::WorkerRow;
+pub use workers::{WorkerInsert, WorkerRow};

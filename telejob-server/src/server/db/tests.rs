@@ -549,15 +549,9 @@ async fn db_copy_moves_every_table_and_checks_the_counts() {
         notify: Default::default(),
         warned: false,
     };
-    assert!(src.insert_worker(&worker).await.expect("worker"));
-    assert!(
-        !src.insert_worker(&super::WorkerRow {
-            id: "w2".into(),
-            ..worker.clone()
-        })
-        .await
-        .expect("worker"),
-        "a live worker's name is taken"
+    assert_eq!(
+        src.insert_worker_within(&worker, 2).await.expect("worker"),
+        super::WorkerInsert::Inserted
     );
     let mut targets = vec![Location::Sqlite(dir.path().join("dst.db"))];
     if let Some(pg) = telejob_e2e::postgres::postgres() {
@@ -642,5 +636,69 @@ async fn the_last_finished_run_of_each_job_says_whether_it_failed() {
                 "{job}"
             );
         }
+    }
+}
+
+#[tokio::test]
+async fn a_worker_insert_keeps_the_cap_and_live_names_even_when_launches_race() {
+    for (db, _keep) in databases().await {
+        db.ensure_user("ann", false).await.expect("user");
+        let t0 = chrono::Utc::now();
+        let w = |n: usize| super::WorkerRow {
+            id: format!("id{n}"),
+            name: format!("w{n}"),
+            owner: "ann".into(),
+            instance_id: None,
+            instance_type: "t3.small".into(),
+            ssh_key: "ssh-ed25519 AAAA".into(),
+            state: "launching".into(),
+            address: None,
+            created_at: t0,
+            deadline: t0 + chrono::Duration::hours(1),
+            max_deadline: t0 + chrono::Duration::hours(24),
+            ended_at: None,
+            end_reason: None,
+            notify: Default::default(),
+            warned: false,
+        };
+        // Ten launches at once, a cap of 3: exactly three recorded.
+        let all = futures::future::join_all((0..10).map(|n| {
+            let db = db.clone();
+            let row = w(n);
+            async move { db.insert_worker_within(&row, 3).await }
+        }))
+        .await;
+        let inserted = all
+            .iter()
+            .filter(|r| matches!(r, Ok(super::WorkerInsert::Inserted)))
+            .count();
+        assert_eq!(inserted, 3, "{all:?}");
+        assert!(
+            all.iter().all(|r| matches!(
+                r,
+                Ok(super::WorkerInsert::Inserted | super::WorkerInsert::AtCap(3))
+            )),
+            "{all:?}"
+        );
+        // A name in use is refused as such; once ended, the name is free again.
+        let live = db.workers().await.expect("workers");
+        let taken = live.first().expect("one").clone();
+        let again = super::WorkerRow {
+            id: "again".into(),
+            ..taken.clone()
+        };
+        assert_eq!(
+            db.insert_worker_within(&again, 10).await.expect("insert"),
+            super::WorkerInsert::NameTaken
+        );
+        assert!(db.end_worker(&taken.id, "test").await.expect("end"));
+        assert!(
+            !db.end_worker(&taken.id, "test").await.expect("end"),
+            "once"
+        );
+        assert_eq!(
+            db.insert_worker_within(&again, 10).await.expect("insert"),
+            super::WorkerInsert::Inserted
+        );
     }
 }

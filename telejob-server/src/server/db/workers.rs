@@ -53,6 +53,11 @@ impl WorkerRow {
 
 const COLUMNS: &str = "id, name, owner, instance_id, instance_type, ssh_key, state, address, created_at, deadline, max_deadline, ended_at, end_reason, notify, warned";
 
+/// A notify spec as stored: JSON, or NULL when empty.
+fn notify_json(n: &NotifySpec) -> Option<String> {
+    (!n.is_empty()).then(|| serde_json::to_string(n).unwrap_or_default())
+}
+
 fn row(r: &sqlx::any::AnyRow) -> Result<WorkerRow> {
     let opt_ts = |i: usize, c: &str| -> Result<Option<DateTime<Utc>>> {
         r.get::<Option<String>, _>(i)
@@ -81,31 +86,70 @@ fn row(r: &sqlx::any::AnyRow) -> Result<WorkerRow> {
     })
 }
 
+/// What [`Db::insert_worker_within`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerInsert {
+    /// Recorded.
+    Inserted,
+    /// A live worker has the name.
+    NameTaken,
+    /// The owner has this many live workers, the cap.
+    AtCap(usize),
+}
+
 impl Db {
-    /// Records a worker about to launch; `false` when a live worker has its name.
-    pub async fn insert_worker(&self, w: &WorkerRow) -> Result<bool> {
-        let r = sqlx::query(&format!(
-            "INSERT INTO workers ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT DO NOTHING"
-        ))
-        .bind(&w.id)
-        .bind(&w.name)
+    /// Records a worker about to launch unless its owner has `cap` live workers or a live
+    /// worker has its name: one conditional insert (and, on PostgreSQL, the owner's user row
+    /// locked first), so that launches racing each other never pass the cap.
+    pub async fn insert_worker_within(&self, w: &WorkerRow, cap: usize) -> Result<WorkerInsert> {
+        let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+        let sql = format!(
+            "INSERT INTO workers ({COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 \
+             WHERE (SELECT COUNT(*) FROM workers WHERE owner = $3 AND state <> 'ended') < $16 ON CONFLICT DO NOTHING"
+        );
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        if self.backend == super::conn::Backend::Postgres {
+            sqlx::query("SELECT name FROM users WHERE name = $1 FOR UPDATE")
+                .bind(&w.owner)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        let added = sqlx::query(&sql)
+            .bind(&w.id)
+            .bind(&w.name)
+            .bind(&w.owner)
+            .bind(&w.instance_id)
+            .bind(&w.instance_type)
+            .bind(&w.ssh_key)
+            .bind(&w.state)
+            .bind(&w.address)
+            .bind(ts(w.created_at))
+            .bind(ts(w.deadline))
+            .bind(ts(w.max_deadline))
+            .bind(w.ended_at.map(ts))
+            .bind(&w.end_reason)
+            .bind(notify_json(&w.notify))
+            .bind(i64::from(w.warned))
+            .bind(cap)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected()
+            == 1;
+        let live: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM workers WHERE owner = $1 AND state <> 'ended'",
+        )
         .bind(&w.owner)
-        .bind(&w.instance_id)
-        .bind(&w.instance_type)
-        .bind(&w.ssh_key)
-        .bind(&w.state)
-        .bind(&w.address)
-        .bind(ts(w.created_at))
-        .bind(ts(w.deadline))
-        .bind(ts(w.max_deadline))
-        .bind(w.ended_at.map(ts))
-        .bind(&w.end_reason)
-        .bind((!w.notify.is_empty()).then(|| serde_json::to_string(&w.notify).unwrap_or_default()))
-        .bind(i64::from(w.warned))
-        .execute(&self.pool)
+        .fetch_one(&mut *tx)
         .await
         .map_err(db_err)?;
-        Ok(r.rows_affected() == 1)
+        tx.commit().await.map_err(db_err)?;
+        Ok(match (added, live >= cap) {
+            (true, _) => WorkerInsert::Inserted,
+            (false, true) => WorkerInsert::AtCap(usize::try_from(live).unwrap_or(0)),
+            (false, false) => WorkerInsert::NameTaken,
+        })
     }
 
     /// Saves what changed about a worker (state, instance, address, deadline, end, warned).
@@ -176,18 +220,6 @@ impl Db {
         rows.iter().map(row).collect()
     }
 
-    /// How many live workers `owner` has.
-    pub async fn live_workers_of(&self, owner: &str) -> Result<usize> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM workers WHERE owner = $1 AND state <> 'ended'",
-        )
-        .bind(owner)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db_err)?;
-        Ok(usize::try_from(n).unwrap_or(0))
-    }
-
     /// A user's notification defaults.
     pub async fn user_notify(&self, user: &str) -> Result<NotifySpec> {
         let v: Option<Option<String>> =
@@ -204,7 +236,7 @@ impl Db {
     /// Sets a user's notification defaults.
     pub async fn set_user_notify(&self, user: &str, notify: &NotifySpec) -> Result<()> {
         sqlx::query("UPDATE users SET notify = $1 WHERE name = $2")
-            .bind((!notify.is_empty()).then(|| serde_json::to_string(notify).unwrap_or_default()))
+            .bind(notify_json(notify))
             .bind(user)
             .execute(&self.pool)
             .await
