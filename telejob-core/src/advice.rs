@@ -142,7 +142,7 @@ fn is_code_root(dir: &str) -> bool {
 }
 
 /// A duration in words: `45 s`, `12 min`, `2 h 5 min`.
-fn words(d: Duration) -> String {
+pub fn words(d: Duration) -> String {
     let s = d.as_secs();
     if s < 120 {
         format!("{s} s")

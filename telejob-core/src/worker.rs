@@ -44,6 +44,13 @@ pub fn validate_name(name: &str) -> Result<()> {
     }
 }
 
+/// A name for a worker launched without one: `worker-` and six hex digits (the random part of a
+/// fresh UUID v7).
+pub fn made_up_name() -> String {
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    format!("worker-{}", &id[id.len() - 6..])
+}
+
 /// An OpenSSH public key, checked: `<algorithm> <base64> [comment]` on one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SshPublicKey(String);
@@ -184,6 +191,7 @@ mod tests {
     #[test]
     fn names_and_lifetimes() {
         assert!(validate_name("dev-box-1").is_ok());
+        assert!(validate_name(&made_up_name()).is_ok());
         for bad in ["", "Dev", "1box", "box-", "a_b", &"a".repeat(64)] {
             assert!(validate_name(bad).is_err(), "{bad}");
         }

@@ -496,33 +496,16 @@ async fn a_new_leader_re_adopts_the_dead_leaders_ec2_runs() {
     )
     .expect("cfg");
     let url = pg.new_database();
+    let key = "ab".repeat(32);
     let replica = |n: &str| {
-        let mut cmd = Command::new(telejob_bin!());
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.join(n))
-            .arg("--config")
-            .arg(&cfg)
-            .args(["--database", &url])
-            .env("TELEJOB_SECRETS_KEY", "ab".repeat(32))
-            .env_remove("TELEJOB_LOG")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.join(format!("{n}.log"))).expect("log"));
-        for (k, v) in moto.env() {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("serve");
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
-            &mut line,
+        serve_ec2(
+            &moto,
+            dir,
+            &cfg,
+            n,
+            &["--database", &url],
+            &[("TELEJOB_SECRETS_KEY", key.clone())],
         )
-        .expect("address");
-        let base = line
-            .trim()
-            .strip_prefix("telejob: listening on ")
-            .unwrap_or_else(|| panic!("{n} did not start: {line:?}"))
-            .to_string();
-        (child, base)
     };
     let (mut a, a_base) = replica("a");
     let (mut b, b_base) = replica("b");
@@ -656,7 +639,7 @@ async fn an_ec2_job_chooses_an_allowed_instance_type_and_is_told_its_cost() {
         format!("compute = \"ec2\"\n{text}\n[ec2_prices]\n\"t3.small\" = 0.25\n"),
     )
     .expect("cfg");
-    let (mut child, base) = serve_ec2(&moto, dir, &cfg);
+    let (mut child, base) = serve_ec2(&moto, dir, &cfg, "data", &[], &[]);
     let token = std::fs::read_to_string(dir.join("data/admin.token"))
         .expect("token")
         .trim()
@@ -730,23 +713,32 @@ async fn an_ec2_job_chooses_an_allowed_instance_type_and_is_told_its_cost() {
 const ALICE_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILM+rvN+ot98qgEN796jTiQfZfG1KaT0PtFDJ/XFSqti alice@laptop";
 
-/// `telejob serve` on EC2 (moto) with `extra` config, as a child; its base URL.
-fn serve_ec2(moto: &Moto, dir: &Path, cfg: &Path) -> (std::process::Child, String) {
+/// `telejob serve` on EC2 (moto) with config `cfg`, data in `dir/<name>`, its log appended to
+/// `dir/<name>.log`, and `args` and `env` more: the child and its base URL.
+fn serve_ec2(
+    moto: &Moto,
+    dir: &Path,
+    cfg: &Path,
+    name: &str,
+    args: &[&str],
+    env: &[(&str, String)],
+) -> (std::process::Child, String) {
     let mut cmd = Command::new(telejob_bin!());
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.join("data"))
+        .arg(dir.join(name))
         .arg("--config")
         .arg(cfg)
+        .args(args)
         .env_remove("TELEJOB_LOG")
         .stdout(Stdio::piped())
         .stderr(
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(dir.join("serve.log"))
+                .open(dir.join(format!("{name}.log")))
                 .expect("log"),
         );
-    for (k, v) in moto.env() {
+    for (k, v) in moto.env().into_iter().chain(env.iter().cloned()) {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().expect("serve");
@@ -759,7 +751,7 @@ fn serve_ec2(moto: &Moto, dir: &Path, cfg: &Path) -> (std::process::Child, Strin
     let base = line
         .trim()
         .strip_prefix("telejob: listening on ")
-        .unwrap_or_else(|| panic!("serve did not start: {line:?}"))
+        .unwrap_or_else(|| panic!("{name} did not start: {line:?}"))
         .to_string();
     (child, base)
 }
@@ -787,7 +779,7 @@ async fn workers_launch_with_the_owners_key_and_end_at_their_deadline() {
         format!("compute = \"ec2\"\nworker_check_seconds = 1\nworkers_per_user = 2\n{text}"),
     )
     .expect("cfg");
-    let (mut server, base) = serve_ec2(&moto, dir, &cfg);
+    let (mut server, base) = serve_ec2(&moto, dir, &cfg, "data", &[], &[]);
     let (alice, bob) = (token(dir, "alice"), token(dir, "bob"));
     let http = reqwest::Client::new();
     let call = |method: &str, path: &str, who: &str, body: Option<serde_json::Value>| {
@@ -1014,7 +1006,7 @@ async fn workers_launch_with_the_owners_key_and_end_at_their_deadline() {
     // A restart (kill -9): the workers are still followed.
     server.kill().expect("kill -9");
     let _ = server.wait();
-    let (mut server, base2) = serve_ec2(&moto, dir, &cfg);
+    let (mut server, base2) = serve_ec2(&moto, dir, &cfg, "data", &[], &[]);
     let again = reqwest::Client::new()
         .get(format!("{base2}/api/workers/dev"))
         .bearer_auth(&alice)
@@ -1036,7 +1028,7 @@ async fn workers_launch_with_the_owners_key_and_end_at_their_deadline() {
         assert!(
             !left.is_zero(),
             "no end notification: {seen:?}\n{}",
-            std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
+            std::fs::read_to_string(dir.join("data.log")).unwrap_or_default()
         );
         if let Ok(body) = events.recv_timeout(left.min(Duration::from_secs(5))) {
             seen.push(serde_json::from_str(&body).expect("json"));

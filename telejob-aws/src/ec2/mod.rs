@@ -57,6 +57,71 @@ pub mod tags {
     pub const WORKER: &str = "telejob:worker";
 }
 
+/// One instance of the settings' image, as runs and workers launch it: terminate on shutdown,
+/// IMDSv2 only with one hop, the settings' subnet and security groups, tagged with `tags` and
+/// the settings' extra tags, with `user_data` (base64-encoded here).
+#[derive(Debug, Clone)]
+struct OneInstance {
+    instance_type: String,
+    token: String,
+    user_data: String,
+    profile: Option<IamInstanceProfileSpecification>,
+    tags: TagSpecification,
+}
+
+impl OneInstance {
+    fn new(
+        s: &Ec2Settings,
+        instance_type: &str,
+        token: &str,
+        user_data: &str,
+        profile: Option<&str>,
+        mut tags: Vec<Tag>,
+    ) -> Self {
+        for (k, v) in &s.extra_tags {
+            tags.push(Tag::builder().key(k).value(v).build());
+        }
+        Self {
+            instance_type: instance_type.to_string(),
+            token: token.to_string(),
+            user_data: base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                user_data,
+            ),
+            profile: profile.map(profile_spec),
+            tags: TagSpecification::builder()
+                .resource_type(ResourceType::Instance)
+                .set_tags(Some(tags))
+                .build(),
+        }
+    }
+
+    /// The `RunInstances` call (`ClientToken` = the token, so a retried call starts nothing
+    /// more where EC2 honours it).
+    fn call(
+        &self,
+        client: &Client,
+        s: &Ec2Settings,
+    ) -> aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder {
+        client
+            .run_instances()
+            .image_id(&s.ami)
+            .instance_type(InstanceType::from(self.instance_type.as_str()))
+            .min_count(1)
+            .max_count(1)
+            .client_token(&self.token)
+            .user_data(&self.user_data)
+            .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
+            .set_subnet_id(s.subnet_id.clone())
+            .set_security_group_ids(
+                (!s.security_group_ids.is_empty()).then(|| s.security_group_ids.clone()),
+            )
+            .set_iam_instance_profile(self.profile.clone())
+            .metadata_options(imds_v2_only())
+            .tag_specifications(self.tags.clone())
+    }
+}
+
 /// An instance profile by name, or by ARN.
 fn profile_spec(p: &str) -> IamInstanceProfileSpecification {
     let b = IamInstanceProfileSpecification::builder();
@@ -382,7 +447,7 @@ impl Ec2Compute {
 
     fn tags(&self, req: &RunRequest, deadline: DateTime<Utc>) -> Vec<Tag> {
         let t = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
-        let mut v = vec![
+        vec![
             t("Name", &format!("telejob {} {}", req.job, req.run_id)),
             t(tags::JOB, req.job.as_str()),
             t(tags::RUN, req.run_id.as_str()),
@@ -392,14 +457,9 @@ impl Ec2Compute {
                 tags::DEADLINE,
                 &deadline.to_rfc3339_opts(SecondsFormat::Secs, true),
             ),
-        ];
-        for (k, val) in &self.inner.settings.extra_tags {
-            v.push(t(k, val));
-        }
-        v
+        ]
     }
 
-    /// Starts the instance for `req`, or finds the one a previous attempt started.
     /// The instance type of a run: the one it asks for, if the operator allows it, else the
     /// default.
     fn type_for(&self, req: &RunRequest) -> Result<String> {
@@ -414,6 +474,7 @@ impl Ec2Compute {
         }
     }
 
+    /// Starts the instance for `req`, or finds the one a previous attempt started.
     async fn start_instance(&self, req: &RunRequest, deadline: DateTime<Utc>) -> Result<String> {
         let run = req.run_id.as_str();
         let instance_type = self.type_for(req)?;
@@ -459,33 +520,17 @@ impl Ec2Compute {
             allow_metadata_access: self.inner.settings.allow_metadata_access,
         });
         let s = &self.inner.settings;
-        let tag_spec = TagSpecification::builder()
-            .resource_type(ResourceType::Instance)
-            .set_tags(Some(self.tags(req, deadline)))
-            .build();
-        let profile = s.instance_profile.as_deref().map(profile_spec);
-        let encoded =
-            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &user_data);
-        let metadata = imds_v2_only();
+        let launch = OneInstance::new(
+            s,
+            &instance_type,
+            run,
+            &user_data,
+            s.instance_profile.as_deref(),
+            self.tags(req, deadline),
+        );
         let client = &self.inner.client;
         let id = api::retrying(self.inner.retry, "RunInstances", |attempt| {
-            let call = client
-                .run_instances()
-                .image_id(&s.ami)
-                .instance_type(InstanceType::from(instance_type.as_str()))
-                .min_count(1)
-                .max_count(1)
-                .client_token(run)
-                .user_data(&encoded)
-                .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
-                .set_subnet_id(s.subnet_id.clone())
-                .set_security_group_ids(
-                    (!s.security_group_ids.is_empty()).then(|| s.security_group_ids.clone()),
-                )
-                .set_iam_instance_profile(profile.clone())
-                .set_key_name(s.key_name.clone())
-                .metadata_options(metadata.clone())
-                .tag_specifications(tag_spec.clone());
+            let call = launch.call(client, s).set_key_name(s.key_name.clone());
             async move {
                 // A failed attempt may still have started an instance (a lost response): look
                 // before launching again.

@@ -8,9 +8,7 @@
 use std::time::Duration;
 
 use aws_sdk_ec2::Client;
-use aws_sdk_ec2::types::{
-    Filter, Instance, InstanceType, ResourceType, ShutdownBehavior, Tag, TagSpecification,
-};
+use aws_sdk_ec2::types::{Filter, Instance, Tag};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use telejob_core::worker::{LOGIN_USER, SshPublicKey};
@@ -190,7 +188,7 @@ impl Ec2Workers {
             ));
         }
         let t = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
-        let mut tag_list = vec![
+        let tags = vec![
             t("Name", &format!("telejob worker {}", w.name)),
             t(tags::WORKER, w.name),
             t(tags::OWNER, w.owner),
@@ -200,43 +198,17 @@ impl Ec2Workers {
                 &w.deadline.to_rfc3339_opts(SecondsFormat::Secs, true),
             ),
         ];
-        for (k, v) in &s.extra_tags {
-            tag_list.push(t(k, v));
-        }
-        let tag_spec = TagSpecification::builder()
-            .resource_type(ResourceType::Instance)
-            .set_tags(Some(tag_list))
-            .build();
-        let profile = s
-            .worker_instance_profile
-            .as_deref()
-            .map(super::profile_spec);
-        let encoded = base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            user_data(w.name, w.owner, w.key, w.hard_stop),
-        );
-        let metadata = super::imds_v2_only();
         // One token per launch: a retried call never starts a second instance.
-        let token = format!("worker-{}-{}", w.name, w.deadline.timestamp());
-        let client = &self.client;
+        let launch = super::OneInstance::new(
+            s,
+            &instance_type,
+            &format!("worker-{}-{}", w.name, w.deadline.timestamp()),
+            &user_data(w.name, w.owner, w.key, w.hard_stop),
+            s.worker_instance_profile.as_deref(),
+            tags,
+        );
         let out = api::with_retries(self.retry, "RunInstances", || {
-            client
-                .run_instances()
-                .image_id(&s.ami)
-                .instance_type(InstanceType::from(instance_type.as_str()))
-                .min_count(1)
-                .max_count(1)
-                .client_token(&token)
-                .user_data(&encoded)
-                .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
-                .set_subnet_id(s.subnet_id.clone())
-                .set_security_group_ids(
-                    (!s.security_group_ids.is_empty()).then(|| s.security_group_ids.clone()),
-                )
-                .set_iam_instance_profile(profile.clone())
-                .metadata_options(metadata.clone())
-                .tag_specifications(tag_spec.clone())
-                .send()
+            launch.call(&self.client, s).send()
         })
         .await
         .map_err(|e| e.into_error("launch worker"))?;

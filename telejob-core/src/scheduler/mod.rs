@@ -80,6 +80,32 @@ struct Replay {
     of: RunId,
 }
 
+/// A run to record: its slot, the key unique per job, why and which attempt it is, its id
+/// (default: a new one) and, for a replay, what it replays.
+#[derive(Debug)]
+struct NewRun {
+    slot: DateTime<Utc>,
+    key: String,
+    trigger: Trigger,
+    attempt: u32,
+    id: Option<RunId>,
+    replay: Option<Replay>,
+}
+
+impl NewRun {
+    /// Attempt `attempt` of `slot`, keyed as such.
+    fn slot(slot: DateTime<Utc>, attempt: u32, trigger: Trigger) -> Self {
+        Self {
+            slot,
+            key: RunRow::slot_key(slot, attempt),
+            trigger,
+            attempt,
+            id: None,
+            replay: None,
+        }
+    }
+}
+
 /// Jobs whose slots are handled at once when many fire together.
 const FIRE_CONCURRENCY: usize = 64;
 
@@ -279,14 +305,17 @@ impl Scheduler {
         use chrono::SubsecRound;
         let now = self.inner.parts.clock.now().trunc_subsecs(0);
         let key = format!("manual:{id}");
-        self.launch(job, now, key, Trigger::Manual, 0, Some(id.clone()), None)
-            .await?
-            .ok_or_else(|| Error::Compute {
-                op: "launch",
-                reason: "the run was not recorded".into(),
-                retryable: true,
-                source: None,
-            })?;
+        let new = NewRun {
+            key,
+            id: Some(id.clone()),
+            ..NewRun::slot(now, 0, Trigger::Manual)
+        };
+        self.launch(job, new).await?.ok_or_else(|| Error::Compute {
+            op: "launch",
+            reason: "the run was not recorded".into(),
+            retryable: true,
+            source: None,
+        })?;
         Ok(id)
     }
 
@@ -669,17 +698,9 @@ impl Scheduler {
                 OverlapPolicy::Allow => {}
             }
         }
-        self.launch(
-            job,
-            slot,
-            RunRow::slot_key(slot, attempt),
-            trigger,
-            attempt,
-            None,
-            None,
-        )
-        .await
-        .map(|_| ())
+        self.launch(job, NewRun::slot(slot, attempt, trigger))
+            .await
+            .map(|_| ())
     }
 
     fn request(&self, entry: &Entry, slot: DateTime<Utc>, id: RunId) -> RunRequest {
@@ -727,17 +748,13 @@ impl Scheduler {
             code,
             of: of.id.clone(),
         };
-        self.launch(
-            job,
-            of.scheduled_for,
+        let new = NewRun {
             key,
-            Trigger::Replay,
-            0,
-            Some(id.clone()),
-            Some(replay),
-        )
-        .await?
-        .ok_or_else(|| Error::Compute {
+            id: Some(id.clone()),
+            replay: Some(replay),
+            ..NewRun::slot(of.scheduled_for, 0, Trigger::Replay)
+        };
+        self.launch(job, new).await?.ok_or_else(|| Error::Compute {
             op: "launch",
             reason: "the replay was not recorded".into(),
             retryable: true,
@@ -747,21 +764,9 @@ impl Scheduler {
     }
 
     /// Inserts the run row, then launches. `Ok(None)` when the slot key exists already.
-    #[allow(clippy::too_many_arguments)]
-    async fn launch(
-        &self,
-        job: &JobName,
-        slot: DateTime<Utc>,
-        slot_key: String,
-        trigger: Trigger,
-        attempt: u32,
-        id: Option<RunId>,
-        replay: Option<Replay>,
-    ) -> Result<Option<RunId>> {
-        let Some((entry, req, run)) = self
-            .record(job, slot, slot_key, trigger, attempt, id, replay)
-            .await?
-        else {
+    async fn launch(&self, job: &JobName, new: NewRun) -> Result<Option<RunId>> {
+        let (trigger, attempt) = (new.trigger, new.attempt);
+        let Some((entry, req, run)) = self.record(job, new).await? else {
             return Ok(None); // this slot already has its run: exactly once
         };
         let run_id = req.run_id.clone();
@@ -770,17 +775,15 @@ impl Scheduler {
     }
 
     /// Inserts the run row of a run about to start; `Ok(None)` when the slot key exists.
-    #[allow(clippy::too_many_arguments)]
-    async fn record(
-        &self,
-        job: &JobName,
-        slot: DateTime<Utc>,
-        slot_key: String,
-        trigger: Trigger,
-        attempt: u32,
-        id: Option<RunId>,
-        replay: Option<Replay>,
-    ) -> Result<Option<(Entry, RunRequest, Run)>> {
+    async fn record(&self, job: &JobName, new: NewRun) -> Result<Option<(Entry, RunRequest, Run)>> {
+        let NewRun {
+            slot,
+            key: slot_key,
+            trigger,
+            attempt,
+            id,
+            replay,
+        } = new;
         let entry = self
             .lock()
             .jobs
@@ -902,12 +905,10 @@ impl Scheduler {
             match self
                 .record(
                     job,
-                    slot,
-                    RunRow::slot_key(slot, attempt),
-                    Trigger::Backfill,
-                    attempt,
-                    Some(id),
-                    None,
+                    NewRun {
+                        id: Some(id),
+                        ..NewRun::slot(slot, attempt, Trigger::Backfill)
+                    },
                 )
                 .await
             {

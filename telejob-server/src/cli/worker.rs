@@ -82,6 +82,11 @@ enum WorkerCmd {
     Shell(super::run::ShellArgs),
 }
 
+/// The text of `--ssh-key FILE`.
+fn read_key(path: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).map_err(|e| bad(format!("--ssh-key {}: {e}", path.display())))
+}
+
 fn line(w: &Value) -> String {
     format!(
         "{:<24} {:<10} {:<12} {:<16} ends {}",
@@ -119,8 +124,7 @@ async fn through_server(a: WorkerArgs) -> anyhow::Result<ExitCode> {
             email,
             no_wait,
         } => {
-            let key = std::fs::read_to_string(&ssh_key)
-                .map_err(|e| bad(format!("--ssh-key {}: {e}", ssh_key.display())))?;
+            let key = read_key(&ssh_key)?;
             let mut body = json!({"ssh_key": key, "lifetime": lifetime});
             if let Some(n) = name {
                 body["name"] = json!(n);
@@ -196,17 +200,9 @@ async fn through_server(a: WorkerArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// [`line`] for a worker as EC2 knows it (the same fields).
 fn instance_line(w: &WorkerInstance) -> String {
-    format!(
-        "{:<24} {:<10} {:<12} {:<16} ends {}",
-        w.name,
-        w.state,
-        w.instance_type,
-        w.address.as_deref().unwrap_or("-"),
-        w.deadline
-            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-            .unwrap_or_else(|| "-".into())
-    )
+    line(&serde_json::to_value(w).unwrap_or_default())
 }
 
 async fn direct(a: WorkerArgs) -> anyhow::Result<ExitCode> {
@@ -232,16 +228,10 @@ async fn direct(a: WorkerArgs) -> anyhow::Result<ExitCode> {
             no_wait,
             ..
         } => {
-            let text = std::fs::read_to_string(&ssh_key)
-                .map_err(|e| bad(format!("--ssh-key {}: {e}", ssh_key.display())))?;
-            let key = SshPublicKey::parse(&text)?;
+            let key = SshPublicKey::parse(&read_key(&ssh_key)?)?;
             let life = worker::parse_lifetime("lifetime", &lifetime)?;
             worker::check_lifetime("lifetime", life, policy.max_lifetime)?;
-            let name = name.unwrap_or_else(|| {
-                let mut r = [0u8; 3];
-                let _ = getrandom::fill(&mut r);
-                format!("worker-{}", hex::encode(r))
-            });
+            let name = name.unwrap_or_else(worker::made_up_name);
             let owner = std::env::var("USER").unwrap_or_else(|_| "cli".into());
             let mut w = ec2
                 .launch(&WorkerLaunch {

@@ -8,8 +8,6 @@ use std::time::Duration;
 use telejob_core::advice::{self, Context, Price, Usual, Warning};
 use telejob_core::job::JobSpec;
 
-use super::db::Db;
-
 /// On-demand prices in US dollars per hour (us-east-1, Linux), the defaults of `[ec2_prices]`.
 pub const DEFAULT_PRICES: &[(&str, f64)] = &[
     ("t3.nano", 0.0052),
@@ -99,26 +97,16 @@ impl Advisor {
         }
     }
 
-    /// The warnings of a valid spec; with `history`, the stored runs of the job it names say
-    /// what its usual duration is.
-    pub async fn warnings(
+    /// The warnings of a valid spec, against the job's `usual` duration when its history
+    /// says (`Db::usual`).
+    pub fn warnings(
         &self,
-        history: Option<&Db>,
+        usual: Option<Usual>,
         spec: &JobSpec,
         limits: &telejob_core::job::ValidationLimits,
     ) -> Vec<Warning> {
         let Ok(job) = spec.validate(limits) else {
             return Vec::new();
-        };
-        let usual = match history.map(|db| db.usual_durations(&spec.name)) {
-            None => None,
-            Some(f) => match f.await {
-                Ok(d) => Usual::of(&d),
-                Err(e) => {
-                    tracing::warn!(job = %spec.name, error = %e, "cannot read the job's history");
-                    None
-                }
-            },
         };
         let price = self.ec2.as_ref().map(|e| {
             let t = spec

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use telejob_core::advice::Usual;
+use telejob_core::advice::{Usual, words};
 use telejob_core::scheduler::notify::{EventKind, JobEvent, Notifier};
 
 use super::advice::Advisor;
@@ -61,7 +61,7 @@ impl LateWatch {
             };
             let job = run.job.to_string();
             if !usual.contains_key(&job) {
-                let u = Usual::of(&self.db.usual_durations(&job).await?);
+                let u = self.db.usual(&job).await?;
                 usual.insert(job.clone(), u);
             }
             let Some(u) = usual.get(&job).copied().flatten() else {
@@ -91,9 +91,9 @@ impl LateWatch {
             let message = format!(
                 "run {} is running late: its command has run {}, past {} (the job's usual run is {} at p95); it is killed at its timeout",
                 run.id,
-                secs(running),
-                secs(after),
-                secs(u.p95)
+                words(running),
+                words(after),
+                words(u.p95)
             );
             tracing::warn!(run = %run.id, job = %job, "{message}");
             self.notifier
@@ -108,15 +108,5 @@ impl LateWatch {
                 .await;
         }
         Ok(marked)
-    }
-}
-
-/// A duration in whole seconds or minutes.
-pub fn secs(d: Duration) -> String {
-    let s = d.as_secs();
-    if s < 120 {
-        format!("{s} s")
-    } else {
-        format!("{} min", s / 60)
     }
 }

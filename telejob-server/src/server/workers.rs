@@ -187,11 +187,7 @@ impl Workers {
                 worker::validate_name(n)?;
                 n.clone()
             }
-            None => {
-                let mut r = [0u8; 3];
-                let _ = getrandom::fill(&mut r);
-                format!("worker-{}", hex::encode(r))
-            }
+            None => worker::made_up_name(),
         };
         let now = Utc::now();
         let mut id = [0u8; 8];

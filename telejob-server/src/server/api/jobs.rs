@@ -79,8 +79,7 @@ pub async fn create(
 ) -> ApiResult<Response> {
     let (spec, secrets) = spec_and_secrets(&body)?;
     let row = jobs::create(&s, &caller, &spec, None, &secrets).await?;
-    let mut v = full_view(&s, &row).await?;
-    v["warnings"] = json!(s.advisor.warnings(Some(&s.db), &row.spec, &s.limits).await);
+    let v = saved_view(&s, &row).await?;
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
@@ -110,6 +109,15 @@ async fn full_view(s: &AppState, j: &JobRow) -> ApiResult<serde_json::Value> {
     Ok(v)
 }
 
+/// The answer to a save: the full view and the spec's warnings (a history that cannot be read
+/// only leaves out the warnings that need it).
+async fn saved_view(s: &AppState, j: &JobRow) -> ApiResult<serde_json::Value> {
+    let mut v = full_view(s, j).await?;
+    let usual = s.db.usual(&j.spec.name).await.unwrap_or_default();
+    v["warnings"] = json!(s.advisor.warnings(usual, &j.spec, &s.limits));
+    Ok(v)
+}
+
 /// `GET /api/jobs/{name}`.
 pub async fn show(
     State(s): State<AppState>,
@@ -131,8 +139,7 @@ pub async fn update(
     jobs::managed(&s, &caller, &name).await?;
     let (spec, secrets) = spec_and_secrets(&body)?;
     let row = jobs::update(&s, &caller, &name, &spec, None, &secrets).await?;
-    let mut v = full_view(&s, &row).await?;
-    v["warnings"] = json!(s.advisor.warnings(Some(&s.db), &row.spec, &s.limits).await);
+    let v = saved_view(&s, &row).await?;
     Ok(Json(v))
 }
 

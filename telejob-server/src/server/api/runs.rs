@@ -42,8 +42,7 @@ pub async fn list(
         return Err(ApiError::bad_request("query: limit: use 1 to 1000"));
     }
     let runs = s.db.runs_of(&name, limit).await?;
-    let ids: Vec<&str> = runs.iter().map(|(r, _)| r.id.as_str()).collect();
-    let mut late = s.db.late_marks(&ids).await?;
+    let mut late = s.db.late_marks(&name).await?;
     Ok(Json(
         runs.into_iter()
             .map(|(run, trigger)| RunView {
@@ -90,7 +89,7 @@ pub async fn show(
                 .await?
                 .ok_or_else(|| ApiError::not_found("run"))?;
     }
-    let late = s.db.late_marks(&[&id]).await?.remove(&id);
+    let late = s.db.late_mark(&id).await?;
     Ok(Json(RunView { run, trigger, late }))
 }
 

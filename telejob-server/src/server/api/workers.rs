@@ -99,15 +99,18 @@ pub async fn terminate(
     Ok(Json(WorkerView::from(&w)))
 }
 
+/// A user as `/api/me` shows them.
+fn profile(u: &crate::server::db::User, notify: &NotifySpec) -> Json<serde_json::Value> {
+    Json(json!({"name": u.name, "admin": u.is_admin, "notify": notify}))
+}
+
 /// `GET /api/me`: who you are and your notification defaults.
 pub async fn me(
     State(s): State<AppState>,
     Caller(caller): Caller,
 ) -> ApiResult<Json<serde_json::Value>> {
     let notify = s.db.user_notify(&caller.name).await?;
-    Ok(Json(
-        json!({"name": caller.name, "admin": caller.is_admin, "notify": notify}),
-    ))
+    Ok(profile(&caller, &notify))
 }
 
 /// The body of `PUT /api/me`.
@@ -129,7 +132,5 @@ pub async fn set_me(
         .validate()
         .map_err(crate::server::jobs::JobError::from)?;
     s.db.set_user_notify(&caller.name, &b.notify).await?;
-    Ok(Json(
-        json!({"name": caller.name, "admin": caller.is_admin, "notify": b.notify}),
-    ))
+    Ok(profile(&caller, &b.notify))
 }

@@ -123,26 +123,41 @@ impl Db {
         Ok(r.rows_affected() == 1)
     }
 
-    /// The late marks of runs, by id.
+    /// The late marks of a job's runs, by run id (one query).
     pub async fn late_marks(
         &self,
-        ids: &[&str],
+        job: &str,
     ) -> Result<std::collections::HashMap<String, LateMark>> {
-        let mut out = std::collections::HashMap::new();
-        for id in ids {
-            let v: Option<Option<String>> =
-                sqlx::query_scalar("SELECT late FROM runs WHERE id = $1")
-                    .bind(*id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-            if let Some(Some(v)) = v
-                && let Ok(m) = serde_json::from_str(&v)
-            {
-                out.insert((*id).to_string(), m);
-            }
-        }
-        Ok(out)
+        let rows = sqlx::query("SELECT id, late FROM runs WHERE job = $1 AND late IS NOT NULL")
+            .bind(job)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let mark = serde_json::from_str(&r.get::<String, _>(1)).ok()?;
+                Some((r.get::<String, _>(0), mark))
+            })
+            .collect())
+    }
+
+    /// A run's late mark, if it has one.
+    pub async fn late_mark(&self, run: &str) -> Result<Option<LateMark>> {
+        let v: Option<Option<String>> = sqlx::query_scalar("SELECT late FROM runs WHERE id = $1")
+            .bind(run)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(v.flatten().and_then(|v| serde_json::from_str(&v).ok()))
+    }
+
+    /// The usual command duration of a job, from its last successful runs (`None` with fewer
+    /// than five).
+    pub async fn usual(&self, job: &str) -> Result<Option<telejob_core::advice::Usual>> {
+        Ok(telejob_core::advice::Usual::of(
+            &self.usual_durations(job).await?,
+        ))
     }
 
     /// The jobs with a run in flight that is marked late.

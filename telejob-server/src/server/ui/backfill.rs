@@ -27,25 +27,20 @@ pub async fn page_get(
         Ok(j) => j,
         Err(e) => return job_error(&b, e),
     };
-    let tz = job
-        .spec
-        .schedule
-        .compile()
-        .map(|c| c.timezone())
-        .unwrap_or(chrono_tz::UTC);
+    let schedule = job.spec.schedule.compile().ok();
+    let tz = schedule.as_ref().map_or(chrono_tz::UTC, |c| c.timezone());
     let today = Utc::now().with_timezone(&tz).date_naive();
     // The last week by default; today only for a schedule too frequent for a week's list.
-    let week = today - Duration::days(6);
-    let default_from = match job.spec.schedule.compile() {
-        Ok(c)
-            if c.iter_after(Utc::now() - Duration::days(7))
-                .take(701)
-                .count()
-                > 700 =>
-        {
-            today
-        }
-        _ => week,
+    let frequent = schedule.as_ref().is_some_and(|c| {
+        c.iter_after(Utc::now() - Duration::days(7))
+            .take(701)
+            .count()
+            > 700
+    });
+    let default_from = if frequent {
+        today
+    } else {
+        today - Duration::days(6)
     };
     let from = q
         .get("from")

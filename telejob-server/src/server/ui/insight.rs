@@ -24,12 +24,7 @@ pub fn warnings(w: &[Warning]) -> Markup {
 }
 
 fn mins(ms: u64) -> String {
-    let s = ms / 1000;
-    if s < 120 {
-        format!("{s} s")
-    } else {
-        format!("{} min", s / 60)
-    }
+    telejob_core::advice::words(std::time::Duration::from_millis(ms))
 }
 
 /// What a run's late mark says: late now, or how late it finished.

@@ -481,11 +481,9 @@ async fn job_page(
         .cluster
         .next_fire(&j)
         .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string());
-    let ids: Vec<&str> = runs.iter().map(|(r, _)| r.id.as_str()).collect();
-    let late = s.db.late_marks(&ids).await.unwrap_or_default();
-    let usual =
-        telejob_core::advice::Usual::of(&s.db.usual_durations(&name).await.unwrap_or_default());
-    let warnings = s.advisor.warnings(Some(&s.db), &j.spec, &s.limits).await;
+    let late = s.db.late_marks(&name).await.unwrap_or_default();
+    let usual = s.db.usual(&name).await.unwrap_or_default();
+    let warnings = s.advisor.warnings(usual, &j.spec, &s.limits);
     page(pages::job_page(
         &b.session.user.name,
         &b.session.csrf,
@@ -583,7 +581,7 @@ async fn run_page(State(s): State<AppState>, b: Browser, Path(id): Path<String>)
         None
     };
     let public = j.spec.output_visibility == telejob_core::job::Visibility::Public;
-    let late = s.db.late_marks(&[&id]).await.unwrap_or_default();
+    let late = s.db.late_mark(&id).await.unwrap_or_default();
     page(pages::run_page(
         &b.session.user.name,
         &b.session.csrf,
@@ -593,7 +591,7 @@ async fn run_page(State(s): State<AppState>, b: Browser, Path(id): Path<String>)
             log: log.as_deref(),
             public_data: public,
             manage: j.can_manage(&b.session.user),
-            late: late.get(&id),
+            late: late.as_ref(),
         },
     ))
 }
@@ -621,9 +619,11 @@ async fn preview(
         Ok(sched) => {
             let warnings = match f.check(&s.limits) {
                 Some(spec) => {
-                    s.advisor
-                        .warnings(history.then_some(&s.db), &spec, &s.limits)
-                        .await
+                    let usual = match history {
+                        true => s.db.usual(&spec.name).await.unwrap_or_default(),
+                        false => None,
+                    };
+                    s.advisor.warnings(usual, &spec, &s.limits)
                 }
                 None => Vec::new(),
             };
