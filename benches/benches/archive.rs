@@ -7,8 +7,8 @@ use std::io::Write;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use telejob_core::publish::{PublishPolicy, plan, upload};
-use telejob_core::unpack::{UnpackLimits, unpack};
+use telejob_core::agent::publish::{PublishPolicy, plan, upload};
+use telejob_core::agent::unpack::{UnpackLimits, unpack};
 use telejob_local::LocalStore;
 
 const FILES: usize = 256;

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
+use telejob_core::agent::pipeline::RunStores;
 use telejob_core::compute::{Compute, LaunchOptions};
-use telejob_core::job::{JobName, Visibility};
-use telejob_core::pipeline::RunStores;
-use telejob_core::run::{RunId, RunRequest};
+use telejob_core::job::JobName;
+use telejob_core::run::RunRequest;
 use telejob_core::store::Store;
 use telejob_local::{LocalCompute, LocalStore};
 
@@ -29,25 +29,13 @@ async fn main() -> anyhow::Result<()> {
 
     // A directory is packed and unpacked exactly like a tarball would be.
     let code = concat!(env!("CARGO_MANIFEST_DIR"), "/../slowsql");
-    let req = RunRequest {
-        run_id: RunId::new(),
-        job: JobName::new("slowsql")?,
-        code: code.into(),
-        command: "./run.sh".into(),
-        output_dir: "output".into(),
-        timeout: Duration::from_secs(175 * 60),
-        env: Default::default(),
-        scheduled_for: Utc
-            .with_ymd_and_hms(2014, 3, 8, 12, 0, 0)
-            .single()
-            .expect("valid instant"),
-        visibility: Visibility::Public,
-        dry_run: false,
-        owner: None,
-        limits: Default::default(),
-        secrets: Default::default(),
-        instance_type: None,
-    };
+    let req = RunRequest::new(JobName::new("slowsql")?, code, "./run.sh")
+        .with_timeout(Duration::from_secs(175 * 60))
+        .with_scheduled_for(
+            Utc.with_ymd_and_hms(2014, 3, 8, 12, 0, 0)
+                .single()
+                .expect("valid instant"),
+        );
     compute
         .launch(req.clone(), LaunchOptions::default())
         .await?;

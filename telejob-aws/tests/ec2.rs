@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use telejob_aws::testing::Moto;
-use telejob_aws::{Ec2Compute, Ec2ComputeBuilder, Ec2Settings, ReapReason, S3StoreBuilder};
+use telejob_aws::{Ec2Compute, Ec2ComputeBuilder, Ec2Settings, S3StoreBuilder};
+use telejob_core::compute::ReapReason;
 use telejob_core::compute::{Compute, LaunchOptions};
 use telejob_core::run::{Run, RunRequest, RunState, keys};
 use telejob_core::store::StoreExt;

@@ -153,7 +153,7 @@ async fn objects_carry_the_content_type_they_were_written_with() {
     let Some(moto) = Moto::start() else { return };
     moto.create_buckets(&["typed"]);
     let s = store(&moto, "s3://typed/p/").await;
-    let ct = telejob_core::publish::content_type_for("day.csv.gz");
+    let ct = telejob_core::agent::publish::content_type_for("day.csv.gz");
     s.put(
         "day.csv.gz",
         Bytes::from_static(b"x"),

@@ -27,6 +27,14 @@ pub struct ComputeCapabilities {
     pub contained: bool,
     /// The resource limits runs get (`limits.*` of a job); others are refused at save time.
     pub limits: crate::limits::LimitSupport,
+    /// The machine types runs may ask for (`instance_type` of a job); `None`: the backend runs
+    /// on one kind of machine and jobs may not choose.
+    pub machine_types: Option<crate::worker::MachineTypes>,
+    /// [`Compute::reaper`] gives a [`Reaper`] for machines nobody needs.
+    pub reaper: bool,
+    /// [`Compute::workers`] gives a [`WorkerBackend`](crate::worker::WorkerBackend) for
+    /// analysis workers on machines like the runs'.
+    pub workers: bool,
 }
 
 impl ComputeCapabilities {
@@ -40,6 +48,9 @@ impl ComputeCapabilities {
             max_concurrent: None,
             contained: false,
             limits: crate::limits::LimitSupport::default(),
+            machine_types: None,
+            reaper: false,
+            workers: false,
         }
     }
 }
@@ -138,4 +149,71 @@ pub trait Compute: Send + Sync + Debug + 'static {
         let _ = run;
         Ok(false)
     }
+
+    /// The reaper of machines this backend launched that nobody needs any more, when it has
+    /// one ([`ComputeCapabilities::reaper`]). The default has none: local runs die with their
+    /// process.
+    fn reaper(&self) -> Option<Arc<dyn Reaper>> {
+        None
+    }
+
+    /// Analysis workers on machines like this backend's runs, when it offers them
+    /// ([`ComputeCapabilities::workers`]).
+    fn workers(&self) -> Option<Arc<dyn crate::worker::WorkerBackend>> {
+        None
+    }
+}
+
+/// Why a [`Reaper`] ended a machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReapReason {
+    /// The run's status says it is over.
+    Finished,
+    /// This launcher does not follow the run (launched by a process that is gone, and not
+    /// reattached).
+    Unknown,
+    /// The machine's deadline has passed.
+    PastDeadline,
+}
+
+/// One machine a [`Reaper`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reaped {
+    /// The machine (an EC2 instance id).
+    pub instance_id: String,
+    /// Its run.
+    pub run_id: String,
+    /// Why.
+    pub reason: ReapReason,
+}
+
+/// Ends machines of runs that nobody needs: finished, unknown to this launcher, or past their
+/// deadline. Backends whose runs outlive their launcher have one ([`Compute::reaper`]).
+///
+/// # Contract
+///
+/// `reap` leaves machines of runs this process follows and that are in time alone; it may be
+/// called at any moment, and repeatedly.
+#[async_trait]
+pub trait Reaper: Send + Sync + Debug + 'static {
+    /// One pass; returns what it ended.
+    async fn reap(&self) -> Result<Vec<Reaped>>;
+}
+
+/// Runs `reaper` now and then every `every`, until the task is aborted.
+pub fn spawn_reaper(
+    reaper: Arc<dyn Reaper>,
+    every: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match reaper.reap().await {
+                Ok(r) if !r.is_empty() => tracing::warn!(count = r.len(), "reaped machines"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "reaper pass failed"),
+            }
+            tokio::time::sleep(every).await;
+        }
+    })
 }

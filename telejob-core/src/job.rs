@@ -121,6 +121,13 @@ impl fmt::Display for JobName {
     }
 }
 
+impl std::str::FromStr for JobName {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::new(s)
+    }
+}
+
 impl TryFrom<String> for JobName {
     type Error = Error;
     fn try_from(s: String) -> Result<Self> {

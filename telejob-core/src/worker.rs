@@ -2,7 +2,11 @@
 //! lifetime, to develop and test a job before it exists. What every backend and front end
 //! shares: the names, the key check and the lifetime rules.
 
+use std::collections::HashSet;
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 
 use crate::error::{Error, Result};
 
@@ -47,7 +51,7 @@ pub fn validate_name(name: &str) -> Result<()> {
 /// A name for a worker launched without one: `worker-` and six hex digits (the random part of a
 /// fresh UUID v7).
 pub fn made_up_name() -> String {
-    let id = uuid::Uuid::now_v7().simple().to_string();
+    let id = crate::run::uuid_v7().simple().to_string();
     format!("worker-{}", &id[id.len() - 6..])
 }
 
@@ -148,6 +152,124 @@ pub fn check_lifetime(field: &str, total: Duration, max: Duration) -> Result<()>
         ));
     }
     Ok(())
+}
+
+/// The machine types jobs and workers may ask for on a backend that offers several.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineTypes {
+    /// The type used unless one is asked for.
+    pub default: String,
+    /// The types that may be asked for (empty: only the default).
+    pub allowed: Vec<String>,
+}
+
+impl MachineTypes {
+    /// Whether `t` may be asked for: listed, or the default when the list is empty.
+    pub fn allows(&self, t: &str) -> bool {
+        if self.allowed.is_empty() {
+            t == self.default
+        } else {
+            self.allowed.iter().any(|a| a == t)
+        }
+    }
+
+    /// The types that may be asked for, comma-separated.
+    pub fn allowed_list(&self) -> String {
+        if self.allowed.is_empty() {
+            self.default.clone()
+        } else {
+            self.allowed.join(", ")
+        }
+    }
+
+    /// The types to offer in a list: the allowed ones, or the default alone.
+    pub fn choices(&self) -> Vec<String> {
+        if self.allowed.is_empty() {
+            vec![self.default.clone()]
+        } else {
+            self.allowed.clone()
+        }
+    }
+}
+
+/// What a worker launch needs.
+#[derive(Debug, Clone)]
+pub struct WorkerLaunch<'a> {
+    /// Its name (unique among live workers).
+    pub name: &'a str,
+    /// Its owner.
+    pub owner: &'a str,
+    /// The key the login user accepts.
+    pub key: &'a SshPublicKey,
+    /// When it ends (the server terminates it then; the reaper too).
+    pub deadline: DateTime<Utc>,
+    /// The dead-man shutdown: the machine powers itself off this long after boot, whatever
+    /// happens (the operator's maximum lifetime, so that extensions stay possible).
+    pub hard_stop: Duration,
+    /// The machine type (default: the backend's default); must be allowed.
+    pub instance_type: Option<&'a str>,
+}
+
+/// A worker as its backend knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkerInstance {
+    /// The machine (an EC2 instance id).
+    pub instance_id: String,
+    /// The worker's name.
+    pub name: String,
+    /// Its owner.
+    pub owner: String,
+    /// When it ends.
+    pub deadline: Option<DateTime<Utc>>,
+    /// The machine's state (`pending`, `running`, `shutting-down`, `terminated`, …).
+    pub state: String,
+    /// Where to reach it: the public address, else the private one.
+    pub address: Option<String>,
+    /// The machine type.
+    pub instance_type: String,
+    /// When it was launched.
+    pub launched_at: Option<DateTime<Utc>>,
+}
+
+impl WorkerInstance {
+    /// The `ssh` command line for it, once it has an address.
+    pub fn ssh_command(&self) -> Option<String> {
+        self.address
+            .as_ref()
+            .map(|a| format!("ssh {LOGIN_USER}@{a}"))
+    }
+}
+
+/// Analysis workers on remote machines: launch, list, extend, terminate. Backends that offer
+/// them give one through [`Compute::workers`](crate::compute::Compute::workers).
+///
+/// # Contract
+///
+/// A worker's state lives with the machine (its name, owner and deadline), so that any
+/// process — a server after a restart, the CLI without a server, the reaper — can find it.
+/// `launch` checks nothing the caller should (name, key, cap); it refuses a machine type
+/// [`WorkerBackend::machine_types`] does not allow.
+#[async_trait::async_trait]
+pub trait WorkerBackend: Send + Sync + std::fmt::Debug + 'static {
+    /// The machine types workers may ask for.
+    fn machine_types(&self) -> MachineTypes;
+    /// Starts a worker.
+    async fn launch(&self, w: &WorkerLaunch<'_>) -> Result<WorkerInstance>;
+    /// Every live worker (not terminated), of every owner.
+    async fn list(&self) -> Result<Vec<WorkerInstance>>;
+    /// The live worker named `name`.
+    async fn get(&self, name: &str) -> Result<Option<WorkerInstance>> {
+        Ok(self.list().await?.into_iter().find(|w| w.name == name))
+    }
+    /// Moves a worker's deadline.
+    async fn set_deadline(&self, machine: &str, deadline: DateTime<Utc>) -> Result<()>;
+    /// Ends a worker and confirms it is going.
+    async fn terminate(&self, machine: &str) -> Result<()>;
+    /// The state of a machine; `None` when the backend does not know it (yet, or any more).
+    async fn state(&self, machine: &str) -> Result<Option<String>>;
+    /// Ends every worker past its deadline except those named in `followed` (their follower
+    /// ends them). Returns the ones ended.
+    async fn reap(&self, followed: &HashSet<String>) -> Result<Vec<WorkerInstance>>;
 }
 
 #[cfg(test)]

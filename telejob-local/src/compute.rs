@@ -4,14 +4,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use telejob_core::agent::fetch::UrlFetcher;
+use telejob_core::agent::inprocess::InProcessCompute;
+use telejob_core::agent::pipeline::{FailureKind, Pipeline, RunStores};
+use telejob_core::agent::publish::PublishPolicy;
+use telejob_core::agent::sandbox::{CgroupMode, Identity, NamespaceMode, SandboxOptions};
+use telejob_core::agent::unpack::UnpackLimits;
 use telejob_core::compute::{Compute, ComputeCapabilities, LaunchOptions};
-use telejob_core::fetch::UrlFetcher;
-use telejob_core::inprocess::InProcessCompute;
-use telejob_core::pipeline::{FailureKind, Pipeline, RunStores};
-use telejob_core::publish::PublishPolicy;
 use telejob_core::run::{Run, RunId, RunRequest};
-use telejob_core::sandbox::{CgroupMode, Identity, NamespaceMode, RunAs, SandboxOptions, UidRange};
-use telejob_core::unpack::UnpackLimits;
 use telejob_core::{Error, Result};
 
 /// Runs the pipeline on this host: each run in a fresh workspace under the scratch directory,
@@ -93,13 +93,12 @@ impl LocalComputeBuilder {
             })?;
             self = self.with_max_concurrent(n);
         }
-        if let Some(v) = var("TELEJOB_RUN_AS") {
-            self.pipeline.sandbox.identity = Identity::Fixed(RunAs::lookup(v.trim())?);
-        }
-        if let Some(v) = var("TELEJOB_UID_RANGE") {
-            let range = UidRange::parse("TELEJOB_UID_RANGE", &v)?;
-            range.check_against_accounts()?;
-            self.pipeline.sandbox.identity = Identity::Dynamic(range);
+        let (run_as, uid_range) = (var("TELEJOB_RUN_AS"), var("TELEJOB_UID_RANGE"));
+        if run_as.is_some() || uid_range.is_some() {
+            self.pipeline.sandbox.identity = Identity::from_settings(
+                run_as.as_deref().map(|v| ("TELEJOB_RUN_AS", v)),
+                uid_range.as_deref().map(|v| ("TELEJOB_UID_RANGE", v)),
+            )?;
         }
         if let Some(v) = var("TELEJOB_NAMESPACES") {
             self.pipeline.sandbox.namespaces = v

@@ -11,7 +11,7 @@
 //! ```no_run
 //! # async fn demo() -> telejob_core::Result<()> {
 //! use std::sync::Arc;
-//! use telejob_core::pipeline::RunStores;
+//! use telejob_core::agent::pipeline::RunStores;
 //! use telejob_local::{LocalCompute, LocalStore};
 //!
 //! let public = Arc::new(LocalStore::new("/srv/telejob/public")?);

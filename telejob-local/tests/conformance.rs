@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use telejob_core::pipeline::RunStores;
-use telejob_core::sandbox::SandboxOptions;
+use telejob_core::agent::pipeline::RunStores;
+use telejob_core::agent::sandbox::SandboxOptions;
 use telejob_core::testing::{
     COMPUTE_CHECKS, STORE_CHECKS, compute_conformance, sample_tarball, store_conformance,
 };

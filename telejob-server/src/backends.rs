@@ -1,18 +1,213 @@
 //! Composition of backends from URLs and config: `file://`/directories → `LocalStore`,
-//! `s3://` → `S3Store`; `compute = "ec2"` → `Ec2Compute`. The only place that knows both.
+//! `s3://` → `S3Store`; `compute = "local"` → `LocalCompute`, `compute = "ec2"` →
+//! `Ec2Compute`. The only module that names the backend crates' types: everything else sees
+//! `Arc<dyn Store>`, `Arc<dyn Compute>` and what [`Compute::reaper`] and [`Compute::workers`]
+//! give.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use serde::Deserialize;
-use telejob_aws::{
-    AwsOptions, Ec2Compute, Ec2ComputeBuilder, Ec2Settings, S3Store, S3StoreBuilder,
-};
+use telejob_aws::{Ec2ComputeBuilder, Ec2Workers, S3Store, S3StoreBuilder};
+use telejob_core::agent::RunStores;
+use telejob_core::agent::sandbox::{CgroupMode, Identity, SandboxOptions};
+use telejob_core::compute::Compute;
 use telejob_core::store::Store;
-use telejob_local::LocalStore;
+use telejob_core::worker::WorkerBackend;
+use telejob_local::{LocalCompute, LocalStore};
 
 use anyhow::Context;
 
 use crate::error::bad;
+use crate::http_fetch::HttpFetcher;
+
+/// The `[aws]` table of the config file: region and endpoint for S3 and EC2 (credentials
+/// come from the standard AWS chain).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct AwsTable(telejob_aws::AwsOptions);
+
+impl AwsTable {
+    /// Region and endpoint given on the command line (`telejob agent`).
+    pub fn with(region: Option<String>, endpoint: Option<String>) -> Self {
+        let mut o = telejob_aws::AwsOptions::default();
+        o.region = region;
+        o.endpoint = endpoint;
+        Self(o)
+    }
+}
+
+/// The `[ec2]` table: what an operator configures for runs on EC2 instances (AMI, instance
+/// types, network, instance profile; docs/aws.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct InstanceTable(telejob_aws::Ec2Settings);
+
+/// What a server's compute is made of: the config's `compute`, `[aws]`, `[s3]`, `[ec2]`, and
+/// for local compute the sandbox settings and the scratch directory.
+#[derive(Debug, Clone, Default)]
+pub struct ComputeSettings {
+    /// `compute`: `local` or `ec2`.
+    pub compute: Option<String>,
+    /// `[aws]`, `[s3]`, `[ec2]`.
+    pub aws: AwsConfig,
+    /// `run_as`.
+    pub run_as: Option<String>,
+    /// `uid_range`.
+    pub uid_range: Option<String>,
+    /// `cgroup`.
+    pub cgroup: Option<String>,
+    /// `namespaces`.
+    pub namespaces: Option<String>,
+    /// `scratch_dir`.
+    pub scratch_dir: Option<std::path::PathBuf>,
+    /// `max_concurrent_runs`.
+    pub max_concurrent_runs: Option<usize>,
+}
+
+/// Where runs execute (`compute` in the config, `--compute` on the command line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ComputeKind {
+    /// Child processes of this host.
+    #[default]
+    Local,
+    /// A fresh EC2 instance per run (needs `[ec2]` and s3:// stores).
+    Ec2,
+}
+
+impl ComputeKind {
+    /// The kind the config's `compute` names.
+    ///
+    /// # Errors
+    ///
+    /// [`BadInput`](crate::error::BadInput) for any other value.
+    pub fn from_config(v: Option<&str>) -> anyhow::Result<Self> {
+        match v {
+            None | Some("local") => Ok(Self::Local),
+            Some("ec2") => Ok(Self::Ec2),
+            Some(o) => Err(bad(format!("config compute = {o:?}: use local or ec2"))),
+        }
+    }
+
+    /// Runs execute on other machines, reading and writing through S3.
+    pub fn is_remote(self) -> bool {
+        self == Self::Ec2
+    }
+}
+
+/// What a server runs on.
+#[derive(Debug)]
+pub struct Backends {
+    /// Where runs write.
+    pub stores: RunStores,
+    /// Where runs execute; its [`Compute::reaper`] and [`Compute::workers`] say what else it
+    /// offers.
+    pub compute: Arc<dyn Compute>,
+    /// Workspaces of interrupted runs removed at start (local compute).
+    pub swept: usize,
+}
+
+impl Backends {
+    /// The stores at `public` and `private` and the compute `cfg` asks for. Local compute
+    /// removes the workspaces of runs this host was running when telejob last stopped.
+    ///
+    /// # Errors
+    ///
+    /// A store or compute setting that is wrong, naming it.
+    pub async fn for_server(
+        cfg: &ComputeSettings,
+        data_dir: &Path,
+        public: &str,
+        private: &str,
+    ) -> anyhow::Result<Self> {
+        let aws = &cfg.aws;
+        let stores = RunStores {
+            public: store("config public_store", public, aws).await?,
+            private: store("config private_store", private, aws).await?,
+        };
+        match ComputeKind::from_config(cfg.compute.as_deref())? {
+            ComputeKind::Local => {
+                let local = server_local_compute(cfg, stores.clone(), data_dir)?;
+                let p = local.pipeline().clone();
+                let swept = tokio::task::spawn_blocking(move || p.remove_orphaned_workspaces())
+                    .await
+                    .map_err(|e| telejob_core::Error::task("removing interrupted workspaces", e))?;
+                Ok(Self {
+                    stores,
+                    compute: Arc::new(local),
+                    swept,
+                })
+            }
+            ComputeKind::Ec2 => Ok(Self {
+                compute: remote_compute(aws, public, private, None, None).await?,
+                stores,
+                swept: 0,
+            }),
+        }
+    }
+}
+
+/// This host's compute for one run now (`telejob run`, `telejob worker shell`): one at a time,
+/// sandboxed as `sandbox` says, attached to this terminal when `interactive`.
+///
+/// # Errors
+///
+/// When the HTTP client for code URLs cannot be made.
+pub fn one_run_compute(
+    stores: RunStores,
+    sandbox: SandboxOptions,
+    interactive: bool,
+) -> anyhow::Result<LocalCompute> {
+    let b = LocalCompute::builder(stores)
+        .with_sandbox(sandbox)
+        .with_max_concurrent(1)
+        .with_fetcher(Arc::new(HttpFetcher::new()?));
+    Ok(if interactive {
+        b.attached_to_terminal()
+    } else {
+        b
+    }
+    .build())
+}
+
+/// The local compute backend of a server, from its config file and the environment.
+fn server_local_compute(
+    cfg: &ComputeSettings,
+    stores: RunStores,
+    data_dir: &Path,
+) -> anyhow::Result<LocalCompute> {
+    let identity = Identity::from_settings(
+        cfg.run_as.as_deref().map(|u| ("config run_as", u)),
+        cfg.uid_range.as_deref().map(|r| ("config uid_range", r)),
+    )?;
+    let mode = |setting: &str, v: &Option<String>| -> anyhow::Result<CgroupMode> {
+        match v.as_deref() {
+            None => Ok(CgroupMode::Auto),
+            Some(o) => o
+                .parse::<CgroupMode>()
+                .map_err(|e| bad(format!("config {setting}: {e}"))),
+        }
+    };
+    let mut builder = LocalCompute::builder(stores)
+        .with_sandbox(SandboxOptions {
+            cgroup: mode("cgroup", &cfg.cgroup)?,
+            namespaces: mode("namespaces", &cfg.namespaces)?,
+            identity,
+            ..SandboxOptions::default()
+        })
+        .with_fetcher(Arc::new(HttpFetcher::new()?))
+        .with_scratch_dir(
+            cfg.scratch_dir
+                .clone()
+                .unwrap_or_else(|| data_dir.join("runs")),
+        );
+    if let Some(n) = cfg.max_concurrent_runs {
+        builder = builder.with_max_concurrent(n);
+    }
+    // Environment variables override the file.
+    let builder = builder.from_env().map_err(|e| bad(e.to_string()))?;
+    Ok(builder.build())
+}
 
 /// `[s3]`: tuning of S3 stores.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -31,17 +226,17 @@ pub struct S3Tuning {
 pub struct AwsConfig {
     /// Region and endpoint for S3 and EC2.
     #[serde(default)]
-    pub aws: AwsOptions,
+    pub aws: AwsTable,
     /// S3 tuning.
     #[serde(default)]
     pub s3: S3Tuning,
     /// EC2 settings; required for `compute = "ec2"`.
-    pub ec2: Option<Ec2Settings>,
+    pub ec2: Option<InstanceTable>,
 }
 
 /// An S3 store for `url` (`s3://bucket/prefix`).
 pub async fn s3_store(url: &str, cfg: &AwsConfig) -> anyhow::Result<S3Store> {
-    let mut b = S3StoreBuilder::from_url(url)?.with_aws(cfg.aws.clone().or_env("S3"));
+    let mut b = S3StoreBuilder::from_url(url)?.with_aws(cfg.aws.0.clone().or_env("S3"));
     if let Some(n) = cfg.s3.max_concurrency {
         b = b.with_max_concurrency(n);
     }
@@ -111,15 +306,16 @@ pub async fn store(setting: &str, url: &str, cfg: &AwsConfig) -> anyhow::Result<
     opened.with_context(|| format!("{setting} {url}"))
 }
 
-/// An `Ec2Compute` publishing to `public` with records in `private` (both `s3://` URLs).
-pub async fn ec2_compute(
+/// Compute on remote machines (EC2) publishing to `public` with records in `private` (both
+/// `s3://` URLs), on `instance_type` unless a job asks for another, tagged as `launcher`'s.
+pub async fn remote_compute(
     cfg: &AwsConfig,
     public: &str,
     private: &str,
     instance_type: Option<&str>,
     launcher: Option<&str>,
-) -> anyhow::Result<Ec2Compute> {
-    let mut settings = cfg.ec2.clone().ok_or_else(|| {
+) -> anyhow::Result<Arc<dyn Compute>> {
+    let mut settings = cfg.ec2.clone().map(|t| t.0).ok_or_else(|| {
         bad("config: EC2 runs need an [ec2] table with at least ami = \"ami-…\" (see docs/aws.md)")
     })?;
     require_s3("public store", public)?;
@@ -132,9 +328,23 @@ pub async fn ec2_compute(
         s3_store(public, cfg).await?,
         s3_store(private, cfg).await?,
     )
-    .with_aws(cfg.aws.clone().or_env("EC2"));
+    .with_aws(cfg.aws.0.clone().or_env("EC2"));
     if let Some(t) = instance_type {
         b = b.with_instance_type(t);
     }
-    Ok(b.build().await?)
+    Ok(Arc::new(b.build().await?))
+}
+
+/// Analysis workers on EC2 without a server, from `cfg`'s `[aws]` and `[ec2]` tables (the CLI's
+/// `telejob worker --compute ec2`).
+///
+/// # Errors
+///
+/// No `[ec2]` table, or settings EC2 refuses.
+pub async fn remote_workers(cfg: &AwsConfig) -> anyhow::Result<Arc<dyn WorkerBackend>> {
+    let settings = cfg
+        .ec2
+        .clone()
+        .ok_or_else(|| bad("config: add an [ec2] table"))?;
+    Ok(Arc::new(Ec2Workers::new(settings.0, &cfg.aws.0).await?))
 }

@@ -50,11 +50,11 @@ pub struct Config {
     /// instance per run; needs `[ec2]` and s3:// stores).
     pub compute: Option<String>,
     /// Region and endpoint for S3 and EC2 (credentials come from the standard AWS chain).
-    pub aws: Option<telejob_aws::AwsOptions>,
+    pub aws: Option<crate::backends::AwsTable>,
     /// S3 tuning.
     pub s3: Option<crate::backends::S3Tuning>,
     /// EC2 settings (AMI, instance types, network, instance profile).
-    pub ec2: Option<telejob_aws::Ec2Settings>,
+    pub ec2: Option<crate::backends::InstanceTable>,
     /// Seconds a client has to send a request's headers (default 30).
     pub header_read_timeout_seconds: Option<u64>,
     /// The longest pause, in seconds, allowed in a request body (default 60).
@@ -107,13 +107,20 @@ impl Config {
         })
     }
 
-    /// Save-time warnings and running-late thresholds from these settings.
+    /// Save-time warnings and running-late thresholds from these settings, for a compute
+    /// that offers `machine_types` (none: jobs may not choose one).
     ///
     /// # Errors
     ///
     /// A late factor below 1, or a negative or non-finite price.
-    pub fn advisor(&self) -> anyhow::Result<crate::server::advice::Advisor> {
-        let mut a = crate::server::advice::Advisor::default();
+    pub fn advisor(
+        &self,
+        machine_types: Option<telejob_core::worker::MachineTypes>,
+    ) -> anyhow::Result<crate::server::app::advice::Advisor> {
+        let mut a = crate::server::app::advice::Advisor {
+            machine_types,
+            ..Default::default()
+        };
         if let Some(f) = self.late_factor {
             if !(f.is_finite() && f >= 1.0) {
                 return Err(bad(format!(
@@ -133,16 +140,6 @@ impl Config {
             }
             a.prices.insert(t.clone(), *p);
         }
-        if self.compute.as_deref() == Some("ec2") {
-            let e = self
-                .ec2
-                .clone()
-                .unwrap_or_else(|| telejob_aws::Ec2Settings::new(""));
-            a.ec2 = Some(crate::server::advice::InstanceTypes {
-                default: e.instance_type,
-                allowed: e.allowed_instance_types,
-            });
-        }
         Ok(a)
     }
 
@@ -151,8 +148,8 @@ impl Config {
     /// # Errors
     ///
     /// A maximum lifetime of 0 hours.
-    pub fn worker_policy(&self) -> anyhow::Result<crate::server::workers::WorkerPolicy> {
-        let mut p = crate::server::workers::WorkerPolicy::default();
+    pub fn worker_policy(&self) -> anyhow::Result<crate::server::app::workers::WorkerPolicy> {
+        let mut p = crate::server::app::workers::WorkerPolicy::default();
         if let Some(h) = self.worker_max_lifetime_hours {
             if h == 0 {
                 return Err(bad(
@@ -168,6 +165,20 @@ impl Config {
             p.warn_before = std::time::Duration::from_secs(m.saturating_mul(60));
         }
         Ok(p)
+    }
+
+    /// What the server's compute is made of.
+    pub fn compute_settings(&self) -> crate::backends::ComputeSettings {
+        crate::backends::ComputeSettings {
+            compute: self.compute.clone(),
+            aws: self.aws_config(),
+            run_as: self.run_as.clone(),
+            uid_range: self.uid_range.clone(),
+            cgroup: self.cgroup.clone(),
+            namespaces: self.namespaces.clone(),
+            scratch_dir: self.scratch_dir.clone(),
+            max_concurrent_runs: self.max_concurrent_runs,
+        }
     }
 
     /// The AWS parts.

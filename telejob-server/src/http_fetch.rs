@@ -4,7 +4,7 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use telejob_core::fetch::UrlFetcher;
+use telejob_core::agent::fetch::UrlFetcher;
 use telejob_core::{Error, Result};
 use tokio::io::AsyncWriteExt;
 

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    telejob_core::sandbox::harden_current_process();
+    telejob_core::agent::sandbox::harden_current_process();
     let args = cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -74,6 +74,9 @@ pub async fn dashboard_sign_in(base: &str, token: &str) -> (reqwest::Client, Str
 }
 
 pub mod postgres;
+pub mod server;
+
+pub use server::{Api, ServeCommand, Server, token_for};
 
 /// An HTTP server that records the bodies of the requests it gets (a webhook's receiver):
 /// its URL, and the bodies as they come.

@@ -294,27 +294,18 @@ fn serve_on_ec2_reaps_orphaned_instances_at_start() {
          print(r['Instances'][0]['InstanceId'])"
     ));
     let orphan = orphan.trim();
-    let mut cmd = Command::new(telejob_bin!());
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.join("data"))
-        .arg("--config")
-        .arg(&cfg)
-        .env_remove("TELEJOB_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for (k, v) in moto.env() {
-        cmd.env(k, v);
-    }
-    let mut server = cmd.spawn().expect("serve");
+    let (mut server, _) = serve_ec2(&moto, dir, &cfg, "data", &[], &[]);
     let started = Instant::now();
     let mut state = state_of(&moto, orphan);
     while state == "running" && started.elapsed() < Duration::from_secs(60) {
-        assert!(server.try_wait().expect("server").is_none(), "serve exited");
+        assert!(
+            server.child.try_wait().expect("server").is_none(),
+            "serve exited"
+        );
         std::thread::sleep(Duration::from_millis(200));
         state = state_of(&moto, orphan);
     }
-    let _ = server.kill();
-    let _ = server.wait();
+    server.kill_now();
     assert!(state == "terminated" || state == "shutting-down", "{state}");
 }
 
@@ -575,8 +566,7 @@ async fn a_new_leader_re_adopts_the_dead_leaders_ec2_runs() {
     let id = v["run_id"].as_str().expect("id").to_string();
     let instance = instance_for(&moto, "adopted");
     // The leader dies with its run's instance up; the other replica takes over.
-    let _ = a.kill();
-    let _ = a.wait();
+    a.kill_now();
     let t0 = Instant::now();
     while role(b_base.clone()).await != "leader" {
         assert!(t0.elapsed() < Duration::from_secs(10), "no takeover");
@@ -619,8 +609,7 @@ async fn a_new_leader_re_adopts_the_dead_leaders_ec2_runs() {
         log.contains(&format!("run {id} of adopted reattached")),
         "{log}"
     );
-    let _ = b.kill();
-    let _ = b.wait();
+    b.kill_now();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -706,15 +695,14 @@ async fn an_ec2_job_chooses_an_allowed_instance_type_and_is_told_its_cost() {
         "print(ec2.describe_instances(InstanceIds=['{id}'])['Reservations'][0]['Instances'][0]['InstanceType'])"
     ));
     assert_eq!(kind.trim(), "t3.small");
-    let _ = child.kill();
-    let _ = child.wait();
+    child.kill_now();
 }
 
 const ALICE_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILM+rvN+ot98qgEN796jTiQfZfG1KaT0PtFDJ/XFSqti alice@laptop";
 
 /// `telejob serve` on EC2 (moto) with config `cfg`, data in `dir/<name>`, its log appended to
-/// `dir/<name>.log`, and `args` and `env` more: the child and its base URL.
+/// `dir/<name>.log`, and `args` and `env` more: the server and its base URL.
 fn serve_ec2(
     moto: &Moto,
     dir: &Path,
@@ -722,48 +710,19 @@ fn serve_ec2(
     name: &str,
     args: &[&str],
     env: &[(&str, String)],
-) -> (std::process::Child, String) {
-    let mut cmd = Command::new(telejob_bin!());
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.join(name))
-        .arg("--config")
-        .arg(cfg)
+) -> (telejob_e2e::Server, String) {
+    let srv = telejob_e2e::ServeCommand::new(telejob_bin!(), &dir.join(name))
+        .config(cfg)
         .args(args)
-        .env_remove("TELEJOB_LOG")
-        .stdout(Stdio::piped())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join(format!("{name}.log")))
-                .expect("log"),
-        );
-    for (k, v) in moto.env().into_iter().chain(env.iter().cloned()) {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("serve");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
-        &mut line,
-    )
-    .expect("address");
-    let base = line
-        .trim()
-        .strip_prefix("telejob: listening on ")
-        .unwrap_or_else(|| panic!("{name} did not start: {line:?}"))
-        .to_string();
-    (child, base)
+        .envs(moto.env().into_iter().chain(env.iter().cloned()))
+        .log_to(&dir.join(format!("{name}.log")))
+        .start();
+    let base = srv.base.clone();
+    (srv, base)
 }
 
 fn token(dir: &Path, user: &str) -> String {
-    let o = Command::new(telejob_bin!())
-        .args(["token", "create", "--user", user, "--data-dir"])
-        .arg(dir.join("data"))
-        .output()
-        .expect("token");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
+    telejob_e2e::token_for(telejob_bin!(), &dir.join("data"), user)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1004,8 +963,7 @@ async fn workers_launch_with_the_owners_key_and_end_at_their_deadline() {
     .await;
     assert_eq!((s, v["field"].as_str()), (422, Some("by")), "{v}");
     // A restart (kill -9): the workers are still followed.
-    server.kill().expect("kill -9");
-    let _ = server.wait();
+    server.kill_now();
     let (mut server, base2) = serve_ec2(&moto, dir, &cfg, "data", &[], &[]);
     let again = reqwest::Client::new()
         .get(format!("{base2}/api/workers/dev"))
@@ -1141,6 +1099,5 @@ async fn workers_launch_with_the_owners_key_and_end_at_their_deadline() {
         (ended["event"].as_str(), ended["worker"].as_str()),
         (Some("worker_ended"), Some("dev"))
     );
-    let _ = server.kill();
-    let _ = server.wait();
+    server.kill_now();
 }

@@ -4,7 +4,6 @@
 //! TELEJOB_REQUIRE_BROWSER is set (as `.ci/run` does after installing them). Screenshots of the
 //! form and of a run page are saved to `<target dir>/test-artifacts/`.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -85,30 +84,17 @@ async fn browser(chromium: &Path, driver_port: u16) -> Client {
 
 /// `telejob serve` on a free port with `args` and `env`: the process, its base URL and the admin
 /// token.
-fn serve(data: &Path, args: &[&str], env: Vec<(&'static str, String)>) -> (Kill, String, String) {
-    let mut srv = Command::new(telejob_bin!())
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
+fn serve(
+    data: &Path,
+    args: &[&str],
+    env: Vec<(&'static str, String)>,
+) -> (telejob_e2e::Server, String, String) {
+    let srv = telejob_e2e::ServeCommand::new(telejob_bin!(), data)
         .args(args)
         .envs(env)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("server");
-    let mut line = String::new();
-    BufReader::new(srv.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("address");
-    let base = line
-        .trim()
-        .strip_prefix("telejob: listening on ")
-        .expect("address")
-        .to_string();
-    let admin = std::fs::read_to_string(data.join("admin.token"))
-        .expect("token")
-        .trim()
-        .to_string();
-    (Kill(srv), base, admin)
+        .start();
+    let (base, admin) = (srv.base.clone(), srv.token.clone());
+    (srv, base, admin)
 }
 
 /// chromedriver on a free port, and a headless chromium session through it.

@@ -1,5 +1,6 @@
-//! No module imports its importer: in every crate of the workspace, the graph of `use` edges
-//! between modules has no cycle.
+//! The module graph of every crate of the workspace: no module imports its importer (no
+//! cycle), and no import breaks the rules docs/architecture.md states in its `module-rules`
+//! block (which layer may import which, which module alone may name a backend crate).
 //!
 //! Each module's edges are the paths it names (`use` declarations and paths in code, macro
 //! bodies included) resolved to the module that defines the item. Re-exports (`pub use`) are
@@ -83,8 +84,16 @@ fn expand_use(prefix: &[String], tree: &syn::UseTree, out: &mut Vec<(Vec<String>
     }
 }
 
-/// Collects the `crate::`/`super::`/`self::` paths of code (not of `use` items, not of nested
-/// modules or test items).
+/// The other crates of the workspace whose use the rules can restrict.
+const EXTERNS: [&str; 3] = ["telejob_core", "telejob_local", "telejob_aws"];
+
+/// Whether `first` starts a path the graph follows: within the crate, or into a workspace crate.
+fn followed(first: &str) -> bool {
+    ["crate", "super", "self"].contains(&first) || EXTERNS.contains(&first)
+}
+
+/// Collects the `crate::`/`super::`/`self::` (and workspace crates') paths of code (not of `use`
+/// items, not of nested modules or test items).
 #[derive(Default)]
 struct Paths(Vec<Vec<String>>);
 
@@ -95,7 +104,7 @@ impl Paths {
         while i < flat.len() {
             match &flat[i] {
                 TokenTree::Group(g) => self.tokens(g.stream()),
-                TokenTree::Ident(id) if ["crate", "super", "self"].contains(&&*id.to_string()) => {
+                TokenTree::Ident(id) if followed(&id.to_string()) => {
                     let mut path = vec![id.to_string()];
                     let mut j = i + 1;
                     while j + 2 < flat.len() + 1 {
@@ -138,7 +147,7 @@ impl<'ast> Visit<'ast> for Paths {
     }
     fn visit_path(&mut self, p: &'ast syn::Path) {
         let segs: Vec<String> = p.segments.iter().map(|s| s.ident.to_string()).collect();
-        if segs.len() > 1 && ["crate", "super", "self"].contains(&segs[0].as_str()) {
+        if segs.len() > 1 && followed(&segs[0]) {
             self.0.push(segs);
         }
         syn::visit::visit_path(self, p);
@@ -239,6 +248,7 @@ fn absolute(
 ) -> Option<Vec<String>> {
     let first = path.first()?;
     let mut base: Vec<String> = match first.as_str() {
+        name if EXTERNS.contains(&name) => return Some(vec![format!("extern:{name}")]),
         "crate" => Vec::new(),
         "self" => at.clone(),
         "super" => at[..at.len().checked_sub(1)?].to_vec(),
@@ -260,6 +270,9 @@ fn absolute(
 
 /// The module that defines what `path` (absolute) names, following re-exports.
 fn target(path: &[String], modules: &BTreeMap<ModPath, Module>, depth: usize) -> Option<ModPath> {
+    if path.first().is_some_and(|p| p.starts_with("extern:")) {
+        return Some(path[..1].to_vec());
+    }
     let mut n = path.len();
     while !modules.contains_key(&path[..n]) {
         n -= 1;
@@ -326,7 +339,9 @@ fn cycles(graph: &BTreeMap<ModPath, BTreeSet<ModPath>>) -> Vec<Vec<String>> {
 }
 
 fn show(p: &ModPath) -> String {
-    if p.is_empty() {
+    if p.first().is_some_and(|p| p.starts_with("extern:")) {
+        p[0].trim_start_matches("extern:").into()
+    } else if p.is_empty() {
         "crate".into()
     } else {
         format!("crate::{}", p.join("::"))
@@ -343,6 +358,78 @@ fn crate_graph(root: &Path) -> BTreeMap<ModPath, BTreeSet<ModPath>> {
     let mut modules = BTreeMap::new();
     read_module(&parse(&top).items, &src, Vec::new(), &mut modules);
     edges(&modules)
+}
+
+/// One rule of docs/architecture.md's `module-rules` block: in crate `krate`, no module at or
+/// below `from` (but those at or below an `except` module) imports one at or below `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rule {
+    krate: String,
+    from: ModPath,
+    to: Vec<ModPath>,
+    except: Vec<ModPath>,
+    line: String,
+}
+
+/// A module path as the rules write it: `*` (every module), `a::b`, or `extern:name`.
+fn rule_path(s: &str) -> ModPath {
+    match s.trim() {
+        "*" | "crate" => Vec::new(),
+        p if p.starts_with("extern:") => vec![p.to_string()],
+        p => p.split("::").map(str::to_string).collect(),
+    }
+}
+
+/// The rules of the first ```` ```module-rules ```` block of `doc`, one per line:
+/// `CRATE: FROM -/-> TO[, TO…] [except M[, M…]]`; `#` starts a comment.
+fn parse_rules(doc: &str) -> Vec<Rule> {
+    let block = doc
+        .split("```module-rules\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("docs/architecture.md has a ```module-rules block");
+    let list = |s: &str| s.split(',').map(rule_path).collect::<Vec<_>>();
+    block
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (krate, rest) = l
+                .split_once(':')
+                .unwrap_or_else(|| panic!("rule {l:?}: no crate"));
+            let (from, rest) = rest
+                .split_once("-/->")
+                .unwrap_or_else(|| panic!("rule {l:?}: no -/->"));
+            let (to, except) = match rest.split_once(" except ") {
+                Some((t, e)) => (list(t), list(e)),
+                None => (list(rest), Vec::new()),
+            };
+            Rule {
+                krate: krate.trim().to_string(),
+                from: rule_path(from),
+                to,
+                except,
+                line: l.to_string(),
+            }
+        })
+        .collect()
+}
+
+/// The imports of `graph` that break `rule`, as `from -> to (rule)` lines.
+fn violations(graph: &BTreeMap<ModPath, BTreeSet<ModPath>>, rule: &Rule) -> Vec<String> {
+    let under = |p: &ModPath, base: &ModPath| p.starts_with(base);
+    let mut out = Vec::new();
+    for (from, tos) in graph {
+        if !under(from, &rule.from) || rule.except.iter().any(|e| under(from, e)) {
+            continue;
+        }
+        for to in tos {
+            if rule.to.iter().any(|t| under(to, t)) && !under(from, to) {
+                out.push(format!("{} -> {}  ({})", show(from), show(to), rule.line));
+            }
+        }
+    }
+    out
 }
 
 fn workspace_crates() -> Vec<PathBuf> {
@@ -397,4 +484,73 @@ fn the_check_finds_a_cycle_and_follows_re_exports() {
         "pub struct C;\n#[cfg(test)]\nmod tests { use crate::a; }\n",
     );
     assert!(cycles(&crate_graph(dir.path())).is_empty());
+}
+
+#[test]
+fn every_import_keeps_the_documented_module_rules() {
+    let root = telejob_e2e::repo_root();
+    let doc = std::fs::read_to_string(root.join("docs/architecture.md")).expect("docs");
+    let rules = parse_rules(&doc);
+    assert!(rules.len() >= 5, "too few rules: {rules:?}");
+    let mut broken = Vec::new();
+    for rule in &rules {
+        let graph = crate_graph(&root.join(&rule.krate));
+        for from in std::iter::once(&rule.from).chain(&rule.except) {
+            let known = from.is_empty() || graph.keys().any(|m| m.starts_with(from));
+            assert!(
+                known,
+                "rule {:?} names a module {from:?} that does not exist",
+                rule.line
+            );
+        }
+        broken.extend(violations(&graph, rule));
+    }
+    assert!(
+        broken.is_empty(),
+        "imports that break docs/architecture.md's module rules:\n{}",
+        broken.join("\n")
+    );
+}
+
+#[test]
+fn the_rules_check_fails_on_a_wrong_import() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("app")).expect("mkdir");
+    let write = |p: &str, t: &str| std::fs::write(src.join(p), t).expect("write");
+    write("lib.rs", "pub mod app;\npub mod db;\npub mod wiring;\n");
+    write("app/mod.rs", "pub mod jobs;\n");
+    write("app/jobs.rs", "pub struct Job(pub crate::db::Row);\n");
+    write(
+        "wiring.rs",
+        "pub fn make() -> telejob_aws::S3Store { todo!() }\n",
+    );
+    // The lower layer reaches up (through a path in code, not a `use`).
+    write(
+        "db.rs",
+        "pub struct Row;\npub fn load() -> Option<crate::app::jobs::Job> { None }\n",
+    );
+    let doc = "```module-rules\nx: db -/-> app  # the database knows no service\n\
+               x: * -/-> extern:telejob_aws except wiring\n```\n";
+    let rules = parse_rules(doc);
+    let graph = crate_graph(dir.path());
+    let found: Vec<String> = rules.iter().flat_map(|r| violations(&graph, r)).collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("crate::db -> crate::app::jobs"),
+        "{found:?}"
+    );
+    // The exempt module may name the backend crate; another may not.
+    write(
+        "app/jobs.rs",
+        "pub struct Job(pub crate::db::Row, telejob_aws::S3Store);\n",
+    );
+    write("db.rs", "pub struct Row;\n");
+    let graph = crate_graph(dir.path());
+    let found: Vec<String> = rules.iter().flat_map(|r| violations(&graph, r)).collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("crate::app::jobs -> telejob_aws"),
+        "{found:?}"
+    );
 }

@@ -2,70 +2,22 @@
 //! time, failover after `kill -9` and after a network partition, no slot lost or doubled, and
 //! everything a user sees shared between replicas.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use telejob_e2e::postgres::{Postgres, Proxy, postgres};
-use telejob_e2e::{tarball, telejob_bin};
+use telejob_e2e::{ServeCommand, tarball, telejob_bin};
 
 /// The lease the tests run with (seconds): short, so that failovers fit in a test.
 const LEASE: u64 = 4;
 const KEY: &str = "5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7";
 
-struct Replica {
-    child: Child,
-    base: String,
-}
-
-impl Replica {
-    fn start(dir: &Path, n: usize, database: &str) -> Self {
-        let mut child = command(dir, n, database, true)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start a replica");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read the address");
-        let base = line
-            .trim()
-            .strip_prefix("telejob: listening on ")
-            .unwrap_or_else(|| panic!("replica {n} did not start: {line:?}"))
-            .to_string();
-        Self { child, base }
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    async fn health(&self) -> Option<Value> {
-        let r = reqwest::Client::new()
-            .get(format!("{}/healthz", self.base))
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .ok()?;
-        r.json().await.ok()
-    }
-
-    async fn is_leader(&self) -> bool {
-        self.health().await.is_some_and(|h| h["role"] == "leader")
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
+type Replica = telejob_e2e::Server;
 
 /// `telejob serve` for replica `n`: its own data directory, the shared stores and database.
-fn command(dir: &Path, n: usize, database: &str, shared: bool) -> Command {
+fn command(dir: &Path, n: usize, database: &str, shared: bool) -> ServeCommand {
     let cfg = dir.join(format!("replica{n}.toml"));
     std::fs::write(
         &cfg,
@@ -76,20 +28,14 @@ fn command(dir: &Path, n: usize, database: &str, shared: bool) -> Command {
         ),
     )
     .expect("config");
-    let mut cmd = Command::new(telejob_bin!());
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.join(format!("data{n}")))
-        .arg("--config")
-        .arg(&cfg)
+    ServeCommand::new(telejob_bin!(), &dir.join(format!("data{n}")))
+        .config(&cfg)
         .args(["--database", database])
         .env("TELEJOB_SECRETS_KEY", KEY)
-        .env_remove("TELEJOB_LOG")
-        .stderr(std::fs::File::create(dir.join(format!("replica{n}.log"))).expect("log file"));
-    cmd
+        .log_to(&dir.join(format!("replica{n}.log")))
 }
 
 struct Api {
-    http: reqwest::Client,
     token: String,
 }
 
@@ -101,19 +47,10 @@ impl Api {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method.parse().expect("method"), format!("{}{path}", r.base))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            if !path.ends_with("/code") {
-                req = req.header("content-type", "application/json");
-            }
-            req = req.body(b);
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        let (status, v, _) = telejob_e2e::Api::at(&r.base, Some(&self.token))
+            .call(method, path, body)
+            .await;
+        (status, v)
     }
 
     /// Creates a job that runs every minute, with its code.
@@ -143,7 +80,6 @@ async fn run_state(api: &Api, r: &Replica, id: &str) -> Value {
 
 fn admin(dir: &Path) -> Api {
     Api {
-        http: reqwest::Client::new(),
         token: std::fs::read_to_string(dir.join("data0/admin.token"))
             .expect("the first replica's admin token")
             .trim()
@@ -248,9 +184,9 @@ async fn three_replicas_keep_one_schedule_through_kill_9s_of_the_leader() {
     let url = pg.new_database();
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
-    let mut replicas = vec![Replica::start(dir, 0, &url)];
-    replicas.push(Replica::start(dir, 1, &url));
-    replicas.push(Replica::start(dir, 2, &url));
+    let mut replicas = vec![command(dir, 0, &url, true).start()];
+    replicas.push(command(dir, 1, &url, true).start());
+    replicas.push(command(dir, 2, &url, true).start());
     let api = admin(dir);
     let all: Vec<&Replica> = replicas.iter().collect();
     let first = leader(&all, Duration::from_secs(10)).await;
@@ -275,7 +211,7 @@ async fn three_replicas_keep_one_schedule_through_kill_9s_of_the_leader() {
     for second in [59, 1, 58] {
         until_second(second).await;
         let l = *leaders.last().expect("leader");
-        replicas[l].kill9();
+        replicas[l].kill_now();
         let killed = Instant::now();
         alive.retain(|i| *i != l);
         let rest: Vec<&Replica> = alive.iter().map(|i| &replicas[*i]).collect();
@@ -288,7 +224,7 @@ async fn three_replicas_keep_one_schedule_through_kill_9s_of_the_leader() {
         leaders.push(next);
         // Bring a replica back so that three stay up.
         let n = replicas.len();
-        replicas.push(Replica::start(dir, n, &url));
+        replicas.push(command(dir, n, &url, true).start());
         alive.push(n);
     }
     // Let the last slot be fired and recorded.
@@ -332,9 +268,9 @@ async fn a_partitioned_leader_stops_firing_before_its_lease_expires() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
     // Replica 0 reaches the database through the proxy; replica 1 directly.
-    let cut_off = Replica::start(dir, 0, &pg.url_via(proxy.port(), &name));
+    let cut_off = command(dir, 0, &pg.url_via(proxy.port(), &name), true).start();
     assert!(leader(&[&cut_off], Duration::from_secs(10)).await == 0);
-    let other = Replica::start(dir, 1, &url);
+    let other = command(dir, 1, &url, true).start();
     let api = admin(dir);
     api.minutely(&other, "gamma").await;
     // Cut just before a minute: the old leader would fire the slot if it did not stop.
@@ -394,8 +330,8 @@ async fn replicas_share_sessions_and_refuse_unshared_stores_and_other_keys() {
     let url = pg.new_database();
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
-    let a = Replica::start(dir, 0, &url);
-    let b = Replica::start(dir, 1, &url);
+    let a = command(dir, 0, &url, true).start();
+    let b = command(dir, 1, &url, true).start();
     let api = admin(dir);
     // An edit on A is what the next read on B returns, at once: no cache to go stale.
     api.minutely(&a, "delta").await;
@@ -538,14 +474,13 @@ async fn replicas_share_sessions_and_refuse_unshared_stores_and_other_keys() {
         "not signed in on the other replica: {text}"
     );
     // A replica with directories of its own, or another secrets key, is refused in one line.
-    let out = command(dir, 7, &url, false).output().expect("run");
+    let out = command(dir, 7, &url, false).output();
     assert!(!out.status.success());
     let err = std::fs::read_to_string(dir.join("replica7.log")).expect("log");
     assert!(err.contains("shared_stores"), "{err}");
     let out = command(dir, 8, &url, true)
         .env("TELEJOB_SECRETS_KEY", "0".repeat(64))
-        .output()
-        .expect("run");
+        .output();
     assert!(!out.status.success());
     let err = std::fs::read_to_string(dir.join("replica8.log")).expect("log");
     assert!(err.contains("TELEJOB_SECRETS_KEY"), "{err}");
@@ -561,7 +496,7 @@ async fn db_copy_moves_an_installation_and_token_create_takes_database() {
     // A single server on SQLite, with a job.
     let sqlite_data = dir.join("data0");
     let sqlite = format!("sqlite:{}", sqlite_data.join("telejob.db").display());
-    let one = Replica::start(dir, 0, &sqlite);
+    let one = command(dir, 0, &sqlite, true).start();
     let api = admin(dir);
     api.minutely(&one, "moved").await;
     drop(one);
@@ -587,7 +522,7 @@ async fn db_copy_moves_an_installation_and_token_create_takes_database() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("empty database"));
     // A replica on the copy: the old admin token works, and the job is there with its code.
-    let moved = Replica::start(dir, 1, &url);
+    let moved = command(dir, 1, &url, true).start();
     let (s, v) = api.call(&moved, "GET", "/api/jobs/moved", None).await;
     assert_eq!(s, 200, "{v}");
     assert!(v["code_sha256"].is_string(), "{v}");
@@ -611,7 +546,6 @@ async fn db_copy_moves_an_installation_and_token_create_takes_database() {
         String::from_utf8_lossy(&out.stderr)
     );
     let bob = Api {
-        http: reqwest::Client::new(),
         token: String::from_utf8_lossy(&out.stdout).trim().to_string(),
     };
     let (s, v) = bob.call(&moved, "GET", "/api/jobs", None).await;

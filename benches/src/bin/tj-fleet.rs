@@ -9,25 +9,14 @@
 //! yet") and what is measured is the scheduler and the database, not process starts. Prints one
 //! JSON line per measurement.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use sqlx::Row;
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use telejob_e2e::{ServeCommand, Server};
 
 fn serve(bin: &Path, dir: &Path, n: usize, database: &str) -> Server {
     let cfg = dir.join(format!("r{n}.toml"));
@@ -39,30 +28,14 @@ fn serve(bin: &Path, dir: &Path, n: usize, database: &str) -> Server {
         ),
     )
     .expect("config");
-    let mut child = Command::new(bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.join(format!("data{n}")))
-        .arg("--config")
-        .arg(&cfg)
+    ServeCommand::new(bin, &dir.join(format!("data{n}")))
+        .config(&cfg)
         .args(["--database", database])
         .env(
             "TELEJOB_SECRETS_KEY",
             "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
         )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("telejob serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("address");
-    let base = line
-        .trim()
-        .strip_prefix("telejob: listening on ")
-        .expect("the address line")
-        .to_string();
-    Server { child, base }
+        .start()
 }
 
 async fn role(http: &reqwest::Client, s: &Server) -> String {

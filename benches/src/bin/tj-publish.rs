@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use telejob_aws::S3StoreBuilder;
-use telejob_core::publish::{PublishPolicy, plan, upload};
+use telejob_core::agent::publish::{PublishPolicy, plan, upload};
 
 #[tokio::main]
 async fn main() -> ExitCode {

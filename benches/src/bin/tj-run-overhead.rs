@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use telejob_core::agent::pipeline::{Pipeline, RunStores};
 use telejob_core::job::JobName;
 use telejob_core::objects::ObjectStoreAdapter;
-use telejob_core::pipeline::{Pipeline, RunStores};
-use telejob_core::run::{RunId, RunRequest, RunState};
+use telejob_core::run::{RunRequest, RunState};
 use telejob_core::store::Store;
 use telejob_local::LocalStore;
 use tokio_util::sync::CancellationToken;
@@ -30,22 +30,12 @@ async fn main() {
     });
     let mut out = Vec::new();
     for _ in 0..runs {
-        let req = RunRequest {
-            run_id: RunId::new(),
-            job: JobName::new("overhead").expect("name"),
-            code: tarball.clone(),
-            command: "mkdir -p output && printf %s \"$EPOCHREALTIME\" > output/t".into(),
-            output_dir: "output".into(),
-            timeout: Duration::from_secs(60),
-            env: Default::default(),
-            scheduled_for: chrono::Utc::now(),
-            visibility: Default::default(),
-            dry_run: false,
-            owner: None,
-            limits: Default::default(),
-            secrets: Default::default(),
-            instance_type: None,
-        };
+        let req = RunRequest::new(
+            JobName::new("overhead").expect("name"),
+            tarball.clone(),
+            "mkdir -p output && printf %s \"$EPOCHREALTIME\" > output/t",
+        )
+        .with_timeout(Duration::from_secs(60));
         let t0 = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .expect("clock")

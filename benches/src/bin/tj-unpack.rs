@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use telejob_core::unpack::{UnpackLimits, unpack};
+use telejob_core::agent::unpack::{UnpackLimits, unpack};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

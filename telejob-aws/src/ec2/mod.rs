@@ -9,12 +9,12 @@
 
 mod api;
 mod reaper;
+mod settings;
 mod userdata;
 mod watch;
 mod worker;
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,7 +25,6 @@ use aws_sdk_ec2::types::{
     ResourceType, ShutdownBehavior, Tag, TagSpecification,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Deserialize;
 use telejob_core::compute::{Compute, ComputeCapabilities, EventSink, LaunchOptions};
 use telejob_core::job::JobName;
 use telejob_core::run::{Run, RunId, RunRequest, keys};
@@ -34,10 +33,9 @@ use telejob_core::{Error, Result};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
-pub use reaper::{ReapReason, Reaped};
-pub use worker::{Ec2Workers, WorkerInstance, WorkerLaunch, user_data as worker_user_data};
+pub use settings::{Ec2ComputeBuilder, Ec2Settings};
+pub use worker::{Ec2Workers, user_data as worker_user_data};
 
-use crate::config::AwsOptions;
 use crate::s3::S3Store;
 use api::RetryPolicy;
 
@@ -139,204 +137,6 @@ fn imds_v2_only() -> InstanceMetadataOptionsRequest {
         .http_tokens(HttpTokensState::Required)
         .http_put_response_hop_limit(1)
         .build()
-}
-
-/// What an operator configures for EC2 runs (the `[ec2]` table of the server's config file).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct Ec2Settings {
-    /// The AMI: any 64-bit Linux with bash, curl or wget, and a glibc at least as new as the
-    /// build host's (Ubuntu 24.04 or Debian 12 work with the release binary).
-    pub ami: String,
-    /// The instance type runs use unless asked otherwise (default `t3.small`).
-    #[serde(default = "default_type")]
-    pub instance_type: String,
-    /// The instance types runs may ask for (default: only `instance_type`).
-    #[serde(default)]
-    pub allowed_instance_types: Vec<String>,
-    /// The subnet (default: the account's default VPC).
-    pub subnet_id: Option<String>,
-    /// Security groups (default: the VPC's default group). Jobs need outbound HTTPS only.
-    #[serde(default)]
-    pub security_group_ids: Vec<String>,
-    /// The IAM instance profile (name, or ARN) the agent's credentials come from.
-    pub instance_profile: Option<String>,
-    /// The instance profile analysis workers get (default none: a worker holds no
-    /// credentials, and never the runs' or the server's).
-    pub worker_instance_profile: Option<String>,
-    /// An SSH key pair name, for debugging (default none).
-    pub key_name: Option<String>,
-    /// Time allowed beyond the job's timeout for boot, fetch and publish (default 900 s).
-    #[serde(default = "default_margin")]
-    pub margin_seconds: u64,
-    /// How often a run's status and instance are checked (default 10 s).
-    #[serde(default = "default_poll")]
-    pub poll_seconds: u64,
-    /// This launcher's name, tagged on its instances; the reaper ends only instances with its
-    /// own name (or any past their deadline). Default `telejob`.
-    #[serde(default = "default_launcher")]
-    pub launcher: String,
-    /// The `telejob` binary instances run (default: this executable). It must suit the AMI's
-    /// architecture and C library.
-    pub agent_binary: Option<PathBuf>,
-    /// Extra tags on every instance (cost allocation, ownership).
-    #[serde(default)]
-    pub extra_tags: BTreeMap<String, String>,
-    /// Run jobs even on an image with neither `iptables` nor `nft`, where they could read the
-    /// instance profile's credentials from instance metadata (default false: such a run fails,
-    /// saying why).
-    #[serde(default)]
-    pub allow_metadata_access: bool,
-}
-
-fn default_type() -> String {
-    "t3.small".into()
-}
-fn default_margin() -> u64 {
-    900
-}
-fn default_poll() -> u64 {
-    10
-}
-fn default_launcher() -> String {
-    "telejob".into()
-}
-
-impl Ec2Settings {
-    /// Settings for `ami` with every default.
-    pub fn new(ami: impl Into<String>) -> Self {
-        Self {
-            ami: ami.into(),
-            instance_type: default_type(),
-            allowed_instance_types: Vec::new(),
-            subnet_id: None,
-            security_group_ids: Vec::new(),
-            instance_profile: None,
-            worker_instance_profile: None,
-            key_name: None,
-            margin_seconds: default_margin(),
-            poll_seconds: default_poll(),
-            launcher: default_launcher(),
-            agent_binary: None,
-            extra_tags: BTreeMap::new(),
-            allow_metadata_access: false,
-        }
-    }
-
-    /// Whether runs may ask for instance type `t`.
-    pub fn allowed(&self, t: &str) -> bool {
-        if self.allowed_instance_types.is_empty() {
-            t == self.instance_type
-        } else {
-            self.allowed_instance_types.iter().any(|a| a == t)
-        }
-    }
-
-    /// The instance types runs may ask for, comma-separated.
-    pub fn allowed_list(&self) -> String {
-        if self.allowed_instance_types.is_empty() {
-            self.instance_type.clone()
-        } else {
-            self.allowed_instance_types.join(", ")
-        }
-    }
-}
-
-/// Builds an [`Ec2Compute`].
-#[derive(Debug, Clone)]
-pub struct Ec2ComputeBuilder {
-    settings: Ec2Settings,
-    aws: AwsOptions,
-    public: S3Store,
-    private: S3Store,
-    instance_type: Option<String>,
-    retry: RetryPolicy,
-}
-
-impl Ec2ComputeBuilder {
-    /// A builder: runs publish to `public`; code, requests, status and logs live in `private`.
-    pub fn new(settings: Ec2Settings, public: S3Store, private: S3Store) -> Self {
-        Self {
-            settings,
-            aws: AwsOptions::default(),
-            public,
-            private,
-            instance_type: None,
-            retry: RetryPolicy::default(),
-        }
-    }
-
-    /// Region, endpoint and credentials for EC2 (default: the standard chain).
-    pub fn with_aws(mut self, aws: AwsOptions) -> Self {
-        self.aws = aws;
-        self
-    }
-
-    /// Runs use `instance_type`, which must be in the operator's allowlist.
-    pub fn with_instance_type(mut self, t: impl Into<String>) -> Self {
-        self.instance_type = Some(t.into());
-        self
-    }
-
-    /// Retries throttling and capacity errors `attempts` times, backing off from `base` up to
-    /// `cap` with full jitter (default 6 attempts, 0.5 s to 20 s).
-    pub fn with_retries(mut self, attempts: u32, base: Duration, cap: Duration) -> Self {
-        self.retry = RetryPolicy {
-            attempts: attempts.max(1),
-            base,
-            cap,
-        };
-        self
-    }
-
-    /// Checks the settings and makes the EC2 client. Nothing is sent yet.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Config`] naming the setting that is wrong.
-    pub async fn build(self) -> Result<Ec2Compute> {
-        let s = &self.settings;
-        if s.ami.trim().is_empty() {
-            return Err(Error::config("ec2.ami", "set the AMI id, e.g. ami-0abc…"));
-        }
-        let instance_type = self
-            .instance_type
-            .unwrap_or_else(|| s.instance_type.clone());
-        if !s.allowed(&instance_type) {
-            return Err(Error::invalid(
-                "instance_type",
-                format!(
-                    "{instance_type} is not allowed here; allowed: {}",
-                    s.allowed_list()
-                ),
-            ));
-        }
-        if s.launcher.is_empty() || s.launcher.len() > 128 {
-            return Err(Error::config(
-                "ec2.launcher",
-                "give a name of 1-128 characters",
-            ));
-        }
-        let sdk = self.aws.load().await;
-        let client = Client::new(&sdk);
-        let s3_region = Some(self.private.region().to_string());
-        let s3_endpoint = self.private.endpoint().map(str::to_string);
-        Ok(Ec2Compute {
-            inner: Arc::new(Inner {
-                client,
-                settings: self.settings,
-                instance_type,
-                public: self.public,
-                private: self.private,
-                s3_region,
-                s3_endpoint,
-                retry: self.retry,
-                runs: Mutex::new(HashMap::new()),
-                agent_key: OnceCell::new(),
-            }),
-        })
-    }
 }
 
 /// A run this process follows.
@@ -466,10 +266,13 @@ impl Ec2Compute {
         let s = &self.inner.settings;
         match &req.instance_type {
             None => Ok(self.inner.instance_type.clone()),
-            Some(t) if s.allowed(t) => Ok(t.clone()),
+            Some(t) if s.machine_types().allows(t) => Ok(t.clone()),
             Some(t) => Err(Error::invalid(
                 "instance_type",
-                format!("{t} is not allowed here; allowed: {}", s.allowed_list()),
+                format!(
+                    "{t} is not allowed here; allowed: {}",
+                    s.machine_types().allowed_list()
+                ),
             )),
         }
     }
@@ -491,7 +294,7 @@ impl Ec2Compute {
             );
             return Ok(id.to_string());
         }
-        let staged = telejob_core::fetch::stage_code(&*self.inner.private, req).await?;
+        let staged = telejob_core::agent::fetch::stage_code(&*self.inner.private, req).await?;
         let request_key = format!("{}request.json", keys::run_prefix(&req.job, &req.run_id));
         self.inner.private.put_json(&request_key, &staged).await?;
         let agent_key = self.agent_key().await?;
@@ -600,7 +403,18 @@ impl Compute for Ec2Compute {
             network: true,
             ..Default::default()
         };
+        c.machine_types = Some(self.inner.settings.machine_types());
+        c.reaper = true;
+        c.workers = true;
         c
+    }
+
+    fn reaper(&self) -> Option<Arc<dyn telejob_core::compute::Reaper>> {
+        Some(Arc::new(self.clone()))
+    }
+
+    fn workers(&self) -> Option<Arc<dyn telejob_core::worker::WorkerBackend>> {
+        Some(Arc::new(self.ec2_workers()))
     }
 
     async fn launch(&self, req: RunRequest, opts: LaunchOptions) -> Result<()> {

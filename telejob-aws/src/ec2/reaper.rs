@@ -3,36 +3,14 @@
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::Utc;
 use telejob_core::Result;
+use telejob_core::compute::{ReapReason, Reaped, Reaper};
 use telejob_core::job::JobName;
 use telejob_core::run::RunId;
 
 use super::{Ec2Compute, api, tags};
-
-/// Why the reaper ended an instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ReapReason {
-    /// The run's status says it is over.
-    Finished,
-    /// This launcher does not follow the run (launched by a process that is gone, and not
-    /// reattached).
-    Unknown,
-    /// The deadline tag has passed.
-    PastDeadline,
-}
-
-/// One instance the reaper terminated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reaped {
-    /// The instance.
-    pub instance_id: String,
-    /// Its run, from the tag.
-    pub run_id: String,
-    /// Why.
-    pub reason: ReapReason,
-}
 
 impl Ec2Compute {
     /// One pass: terminates every live instance tagged with a telejob run that is past its
@@ -101,19 +79,10 @@ impl Ec2Compute {
             .await
             .is_some_and(|r| r.state.is_terminal())
     }
-
-    /// Runs [`reap`](Self::reap) now and then every `every`, until the task is aborted.
-    pub fn spawn_reaper(&self, every: Duration) -> tokio::task::JoinHandle<()> {
-        let me = self.clone();
-        tokio::spawn(async move {
-            loop {
-                match me.reap().await {
-                    Ok(r) if !r.is_empty() => tracing::warn!(count = r.len(), "reaped instances"),
-                    Ok(_) => {}
-                    Err(e) => tracing::error!(error = %e, "reaper pass failed"),
-                }
-                tokio::time::sleep(every).await;
-            }
-        })
+}
+#[async_trait]
+impl Reaper for Ec2Compute {
+    async fn reap(&self) -> Result<Vec<Reaped>> {
+        Ec2Compute::reap(self).await
     }
 }

@@ -95,7 +95,7 @@ finish $?
 "#,
         run = b.run_id,
         uids = {
-            let r = telejob_core::sandbox::UidRange::default();
+            let r = telejob_core::agent::sandbox::UidRange::default();
             format!("{}-{}", r.first, r.last())
         },
         job = b.job,

@@ -7,11 +7,14 @@
 
 use std::time::Duration;
 
+use async_trait::async_trait;
+
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::{Filter, Instance, Tag};
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
-use telejob_core::worker::{LOGIN_USER, SshPublicKey};
+use telejob_core::worker::{
+    LOGIN_USER, MachineTypes, SshPublicKey, WorkerBackend, WorkerInstance, WorkerLaunch,
+};
 use telejob_core::{Error, Result};
 
 use super::api::{self, RetryPolicy};
@@ -19,78 +22,31 @@ use super::userdata::sh_quote;
 use super::{Ec2Compute, Ec2Settings, tags};
 use crate::config::AwsOptions;
 
-/// What a worker launch needs.
-#[derive(Debug, Clone)]
-pub struct WorkerLaunch<'a> {
-    /// Its name (unique among live workers).
-    pub name: &'a str,
-    /// Its owner.
-    pub owner: &'a str,
-    /// The key the login user accepts.
-    pub key: &'a SshPublicKey,
-    /// When it ends (the server terminates it then; the reaper too).
-    pub deadline: DateTime<Utc>,
-    /// The dead-man shutdown: the machine powers itself off this long after boot, whatever
-    /// happens (the operator's maximum lifetime, so that extensions stay possible).
-    pub hard_stop: Duration,
-    /// The instance type (default: the `[ec2]` default); must be allowed.
-    pub instance_type: Option<&'a str>,
-}
-
-/// A worker as EC2 knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct WorkerInstance {
-    /// The instance.
-    pub instance_id: String,
-    /// The worker's name.
-    pub name: String,
-    /// Its owner.
-    pub owner: String,
-    /// When it ends.
-    pub deadline: Option<DateTime<Utc>>,
-    /// The instance state (`pending`, `running`, `shutting-down`, `terminated`, …).
-    pub state: String,
-    /// Where to reach it: the public address, else the private one.
-    pub address: Option<String>,
-    /// The instance type.
-    pub instance_type: String,
-    /// When it was launched.
-    pub launched_at: Option<DateTime<Utc>>,
-}
-
-impl WorkerInstance {
-    /// The `ssh` command line for it, once it has an address.
-    pub fn ssh_command(&self) -> Option<String> {
-        self.address
-            .as_ref()
-            .map(|a| format!("ssh {LOGIN_USER}@{a}"))
-    }
-
-    fn from_instance(i: &Instance) -> Option<Self> {
-        Some(Self {
-            instance_id: i.instance_id()?.to_string(),
-            name: api::tag(i, tags::WORKER)?.to_string(),
-            owner: api::tag(i, tags::OWNER).unwrap_or("").to_string(),
-            deadline: api::deadline(i),
-            state: i
-                .state()
-                .and_then(|s| s.name())
-                .map(|n| n.as_str().to_string())
-                .unwrap_or_default(),
-            address: i
-                .public_ip_address()
-                .or(i.public_dns_name().filter(|d| !d.is_empty()))
-                .or(i.private_ip_address())
-                .map(str::to_string),
-            instance_type: i
-                .instance_type()
-                .map(|t| t.as_str().to_string())
-                .unwrap_or_default(),
-            launched_at: i
-                .launch_time()
-                .and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
-        })
-    }
+/// A worker as EC2 reports it.
+fn worker_of(i: &Instance) -> Option<WorkerInstance> {
+    Some(WorkerInstance {
+        instance_id: i.instance_id()?.to_string(),
+        name: api::tag(i, tags::WORKER)?.to_string(),
+        owner: api::tag(i, tags::OWNER).unwrap_or("").to_string(),
+        deadline: api::deadline(i),
+        state: i
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_string())
+            .unwrap_or_default(),
+        address: i
+            .public_ip_address()
+            .or(i.public_dns_name().filter(|d| !d.is_empty()))
+            .or(i.private_ip_address())
+            .map(str::to_string),
+        instance_type: i
+            .instance_type()
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_default(),
+        launched_at: i
+            .launch_time()
+            .and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
+    })
 }
 
 /// Launches, lists, extends and ends workers.
@@ -103,7 +59,7 @@ pub struct Ec2Workers {
 
 impl Ec2Compute {
     /// The workers of this EC2 account and settings, through this backend's client.
-    pub fn workers(&self) -> Ec2Workers {
+    pub fn ec2_workers(&self) -> Ec2Workers {
         Ec2Workers {
             client: self.inner.client.clone(),
             settings: self.inner.settings.clone(),
@@ -161,6 +117,59 @@ impl Ec2Workers {
         &self.settings
     }
 
+    async fn find(&self, name: Option<&str>) -> Result<Vec<WorkerInstance>> {
+        let tag = match name {
+            Some(n) => Filter::builder()
+                .name(format!("tag:{}", tags::WORKER))
+                .values(n)
+                .build(),
+            None => Filter::builder()
+                .name("tag-key")
+                .values(tags::WORKER)
+                .build(),
+        };
+        let states = Filter::builder()
+            .name("instance-state-name")
+            .set_values(Some(
+                api::LIVE_STATES.iter().map(|s| s.to_string()).collect(),
+            ))
+            .build();
+        let client = &self.client;
+        let mut out = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let page = api::with_retries(self.retry, "DescribeInstances", || {
+                client
+                    .describe_instances()
+                    .filters(tag.clone())
+                    .filters(states.clone())
+                    .set_next_token(next.clone())
+                    .send()
+            })
+            .await
+            .map_err(|e| e.into_error("list workers"))?;
+            for r in page.reservations() {
+                out.extend(r.instances().iter().filter_map(worker_of));
+            }
+            next = page.next_token().map(str::to_string);
+            if next.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// The machine types workers may ask for (those of the runs).
+    fn types(&self) -> MachineTypes {
+        self.settings.machine_types()
+    }
+}
+
+#[async_trait]
+impl WorkerBackend for Ec2Workers {
+    fn machine_types(&self) -> MachineTypes {
+        self.types()
+    }
+
     /// Launches a worker and returns it as EC2 first reports it (usually `pending`, without an
     /// address yet). A live worker of that name is refused.
     ///
@@ -168,16 +177,17 @@ impl Ec2Workers {
     ///
     /// The `name` field when a live worker has it, `instance_type` when it is not allowed, or
     /// EC2 errors. Nothing is left running when the launch fails.
-    pub async fn launch(&self, w: &WorkerLaunch<'_>) -> Result<WorkerInstance> {
+    async fn launch(&self, w: &WorkerLaunch<'_>) -> Result<WorkerInstance> {
         telejob_core::worker::validate_name(w.name)?;
         let s = &self.settings;
         let instance_type = w.instance_type.unwrap_or(&s.instance_type).to_string();
-        if !s.allowed(&instance_type) {
+        let types = self.types();
+        if !types.allows(&instance_type) {
             return Err(Error::invalid(
                 "instance_type",
                 format!(
                     "{instance_type} is not allowed here; allowed: {}",
-                    s.allowed_list()
+                    types.allowed_list()
                 ),
             ));
         }
@@ -214,7 +224,7 @@ impl Ec2Workers {
         .map_err(|e| e.into_error("launch worker"))?;
         out.instances()
             .first()
-            .and_then(WorkerInstance::from_instance)
+            .and_then(worker_of)
             .ok_or_else(|| Error::Compute {
                 op: "launch worker",
                 reason: "EC2 started no instance".into(),
@@ -228,7 +238,7 @@ impl Ec2Workers {
     /// # Errors
     ///
     /// EC2 errors.
-    pub async fn list(&self) -> Result<Vec<WorkerInstance>> {
+    async fn list(&self) -> Result<Vec<WorkerInstance>> {
         self.find(None).await
     }
 
@@ -237,53 +247,8 @@ impl Ec2Workers {
     /// # Errors
     ///
     /// EC2 errors.
-    pub async fn get(&self, name: &str) -> Result<Option<WorkerInstance>> {
+    async fn get(&self, name: &str) -> Result<Option<WorkerInstance>> {
         Ok(self.find(Some(name)).await?.into_iter().next())
-    }
-
-    async fn find(&self, name: Option<&str>) -> Result<Vec<WorkerInstance>> {
-        let tag = match name {
-            Some(n) => Filter::builder()
-                .name(format!("tag:{}", tags::WORKER))
-                .values(n)
-                .build(),
-            None => Filter::builder()
-                .name("tag-key")
-                .values(tags::WORKER)
-                .build(),
-        };
-        let states = Filter::builder()
-            .name("instance-state-name")
-            .set_values(Some(
-                api::LIVE_STATES.iter().map(|s| s.to_string()).collect(),
-            ))
-            .build();
-        let client = &self.client;
-        let mut out = Vec::new();
-        let mut next: Option<String> = None;
-        loop {
-            let page = api::with_retries(self.retry, "DescribeInstances", || {
-                client
-                    .describe_instances()
-                    .filters(tag.clone())
-                    .filters(states.clone())
-                    .set_next_token(next.clone())
-                    .send()
-            })
-            .await
-            .map_err(|e| e.into_error("list workers"))?;
-            for r in page.reservations() {
-                out.extend(
-                    r.instances()
-                        .iter()
-                        .filter_map(WorkerInstance::from_instance),
-                );
-            }
-            next = page.next_token().map(str::to_string);
-            if next.is_none() {
-                return Ok(out);
-            }
-        }
     }
 
     /// Moves a worker's deadline tag.
@@ -291,7 +256,7 @@ impl Ec2Workers {
     /// # Errors
     ///
     /// EC2 errors.
-    pub async fn set_deadline(&self, instance_id: &str, deadline: DateTime<Utc>) -> Result<()> {
+    async fn set_deadline(&self, instance_id: &str, deadline: DateTime<Utc>) -> Result<()> {
         let tag = Tag::builder()
             .key(tags::DEADLINE)
             .value(deadline.to_rfc3339_opts(SecondsFormat::Secs, true))
@@ -314,7 +279,7 @@ impl Ec2Workers {
     /// # Errors
     ///
     /// EC2 errors.
-    pub async fn terminate(&self, instance_id: &str) -> Result<()> {
+    async fn terminate(&self, instance_id: &str) -> Result<()> {
         api::terminate_confirmed(
             &self.client,
             self.retry,
@@ -330,7 +295,7 @@ impl Ec2Workers {
     /// # Errors
     ///
     /// EC2 errors.
-    pub async fn state(&self, instance_id: &str) -> Result<Option<String>> {
+    async fn state(&self, instance_id: &str) -> Result<Option<String>> {
         Ok(api::state_of(&self.client, self.retry, instance_id)
             .await
             .map_err(|e| e.into_error("describe worker"))?
@@ -344,7 +309,7 @@ impl Ec2Workers {
     /// # Errors
     ///
     /// EC2 errors listing them; a failure to end one is logged and retried on the next pass.
-    pub async fn reap(
+    async fn reap(
         &self,
         followed: &std::collections::HashSet<String>,
     ) -> Result<Vec<WorkerInstance>> {

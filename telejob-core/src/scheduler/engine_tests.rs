@@ -8,11 +8,13 @@ use tokio::sync::watch;
 
 use super::clock::TokioClock;
 use super::notify::NoObserver;
+use super::notify::{EventKind, JobEvent};
 use super::persist::MemorySchedulerStore;
 use super::*;
-use crate::compute::ComputeCapabilities;
+use crate::compute::{ComputeCapabilities, LaunchOptions, RunEvent};
 use crate::job::JobSpec;
-use crate::policy::MissedPolicy;
+use crate::policy::{MissedPolicy, OverlapPolicy};
+use crate::run::RunRequest;
 use crate::schedule::ScheduleSpec;
 
 /// Runs "succeed after N seconds" (`ok N`), "fail after N seconds" (`fail N`) or "time out after
@@ -603,22 +605,11 @@ async fn a_recovered_interrupted_run_is_retried_per_policy_and_a_manual_one_is_n
     fx.add(spec, "2014-03-08T12:00:00Z");
     let s = fx.scheduler();
     s.start().await.expect("start");
-    let mut run = Run::pending(&RunRequest {
-        run_id: RunId::new(),
-        job: JobName::new("i").expect("name"),
-        code: "/code.tgz".into(),
-        command: "ok 1".into(),
-        output_dir: "output".into(),
-        timeout: Duration::from_secs(60),
-        env: Default::default(),
-        scheduled_for: t("2014-03-08T12:00:00Z"),
-        visibility: Default::default(),
-        dry_run: false,
-        owner: None,
-        limits: Default::default(),
-        secrets: Default::default(),
-        instance_type: None,
-    });
+    let mut run = Run::pending(
+        &RunRequest::new(JobName::new("i").expect("name"), "/code.tgz", "ok 1")
+            .with_timeout(Duration::from_secs(60))
+            .with_scheduled_for(t("2014-03-08T12:00:00Z")),
+    );
     run.state = RunState::Interrupted;
     s.recovered(run.clone(), Trigger::Scheduled, 0).await;
     s.recovered(run, Trigger::Manual, 0).await;

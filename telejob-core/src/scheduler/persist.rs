@@ -31,6 +31,27 @@ pub struct JobState {
     pub last_failed: bool,
 }
 
+impl JobState {
+    /// A job of `owner` as first saved: no code yet, not paused, due from now on.
+    pub fn new(spec: JobSpec, owner: impl Into<String>) -> Self {
+        Self {
+            spec,
+            owner: owner.into(),
+            code: None,
+            paused: false,
+            expired: false,
+            cursor: Utc::now(),
+            last_failed: false,
+        }
+    }
+
+    /// Sets where the code is (`store:<key>`, a path or URL).
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.code = Some(code.into());
+        self
+    }
+}
+
 /// Why a run exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -180,6 +201,11 @@ impl MemorySchedulerStore {
         v
     }
 
+    /// The latest record of run `id`.
+    pub fn run(&self, id: &RunId) -> Option<Run> {
+        self.lock().runs.get(id).map(|(_, r)| r.clone())
+    }
+
     /// A job's state.
     pub fn job(&self, job: &str) -> Option<JobState> {
         self.lock()
@@ -234,5 +260,34 @@ impl SchedulerStore for MemorySchedulerStore {
             j.expired = true;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{
+        SCHEDULER_STORE_CHECKS, SchedulerStoreFixture, scheduler_store_conformance,
+    };
+
+    struct Fx(MemorySchedulerStore);
+
+    #[async_trait]
+    impl SchedulerStoreFixture for Fx {
+        fn store(&self) -> &dyn SchedulerStore {
+            &self.0
+        }
+        async fn add_job(&self, job: JobState) {
+            self.0.put_job(job).expect("put_job");
+        }
+        async fn run(&self, id: &RunId) -> Option<Run> {
+            self.0.run(id)
+        }
+    }
+
+    #[tokio::test]
+    async fn the_memory_store_keeps_the_scheduler_store_contract() {
+        let ran = scheduler_store_conformance(&Fx(MemorySchedulerStore::new())).await;
+        assert_eq!(ran, SCHEDULER_STORE_CHECKS);
     }
 }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use telejob_core::pipeline::{FailureKind, Pipeline, RunStores};
+use telejob_core::agent::pipeline::{FailureKind, Pipeline, RunStores};
+use telejob_core::agent::sandbox::{Identity, SandboxOptions};
 use telejob_core::run::{Run, RunRequest, RunState, keys};
-use telejob_core::sandbox::{Identity, SandboxOptions};
 use telejob_core::store::PutOptions;
 use tokio_util::sync::CancellationToken;
 
@@ -43,9 +43,10 @@ pub async fn agent(a: AgentArgs) -> anyhow::Result<ExitCode> {
     let body = std::fs::read(&a.request).with_context(|| a.request.display().to_string())?;
     let req: RunRequest = serde_json::from_slice(&body)
         .map_err(|e| bad(format!("--request: not a run request: {e}")))?;
-    let mut cfg = AwsConfig::default();
-    cfg.aws.region = a.s3_region.clone();
-    cfg.aws.endpoint = a.s3_endpoint.clone();
+    let cfg = AwsConfig {
+        aws: backends::AwsTable::with(a.s3_region.clone(), a.s3_endpoint.clone()),
+        ..AwsConfig::default()
+    };
     let stores = RunStores {
         public: backends::store("--public", &a.public, &cfg).await?,
         private: backends::store("--private", &a.private, &cfg).await?,

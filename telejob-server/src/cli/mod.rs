@@ -2,11 +2,15 @@
 
 mod agent;
 mod client;
+mod db;
 mod exit;
+mod jobs;
 mod package;
 mod progress;
 mod run;
+mod runs;
 mod schedule;
+mod token;
 mod worker;
 
 use std::process::ExitCode;
@@ -61,14 +65,14 @@ enum Command {
         #[command(flatten)]
         server: client::ServerArgs,
         #[command(subcommand)]
-        cmd: client::JobsCmd,
+        cmd: jobs::JobsCmd,
     },
     /// Inspect runs on a server.
     Runs {
         #[command(flatten)]
         server: client::ServerArgs,
         #[command(subcommand)]
-        cmd: client::RunsCmd,
+        cmd: runs::RunsCmd,
     },
     /// Analysis workers: fresh machines with your SSH key and a hard lifetime, to develop and
     /// test a job before scheduling it (through a server, or --compute ec2 without one).
@@ -76,47 +80,12 @@ enum Command {
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
-        cmd: TokenCmd,
+        cmd: token::TokenCmd,
     },
     /// Operate on the server's database.
     Db {
         #[command(subcommand)]
-        cmd: DbCmd,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum DbCmd {
-    /// Copy an installation's whole state (users, token hashes, jobs, code versions, runs,
-    /// secrets, sessions…) into an empty database, in one transaction, then check the row
-    /// counts of every table. Stop the servers first.
-    Copy {
-        /// The source: sqlite:PATH (for example sqlite:telejob-data/telejob.db).
-        #[arg(long, value_name = "DATABASE")]
-        from: crate::server::Location,
-        /// The target: postgres://user:password@host:port/database (or sqlite:PATH).
-        #[arg(long, value_name = "DATABASE")]
-        to: crate::server::Location,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum TokenCmd {
-    /// Print a new token for USER (created if missing), writing directly to the server's
-    /// database: run it on the server's host.
-    Create {
-        /// The user.
-        #[arg(long)]
-        user: String,
-        /// The server's data directory.
-        #[arg(long, env = "TELEJOB_DATA_DIR", default_value = "telejob-data")]
-        data_dir: std::path::PathBuf,
-        /// The server's database, as `serve` takes it (default: sqlite:<data-dir>/telejob.db).
-        #[arg(long, env = "TELEJOB_DATABASE_URL", value_name = "DATABASE")]
-        database: Option<crate::server::Location>,
-        /// Make the user an admin.
-        #[arg(long)]
-        admin: bool,
+        cmd: db::DbCmd,
     },
 }
 
@@ -128,31 +97,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schedule(a) => schedule::schedule(a),
         Command::Agent(a) => agent::agent(a).await,
         Command::Serve(a) => crate::server::serve(a).await,
-        Command::Jobs { server, cmd } => client::jobs(server, cmd).await,
-        Command::Runs { server, cmd } => client::runs(server, cmd).await,
+        Command::Jobs { server, cmd } => jobs::jobs(server, cmd).await,
+        Command::Runs { server, cmd } => runs::runs(server, cmd).await,
         Command::Worker(a) => worker::worker(*a).await,
-        Command::Token {
-            cmd:
-                TokenCmd::Create {
-                    user,
-                    data_dir,
-                    database,
-                    admin,
-                },
-        } => {
-            let token =
-                crate::server::create_token(&data_dir, database.as_ref(), &user, admin).await?;
-            println!("{token}");
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Db {
-            cmd: DbCmd::Copy { from, to },
-        } => {
-            for (table, rows) in crate::server::copy_database(&from, &to).await? {
-                println!("{table}: {rows}");
-            }
-            eprintln!("telejob: copied {from} into {to}; every table's row count matches");
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Token { cmd } => token::token(cmd).await,
+        Command::Db { cmd } => db::db(cmd).await,
     }
 }

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use telejob_core::archive::pack_dir;
-use telejob_core::fetch::HashingReader;
-use telejob_core::unpack::{UnpackLimits, unpack};
+use telejob_core::agent::archive::pack_dir;
+use telejob_core::agent::fetch::HashingReader;
+use telejob_core::agent::unpack::{UnpackLimits, unpack};
 
 use crate::error::bad;
 

@@ -8,21 +8,19 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use clap::{Args, ValueEnum};
+use telejob_core::agent::fetch::CodeSource;
+use telejob_core::agent::pipeline::{FailureKind, RunStores};
+use telejob_core::agent::sandbox::{CgroupMode, Identity, NamespaceMode, SandboxOptions};
 use telejob_core::compute::{Compute, LaunchOptions};
-use telejob_core::fetch::CodeSource;
 use telejob_core::job::{
     JobName, Visibility, validate_command, validate_env_var, validate_output_dir,
 };
 use telejob_core::limits::{Bytes, Cpus, Network, ResourceLimits};
-use telejob_core::pipeline::{FailureKind, RunStores};
-use telejob_core::run::{RunId, RunRequest, RunState};
-use telejob_core::sandbox::{CgroupMode, Identity, NamespaceMode, RunAs, SandboxOptions, UidRange};
-use telejob_local::LocalCompute;
+use telejob_core::run::{RunRequest, RunState};
 
 use super::progress;
-use crate::backends;
+use crate::backends::{self, ComputeKind};
 use crate::error::bad;
-use crate::http_fetch::HttpFetcher;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -53,8 +51,8 @@ pub struct RunArgs {
     private_to: Option<String>,
     /// Where the run executes: local (this machine) or ec2 (a fresh instance, configured by the
     /// [ec2] table of --config; stores must be s3://).
-    #[arg(long, value_enum, default_value_t = ComputeArg::Local)]
-    compute: ComputeArg,
+    #[arg(long, value_enum, default_value_t = ComputeKind::Local)]
+    compute: ComputeKind,
     /// A config file, as for `telejob serve`: stores, [aws], [s3], [ec2] (see docs/aws.md).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -124,12 +122,6 @@ pub struct RunArgs {
 enum VisibilityArg {
     Public,
     Private,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum ComputeArg {
-    Local,
-    Ec2,
 }
 
 /// Parses `90s`, `175m`, `3h`, `1h30m`; a bare number is minutes.
@@ -227,7 +219,7 @@ pub async fn shell(a: ShellArgs) -> anyhow::Result<ExitCode> {
         timeout: a.lifetime,
         publish_to: Some(place("public")),
         private_to: Some(place("private")),
-        compute: ComputeArg::Local,
+        compute: ComputeKind::Local,
         config: None,
         instance_type: None,
         job_name: a.job_name,
@@ -259,6 +251,87 @@ async fn run_with(a: RunArgs, interactive: bool) -> anyhow::Result<ExitCode> {
         None => crate::config::Config::default(),
     };
     let aws = cfg.aws_config();
+    let (publish_to, private_to) = store_urls(&a, &cfg, &aws)?;
+    // Catch the common mistakes before anything starts, in one line each.
+    let req = request(&a)?;
+    let identity = Identity::from_settings(
+        a.run_as.as_deref().map(|u| ("--run-as", u)),
+        a.uid_range.as_deref().map(|r| ("--uid-range", r)),
+    )?;
+    let public = backends::store("--publish-to", &publish_to, &aws).await?;
+    let private = backends::store("--private-to", &private_to, &aws).await?;
+    let local = if a.compute.is_remote() {
+        None
+    } else {
+        let sandbox = SandboxOptions {
+            cgroup: a.cgroup,
+            namespaces: a.namespaces,
+            identity,
+            kill_grace: a.kill_grace,
+            ..SandboxOptions::default()
+        };
+        Some(Arc::new(backends::one_run_compute(
+            RunStores::new(public.clone(), private.clone()),
+            sandbox,
+            interactive,
+        )?))
+    };
+    let compute: Arc<dyn Compute> = match &local {
+        Some(l) => l.clone(),
+        None => {
+            backends::remote_compute(
+                &aws,
+                &publish_to,
+                &private_to,
+                a.instance_type.as_deref(),
+                Some("telejob-cli"),
+            )
+            .await?
+        }
+    };
+    let job = req.job.clone();
+    if interactive {
+        eprintln!(
+            "telejob: a fresh worker shell for {job}: the code is here, write results to {}/; it ends in {} (exit to end it sooner)",
+            req.output_dir,
+            humantime::format_duration(req.timeout)
+        );
+    } else if std::io::IsTerminal::is_terminal(&std::io::stderr()) || a.compute.is_remote() {
+        eprintln!(
+            "telejob: run {} of job {job} on {}",
+            req.run_id,
+            compute.capabilities().name
+        );
+    }
+    compute
+        .launch(
+            req.clone(),
+            LaunchOptions::default().with_events(progress::sink(a.quiet)),
+        )
+        .await?;
+    let run = tokio::select! {
+        r = compute.wait(&req.run_id) => r?,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("telejob: interrupted; ending the run");
+            compute.cancel(&req.run_id).await?;
+            compute.wait(&req.run_id).await?
+        }
+    };
+    let stores = RunStores::new(public, private);
+    let bad_input = local
+        .as_ref()
+        .and_then(|l| l.failure_kind(&req.run_id))
+        .is_some_and(|k| k == FailureKind::BadInput);
+    Ok(report(&run, &req, &stores, interactive, bad_input))
+}
+
+/// The stores of `--publish-to` and `--private-to` (or the config's, or the defaults), checked
+/// for the compute: remote runs read and write through S3.
+fn store_urls(
+    a: &RunArgs,
+    cfg: &crate::config::Config,
+    aws: &backends::AwsConfig,
+) -> anyhow::Result<(String, String)> {
     let publish_to = a
         .publish_to
         .clone()
@@ -269,18 +342,22 @@ async fn run_with(a: RunArgs, interactive: bool) -> anyhow::Result<ExitCode> {
         .clone()
         .or(cfg.private_store.clone())
         .unwrap_or_else(|| "telejob-private".into());
-    if a.compute == ComputeArg::Ec2 && aws.ec2.is_none() {
+    if a.compute.is_remote() && aws.ec2.is_none() {
         return Err(bad(
             "--compute ec2 needs --config FILE with an [ec2] table (at least ami = \"ami-…\"); see docs/aws.md",
         ));
     }
     for (flag, url) in [("--publish-to", &publish_to), ("--private-to", &private_to)] {
         backends::store_kind(flag, url)?;
-        if a.compute == ComputeArg::Ec2 {
+        if a.compute.is_remote() {
             backends::require_s3(flag, url)?;
         }
     }
-    // Catch the common mistakes before anything starts, in one line each.
+    Ok((publish_to, private_to))
+}
+
+/// The run request the flags describe; every flag checked, each mistake one line naming it.
+fn request(a: &RunArgs) -> anyhow::Result<RunRequest> {
     validate_command(&a.command).map_err(|e| bad(format!("--{e}")))?;
     validate_output_dir(&a.output_dir).map_err(|e| {
         bad(format!(
@@ -328,17 +405,6 @@ async fn run_with(a: RunArgs, interactive: bool) -> anyhow::Result<ExitCode> {
             .with_timezone(&Utc),
         None => Utc::now(),
     };
-    let identity = match (&a.run_as, &a.uid_range) {
-        (Some(u), _) => {
-            Identity::Fixed(RunAs::lookup(u).map_err(|e| bad(format!("--run-as: {e}")))?)
-        }
-        (None, Some(r)) => {
-            let range = UidRange::parse("--uid-range", r)?;
-            range.check_against_accounts()?;
-            Identity::Dynamic(range)
-        }
-        (None, None) => Identity::default_for_current_user(),
-    };
     let limits = ResourceLimits {
         memory: a.memory,
         cpu: a.cpus,
@@ -352,46 +418,6 @@ async fn run_with(a: RunArgs, interactive: bool) -> anyhow::Result<ExitCode> {
             errs[0].to_string().trim_start_matches("limits.")
         )));
     }
-    let public = backends::store("--publish-to", &publish_to, &aws).await?;
-    let private = backends::store("--private-to", &private_to, &aws).await?;
-    let sandbox = SandboxOptions {
-        cgroup: a.cgroup,
-        namespaces: a.namespaces,
-        identity,
-        kill_grace: a.kill_grace,
-        ..SandboxOptions::default()
-    };
-    let local = match a.compute {
-        ComputeArg::Local => {
-            let b = LocalCompute::builder(RunStores {
-                public: public.clone(),
-                private: private.clone(),
-            })
-            .with_sandbox(sandbox)
-            .with_max_concurrent(1)
-            .with_fetcher(Arc::new(HttpFetcher::new()?));
-            let b = if interactive {
-                b.attached_to_terminal()
-            } else {
-                b
-            };
-            Some(Arc::new(b.build()))
-        }
-        ComputeArg::Ec2 => None,
-    };
-    let compute: Arc<dyn Compute> = match &local {
-        Some(l) => l.clone(),
-        None => Arc::new(
-            backends::ec2_compute(
-                &aws,
-                &publish_to,
-                &private_to,
-                a.instance_type.as_deref(),
-                Some("telejob-cli"),
-            )
-            .await?,
-        ),
-    };
     // A relative code path is taken from the current directory.
     let code = if !a.code.contains("://") && !a.code.starts_with("store:") {
         std::path::absolute(PathBuf::from(&a.code))
@@ -399,59 +425,36 @@ async fn run_with(a: RunArgs, interactive: bool) -> anyhow::Result<ExitCode> {
     } else {
         a.code.clone()
     };
-    let req = RunRequest {
-        run_id: RunId::new(),
-        job: job.clone(),
-        code,
-        command: a.command.clone(),
-        output_dir: a.output_dir.clone(),
-        timeout: a.timeout,
-        env,
-        scheduled_for,
-        visibility: match a.visibility {
+    Ok(RunRequest::new(job, code, a.command.clone())
+        .with_output_dir(a.output_dir.clone())
+        .with_timeout(a.timeout)
+        .with_envs(env)
+        .with_scheduled_for(scheduled_for)
+        .with_visibility(match a.visibility {
             VisibilityArg::Public => Visibility::Public,
             VisibilityArg::Private => Visibility::Private,
-        },
-        dry_run: a.dry_run,
-        owner: None,
-        limits,
-        secrets,
-        instance_type: None,
-    };
-    if interactive {
-        eprintln!(
-            "telejob: a fresh worker shell for {job}: the code is here, write results to {}/; it ends in {} (exit to end it sooner)",
-            req.output_dir,
-            humantime::format_duration(req.timeout)
-        );
-    } else if std::io::IsTerminal::is_terminal(&std::io::stderr()) || a.compute == ComputeArg::Ec2 {
-        eprintln!(
-            "telejob: run {} of job {job} on {}",
-            req.run_id,
-            compute.capabilities().name
-        );
-    }
-    compute
-        .launch(
-            req.clone(),
-            LaunchOptions::default().with_events(progress::sink(a.quiet)),
-        )
-        .await?;
-    let run = tokio::select! {
-        r = compute.wait(&req.run_id) => r?,
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("telejob: interrupted; ending the run");
-            compute.cancel(&req.run_id).await?;
-            compute.wait(&req.run_id).await?
-        }
-    };
+        })
+        .with_dry_run(a.dry_run)
+        .with_limits(limits)
+        .with_secrets(secrets))
+}
+
+/// Prints what the run did and returns its exit status.
+fn report(
+    run: &telejob_core::run::Run,
+    req: &RunRequest,
+    stores: &RunStores,
+    interactive: bool,
+    bad_input: bool,
+) -> ExitCode {
+    let job = &req.job;
     let data_store = match req.visibility {
-        Visibility::Public => public.as_ref(),
-        Visibility::Private => private.as_ref(),
+        Visibility::Public => stores.public.as_ref(),
+        Visibility::Private => stores.private.as_ref(),
     };
     let data_dir = data_store.locate(&format!("{job}/data"));
     if let Some(log) = run.log_key.as_ref().filter(|_| !interactive) {
-        eprintln!("telejob: log: {}", private.locate(log));
+        eprintln!("telejob: log: {}", stores.private.locate(log));
     }
     match run.state {
         RunState::Succeeded => {
@@ -483,21 +486,17 @@ async fn run_with(a: RunArgs, interactive: bool) -> anyhow::Result<ExitCode> {
             if let Some(m) = run.manifest_key.as_ref().filter(|_| !interactive) {
                 println!("manifest: {}", data_store.locate(m));
             }
-            Ok(super::exit::code(run.state, false))
+            super::exit::code(run.state, false)
         }
         RunState::TimedOut => {
             eprintln!("telejob: {}", run.error.as_deref().unwrap_or("timed out"));
-            Ok(super::exit::code(run.state, false))
+            super::exit::code(run.state, false)
         }
-        RunState::Cancelled => Ok(super::exit::code(run.state, false)),
+        RunState::Cancelled => super::exit::code(run.state, false),
         _ => {
             let msg = run.error.as_deref().unwrap_or("the run failed");
             eprintln!("telejob: {msg}");
-            let kind = local.as_ref().and_then(|l| l.failure_kind(&req.run_id));
-            Ok(super::exit::code(
-                run.state,
-                kind == Some(FailureKind::BadInput),
-            ))
+            super::exit::code(run.state, bad_input)
         }
     }
 }

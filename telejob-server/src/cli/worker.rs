@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
-use telejob_aws::{Ec2Workers, WorkerInstance, WorkerLaunch};
-use telejob_core::worker::{self, SshPublicKey};
+use telejob_core::worker::{self, SshPublicKey, WorkerInstance, WorkerLaunch};
 
 use super::client::{Client, ServerArgs};
 use crate::error::bad;
@@ -210,12 +209,14 @@ async fn direct(a: WorkerArgs) -> anyhow::Result<ExitCode> {
         .config
         .ok_or_else(|| bad("--compute ec2 needs --config FILE with [aws] and [ec2] tables"))?;
     let cfg = crate::config::Config::load(&path)?;
-    let settings = cfg
-        .ec2
-        .clone()
-        .ok_or_else(|| bad(format!("--config {}: add an [ec2] table", path.display())))?;
+    if cfg.ec2.is_none() {
+        return Err(bad(format!(
+            "--config {}: add an [ec2] table",
+            path.display()
+        )));
+    }
     let policy = cfg.worker_policy()?;
-    let ec2 = Ec2Workers::new(settings, &cfg.aws.clone().unwrap_or_default()).await?;
+    let ec2 = crate::backends::remote_workers(&cfg.aws_config()).await?;
     let found = |name: &str, w: Option<WorkerInstance>| {
         w.ok_or_else(|| bad(format!("no live worker is named {name:?}")))
     };

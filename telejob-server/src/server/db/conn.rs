@@ -226,7 +226,7 @@ pub struct Db {
     pub(super) backend: Backend,
     pub(super) cache: Arc<ReadCache>,
     /// Opens job secrets for runs; without it, jobs with secrets cannot run.
-    pub(super) secret_box: Option<Arc<crate::server::secrets::SecretBox>>,
+    pub(super) secret_box: Option<Arc<crate::server::db::secret_box::SecretBox>>,
     /// Set on the scheduler's handle: its slot inserts hold only while this lease is held.
     pub(super) fence: Option<Fence>,
 }
@@ -350,7 +350,7 @@ impl Db {
     }
 
     /// This database with the key that opens job secrets.
-    pub fn with_secret_box(mut self, b: crate::server::secrets::SecretBox) -> Self {
+    pub fn with_secret_box(mut self, b: crate::server::db::secret_box::SecretBox) -> Self {
         self.secret_box = Some(Arc::new(b));
         self
     }

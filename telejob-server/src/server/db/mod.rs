@@ -9,6 +9,7 @@ mod lease;
 mod notifications;
 mod rows;
 mod runs;
+pub mod secret_box;
 mod secrets;
 mod sessions;
 
@@ -22,4 +23,5 @@ pub use conn::{Backend, Db, Fence, Location, ts};
 pub use lease::LeaseRow;
 pub use rows::{CodeVersion, JobRow, Tombstone, User};
 pub use runs::LateMark;
+pub use secret_box::SecretBox;
 pub use workers::{WorkerInsert, WorkerRow};

@@ -7,7 +7,7 @@ use telejob_core::Result;
 use telejob_core::run::Secrets;
 
 use super::conn::{Db, db_err, parse_ts, ts};
-use crate::server::secrets::{Sealed, SecretChanges};
+use crate::server::db::secret_box::{Sealed, SecretChanges};
 
 /// A secret as the API shows it: its name and when it was set, never its value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

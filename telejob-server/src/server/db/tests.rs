@@ -23,6 +23,36 @@ async fn databases() -> Vec<(Db, Option<tempfile::TempDir>)> {
     out
 }
 
+/// The database as the scheduler store conformance suite drives it.
+struct Fixture(Db);
+
+#[async_trait::async_trait]
+impl telejob_core::testing::SchedulerStoreFixture for Fixture {
+    fn store(&self) -> &dyn SchedulerStore {
+        &self.0
+    }
+    async fn add_job(&self, job: telejob_core::scheduler::persist::JobState) {
+        self.0.ensure_user(&job.owner, false).await.expect("owner");
+        assert!(
+            self.0
+                .insert_job(&job.spec, &job.owner, job.cursor)
+                .await
+                .expect("insert_job")
+        );
+    }
+    async fn run(&self, id: &telejob_core::run::RunId) -> Option<Run> {
+        self.0.run(id.as_str()).await.expect("run").map(|(r, _)| r)
+    }
+}
+
+#[tokio::test]
+async fn both_databases_keep_the_scheduler_store_contract() {
+    for (db, _keep) in databases().await {
+        let ran = telejob_core::testing::scheduler_store_conformance(&Fixture(db)).await;
+        assert_eq!(ran, telejob_core::testing::SCHEDULER_STORE_CHECKS);
+    }
+}
+
 fn row(job: &str, key: &str) -> RunRow {
     let req: RunRequest = serde_json::from_value(serde_json::json!({
         "run_id": telejob_core::run::RunId::new(), "job": job, "code": "store:x", "command": "true",

@@ -1,0 +1,228 @@
+//! The [`SchedulerStore`] checks: exactly-once slot rows, the cursor that moves with a slot's
+//! first row, run updates, cursors and expiry as `load_jobs` reads them back.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::job::{JobName, JobSpec};
+use crate::run::{Run, RunId, RunRequest, RunState};
+use crate::scheduler::persist::{JobState, RunRow, SchedulerStore, Trigger};
+
+/// What the checks need of a [`SchedulerStore`] beyond the trait: a way to add a job (as its
+/// owner would, through the store's own API) and to read a run back.
+#[async_trait]
+pub trait SchedulerStoreFixture: Send + Sync {
+    /// The store under test.
+    fn store(&self) -> &dyn SchedulerStore;
+    /// Adds `job` (its spec, owner, paused flag and cursor).
+    async fn add_job(&self, job: JobState);
+    /// The latest record of run `id`, if the store has it.
+    async fn run(&self, id: &RunId) -> Option<Run>;
+}
+
+/// The scheduler store checks, by name, in the order [`scheduler_store_conformance`] runs them.
+pub const SCHEDULER_STORE_CHECKS: &[&str] = &[
+    "jobs_load",
+    "slot_once",
+    "slot_once_concurrently",
+    "cursor_moves_with_the_first_attempt",
+    "update_run",
+    "cursor_and_expiry",
+];
+
+/// Runs every scheduler store check against `fx`, each on jobs of its own; returns the names
+/// of the checks run.
+pub async fn scheduler_store_conformance(fx: &dyn SchedulerStoreFixture) -> Vec<&'static str> {
+    scheduler_store_jobs_load(fx).await;
+    scheduler_store_slot_once(fx).await;
+    scheduler_store_slot_once_concurrently(fx).await;
+    scheduler_store_cursor_moves_with_the_first_attempt(fx).await;
+    scheduler_store_update_run(fx).await;
+    scheduler_store_cursor_and_expiry(fx).await;
+    SCHEDULER_STORE_CHECKS.to_vec()
+}
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .expect("a test instant")
+        .with_timezone(&Utc)
+}
+
+/// A job name no other check uses.
+fn fresh_job(check: &str) -> String {
+    let id = RunId::new().to_string().replace('-', "");
+    format!("{check}-{}", &id[id.len() - 10..])
+}
+
+/// Adds a job named for `check`, daily, due from `cursor`; returns its name.
+async fn job(fx: &dyn SchedulerStoreFixture, check: &str, cursor: &str) -> JobName {
+    let name = fresh_job(check);
+    let mut state = JobState::new(JobSpec::new(name.clone()), "conformance");
+    state.cursor = at(cursor);
+    fx.add_job(state).await;
+    JobName::new(name).expect("a valid job name")
+}
+
+/// The row of `slot`'s attempt `attempt` of `job`.
+fn slot_row(job: &JobName, slot: &str, attempt: u32, trigger: Trigger) -> RunRow {
+    let req = RunRequest::new(job.clone(), "store:code", "true").with_scheduled_for(at(slot));
+    RunRow {
+        run: Run::pending(&req),
+        slot_key: RunRow::slot_key(at(slot), attempt),
+        trigger,
+        attempt,
+    }
+}
+
+async fn cursor_of(fx: &dyn SchedulerStoreFixture, job: &JobName) -> JobState {
+    fx.store()
+        .load_jobs()
+        .await
+        .expect("load_jobs")
+        .into_iter()
+        .find(|j| j.spec.name == job.as_str())
+        .unwrap_or_else(|| panic!("load_jobs does not return job {job}"))
+}
+
+/// `load_jobs` returns an added job with its spec, owner and cursor.
+pub async fn scheduler_store_jobs_load(fx: &dyn SchedulerStoreFixture) {
+    let job = job(fx, "load", "2014-03-08T00:00:00Z").await;
+    let loaded = cursor_of(fx, &job).await;
+    assert_eq!(loaded.owner, "conformance", "jobs_load: the owner");
+    assert_eq!(
+        loaded.cursor,
+        at("2014-03-08T00:00:00Z"),
+        "jobs_load: the cursor"
+    );
+    assert!(
+        !loaded.paused && !loaded.expired,
+        "jobs_load: a new job is armed"
+    );
+}
+
+/// A slot key is inserted once: a second insert answers `false` and stores nothing, while the
+/// same key of another job and another key of the same job are free.
+pub async fn scheduler_store_slot_once(fx: &dyn SchedulerStoreFixture) {
+    let (a, b) = (
+        job(fx, "once", "2014-03-08T00:00:00Z").await,
+        job(fx, "once", "2014-03-08T00:00:00Z").await,
+    );
+    let store = fx.store();
+    let first = slot_row(&a, "2014-03-08T12:00:00Z", 0, Trigger::Scheduled);
+    assert!(
+        store.insert_run(&first).await.expect("insert"),
+        "slot_once: a new slot is recorded"
+    );
+    let again = slot_row(&a, "2014-03-08T12:00:00Z", 0, Trigger::Scheduled);
+    assert!(
+        !store.insert_run(&again).await.expect("insert again"),
+        "slot_once: a second row for the same slot is refused"
+    );
+    assert!(
+        fx.run(&again.run.id).await.is_none(),
+        "slot_once: the refused row is not stored"
+    );
+    let other_job = slot_row(&b, "2014-03-08T12:00:00Z", 0, Trigger::Scheduled);
+    assert!(
+        store.insert_run(&other_job).await.expect("insert"),
+        "slot_once: another job's same slot is its own"
+    );
+    let retry = slot_row(&a, "2014-03-08T12:00:00Z", 1, Trigger::Retry);
+    assert!(
+        store.insert_run(&retry).await.expect("insert"),
+        "slot_once: the slot's next attempt has a key of its own"
+    );
+}
+
+/// Sixteen inserts of one slot at once: exactly one is recorded.
+pub async fn scheduler_store_slot_once_concurrently(fx: &dyn SchedulerStoreFixture) {
+    let job = job(fx, "race", "2014-03-08T00:00:00Z").await;
+    let rows: Vec<RunRow> = (0..16)
+        .map(|_| slot_row(&job, "2014-03-08T12:00:00Z", 0, Trigger::Scheduled))
+        .collect();
+    let store = fx.store();
+    let results = futures::future::join_all(rows.iter().map(|r| store.insert_run(r))).await;
+    let recorded = results
+        .into_iter()
+        .map(|r| r.expect("insert"))
+        .filter(|ok| *ok)
+        .count();
+    assert_eq!(
+        recorded, 1,
+        "slot_once_concurrently: one of 16 racing inserts of a slot is recorded"
+    );
+}
+
+/// A slot's first attempt moves the job's cursor up to the slot with its row; retries, manual
+/// runs and earlier slots leave it alone, and it never moves back.
+pub async fn scheduler_store_cursor_moves_with_the_first_attempt(fx: &dyn SchedulerStoreFixture) {
+    let job = job(fx, "cursor", "2014-03-08T00:00:00Z").await;
+    let store = fx.store();
+    let slot = "2014-03-08T06:00:00Z";
+    assert!(
+        store
+            .insert_run(&slot_row(&job, slot, 0, Trigger::Scheduled))
+            .await
+            .expect("insert")
+    );
+    let moved = at(slot);
+    assert_eq!(
+        cursor_of(fx, &job).await.cursor,
+        moved,
+        "cursor_moves_with_the_first_attempt: the first attempt moves the cursor"
+    );
+    let retry = slot_row(&job, "2014-03-08T09:00:00Z", 1, Trigger::Retry);
+    let mut manual = slot_row(&job, "2014-03-08T10:00:00Z", 0, Trigger::Manual);
+    manual.slot_key = format!("manual:{}", manual.run.id);
+    let earlier = slot_row(&job, "2014-03-08T03:00:00Z", 0, Trigger::Scheduled);
+    for r in [&retry, &manual, &earlier] {
+        assert!(store.insert_run(r).await.expect("insert"));
+    }
+    assert_eq!(
+        cursor_of(fx, &job).await.cursor,
+        moved,
+        "cursor_moves_with_the_first_attempt: retries, manual runs and earlier slots leave the cursor"
+    );
+}
+
+/// `update_run` saves a run's latest record.
+pub async fn scheduler_store_update_run(fx: &dyn SchedulerStoreFixture) {
+    let job = job(fx, "update", "2014-03-08T00:00:00Z").await;
+    let store = fx.store();
+    let row = slot_row(&job, "2014-03-08T12:00:00Z", 0, Trigger::Scheduled);
+    assert!(store.insert_run(&row).await.expect("insert"));
+    let mut run = row.run.clone();
+    run.state = RunState::Failed;
+    run.exit_code = Some(3);
+    run.error = Some("the command exited with status 3".into());
+    store.update_run(&run).await.expect("update_run");
+    let back = fx
+        .run(&run.id)
+        .await
+        .expect("update_run: the run is stored");
+    assert_eq!(
+        (back.state, back.exit_code, back.error),
+        (run.state, run.exit_code, run.error),
+        "update_run: the latest record is what is read back"
+    );
+}
+
+/// `set_cursor` and `set_expired` are what `load_jobs` reads back.
+pub async fn scheduler_store_cursor_and_expiry(fx: &dyn SchedulerStoreFixture) {
+    let job = job(fx, "expiry", "2014-03-08T00:00:00Z").await;
+    let store = fx.store();
+    store
+        .set_cursor(&job, at("2014-03-09T12:00:00Z"))
+        .await
+        .expect("set_cursor");
+    assert_eq!(
+        cursor_of(fx, &job).await.cursor,
+        at("2014-03-09T12:00:00Z"),
+        "cursor_and_expiry: set_cursor is read back"
+    );
+    store.set_expired(&job).await.expect("set_expired");
+    assert!(
+        cursor_of(fx, &job).await.expired,
+        "cursor_and_expiry: set_expired is read back"
+    );
+}

@@ -1,0 +1,16 @@
+//! The server's services: what the HTTP layer calls and the background watches run, over the
+//! database. The one write path for jobs ([`jobs`]), workers, the scheduler lease between
+//! replicas ([`cluster`]), notifications, the late watch, secrets, sessions, tokens, metrics.
+
+pub mod advice;
+pub mod cluster;
+pub mod errors;
+pub mod example;
+pub mod jobs;
+pub mod late;
+pub mod metrics;
+pub mod notify;
+pub mod sessions;
+pub mod state;
+pub mod tokens;
+pub mod workers;

@@ -1,0 +1,355 @@
+//! `/api/jobs…`: thin adapters over [`crate::server::app::jobs`].
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use telejob_core::job::JobSpec;
+
+use super::body::{ApiQuery, JsonBody, parse_json};
+use super::caller::Caller;
+use super::error::{ApiError, ApiResult};
+use crate::server::app::jobs;
+use crate::server::app::state::AppState;
+use crate::server::db::secret_box::SecretChanges;
+use crate::server::db::{JobRow, ts};
+
+/// A job as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct JobView {
+    #[serde(flatten)]
+    spec: JobSpec,
+    owner: String,
+    paused: bool,
+    expired: bool,
+    schedule_description: String,
+    cron_line: String,
+    next_run: Option<String>,
+    code_sha256: Option<String>,
+    created_at: String,
+    updated_at: String,
+}
+
+fn view(s: &AppState, j: &JobRow) -> JobView {
+    let compiled = j.spec.schedule.compile().ok();
+    JobView {
+        spec: j.spec.clone(),
+        owner: j.owner.clone(),
+        paused: j.paused,
+        expired: j.expired,
+        schedule_description: compiled.as_ref().map(|c| c.describe()).unwrap_or_default(),
+        cron_line: compiled.as_ref().map(|c| c.cron_line()).unwrap_or_default(),
+        next_run: s
+            .cluster
+            .next_fire(j)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        code_sha256: j
+            .code_key
+            .as_ref()
+            .and_then(|k| k.rsplit('/').next())
+            .map(|f| f.trim_end_matches(".tar").to_string()),
+        created_at: ts(j.created_at),
+        updated_at: ts(j.updated_at),
+    }
+}
+
+/// `GET /api/jobs`.
+pub async fn list(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+) -> ApiResult<Json<Vec<JobView>>> {
+    let jobs = s.db.jobs().await?;
+    Ok(Json(
+        jobs.iter()
+            .filter(|j| j.can_see(&caller))
+            .map(|j| view(&s, j))
+            .collect(),
+    ))
+}
+
+/// `POST /api/jobs`.
+pub async fn create(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let (spec, secrets) = spec_and_secrets(&body)?;
+    let row = jobs::create(&s, &caller, &spec, None, &secrets).await?;
+    let v = saved_view(&s, &row).await?;
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+/// A job body: the spec's fields, and `secrets` (name → value, or `null` to remove one), which
+/// is not part of the spec: it is stored apart, encrypted, and never shown again.
+fn spec_and_secrets(body: &[u8]) -> ApiResult<(JobSpec, SecretChanges)> {
+    let mut fields: serde_json::Map<String, serde_json::Value> = parse_json(body)?;
+    let secrets = match fields.remove("secrets") {
+        None | Some(serde_json::Value::Null) => SecretChanges::new(),
+        Some(v) => serde_json::from_value(v).map_err(|e| {
+            ApiError::from(jobs::JobError::Invalid(telejob_core::Error::invalid(
+                "secrets",
+                format!("{e}: give an object of NAME: \"value\" (or null to remove one)"),
+            )))
+        })?,
+    };
+    let rest = serde_json::to_vec(&fields).unwrap_or_default();
+    Ok((parse_json(&rest)?, secrets))
+}
+
+/// The view with what only one job's page shows: its code versions and its secrets' names.
+async fn full_view(s: &AppState, j: &JobRow) -> ApiResult<serde_json::Value> {
+    let mut v = serde_json::to_value(view(s, j)).unwrap_or_default();
+    v["code_versions"] =
+        serde_json::to_value(s.db.code_versions(&j.spec.name).await?).unwrap_or_default();
+    v["secrets"] = serde_json::to_value(s.db.secret_names(&j.spec.name).await?).unwrap_or_default();
+    Ok(v)
+}
+
+/// The answer to a save: the full view and the spec's warnings (a history that cannot be read
+/// only leaves out the warnings that need it).
+async fn saved_view(s: &AppState, j: &JobRow) -> ApiResult<serde_json::Value> {
+    let mut v = full_view(s, j).await?;
+    let usual = s.db.usual(&j.spec.name).await.unwrap_or_default();
+    v["warnings"] = json!(s.advisor.warnings(usual, &j.spec, &s.limits));
+    Ok(v)
+}
+
+/// `GET /api/jobs/{name}`.
+pub async fn show(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let j = jobs::visible(&s, &caller, &name).await?;
+    Ok(Json(full_view(&s, &j).await?))
+}
+
+/// `PUT /api/jobs/{name}`.
+pub async fn update(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<serde_json::Value>> {
+    // Rights before the body, so that a caller who may not edit learns nothing from it.
+    jobs::managed(&s, &caller, &name).await?;
+    let (spec, secrets) = spec_and_secrets(&body)?;
+    let row = jobs::update(&s, &caller, &name, &spec, None, &secrets).await?;
+    let v = saved_view(&s, &row).await?;
+    Ok(Json(v))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeleteQuery {
+    #[serde(default)]
+    public_data: jobs::PublicData,
+}
+
+/// `DELETE /api/jobs/{name}?public_data=keep|purge`.
+pub async fn delete(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+    ApiQuery(q): ApiQuery<DeleteQuery>,
+) -> ApiResult<StatusCode> {
+    jobs::delete(&s, &caller, &name, q.public_data).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/tombstones`: deleted jobs whose names are reserved (admins see all, others their
+/// own).
+pub async fn tombstones(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+) -> ApiResult<Json<Vec<crate::server::db::Tombstone>>> {
+    let all = s.db.tombstones().await?;
+    Ok(Json(
+        all.into_iter()
+            .filter(|t| caller.is_admin || t.owner == caller.name)
+            .collect(),
+    ))
+}
+
+/// `DELETE /api/tombstones/{name}` (admins): purge the kept data, free the name.
+pub async fn release(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    jobs::release(&s, &caller, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT /api/jobs/{name}/code`: the body is the tarball. A declared length over the limit is
+/// refused before a byte is read (`Expect: 100-continue` is answered 413, not 100).
+pub async fn upload_code(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > s.max_code_bytes) {
+        return Err(jobs::JobError::TooLarge(s.max_code_bytes).into());
+    }
+    jobs::managed(&s, &caller, &name).await?;
+    let staged = jobs::stage_stream(body.into_data_stream(), s.max_code_bytes).await?;
+    let stored = jobs::upload_code(&s, &caller, &name, staged).await?;
+    Ok((StatusCode::OK, Json(stored)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NextQuery {
+    next: Option<usize>,
+}
+
+/// `GET /api/jobs/{name}/schedule?next=N`.
+pub async fn preview(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+    ApiQuery(q): ApiQuery<NextQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let j = jobs::visible(&s, &caller, &name).await?;
+    let n = q.next.unwrap_or(5);
+    if !(1..=1000).contains(&n) {
+        return Err(ApiError::bad_request("query: next: use 1 to 1000"));
+    }
+    let sched = j.spec.schedule.compile()?;
+    let from = Utc::now().max(j.spec.start_at.unwrap_or_default());
+    let times: Vec<String> = sched
+        .iter_after(from)
+        .take_while(|t| j.spec.end_at.is_none_or(|e| *t <= e))
+        .take(n)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .collect();
+    Ok(Json(
+        json!({"description": sched.describe(), "cron": sched.cron_line(), "next": times}),
+    ))
+}
+
+/// `POST /api/jobs/{name}/pause`.
+pub async fn pause(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<JobView>> {
+    let row = jobs::set_paused(&s, &caller, &name, true).await?;
+    Ok(Json(view(&s, &row)))
+}
+
+/// `POST /api/jobs/{name}/resume`.
+pub async fn resume(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<JobView>> {
+    let row = jobs::set_paused(&s, &caller, &name, false).await?;
+    Ok(Json(view(&s, &row)))
+}
+
+/// `POST /api/jobs/{name}/runs`: run now.
+pub async fn run_now(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    let id = jobs::run_now(&s, &caller, &name).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"run_id": id}))).into_response())
+}
+
+/// The body of `POST /api/jobs/{name}/backfill` (and the query of its `GET`, a dry run).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillBody {
+    /// The first day, `YYYY-MM-DD` in the job's time zone.
+    from: String,
+    /// The last day, included.
+    to: String,
+    /// `missed`, `failed` or `missed,failed` (default both).
+    #[serde(default)]
+    only: Option<String>,
+    /// Run slots that succeeded too.
+    #[serde(default)]
+    force: bool,
+    /// Only these slots of the range.
+    #[serde(default)]
+    slots: Option<Vec<chrono::DateTime<Utc>>>,
+    /// Plan only.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+impl BackfillBody {
+    fn request(&self) -> ApiResult<telejob_core::scheduler::backfill::BackfillRequest> {
+        use telejob_core::scheduler::backfill::{BackfillRequest, parse_date};
+        let invalid = |e: telejob_core::Error| ApiError::from(jobs::JobError::Invalid(e));
+        let from = parse_date("from", &self.from).map_err(invalid)?;
+        let to = parse_date("to", &self.to).map_err(invalid)?;
+        let mut req = BackfillRequest::new(from, to);
+        if let Some(only) = &self.only {
+            req = req.with_only(only).map_err(invalid)?;
+        }
+        req.force = self.force;
+        req.slots.clone_from(&self.slots);
+        Ok(req)
+    }
+}
+
+/// `POST /api/jobs/{name}/backfill`: runs the missed and failed slots of a date range (202), or
+/// plans them (`dry_run`, 200).
+pub async fn backfill(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    // Rights before the body, so that a caller who may not see the job learns nothing from it.
+    jobs::visible(&s, &caller, &name).await?;
+    let b: BackfillBody = parse_json(&body)?;
+    let out = jobs::backfill(&s, &caller, &name, &b.request()?, b.dry_run).await?;
+    let code = if b.dry_run {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((code, Json(out)).into_response())
+}
+
+/// `GET /api/jobs/{name}/backfill?from=…&to=…`: the plan of a backfill, running nothing.
+pub async fn backfill_plan(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+    ApiQuery(q): ApiQuery<BackfillQuery>,
+) -> ApiResult<Json<jobs::Backfill>> {
+    let b = BackfillBody {
+        from: q.from,
+        to: q.to,
+        only: q.only,
+        force: q.force.unwrap_or(false),
+        slots: None,
+        dry_run: true,
+    };
+    Ok(Json(
+        jobs::backfill(&s, &caller, &name, &b.request()?, true).await?,
+    ))
+}
+
+/// The query of `GET /api/jobs/{name}/backfill`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillQuery {
+    from: String,
+    to: String,
+    only: Option<String>,
+    force: Option<bool>,
+}

@@ -1,0 +1,268 @@
+//! Save-time warnings and running-late alerts.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn saving_a_job_returns_warnings_that_never_block() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = serve(dir.path(), &[]);
+    let api = Api::new(&srv, Some(&srv.token));
+    let fields = |v: &Value| -> Vec<String> {
+        v["warnings"]
+            .as_array()
+            .unwrap_or_else(|| panic!("warnings in {v}"))
+            .iter()
+            .map(|w| w["field"].as_str().expect("field").to_string())
+            .collect()
+    };
+    // The example job: every minute. Exactly the rate warning.
+    let (s, v) = api
+        .post_json(
+            "/api/jobs",
+            &json!({"name": "example", "schedule": {"frequency": "cron", "cron": "* * * * *"}, "timeout_minutes": 5}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(fields(&v), ["schedule.cron"], "{v}");
+    assert!(
+        v["warnings"][0]["message"]
+            .as_str()
+            .expect("message")
+            .contains("more than 24")
+    );
+    // The form's defaults: none.
+    let (s, v) = api.post_json("/api/jobs", &json!({"name": "plain"})).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(fields(&v), Vec::<String>::new());
+    // Each warning for a case built for it, on create and on edit.
+    for (spec, field, words) in [
+        (json!({"output_dir": "."}), "output_dir", "code root"),
+        (
+            json!({"schedule": {"frequency": "daily", "time_of_day": "06:00"}}),
+            "schedule.time_of_day",
+            "before noon",
+        ),
+        (
+            json!({"schedule": {"frequency": "monthly", "day_of_month": 31}}),
+            "schedule.day_of_month",
+            "Feb",
+        ),
+        (
+            json!({"schedule": {"frequency": "daily", "time_of_day": "02:30", "timezone": "America/New_York"}}),
+            "schedule.time_of_day",
+            "does not exist",
+        ),
+        (
+            json!({"schedule": {"frequency": "daily", "time_of_day": "01:30", "timezone": "America/New_York"}}),
+            "schedule.time_of_day",
+            "twice",
+        ),
+    ] {
+        let mut body = spec.clone();
+        body["name"] = json!("plain");
+        let (s, v, _) = api
+            .call(
+                "PUT",
+                "/api/jobs/plain",
+                Some(serde_json::to_vec(&body).expect("json")),
+            )
+            .await;
+        assert_eq!(s, 200, "saved despite the warning: {v}");
+        let hit = v["warnings"].as_array().expect("warnings").iter().any(|w| {
+            w["field"] == field && w["message"].as_str().is_some_and(|m| m.contains(words))
+        });
+        assert!(hit, "{field} / {words}: {v}");
+    }
+    // The script check comes with the upload's answer.
+    for (files, words) in [
+        (
+            vec![("start.sh", "true", 0o755)],
+            "not in the uploaded code",
+        ),
+        (vec![("run.sh", "true", 0o644)], "not executable"),
+    ] {
+        let (s, v, _) = api
+            .call("PUT", "/api/jobs/plain/code", Some(tarball(&files)))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(fields(&v), ["command"], "{v}");
+        assert!(
+            v["warnings"][0]["message"]
+                .as_str()
+                .expect("m")
+                .contains(words),
+            "{v}"
+        );
+    }
+    let (s, v, _) = api
+        .call(
+            "PUT",
+            "/api/jobs/plain/code",
+            Some(tarball(&[("pkg/run.sh", "true", 0o755)])),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        fields(&v),
+        Vec::<String>::new(),
+        "a top folder is the code root: {v}"
+    );
+    // An instance type on a server that runs jobs locally is an error, not a warning.
+    let (s, v) = api
+        .post_json(
+            "/api/jobs",
+            &json!({"name": "typed", "instance_type": "t3.large"}),
+        )
+        .await;
+    assert_eq!(s, 422, "{v}");
+    assert_eq!(v["field"], "instance_type", "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_run_is_marked_late_once_and_a_fast_one_never() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("telejob.toml");
+    std::fs::write(
+        &cfg,
+        "late_factor = 1.5\nlate_margin_seconds = 1\nlate_check_seconds = 1\n",
+    )
+    .expect("config");
+    let srv = serve(dir.path(), &["--config", cfg.to_str().expect("utf8")]);
+    let api = Api::new(&srv, Some(&srv.token));
+    let (url, rx) = webhook_sink();
+    let spec = |delay: &str| {
+        let mut env = json!({"DELAY": delay});
+        if delay == "3" {
+            env["FAIL"] = json!("1"); // slow, and failed: not part of the history
+        }
+        json!({"name": "steady", "env": env, "notify": {"webhook": url},
+            "schedule": {"frequency": "daily", "time_of_day": "12:00"}})
+    };
+    api.create_with_code(
+        spec("0.1"),
+        &[(
+            "run.sh",
+            "sleep \"$DELAY\"; [ -z \"$FAIL\" ] || exit 1; mkdir -p output; echo ok > output/x",
+            0o755,
+        )],
+    )
+    .await;
+    // Four successes are not a history: a slow run then is not late.
+    for _ in 0..4 {
+        assert_eq!(api.run_to_end("steady").await["state"], "succeeded");
+    }
+    let (s, v, _) = api
+        .call(
+            "PUT",
+            "/api/jobs/steady",
+            Some(serde_json::to_vec(&spec("3")).expect("json")),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let early = api.run_to_end("steady").await;
+    assert_eq!(early["state"], "failed", "{early}");
+    assert!(
+        early.get("late").is_none(),
+        "no alert under five successes: {early}"
+    );
+    let failed: Value =
+        serde_json::from_str(&rx.recv_timeout(Duration::from_secs(10)).expect("failed"))
+            .expect("json");
+    assert_eq!(
+        failed["event"], "failed",
+        "only the failure is notified: {failed}"
+    );
+    // Now five or more successes of ~0.1 s: late after max(1.5 × p95, p95 + 1 s) ≈ 1.1 s.
+    let (s, v, _) = api
+        .call(
+            "PUT",
+            "/api/jobs/steady",
+            Some(serde_json::to_vec(&spec("0.1")).expect("json")),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    for _ in 0..2 {
+        let fast = api.run_to_end("steady").await;
+        assert!(fast.get("late").is_none(), "{fast}");
+    }
+    let recovered: Value =
+        serde_json::from_str(&rx.recv_timeout(Duration::from_secs(10)).expect("recovered"))
+            .expect("json");
+    assert_eq!(recovered["event"], "recovered", "{recovered}");
+    assert!(
+        rx.recv_timeout(Duration::from_millis(1500)).is_err(),
+        "no alert for fast runs"
+    );
+    let (s, v, _) = api
+        .call(
+            "PUT",
+            "/api/jobs/steady",
+            Some(serde_json::to_vec(&spec("5")).expect("json")),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = api.post_json("/api/jobs/steady/runs", &json!({})).await;
+    assert_eq!(s, 202, "{v}");
+    let slow_id = v["run_id"].as_str().expect("id").to_string();
+    // While it runs late, the job list says so.
+    let (http, cookie) = telejob_e2e::dashboard_sign_in(&srv.base, &srv.token).await;
+    let deadline = Instant::now() + Duration::from_secs(4);
+    loop {
+        let list = http
+            .get(format!("{}/", srv.base))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .expect("job list")
+            .text()
+            .await
+            .expect("text");
+        if list.contains("running late") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job list never said late: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let slow = api.wait_run(&slow_id).await;
+    assert_eq!(slow["state"], "succeeded", "late is not killed: {slow}");
+    let mark = &slow["late"];
+    assert!(mark["p95_ms"].as_u64().is_some_and(|p| p < 1000), "{slow}");
+    assert!(
+        mark["after_ms"]
+            .as_u64()
+            .is_some_and(|a| (1000..2000).contains(&a)),
+        "{slow}"
+    );
+    let body = rx.recv_timeout(Duration::from_secs(10)).expect("the alert");
+    let ev: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(ev["event"], "running_late", "{ev}");
+    assert_eq!(ev["run"]["id"], slow["id"], "{ev}");
+    assert!(
+        rx.recv_timeout(Duration::from_secs(3)).is_err(),
+        "sent once"
+    );
+    let (_, _, text) = api.call("GET", "/metrics", None).await;
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains("telejob_runs_late_total 1"), "{text}");
+    // The run page says how late it finished.
+    let page = http
+        .get(format!(
+            "{}/runs/{}",
+            srv.base,
+            slow["id"].as_str().expect("id")
+        ))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("run page")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        page.contains("id=\"late\"") && page.contains("more than usual"),
+        "{page}"
+    );
+}

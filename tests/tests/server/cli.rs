@@ -1,0 +1,143 @@
+//! The client verbs against a live server.
+
+use super::*;
+
+#[tokio::test]
+async fn the_cli_verbs_drive_the_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = serve(&dir.path().join("data"), &[]);
+    let code = dir.path().join("c.tgz");
+    std::fs::write(
+        &code,
+        tarball(&[(
+            "run.sh",
+            "mkdir output; echo hi; echo 1 > output/one.csv",
+            0o755,
+        )]),
+    )
+    .expect("write");
+    let cli = |args: &[&str]| {
+        Command::new(telejob_bin!())
+            .args(args)
+            .env("TELEJOB_SERVER", &srv.base)
+            .env("TELEJOB_TOKEN", &srv.token)
+            .output()
+            .expect("telejob")
+    };
+    let o = cli(&[
+        "jobs",
+        "create",
+        "--name",
+        "viacli",
+        "--code",
+        code.to_str().expect("utf8"),
+        "--frequency",
+        "weekly",
+        "--day-of-week",
+        "monday",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("weekly on monday at 12:00 UTC"));
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("warning:"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // Warnings print on stderr and do not stop the creation: a daily 06:00 job whose command
+    // is not in the code.
+    let o = cli(&[
+        "jobs",
+        "create",
+        "--name",
+        "warned",
+        "--code",
+        code.to_str().expect("utf8"),
+        "--command",
+        "./missing.sh",
+        "--at",
+        "06:00",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("warning: command: ./missing.sh is not in the uploaded code")
+            && err.contains("warning: schedule.time_of_day:"),
+        "{err}"
+    );
+    // Backfill from the command line: the plan, then the runs, waited for.
+    let day = |n: i64| {
+        (chrono::Utc::now() - chrono::Duration::days(n))
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    let (from, to) = (day(15), day(1));
+    let o = cli(&[
+        "jobs",
+        "backfill",
+        "viacli",
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--dry-run",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let plan = String::from_utf8_lossy(&o.stdout).to_string();
+    let mondays = plan
+        .lines()
+        .filter(|l| l.contains("missed") && l.contains("would run"))
+        .count();
+    assert!((2..=3).contains(&mondays), "{plan}");
+    let o = cli(&[
+        "jobs", "backfill", "viacli", "--from", &from, "--to", &to, "--wait",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        out.lines().filter(|l| l.contains(" run ")).count(),
+        mondays,
+        "{out}"
+    );
+    let o = cli(&["jobs", "backfill", "viacli", "--from", &to, "--to", &from]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a reversed range is the user's mistake"
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("to"));
+    let o = cli(&["jobs", "run-now", "viacli", "--wait"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let o = cli(&["runs", "log", &id]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "hi");
+    let o = cli(&["runs", "list", "viacli"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("succeeded"));
+    let o = cli(&[
+        "jobs",
+        "create",
+        "--name",
+        "viacli",
+        "--code",
+        code.to_str().expect("utf8"),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a taken name is the user's mistake"
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("exists already"));
+    assert!(cli(&["jobs", "pause", "viacli"]).status.success());
+    assert!(cli(&["jobs", "delete", "viacli"]).status.success());
+    let o = cli(&["jobs", "show", "viacli"]);
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -1,0 +1,115 @@
+//! Notifications by webhook and email.
+
+use super::*;
+
+#[tokio::test]
+async fn failures_are_sent_to_the_webhook_once_and_a_dead_webhook_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = serve(dir.path(), &[]);
+    let api = Api::new(&srv, Some(&srv.token));
+    let (url, rx) = webhook_sink();
+    api.create_with_code(
+        json!({"name": "hooked", "notify": {"webhook": url}}),
+        &[("run.sh", "exit 3", 0o755)],
+    )
+    .await;
+    let run = api.run_to_end("hooked").await;
+    assert_eq!(run["state"], "failed");
+    let body = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the webhook is called");
+    let ev: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(ev["event"], "failed");
+    assert_eq!(ev["job"], "hooked");
+    assert_eq!(ev["run"]["id"], run["id"]);
+    assert!(
+        rx.recv_timeout(Duration::from_secs(2)).is_err(),
+        "sent once"
+    );
+    // A webhook that is down: the run's outcome is the run's own.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead = format!("http://{}/hook", closed.local_addr().expect("addr"));
+    drop(closed);
+    api.create_with_code(
+        json!({"name": "deadhook", "notify": {"webhook": dead}}),
+        &[("run.sh", "mkdir output; echo 1 > output/x", 0o755)],
+    )
+    .await;
+    assert_eq!(api.run_to_end("deadhook").await["state"], "succeeded");
+    api.create_with_code(
+        json!({"name": "deadhook2", "notify": {"webhook": "http://127.0.0.1:9/x"}}),
+        &[("run.sh", "exit 1", 0o755)],
+    )
+    .await;
+    assert_eq!(api.run_to_end("deadhook2").await["state"], "failed");
+    assert_eq!(api.get("/healthz").await.0, 200);
+}
+
+/// A minimal SMTP server that accepts one message and hands over its DATA.
+fn smtp_sink() -> (u16, std::sync::mpsc::Receiver<String>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut w = s.try_clone().expect("clone");
+            let mut r = BufReader::new(s);
+            let _ = w.write_all(b"220 sink ESMTP\r\n");
+            let mut data = String::new();
+            let mut in_data = false;
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap_or(0) > 0 {
+                if in_data {
+                    if line == ".\r\n" {
+                        in_data = false;
+                        let _ = w.write_all(b"250 queued\r\n");
+                        let _ = tx.send(std::mem::take(&mut data));
+                    } else {
+                        data.push_str(&line);
+                    }
+                } else {
+                    let cmd = line.to_ascii_uppercase();
+                    let reply: &[u8] = if cmd.starts_with("EHLO") || cmd.starts_with("HELO") {
+                        b"250 sink\r\n"
+                    } else if cmd.starts_with("DATA") {
+                        in_data = true;
+                        b"354 go on\r\n"
+                    } else if cmd.starts_with("QUIT") {
+                        let _ = w.write_all(b"221 bye\r\n");
+                        break;
+                    } else {
+                        b"250 ok\r\n"
+                    };
+                    let _ = w.write_all(reply);
+                }
+                line.clear();
+            }
+        }
+    });
+    (port, rx)
+}
+
+#[tokio::test]
+async fn failures_are_emailed_through_the_configured_relay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (port, rx) = smtp_sink();
+    let cfg = dir.path().join("telejob.toml");
+    std::fs::write(&cfg, format!("[smtp]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nfrom = \"telejob@example.com\"\n")).expect("config");
+    let srv = serve(
+        &dir.path().join("data"),
+        &["--config", cfg.to_str().expect("utf8")],
+    );
+    let api = Api::new(&srv, Some(&srv.token));
+    api.create_with_code(
+        json!({"name": "mailed", "notify": {"email": ["ops@example.com"]}}),
+        &[("run.sh", "exit 4", 0o755)],
+    )
+    .await;
+    assert_eq!(api.run_to_end("mailed").await["state"], "failed");
+    let mail = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("an email is sent");
+    assert!(mail.contains("ops@example.com"), "{mail}");
+    assert!(mail.contains("[telejob] mailed: Failed"), "{mail}");
+    assert!(mail.contains("Job: mailed"), "{mail}");
+}

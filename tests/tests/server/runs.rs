@@ -1,0 +1,508 @@
+//! Runs: run now, scheduled runs, kill -9 recovery, replay, backfill.
+
+use super::*;
+
+#[tokio::test]
+async fn a_run_now_publishes_and_only_owners_read_logs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = serve(dir.path(), &[]);
+    let admin = Api::new(&srv, Some(&srv.token));
+    admin
+        .create_with_code(
+            json!({"name": "pub", "schedule": {"frequency": "daily", "time_of_day": "03:00"}}),
+            &[(
+                "run.sh",
+                "mkdir -p output; echo \"secret-log-line $TELEJOB_JOB\"; echo a,b > output/agg.csv",
+                0o755,
+            )],
+        )
+        .await;
+    admin
+        .create_with_code(
+            json!({"name": "priv", "output_visibility": "private"}),
+            &[("run.sh", "mkdir -p output; echo x > output/x", 0o755)],
+        )
+        .await;
+    let run = admin.run_to_end("pub").await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["trigger"], "manual");
+    assert_eq!(run["published"][0]["path"], "agg.csv");
+    assert!(run["phases"]["run_started"].is_string());
+    let id = run["id"].as_str().expect("id");
+    let (s, _, log) = admin
+        .call("GET", &format!("/api/runs/{id}/log"), None)
+        .await;
+    assert_eq!(s, 200);
+    assert!(String::from_utf8_lossy(&log).contains("secret-log-line pub"));
+    assert!(
+        srv.data.join("public/pub/data/agg.csv").is_file(),
+        "published under <job>/data/"
+    );
+
+    // Another user: sees the public job but may not manage it or read its logs; the private job
+    // does not exist for them.
+    let bob_token = token_for(&srv.data, "bob");
+    let bob = Api::new(&srv, Some(&bob_token));
+    assert_eq!(bob.get("/api/jobs/pub").await.0, 200);
+    assert_eq!(bob.get(&format!("/api/runs/{id}")).await.0, 200);
+    assert_eq!(
+        bob.call("GET", &format!("/api/runs/{id}/log"), None)
+            .await
+            .0,
+        403
+    );
+    assert_eq!(bob.call("DELETE", "/api/jobs/pub", None).await.0, 403);
+    assert_eq!(bob.post_json("/api/jobs/pub/runs", &json!({})).await.0, 403);
+    assert_eq!(
+        bob.post_json("/api/jobs/pub/pause", &json!({})).await.0,
+        403
+    );
+    assert_eq!(
+        bob.call("PUT", "/api/jobs/pub", Some(br#"{"name":"pub"}"#.to_vec()))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        bob.call(
+            "PUT",
+            "/api/jobs/pub/code",
+            Some(tarball(&[("run.sh", "true", 0o755)]))
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(bob.get("/api/jobs/priv").await.0, 404);
+    assert_eq!(bob.get("/api/jobs/priv/runs").await.0, 404);
+    let (_, list) = bob.get("/api/jobs").await;
+    let names: Vec<&str> = list
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|j| j["name"].as_str())
+        .collect();
+    assert_eq!(names, vec!["pub"]);
+    assert_eq!(
+        bob.post_json("/api/tokens", &json!({"user": "mallory", "admin": true}))
+            .await
+            .0,
+        403
+    );
+    // Bob's own job is his to manage.
+    bob.create_with_code(
+        json!({"name": "bobs"}),
+        &[("run.sh", "mkdir output", 0o755)],
+    )
+    .await;
+    assert_eq!(
+        bob.post_json("/api/jobs/bobs/pause", &json!({})).await.0,
+        200
+    );
+    // Admins can make tokens over the API.
+    let (s, t) = admin
+        .post_json("/api/tokens", &json!({"user": "carol"}))
+        .await;
+    assert_eq!(s, 201);
+    let carol = Api::new(&srv, t["token"].as_str());
+    assert_eq!(carol.get("/api/jobs").await.0, 200);
+}
+
+#[tokio::test]
+async fn after_kill_9_runs_in_flight_are_interrupted_killed_and_schedules_rearmed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = serve(dir.path(), &[]);
+    let api = Api::new(&srv, Some(&srv.token));
+    api.create_with_code(
+        json!({"name": "victim", "command": "sleep 600.9191", "schedule": {"frequency": "daily", "time_of_day": "06:00"}}),
+        &[("run.sh", "true", 0o755)],
+    )
+    .await;
+    let (_, v) = api.post_json("/api/jobs/victim/runs", &json!({})).await;
+    let id = v["run_id"].as_str().expect("id").to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api.get(&format!("/api/runs/{id}")).await.1["state"] != "running" {
+        assert!(Instant::now() < deadline, "the run never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!processes_with("600.9191").is_empty());
+    let data = srv.data.clone();
+    srv.kill9();
+    // The run's supervisor sees telejob die and takes the run with it, well before a restart.
+    let killed = Instant::now();
+    while !processes_with("600.9191").is_empty() {
+        assert!(
+            killed.elapsed() < Duration::from_secs(2),
+            "the run outlived the server by 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let workspaces =
+        |data: &Path| -> usize { std::fs::read_dir(data.join("runs")).map_or(0, |d| d.count()) };
+    assert_eq!(
+        workspaces(&data),
+        1,
+        "the interrupted run's workspace is still there"
+    );
+    let srv = serve(&data, &[]);
+    assert_eq!(
+        workspaces(&data),
+        0,
+        "the restart removes the interrupted workspace"
+    );
+    let api = Api::new(&srv, Some(&srv.token));
+    let (_, run) = api.get(&format!("/api/runs/{id}")).await;
+    assert_eq!(run["state"], "interrupted", "{run}");
+    assert_eq!(
+        processes_with("600.9191"),
+        Vec::<i32>::new(),
+        "the orphaned job still runs"
+    );
+    let (_, job) = api.get("/api/jobs/victim").await;
+    assert!(
+        job["next_run"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("T06:00:00Z")),
+        "{job}"
+    );
+    // SIGTERM stops the server gracefully.
+    let pid = srv.child.id();
+    // SAFETY: not needed — use the kill command.
+    let st = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let mut srv = srv;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = srv.child.try_wait().expect("wait") {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no graceful exit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_scheduled_run_happens_on_its_minute() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = serve(dir.path(), &[]);
+    let api = Api::new(&srv, Some(&srv.token));
+    api.create_with_code(
+        json!({"name": "minutely", "schedule": {"frequency": "cron", "cron": "* * * * *"}}),
+        &[(
+            "run.sh",
+            "mkdir -p output; echo \"$TELEJOB_SCHEDULED_FOR\" > output/slot.txt",
+            0o755,
+        )],
+    )
+    .await;
+    let (_, job) = api.get("/api/jobs/minutely").await;
+    let next = job["next_run"].as_str().expect("armed").to_string();
+    let (s, preview) = api.get("/api/jobs/minutely/schedule?next=3").await;
+    assert_eq!(s, 200);
+    assert_eq!(preview["next"][0], next);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let run = loop {
+        let (_, runs) = api.get("/api/jobs/minutely/runs").await;
+        if let Some(r) = runs
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["state"] == "succeeded"))
+        {
+            break r.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled run within 90 s: {runs}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(run["trigger"], "scheduled");
+    assert_eq!(run["scheduled_for"], next);
+    let slot =
+        std::fs::read_to_string(srv.data.join("public/minutely/data/slot.txt")).expect("published");
+    assert_eq!(slot.trim(), next, "TELEJOB_SCHEDULED_FOR is the slot");
+    let (_, metrics, text) = api.call("GET", "/metrics", None).await;
+    let _ = metrics;
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.contains("telejob_fire_lateness_seconds_count 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("telejob_runs{state=\"succeeded\"} 1"),
+        "{text}"
+    );
+
+    // kill -9 and restart within the same minute: the slot that ran does not run again.
+    let data = srv.data.clone();
+    srv.kill9();
+    let srv = serve(&data, &[]);
+    let api = Api::new(&srv, Some(&srv.token));
+    let (_, job) = api.get("/api/jobs/minutely").await;
+    assert!(
+        job["next_run"].as_str().is_some_and(|t| t > next.as_str()),
+        "re-armed after the slot: {job}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, runs) = api.get("/api/jobs/minutely/runs").await;
+    let for_slot = runs
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter(|r| r["scheduled_for"] == next.as_str())
+        .count();
+    assert_eq!(for_slot, 1, "the slot ran once: {runs}");
+}
+
+#[tokio::test]
+async fn a_replay_reruns_a_run_exactly_and_says_when_it_cannot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = serve(dir.path(), &[]);
+    let api = Api::new(&srv, Some(&srv.token));
+    let spec = |greeting: &str| {
+        json!({"name": "replayed", "command": "./run.sh", "output_dir": "output",
+            "env": {"GREETING": greeting},
+            "schedule": {"frequency": "daily", "time_of_day": "06:00"}})
+    };
+    api.create_with_code(
+        spec("one"),
+        &[(
+            "run.sh",
+            "mkdir -p output && echo \"$TELEJOB_SCHEDULED_FOR $GREETING v1\" > output/day.txt",
+            0o755,
+        )],
+    )
+    .await;
+    let first = api.run_to_end("replayed").await;
+    assert_eq!(first["state"], "succeeded", "{first}");
+    let id = first["id"].as_str().expect("id").to_string();
+    // The job moves on: new environment, new code.
+    let (s, v, _) = api
+        .call(
+            "PUT",
+            "/api/jobs/replayed",
+            Some(serde_json::to_vec(&spec("two")).expect("json")),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v, _) = api
+        .call(
+            "PUT",
+            "/api/jobs/replayed/code",
+            Some(tarball(&[(
+                "run.sh",
+                "mkdir -p output && echo v2 > output/day.txt",
+                0o755,
+            )])),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    // The replay runs what the first run ran: same code, command, environment and slot.
+    let (s, v) = api
+        .post_json(&format!("/api/runs/{id}/replay"), &json!({}))
+        .await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(v["replay_of"], id.as_str());
+    let again = api.wait_run(v["run_id"].as_str().expect("new id")).await;
+    assert_eq!(again["state"], "succeeded", "{again}");
+    assert_eq!(again["trigger"], "replay");
+    assert_eq!(again["replay_of"], id.as_str());
+    for field in ["code_sha256", "scheduled_for"] {
+        assert_eq!(again[field], first[field], "{field}");
+    }
+    assert_eq!(
+        again["provenance"]["spec_sha256"], first["provenance"]["spec_sha256"],
+        "{again}"
+    );
+    let shas = |r: &Value| -> Vec<Value> {
+        r["published"]
+            .as_array()
+            .expect("published")
+            .iter()
+            .map(|f| f["sha256"].clone())
+            .collect()
+    };
+    assert_eq!(shas(&again), shas(&first), "the same bytes were published");
+    let published =
+        std::fs::read_to_string(srv.data.join("public/replayed/data/day.txt")).expect("data");
+    assert!(published.ends_with(" one v1\n"), "{published}");
+    // Another user may not replay it.
+    let bob = api.user("bob").await;
+    let (s, _) = bob
+        .post_json(&format!("/api/runs/{id}/replay"), &json!({}))
+        .await;
+    assert_eq!(s, 403, "a public job: seen, not managed");
+    // Without its code version, a run cannot be replayed, and the reason is given.
+    let sha = first["code_sha256"].as_str().expect("sha");
+    std::fs::remove_file(srv.data.join(format!("private/replayed/code/{sha}.tar"))).expect("rm");
+    let (s, v) = api
+        .post_json(&format!("/api/runs/{id}/replay"), &json!({}))
+        .await;
+    assert_eq!(s, 422, "{v}");
+    assert_eq!(v["field"], "run", "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("has been deleted")),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backfill_runs_a_weeks_gap_in_order_with_its_own_dates_and_skips_what_succeeded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = serve(dir.path(), &[]);
+    let api = Api::new(&srv, Some(&srv.token));
+    api.create_with_code(
+        json!({"name": "gap", "command": "./run.sh", "output_dir": "output",
+            "schedule": {"frequency": "daily", "time_of_day": "06:00"}}),
+        &[(
+            "run.sh",
+            "mkdir -p output && d=\"${TELEJOB_SCHEDULED_FOR%%T*}\" && echo \"$d\" > \"output/$d.txt\"",
+            0o755,
+        )],
+    )
+    .await;
+    let day = |n: i64| {
+        (chrono::Utc::now() - chrono::Duration::days(n))
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    let backfill = |from: String, to: String, extra: Value| {
+        let mut body = json!({"from": from, "to": to});
+        for (k, v) in extra.as_object().expect("object") {
+            body[k] = v.clone();
+        }
+        body
+    };
+    let ids = |v: &Value| -> Vec<String> {
+        v["slots"]
+            .as_array()
+            .expect("slots")
+            .iter()
+            .filter_map(|s| s["run_id"].as_str().map(str::to_string))
+            .collect()
+    };
+    // One day of the gap ran already, and succeeded.
+    let (s, v) = api
+        .post_json(
+            "/api/jobs/gap/backfill",
+            &backfill(day(6), day(6), json!({})),
+        )
+        .await;
+    assert_eq!(s, 202, "{v}");
+    let first = ids(&v);
+    assert_eq!(first.len(), 1, "{v}");
+    assert_eq!(api.wait_run(&first[0]).await["state"], "succeeded");
+    // A dry run says what the week would do, and runs nothing.
+    let (s, plan) = api
+        .post_json(
+            "/api/jobs/gap/backfill",
+            &backfill(day(9), day(3), json!({"dry_run": true})),
+        )
+        .await;
+    assert_eq!(s, 200, "{plan}");
+    let statuses: Vec<&str> = plan["slots"]
+        .as_array()
+        .expect("slots")
+        .iter()
+        .map(|s| s["status"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "missed",
+            "missed",
+            "missed",
+            "succeeded",
+            "missed",
+            "missed",
+            "missed"
+        ]
+    );
+    assert!(ids(&plan).is_empty(), "a dry run starts nothing");
+    // The week: 7 slots, the succeeded one skipped, the others run oldest first.
+    let (s, v) = api
+        .post_json(
+            "/api/jobs/gap/backfill",
+            &backfill(day(9), day(3), json!({})),
+        )
+        .await;
+    assert_eq!(s, 202, "{v}");
+    let week = ids(&v);
+    assert_eq!(week.len(), 6, "{v}");
+    let skipped = &v["slots"][3];
+    assert!(
+        skipped["skip"]
+            .as_str()
+            .is_some_and(|w| w.contains("succeeded")),
+        "{v}"
+    );
+    let mut runs = Vec::new();
+    for id in &week {
+        let r = api.wait_run(id).await;
+        assert_eq!(r["state"], "succeeded", "{r}");
+        assert_eq!(r["trigger"], "backfill", "{r}");
+        runs.push(r);
+    }
+    let slots: Vec<String> = runs
+        .iter()
+        .map(|r| r["scheduled_for"].as_str().expect("slot")[..10].to_string())
+        .collect();
+    assert_eq!(slots, [day(9), day(8), day(7), day(5), day(4), day(3)]);
+    // Oldest first, one at a time (backfill_concurrency 1): each began after the previous ended.
+    for w in runs.windows(2) {
+        let ended = w[0]["phases"]["finished"].as_str().expect("finished");
+        let began = w[1]["phases"]["fetch_started"].as_str().expect("started");
+        assert!(began >= ended, "{ended} then {began}");
+    }
+    for n in [9, 8, 7, 6, 5, 4, 3] {
+        let f = srv.data.join(format!("public/gap/data/{}.txt", day(n)));
+        assert_eq!(
+            std::fs::read_to_string(&f).expect("published").trim(),
+            day(n)
+        );
+    }
+    // Nothing is left to do; --only failed finds nothing, --force runs the day again as its
+    // next attempt (not a second first attempt).
+    let (s, v) = api
+        .post_json(
+            "/api/jobs/gap/backfill",
+            &backfill(day(9), day(3), json!({"only": "failed"})),
+        )
+        .await;
+    assert_eq!(s, 202, "{v}");
+    assert!(ids(&v).is_empty(), "{v}");
+    let (s, v) = api
+        .post_json(
+            "/api/jobs/gap/backfill",
+            &backfill(day(6), day(6), json!({"force": true})),
+        )
+        .await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(v["slots"][0]["attempt"], 1, "{v}");
+    let again = api.wait_run(&ids(&v)[0]).await;
+    assert_eq!(again["state"], "succeeded", "{again}");
+    // Bad input names the field; another user may not backfill.
+    for (body, field) in [
+        (backfill("2026-13-01".into(), day(3), json!({})), "from"),
+        (backfill(day(3), day(9), json!({})), "to"),
+        (backfill(day(400), day(3), json!({})), "to"),
+        (backfill(day(9), day(3), json!({"only": "late"})), "only"),
+    ] {
+        let (s, v) = api.post_json("/api/jobs/gap/backfill", &body).await;
+        assert_eq!(s, 422, "{v}");
+        assert_eq!(v["field"], field, "{v}");
+    }
+    let bob = api.user("bob").await;
+    let (s, _) = bob
+        .post_json(
+            "/api/jobs/gap/backfill",
+            &backfill(day(9), day(3), json!({})),
+        )
+        .await;
+    assert_eq!(s, 403);
+}
