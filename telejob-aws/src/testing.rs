@@ -122,15 +122,11 @@ impl Moto {
              iam = boto3.client('iam', **kw)\n",
             e = self.endpoint
         );
-        let out = Command::new(&self.python)
-            .arg("-c")
-            .arg(format!("{prelude}{code}"))
-            .output()
-            .expect("running moto's python");
-        assert!(
-            out.status.success(),
-            "boto3 snippet failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = telejob_core::testing::output_of(
+            Command::new(&self.python)
+                .arg("-c")
+                .arg(format!("{prelude}{code}")),
+            "boto3 snippet",
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }

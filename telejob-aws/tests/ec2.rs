@@ -28,19 +28,19 @@ fn env() -> Option<Env> {
     Some(Env { moto, ami })
 }
 
+/// The S3 store at `url` on the test endpoint.
+async fn store(e: &Env, url: &str) -> telejob_aws::S3Store {
+    S3StoreBuilder::from_url(url)
+        .expect("url")
+        .with_aws(e.moto.aws())
+        .build()
+        .await
+        .expect("store")
+}
+
 async fn compute(e: &Env, launcher: &str, margin: u64) -> Ec2Compute {
-    let public = S3StoreBuilder::from_url("s3://pub/")
-        .expect("url")
-        .with_aws(e.moto.aws())
-        .build()
-        .await
-        .expect("public");
-    let private = S3StoreBuilder::from_url("s3://priv/telejob/")
-        .expect("url")
-        .with_aws(e.moto.aws())
-        .build()
-        .await
-        .expect("private");
+    let public = store(e, "s3://pub/").await;
+    let private = store(e, "s3://priv/telejob/").await;
     let mut s = Ec2Settings::new(&e.ami);
     s.instance_type = "t3.micro".into();
     s.allowed_instance_types = vec!["t3.micro".into(), "t3.large".into()];
@@ -85,12 +85,7 @@ async fn ended(c: &Ec2Compute, r: &RunRequest) -> Run {
 
 /// The private store the computes use.
 async fn private_store(e: &Env) -> telejob_aws::S3Store {
-    S3StoreBuilder::from_url("s3://priv/telejob/")
-        .expect("url")
-        .with_aws(e.moto.aws())
-        .build()
-        .await
-        .expect("private")
+    store(e, "s3://priv/telejob/").await
 }
 
 async fn write_status(c: &Env, r: &RunRequest, state: RunState) {
@@ -365,18 +360,7 @@ async fn after_a_restart_runs_are_reattached_and_the_rest_reaped() {
 #[tokio::test]
 async fn instance_types_outside_the_allowlist_are_refused() {
     let Some(e) = env() else { return };
-    let public = S3StoreBuilder::from_url("s3://pub/")
-        .expect("url")
-        .with_aws(e.moto.aws())
-        .build()
-        .await
-        .expect("s");
-    let private = S3StoreBuilder::from_url("s3://priv/")
-        .expect("url")
-        .with_aws(e.moto.aws())
-        .build()
-        .await
-        .expect("s");
+    let (public, private) = (store(&e, "s3://pub/").await, store(&e, "s3://priv/").await);
     let mut s = Ec2Settings::new(&e.ami);
     s.allowed_instance_types = vec!["t3.small".into()];
     let err = Ec2ComputeBuilder::new(s, public, private)

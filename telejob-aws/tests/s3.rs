@@ -120,14 +120,9 @@ async fn presigned_urls_read_without_credentials() {
         .expect("presign");
     assert!(url.contains("X-Amz-Signature="), "{url}");
     assert!(url.contains("/signed/pre/k/obj.txt"), "{url}");
-    let out = std::process::Command::new("curl")
-        .args(["-fsS", &url])
-        .output()
-        .expect("curl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = telejob_core::testing::output_of(
+        std::process::Command::new("curl").args(["-fsS", &url]),
+        "curl of the pre-signed URL",
     );
     assert_eq!(out.stdout, b"hello");
 }

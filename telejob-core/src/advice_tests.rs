@@ -2,11 +2,7 @@ use super::*;
 use crate::job::{JobSpec, ValidationLimits};
 use crate::schedule::{ScheduleSpec, TimeOfDay};
 
-fn t(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s)
-        .expect("instant")
-        .with_timezone(&Utc)
-}
+use crate::testing::at as t;
 
 fn job(schedule: ScheduleSpec) -> ValidJob {
     let mut s = JobSpec::new("advised");

@@ -73,10 +73,37 @@ pub async fn dashboard_sign_in(base: &str, token: &str) -> (reqwest::Client, Str
     (http, session)
 }
 
+/// A temporary directory holding `c.tgz`, a tarball of `files` (path, body, mode).
+///
+/// # Panics
+///
+/// When it cannot be written.
+pub fn code_dir(files: &[(&str, &str, u32)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("c.tgz"), tarball(files)).expect("write c.tgz");
+    dir
+}
+
+/// Every file below `root` that is not a directory (none when it does not exist).
+pub fn files_below(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
 pub mod postgres;
 pub mod server;
 
-pub use server::{Api, ServeCommand, Server, token_for};
+pub use server::{Api, ServeCommand, Server, page, token_for};
 
 /// An HTTP server that records the bodies of the requests it gets (a webhook's receiver):
 /// its URL, and the bodies as they come.

@@ -262,6 +262,22 @@ impl Api {
         (s, v)
     }
 
+    /// `PUT path` with JSON `v`.
+    pub async fn put_json(&self, path: &str, v: &Value) -> (u16, Value) {
+        let (s, v, _) = self
+            .call("PUT", path, Some(serde_json::to_vec(v).expect("json")))
+            .await;
+        (s, v)
+    }
+
+    /// `PUT /api/jobs/{job}/code` with a tarball.
+    pub async fn put_code(&self, job: &str, tarball: Vec<u8>) -> (u16, Value) {
+        let (s, v, _) = self
+            .call("PUT", &format!("/api/jobs/{job}/code"), Some(tarball))
+            .await;
+        (s, v)
+    }
+
     /// `GET path`.
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let (s, v, _) = self.call("GET", path, None).await;
@@ -277,13 +293,7 @@ impl Api {
         let name = spec["name"].as_str().expect("name").to_string();
         let (s, v) = self.post_json("/api/jobs", &spec).await;
         assert_eq!(s, 201, "{v}");
-        let (s, v, _) = self
-            .call(
-                "PUT",
-                &format!("/api/jobs/{name}/code"),
-                Some(crate::tarball(files)),
-            )
-            .await;
+        let (s, v) = self.put_code(&name, crate::tarball(files)).await;
         assert_eq!(s, 200, "{v}");
     }
 
@@ -317,6 +327,22 @@ impl Api {
         assert_eq!(s, 201, "{t}");
         Api::at(&self.base, t["token"].as_str())
     }
+}
+
+/// The text of the dashboard page at `url`, fetched by `http` with the session `cookie`.
+///
+/// # Panics
+///
+/// When it cannot be fetched.
+pub async fn page(http: &reqwest::Client, url: &str, cookie: &str) -> String {
+    http.get(url)
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"))
 }
 
 /// `bin token create --user USER --data-dir DATA`: the new token.

@@ -45,6 +45,15 @@ agent_binary = "{bin}"
     cfg
 }
 
+/// [`write_config`] for a server whose runs go to EC2, with the settings `head` (lines of TOML)
+/// first.
+fn server_config(dir: &Path, moto: &Moto, ami: &str, head: &str) -> std::path::PathBuf {
+    let cfg = write_config(dir, moto, ami, 600);
+    let text = std::fs::read_to_string(&cfg).expect("cfg");
+    std::fs::write(&cfg, format!("compute = \"ec2\"\n{head}{text}")).expect("cfg");
+    cfg
+}
+
 fn setup() -> Option<(Moto, String, tempfile::TempDir)> {
     let moto = Moto::start()?;
     moto.create_buckets(&["pub", "priv"]);
@@ -282,10 +291,7 @@ fn serve_on_ec2_reaps_orphaned_instances_at_start() {
         return;
     };
     let dir = tmp.path();
-    let cfg = write_config(dir, &moto, &ami, 600);
-    let mut text = std::fs::read_to_string(&cfg).expect("cfg");
-    text.insert_str(0, "compute = \"ec2\"\n");
-    std::fs::write(&cfg, text).expect("cfg");
+    let cfg = server_config(dir, &moto, &ami, "");
     // An instance this launcher started before a crash, for a run nobody knows any more.
     let orphan = moto.boto3(&format!(
         "r = ec2.run_instances(ImageId='{ami}', MinCount=1, MaxCount=1, TagSpecifications=[{{'ResourceType': 'instance', 'Tags': [\
@@ -479,13 +485,7 @@ async fn a_new_leader_re_adopts_the_dead_leaders_ec2_runs() {
         return;
     };
     let dir = tmp.path();
-    let cfg = write_config(dir, &moto, &ami, 600);
-    let text = std::fs::read_to_string(&cfg).expect("cfg");
-    std::fs::write(
-        &cfg,
-        format!("compute = \"ec2\"\nlease_seconds = 3\n{text}"),
-    )
-    .expect("cfg");
+    let cfg = server_config(dir, &moto, &ami, "lease_seconds = 3\n");
     let url = pg.new_database();
     let key = "ab".repeat(32);
     let replica = |n: &str| {
@@ -731,13 +731,12 @@ async fn workers_launch_with_the_owners_key_and_end_at_their_deadline() {
         return;
     };
     let dir = tmp.path();
-    let cfg = write_config(dir, &moto, &ami, 600);
-    let text = std::fs::read_to_string(&cfg).expect("cfg");
-    std::fs::write(
-        &cfg,
-        format!("compute = \"ec2\"\nworker_check_seconds = 1\nworkers_per_user = 2\n{text}"),
-    )
-    .expect("cfg");
+    let cfg = server_config(
+        dir,
+        &moto,
+        &ami,
+        "worker_check_seconds = 1\nworkers_per_user = 2\n",
+    );
     let (mut server, base) = serve_ec2(&moto, dir, &cfg, "data", &[], &[]);
     let (alice, bob) = (token(dir, "alice"), token(dir, "bob"));
     let http = reqwest::Client::new();
@@ -844,18 +843,14 @@ async fn workers_launch_with_the_owners_key_and_end_at_their_deadline() {
         std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).expect("stub");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(&user_data)
-        .env_clear()
-        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
-        .env("TELEJOB_WORKER_ROOT", &machine)
-        .output()
-        .expect("boot");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    telejob_core::testing::output_of(
+        Command::new("bash")
+            .arg("-c")
+            .arg(&user_data)
+            .env_clear()
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .env("TELEJOB_WORKER_ROOT", &machine),
+        "booting the worker's user data",
     );
     let keys =
         std::fs::read_to_string(machine.join("home/analyst/.ssh/authorized_keys")).expect("keys");

@@ -2,28 +2,13 @@
 
 use std::time::{Duration, Instant};
 
-use telejob_e2e::{processes_with, repo_root, tarball, telejob};
+use telejob_e2e::{processes_with, repo_root, telejob};
 
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn walk_files(root: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut todo = vec![root.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                todo.push(e.path());
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out
 }
 
 #[test]
@@ -87,12 +72,7 @@ fn the_example_job_publishes_its_dated_file_and_the_manifest() {
 
 #[test]
 fn a_timeout_ends_within_seconds_with_124_and_no_process_left() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("c.tgz"),
-        tarball(&[("run.sh", "true", 0o755)]),
-    )
-    .expect("write");
+    let dir = telejob_e2e::code_dir(&[("run.sh", "true", 0o755)]);
     let started = Instant::now();
     let o = telejob!(
         dir.path(),
@@ -124,12 +104,7 @@ fn a_timeout_ends_within_seconds_with_124_and_no_process_left() {
 
 #[test]
 fn bad_input_exits_2_with_one_line_naming_the_problem() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("c.tgz"),
-        tarball(&[("run.sh", "true", 0o755)]),
-    )
-    .expect("write");
+    let dir = telejob_e2e::code_dir(&[("run.sh", "true", 0o755)]);
     std::fs::write(dir.path().join("page.tgz"), "<html>404</html>").expect("write");
     let cases: &[(&[&str], &str)] = &[
         (&["run", "--code", "missing.tgz"], "missing.tgz"),
@@ -155,7 +130,7 @@ fn bad_input_exits_2_with_one_line_naming_the_problem() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
         let err = stderr(&o);
         assert!(err.contains(needle), "{args:?}: {err}");
-        let published = walk_files(&dir.path().join("telejob-output"));
+        let published = telejob_e2e::files_below(&dir.path().join("telejob-output"));
         assert!(published.is_empty(), "{args:?} published {published:?}");
     }
 }
@@ -179,16 +154,11 @@ fn an_unsafe_archive_exits_2_naming_the_entry() {
 
 #[test]
 fn a_symlink_to_a_secret_in_the_output_is_not_published() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("c.tgz"),
-        tarball(&[(
-            "run.sh",
-            "mkdir output; echo ok > output/ok.txt; ln -s /etc/passwd output/passwd",
-            0o755,
-        )]),
-    )
-    .expect("write");
+    let dir = telejob_e2e::code_dir(&[(
+        "run.sh",
+        "mkdir output; echo ok > output/ok.txt; ln -s /etc/passwd output/passwd",
+        0o755,
+    )]);
     let o = telejob!(
         dir.path(),
         &["run", "--code", "c.tgz", "--job-name", "leak"],
@@ -209,12 +179,8 @@ fn a_symlink_to_a_secret_in_the_output_is_not_published() {
 
 #[test]
 fn a_failing_command_exits_1_and_publishes_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("c.tgz"),
-        tarball(&[("run.sh", "mkdir output; echo x > output/x; exit 7", 0o755)]),
-    )
-    .expect("write");
+    let dir =
+        telejob_e2e::code_dir(&[("run.sh", "mkdir output; echo x > output/x; exit 7", 0o755)]);
     let o = telejob!(dir.path(), &["run", "--code", "c.tgz"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("status 7"));
@@ -229,12 +195,8 @@ fn a_failing_command_exits_1_and_publishes_nothing() {
 
 #[test]
 fn dry_run_lists_without_publishing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("c.tgz"),
-        tarball(&[("run.sh", "mkdir output; echo 12345 > output/a.csv", 0o755)]),
-    )
-    .expect("write");
+    let dir =
+        telejob_e2e::code_dir(&[("run.sh", "mkdir output; echo 12345 > output/a.csv", 0o755)]);
     let o = telejob!(dir.path(), &["run", "--code", "c.tgz", "--dry-run"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(

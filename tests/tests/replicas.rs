@@ -53,18 +53,17 @@ impl Api {
         (status, v)
     }
 
+    /// `method path` on replica `r` with JSON `v`.
+    async fn call_json(&self, r: &Replica, method: &str, path: &str, v: &Value) -> (u16, Value) {
+        self.call(r, method, path, Some(serde_json::to_vec(v).expect("json")))
+            .await
+    }
+
     /// Creates a job that runs every minute, with its code.
     async fn minutely(&self, r: &Replica, name: &str) {
         let spec = json!({"name": name, "command": "./run.sh", "output_dir": "out",
             "schedule": {"frequency": "cron", "cron": "* * * * *"}, "timeout_minutes": 1});
-        let (s, v) = self
-            .call(
-                r,
-                "POST",
-                "/api/jobs",
-                Some(serde_json::to_vec(&spec).expect("json")),
-            )
-            .await;
+        let (s, v) = self.call_json(r, "POST", "/api/jobs", &spec).await;
         assert_eq!(s, 201, "{v}");
         let code = tarball(&[("run.sh", "mkdir -p out && date > out/at.txt", 0o755)]);
         let (s, v) = self
@@ -248,12 +247,10 @@ async fn three_replicas_keep_one_schedule_through_kill_9s_of_the_leader() {
     let l = &replicas[*leaders.last().expect("leader")];
     let h = l.health().await.expect("health");
     assert_eq!(h["lease_holder"], h["replica"], "{h}");
-    let m = reqwest::get(format!("{}/metrics", l.base))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let (_, _, m) = telejob_e2e::Api::at(&l.base, None)
+        .call("GET", "/metrics", None)
+        .await;
+    let m = String::from_utf8_lossy(&m);
     assert!(m.contains("telejob_leader 1"), "{m}");
     assert!(m.contains("telejob_lease_takeovers_total 1"), "{m}");
     assert!(m.contains("telejob_lease_renewals_total"), "{m}");
@@ -338,14 +335,7 @@ async fn replicas_share_sessions_and_refuse_unshared_stores_and_other_keys() {
     for n in 0..5 {
         let spec = json!({"name": "delta", "command": format!("./run.sh {n}"), "output_dir": "out",
             "schedule": {"frequency": "cron", "cron": "* * * * *"}});
-        let (st, v) = api
-            .call(
-                &a,
-                "PUT",
-                "/api/jobs/delta",
-                Some(serde_json::to_vec(&spec).expect("json")),
-            )
-            .await;
+        let (st, v) = api.call_json(&a, "PUT", "/api/jobs/delta", &spec).await;
         assert_eq!(st, 200, "{v}");
         let (_, v) = api.call(&b, "GET", "/api/jobs/delta", None).await;
         assert_eq!(v["command"], format!("./run.sh {n}"), "{v}");
@@ -369,14 +359,7 @@ async fn replicas_share_sessions_and_refuse_unshared_stores_and_other_keys() {
     assert!(a.is_leader().await && !b.is_leader().await);
     let spec = json!({"name": "sleeper", "command": "sleep 300.4242", "output_dir": "out",
         "schedule": {"frequency": "daily", "time_of_day": "06:00"}});
-    let (st, v) = api
-        .call(
-            &b,
-            "POST",
-            "/api/jobs",
-            Some(serde_json::to_vec(&spec).expect("json")),
-        )
-        .await;
+    let (st, v) = api.call_json(&b, "POST", "/api/jobs", &spec).await;
     assert_eq!(st, 201, "{v}");
     let (st, v) = api
         .call(
@@ -418,12 +401,7 @@ async fn replicas_share_sessions_and_refuse_unshared_stores_and_other_keys() {
     };
     let body = json!({"from": day(3), "to": day(2)});
     let (st, v) = api
-        .call(
-            &b,
-            "POST",
-            "/api/jobs/sleeper/backfill",
-            Some(serde_json::to_vec(&body).expect("json")),
-        )
+        .call_json(&b, "POST", "/api/jobs/sleeper/backfill", &body)
         .await;
     assert_eq!(st, 202, "{v}");
     let ids: Vec<String> = v["slots"]
@@ -527,23 +505,12 @@ async fn db_copy_moves_an_installation_and_token_create_takes_database() {
     assert_eq!(s, 200, "{v}");
     assert!(v["code_sha256"].is_string(), "{v}");
     // A token made on the host for the shared database works on the replica.
-    let out = Command::new(telejob_bin!())
-        .args([
-            "token",
-            "create",
-            "--user",
-            "bob",
-            "--database",
-            &url,
-            "--data-dir",
-        ])
-        .arg(dir.join("nowhere"))
-        .output()
-        .expect("token create");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = telejob_core::testing::output_of(
+        Command::new(telejob_bin!())
+            .args(["token", "create", "--user", "bob", "--database", &url])
+            .arg("--data-dir")
+            .arg(dir.join("nowhere")),
+        "token create",
     );
     let bob = Api {
         token: String::from_utf8_lossy(&out.stdout).trim().to_string(),

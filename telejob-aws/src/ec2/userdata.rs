@@ -242,14 +242,9 @@ mod tests {
         assert!(s.contains("--s3-region 'eu-west-1'"), "{s}");
         assert!(!s.contains("--s3-endpoint"), "{s}");
         assert!(!s.contains("AWS_SECRET"), "{s}");
-        let out = std::process::Command::new("bash")
-            .args(["-n", "-c", &s])
-            .output()
-            .expect("bash");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        telejob_core::testing::output_of(
+            std::process::Command::new("bash").args(["-n", "-c", &s]),
+            "bash -n of the user data",
         );
     }
 }

@@ -39,6 +39,22 @@ impl Fx {
         path.display().to_string()
     }
 
+    /// Runs `command` as job `job` on a tarball `name` of `files`, under `timeout`: the
+    /// request and its outcome.
+    async fn run_code(
+        &self,
+        name: &str,
+        files: &[(&str, &str, u32)],
+        job: &str,
+        command: &str,
+        timeout: Duration,
+    ) -> (RunRequest, RunOutcome) {
+        let code = self.tarball(name, files);
+        let req = request(job, &code, command, timeout);
+        let out = self.run(&req).await;
+        (req, out)
+    }
+
     async fn run(&self, req: &RunRequest) -> RunOutcome {
         self.pipeline.run(req, None, CancellationToken::new()).await
     }
@@ -80,16 +96,19 @@ async fn reference_backends_pass_the_compute_conformance_suite() {
 #[tokio::test]
 async fn the_job_gets_its_slot_and_runs_in_a_single_top_level_directory() {
     let fx = Fx::new();
-    let code = fx.tarball(
-        "proj.tgz",
-        &[(
-            "proj-1.0/run.sh",
-            "mkdir -p output; echo \"$TELEJOB_SCHEDULED_FOR $TELEJOB_RUN_ID $(basename $PWD)\" > output/env.txt; test \"$TELEJOB_OUTPUT_DIR\" = \"$PWD/output\"",
-            0o755,
-        )],
-    );
-    let req = request("slot", &code, "./run.sh", Duration::from_secs(30));
-    let out = fx.run(&req).await;
+    let (req, out) = fx
+        .run_code(
+            "proj.tgz",
+            &[(
+                "proj-1.0/run.sh",
+                "mkdir -p output; echo \"$TELEJOB_SCHEDULED_FOR $TELEJOB_RUN_ID $(basename $PWD)\" > output/env.txt; test \"$TELEJOB_OUTPUT_DIR\" = \"$PWD/output\"",
+                0o755,
+            )],
+            "slot",
+            "./run.sh",
+            Duration::from_secs(30),
+        )
+        .await;
     assert_eq!(out.run.state, RunState::Succeeded, "{:?}", out.error);
     let body = fx.public.get("slot/data/env.txt").await.expect("published");
     assert_eq!(
@@ -319,16 +338,19 @@ async fn a_directory_source_is_packed_and_run_the_same_way() {
 #[tokio::test]
 async fn timeouts_and_failures_publish_nothing_and_keep_the_log() {
     let fx = Fx::new();
-    let code = fx.tarball(
-        "c.tgz",
-        &[(
-            "run.sh",
-            "mkdir output; echo partial > output/x; echo working; sleep 600",
-            0o755,
-        )],
-    );
-    let req = request("slow", &code, "./run.sh", Duration::from_secs(1));
-    let out = fx.run(&req).await;
+    let (req, out) = fx
+        .run_code(
+            "c.tgz",
+            &[(
+                "run.sh",
+                "mkdir output; echo partial > output/x; echo working; sleep 600",
+                0o755,
+            )],
+            "slow",
+            "./run.sh",
+            Duration::from_secs(1),
+        )
+        .await;
     assert_eq!(out.run.state, RunState::TimedOut);
     assert!(matches!(out.error, Some(Error::Timeout(_))));
     assert!(fx.data_keys("slow").await.is_empty());

@@ -288,11 +288,7 @@ mod tests {
     use super::*;
     use crate::schedule::{ScheduleSpec, TimeOfDay};
 
-    fn t(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s)
-            .expect("instant")
-            .with_timezone(&Utc)
-    }
+    use crate::testing::at as t;
     fn d(s: &str) -> NaiveDate {
         parse_date("from", s).expect("date")
     }

@@ -112,11 +112,7 @@ impl Notifier for Recorder {
     }
 }
 
-fn t(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s)
-        .expect("instant")
-        .with_timezone(&Utc)
-}
+use crate::testing::at as t;
 
 struct Fx {
     store: Arc<MemorySchedulerStore>,
@@ -144,6 +140,13 @@ impl Fx {
             observer: Arc::new(NoObserver),
             limits: ValidationLimits::default(),
         })
+    }
+
+    /// A scheduler over the fixture, started.
+    async fn started(&self) -> Scheduler {
+        let s = self.scheduler();
+        s.start().await.expect("start");
+        s
     }
 
     fn add(&self, spec: JobSpec, cursor: &str) {
@@ -185,6 +188,15 @@ impl Fx {
     }
 }
 
+/// A job daily at noon running `command`.
+fn noon(name: &str, command: &str) -> JobSpec {
+    job(
+        name,
+        ScheduleSpec::daily(crate::schedule::TimeOfDay::NOON),
+        command,
+    )
+}
+
 fn job(name: &str, schedule: ScheduleSpec, command: &str) -> JobSpec {
     let mut s = JobSpec::new(name);
     s.schedule = schedule;
@@ -204,16 +216,8 @@ async fn advance_to(fx: &Fx, to: &str) {
 #[tokio::test(start_paused = true)]
 async fn a_daily_job_fires_once_a_day_on_time() {
     let fx = Fx::new("2014-03-08T11:00:00Z");
-    fx.add(
-        job(
-            "daily",
-            ScheduleSpec::daily(crate::schedule::TimeOfDay::NOON),
-            "ok 60",
-        ),
-        "2014-03-08T11:00:00Z",
-    );
-    let s = fx.scheduler();
-    s.start().await.expect("start");
+    fx.add(noon("daily", "ok 60"), "2014-03-08T11:00:00Z");
+    let s = fx.started().await;
     advance_to(&fx, "2014-03-10T13:00:00Z").await;
     use RunState::Succeeded as S;
     assert_eq!(
@@ -232,16 +236,8 @@ async fn a_daily_job_fires_once_a_day_on_time() {
 #[tokio::test(start_paused = true)]
 async fn a_slot_never_runs_twice_across_a_restart() {
     let fx = Fx::new("2014-03-08T11:59:00Z");
-    fx.add(
-        job(
-            "once",
-            ScheduleSpec::daily(crate::schedule::TimeOfDay::NOON),
-            "ok 10",
-        ),
-        "2014-03-08T11:00:00Z",
-    );
-    let s1 = fx.scheduler();
-    s1.start().await.expect("start");
+    fx.add(noon("once", "ok 10"), "2014-03-08T11:00:00Z");
+    let s1 = fx.started().await;
     advance_to(&fx, "2014-03-08T12:00:30Z").await;
     s1.shutdown().await;
     // A second scheduler over the same store: the cursor says the slot is handled, and even a
@@ -249,8 +245,7 @@ async fn a_slot_never_runs_twice_across_a_restart() {
     let mut js = fx.store.job("once").expect("job");
     js.cursor = t("2014-03-08T11:00:00Z");
     fx.store.put_job(js).expect("rewind the cursor");
-    let s2 = fx.scheduler();
-    s2.start().await.expect("start");
+    let s2 = fx.started().await;
     advance_to(&fx, "2014-03-08T12:05:00Z").await;
     assert_eq!(
         fx.runs("once"),
@@ -273,16 +268,11 @@ async fn missed_slots_after_downtime_follow_the_policy_and_are_recorded() {
     ] {
         // Down since the 4th: the 5th, 6th, 7th and (1 h late) 8th are due at start.
         let fx = Fx::new("2014-03-08T13:00:00Z");
-        let mut spec = job(
-            "m",
-            ScheduleSpec::daily(crate::schedule::TimeOfDay::NOON),
-            "ok 5",
-        );
+        let mut spec = noon("m", "ok 5");
         spec.missed = policy;
         spec.catch_up_limit = 2;
         fx.add(spec, "2014-03-04T12:00:00Z");
-        let s = fx.scheduler();
-        s.start().await.expect("start");
+        let s = fx.started().await;
         advance_to(&fx, "2014-03-08T13:10:00Z").await;
         let runs = fx.runs("m");
         assert_eq!(
@@ -329,8 +319,7 @@ async fn overlap_policies() {
         let mut spec = job("o", every_minute.clone(), "ok 90");
         spec.overlap = policy;
         fx.add(spec, "2014-03-08T12:00:30Z");
-        let s = fx.scheduler();
-        s.start().await.expect("start");
+        let s = fx.started().await;
         // Slots at 12:01 and 12:02; the first run lasts 90 s.
         advance_to(&fx, "2014-03-08T12:02:30Z").await;
         let mut js = fx.store.job("o").expect("job");
@@ -346,23 +335,14 @@ async fn overlap_policies() {
 #[tokio::test(start_paused = true)]
 async fn failures_retry_with_exponential_backoff_and_timeouts_only_when_asked() {
     let fx = Fx::new("2014-03-08T11:59:00Z");
-    let mut spec = job(
-        "r",
-        ScheduleSpec::daily(crate::schedule::TimeOfDay::NOON),
-        "fail 1",
-    );
+    let mut spec = noon("r", "fail 1");
     spec.max_retries = 2;
     spec.retry_backoff_seconds = 60;
     fx.add(spec, "2014-03-08T11:00:00Z");
-    let mut spec = job(
-        "t",
-        ScheduleSpec::daily(crate::schedule::TimeOfDay::NOON),
-        "timeout 1",
-    );
+    let mut spec = noon("t", "timeout 1");
     spec.max_retries = 2;
     fx.add(spec, "2014-03-08T11:00:00Z");
-    let s = fx.scheduler();
-    s.start().await.expect("start");
+    let s = fx.started().await;
     advance_to(&fx, "2014-03-08T12:30:00Z").await;
     let launched: Vec<(String, String)> = fx
         .compute
@@ -401,16 +381,11 @@ async fn failures_retry_with_exponential_backoff_and_timeouts_only_when_asked() 
 #[tokio::test(start_paused = true)]
 async fn retries_wait_out_their_backoff() {
     let fx = Fx::new("2014-03-08T11:59:00Z");
-    let mut spec = job(
-        "b",
-        ScheduleSpec::daily(crate::schedule::TimeOfDay::NOON),
-        "fail 1",
-    );
+    let mut spec = noon("b", "fail 1");
     spec.max_retries = 2;
     spec.retry_backoff_seconds = 60;
     fx.add(spec, "2014-03-08T11:00:00Z");
-    let s = fx.scheduler();
-    s.start().await.expect("start");
+    let s = fx.started().await;
     // Attempt 0 at 12:00:00 fails at :01; retry 1 at 12:01:01 fails at :02; retry 2 at 12:03:02.
     advance_to(&fx, "2014-03-08T12:03:00Z").await;
     assert_eq!(fx.store.runs("b").len(), 2);
@@ -422,16 +397,11 @@ async fn retries_wait_out_their_backoff() {
 #[tokio::test(start_paused = true)]
 async fn end_dates_expire_jobs_and_start_dates_hold_them() {
     let fx = Fx::new("2014-03-08T00:00:00Z");
-    let mut spec = job(
-        "e",
-        ScheduleSpec::daily(crate::schedule::TimeOfDay::NOON),
-        "ok 1",
-    );
+    let mut spec = noon("e", "ok 1");
     spec.start_at = Some(t("2014-03-09T00:00:00Z"));
     spec.end_at = Some(t("2014-03-10T23:00:00Z"));
     fx.add(spec, "2014-03-08T00:00:00Z");
-    let s = fx.scheduler();
-    s.start().await.expect("start");
+    let s = fx.started().await;
     advance_to(&fx, "2014-03-12T00:00:00Z").await;
     let slots: Vec<String> = fx.runs("e").into_iter().map(|(s, _)| s).collect();
     assert_eq!(slots, vec!["03-09T12:00:00", "03-10T12:00:00"]);
@@ -443,16 +413,8 @@ async fn end_dates_expire_jobs_and_start_dates_hold_them() {
 #[tokio::test(start_paused = true)]
 async fn pause_resume_and_run_now() {
     let fx = Fx::new("2014-03-08T11:00:00Z");
-    fx.add(
-        job(
-            "p",
-            ScheduleSpec::daily(crate::schedule::TimeOfDay::NOON),
-            "ok 1",
-        ),
-        "2014-03-08T11:00:00Z",
-    );
-    let s = fx.scheduler();
-    s.start().await.expect("start");
+    fx.add(noon("p", "ok 1"), "2014-03-08T11:00:00Z");
+    let s = fx.started().await;
     let name = JobName::new("p").expect("name");
     s.set_paused(&name, true).await.expect("pause");
     advance_to(&fx, "2014-03-09T11:00:00Z").await;
@@ -477,16 +439,8 @@ async fn pause_resume_and_run_now() {
 #[tokio::test(start_paused = true)]
 async fn failure_then_recovery_notifies_once_each() {
     let fx = Fx::new("2014-03-08T11:00:00Z");
-    fx.add(
-        job(
-            "n",
-            ScheduleSpec::daily(crate::schedule::TimeOfDay::NOON),
-            "fail 1",
-        ),
-        "2014-03-08T11:00:00Z",
-    );
-    let s = fx.scheduler();
-    s.start().await.expect("start");
+    fx.add(noon("n", "fail 1"), "2014-03-08T11:00:00Z");
+    let s = fx.started().await;
     advance_to(&fx, "2014-03-08T13:00:00Z").await;
     let mut js = fx.store.job("n").expect("job");
     js.spec.command = "ok 1".into();
@@ -500,16 +454,8 @@ async fn failure_then_recovery_notifies_once_each() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_cancels_runs_in_flight_and_records_it() {
     let fx = Fx::new("2014-03-08T11:59:59Z");
-    fx.add(
-        job(
-            "s",
-            ScheduleSpec::daily(crate::schedule::TimeOfDay::NOON),
-            "ok 3600",
-        ),
-        "2014-03-08T11:00:00Z",
-    );
-    let s = fx.scheduler();
-    s.start().await.expect("start");
+    fx.add(noon("s", "ok 3600"), "2014-03-08T11:00:00Z");
+    let s = fx.started().await;
     advance_to(&fx, "2014-03-08T12:00:10Z").await;
     assert_eq!(
         fx.runs("s"),
@@ -534,8 +480,7 @@ async fn a_burst_shared_between_worker_threads_fires_every_job_once() {
             "2014-03-08T11:59:59Z",
         );
     }
-    let s = fx.scheduler();
-    s.start().await.expect("start");
+    let s = fx.started().await;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while fx.compute.launched.lock().expect("lock").len() < n
         && std::time::Instant::now() < deadline
@@ -556,16 +501,8 @@ async fn a_burst_shared_between_worker_threads_fires_every_job_once() {
 #[tokio::test(start_paused = true)]
 async fn an_abandoning_scheduler_kills_its_runs_but_records_nothing_more() {
     let fx = Fx::new("2014-03-08T11:59:59Z");
-    fx.add(
-        job(
-            "a",
-            ScheduleSpec::daily(crate::schedule::TimeOfDay::NOON),
-            "ok 3600",
-        ),
-        "2014-03-08T11:00:00Z",
-    );
-    let s = fx.scheduler();
-    s.start().await.expect("start");
+    fx.add(noon("a", "ok 3600"), "2014-03-08T11:00:00Z");
+    let s = fx.started().await;
     advance_to(&fx, "2014-03-08T12:00:10Z").await;
     let (_, run) = fx.store.runs("a").pop().expect("a run");
     s.abandon().await;
@@ -595,16 +532,11 @@ async fn an_abandoning_scheduler_kills_its_runs_but_records_nothing_more() {
 #[tokio::test(start_paused = true)]
 async fn a_recovered_interrupted_run_is_retried_per_policy_and_a_manual_one_is_not() {
     let fx = Fx::new("2014-03-08T12:00:30Z");
-    let mut spec = job(
-        "i",
-        ScheduleSpec::daily(crate::schedule::TimeOfDay::NOON),
-        "ok 1",
-    );
+    let mut spec = noon("i", "ok 1");
     spec.max_retries = 1;
     spec.retry_backoff_seconds = 60;
     fx.add(spec, "2014-03-08T12:00:00Z");
-    let s = fx.scheduler();
-    s.start().await.expect("start");
+    let s = fx.started().await;
     let mut run = Run::pending(
         &RunRequest::new(JobName::new("i").expect("name"), "/code.tgz", "ok 1")
             .with_timeout(Duration::from_secs(60))
@@ -631,15 +563,10 @@ async fn a_recovered_interrupted_run_is_retried_per_policy_and_a_manual_one_is_n
 #[tokio::test(start_paused = true)]
 async fn a_backfill_runs_its_slots_oldest_first_at_most_n_at_a_time() {
     let fx = Fx::new("2014-03-10T00:00:00Z");
-    let mut spec = job(
-        "bf",
-        ScheduleSpec::daily(crate::schedule::TimeOfDay::NOON),
-        "ok 100",
-    );
+    let mut spec = noon("bf", "ok 100");
     spec.backfill_concurrency = 2;
     fx.add(spec, "2014-03-10T00:00:00Z");
-    let s = fx.scheduler();
-    s.start().await.expect("start");
+    let s = fx.started().await;
     let slots: Vec<_> = (3..=7)
         .rev() // given newest first: the engine still runs the oldest first
         .map(|d| (t(&format!("2014-03-0{d}T12:00:00Z")), 0, RunId::new()))

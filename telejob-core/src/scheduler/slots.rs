@@ -85,11 +85,7 @@ mod tests {
     use super::*;
     use crate::schedule::{ScheduleSpec, TimeOfDay};
 
-    fn t(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s)
-            .expect("instant")
-            .with_timezone(&Utc)
-    }
+    use crate::testing::at as t;
 
     #[test]
     fn policies_table() {

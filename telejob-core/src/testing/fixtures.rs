@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use chrono::{TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 
 use crate::job::JobName;
 use crate::run::RunRequest;
@@ -69,4 +69,34 @@ pub fn request(job: &str, code: &str, command: &str, timeout: Duration) -> RunRe
             .single()
             .expect("instant"),
     )
+}
+
+/// The instant `s` (RFC 3339), for tables of test cases.
+///
+/// # Panics
+///
+/// When `s` is not RFC 3339.
+pub fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .unwrap_or_else(|e| panic!("{s:?} is not an RFC 3339 instant: {e}"))
+        .with_timezone(&Utc)
+}
+
+/// Runs `cmd` to its end and returns what it printed.
+///
+/// # Panics
+///
+/// When it cannot be started, or exits unsuccessfully (the panic shows `what` and its standard
+/// error).
+pub fn output_of(cmd: &mut std::process::Command, what: &str) -> std::process::Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }

@@ -2,8 +2,8 @@
 //! first row, run updates, cursors and expiry as `load_jobs` reads them back.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 
+use super::fixtures::at;
 use crate::job::{JobName, JobSpec};
 use crate::run::{Run, RunId, RunRequest, RunState};
 use crate::scheduler::persist::{JobState, RunRow, SchedulerStore, Trigger};
@@ -40,12 +40,6 @@ pub async fn scheduler_store_conformance(fx: &dyn SchedulerStoreFixture) -> Vec<
     scheduler_store_update_run(fx).await;
     scheduler_store_cursor_and_expiry(fx).await;
     SCHEDULER_STORE_CHECKS.to_vec()
-}
-
-fn at(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s)
-        .expect("a test instant")
-        .with_timezone(&Utc)
 }
 
 /// A job name no other check uses.

@@ -60,13 +60,7 @@ async fn saving_a_job_returns_warnings_that_never_block() {
     ] {
         let mut body = spec.clone();
         body["name"] = json!("plain");
-        let (s, v, _) = api
-            .call(
-                "PUT",
-                "/api/jobs/plain",
-                Some(serde_json::to_vec(&body).expect("json")),
-            )
-            .await;
+        let (s, v) = api.put_json("/api/jobs/plain", &body).await;
         assert_eq!(s, 200, "saved despite the warning: {v}");
         let hit = v["warnings"].as_array().expect("warnings").iter().any(|w| {
             w["field"] == field && w["message"].as_str().is_some_and(|m| m.contains(words))
@@ -94,12 +88,8 @@ async fn saving_a_job_returns_warnings_that_never_block() {
             "{v}"
         );
     }
-    let (s, v, _) = api
-        .call(
-            "PUT",
-            "/api/jobs/plain/code",
-            Some(tarball(&[("pkg/run.sh", "true", 0o755)])),
-        )
+    let (s, v) = api
+        .put_code("plain", tarball(&[("pkg/run.sh", "true", 0o755)]))
         .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(
@@ -151,13 +141,7 @@ async fn a_slow_run_is_marked_late_once_and_a_fast_one_never() {
     for _ in 0..4 {
         assert_eq!(api.run_to_end("steady").await["state"], "succeeded");
     }
-    let (s, v, _) = api
-        .call(
-            "PUT",
-            "/api/jobs/steady",
-            Some(serde_json::to_vec(&spec("3")).expect("json")),
-        )
-        .await;
+    let (s, v) = api.put_json("/api/jobs/steady", &spec("3")).await;
     assert_eq!(s, 200, "{v}");
     let early = api.run_to_end("steady").await;
     assert_eq!(early["state"], "failed", "{early}");
@@ -173,13 +157,7 @@ async fn a_slow_run_is_marked_late_once_and_a_fast_one_never() {
         "only the failure is notified: {failed}"
     );
     // Now five or more successes of ~0.1 s: late after max(1.5 × p95, p95 + 1 s) ≈ 1.1 s.
-    let (s, v, _) = api
-        .call(
-            "PUT",
-            "/api/jobs/steady",
-            Some(serde_json::to_vec(&spec("0.1")).expect("json")),
-        )
-        .await;
+    let (s, v) = api.put_json("/api/jobs/steady", &spec("0.1")).await;
     assert_eq!(s, 200, "{v}");
     for _ in 0..2 {
         let fast = api.run_to_end("steady").await;
@@ -193,13 +171,7 @@ async fn a_slow_run_is_marked_late_once_and_a_fast_one_never() {
         rx.recv_timeout(Duration::from_millis(1500)).is_err(),
         "no alert for fast runs"
     );
-    let (s, v, _) = api
-        .call(
-            "PUT",
-            "/api/jobs/steady",
-            Some(serde_json::to_vec(&spec("5")).expect("json")),
-        )
-        .await;
+    let (s, v) = api.put_json("/api/jobs/steady", &spec("5")).await;
     assert_eq!(s, 200, "{v}");
     let (s, v) = api.post_json("/api/jobs/steady/runs", &json!({})).await;
     assert_eq!(s, 202, "{v}");
@@ -208,15 +180,7 @@ async fn a_slow_run_is_marked_late_once_and_a_fast_one_never() {
     let (http, cookie) = telejob_e2e::dashboard_sign_in(&srv.base, &srv.token).await;
     let deadline = Instant::now() + Duration::from_secs(4);
     loop {
-        let list = http
-            .get(format!("{}/", srv.base))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .expect("job list")
-            .text()
-            .await
-            .expect("text");
+        let list = telejob_e2e::page(&http, &format!("{}/", srv.base), &cookie).await;
         if list.contains("running late") {
             break;
         }
@@ -248,19 +212,8 @@ async fn a_slow_run_is_marked_late_once_and_a_fast_one_never() {
     let text = String::from_utf8_lossy(&text);
     assert!(text.contains("telejob_runs_late_total 1"), "{text}");
     // The run page says how late it finished.
-    let page = http
-        .get(format!(
-            "{}/runs/{}",
-            srv.base,
-            slow["id"].as_str().expect("id")
-        ))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .expect("run page")
-        .text()
-        .await
-        .expect("text");
+    let url = format!("{}/runs/{}", srv.base, slow["id"].as_str().expect("id"));
+    let page = telejob_e2e::page(&http, &url, &cookie).await;
     assert!(
         page.contains("id=\"late\"") && page.contains("more than usual"),
         "{page}"

@@ -243,23 +243,11 @@ async fn a_local_server_has_no_ec2_workers_and_keeps_a_profile() {
     assert_eq!(v["name"], "admin");
     let body =
         json!({"notify": {"webhook": "https://hooks.example.com/me", "email": ["me@example.com"]}});
-    let (s, v, _) = api
-        .call(
-            "PUT",
-            "/api/me",
-            Some(serde_json::to_vec(&body).expect("json")),
-        )
-        .await;
+    let (s, v) = api.put_json("/api/me", &body).await;
     assert_eq!(s, 200, "{v}");
     let (_, v) = api.get("/api/me").await;
     assert_eq!(v["notify"], body["notify"], "{v}");
     let bad = json!({"notify": {"webhook": "not a url"}});
-    let (s, v, _) = api
-        .call(
-            "PUT",
-            "/api/me",
-            Some(serde_json::to_vec(&bad).expect("json")),
-        )
-        .await;
+    let (s, v) = api.put_json("/api/me", &bad).await;
     assert_eq!(s, 422, "{v}");
 }

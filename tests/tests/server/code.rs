@@ -29,12 +29,8 @@ async fn code_uploads_are_checked_and_capped() {
         .call("PUT", "/api/jobs/up/code", Some(big.into_bytes()))
         .await;
     assert_eq!(s, 413);
-    let (s, v, _) = api
-        .call(
-            "PUT",
-            "/api/jobs/up/code",
-            Some(tarball(&[("run.sh", "true", 0o755)])),
-        )
+    let (s, v) = api
+        .put_code("up", tarball(&[("run.sh", "true", 0o755)]))
         .await;
     assert_eq!(s, 200, "{v}");
     let (_, job) = api.get("/api/jobs/up").await;

@@ -280,13 +280,7 @@ async fn a_replay_reruns_a_run_exactly_and_says_when_it_cannot() {
     assert_eq!(first["state"], "succeeded", "{first}");
     let id = first["id"].as_str().expect("id").to_string();
     // The job moves on: new environment, new code.
-    let (s, v, _) = api
-        .call(
-            "PUT",
-            "/api/jobs/replayed",
-            Some(serde_json::to_vec(&spec("two")).expect("json")),
-        )
-        .await;
+    let (s, v) = api.put_json("/api/jobs/replayed", &spec("two")).await;
     assert_eq!(s, 200, "{v}");
     let (s, v, _) = api
         .call(

@@ -2,22 +2,6 @@
 
 use super::*;
 
-/// Regular files below `dir` (none when it does not exist).
-fn files_below(dir: &Path) -> usize {
-    let mut n = 0;
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                todo.push(e.path());
-            } else {
-                n += 1;
-            }
-        }
-    }
-    n
-}
-
 #[tokio::test]
 async fn a_deleted_jobs_data_never_passes_to_a_new_owner_of_its_name() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -45,7 +29,10 @@ async fn a_deleted_jobs_data_never_passes_to_a_new_owner_of_its_name() {
     assert_eq!(alice.run_to_end("shared").await["state"], "succeeded");
     let (public, private) = (data.join("public/shared"), data.join("private/shared"));
     assert!(public.join("data/alice.csv").exists());
-    assert!(files_below(&private) > 0, "code, status and log");
+    assert!(
+        !telejob_e2e::files_below(&private).is_empty(),
+        "code, status and log"
+    );
 
     // Deleted with its published data kept: everything private goes, the name stays alice's.
     assert_eq!(alice.call("DELETE", "/api/jobs/shared", None).await.0, 204);
@@ -53,7 +40,11 @@ async fn a_deleted_jobs_data_never_passes_to_a_new_owner_of_its_name() {
         public.join("data/alice.csv").exists(),
         "published data kept"
     );
-    assert_eq!(files_below(&private), 0, "code, logs and status deleted");
+    assert_eq!(
+        telejob_e2e::files_below(&private).len(),
+        0,
+        "code, logs and status deleted"
+    );
     let (s, v) = bob.post_json("/api/jobs", &json!({"name": "shared"})).await;
     assert_eq!((s, v["field"].as_str()), (409, Some("name")), "{v}");
     let (s, _, _) = bob.call("GET", "/public/shared/data/alice.csv", None).await;
@@ -71,7 +62,11 @@ async fn a_deleted_jobs_data_never_passes_to_a_new_owner_of_its_name() {
         admin.call("DELETE", "/api/tombstones/shared", None).await.0,
         204
     );
-    assert_eq!(files_below(&public), 0, "released names carry no data");
+    assert_eq!(
+        telejob_e2e::files_below(&public).len(),
+        0,
+        "released names carry no data"
+    );
     bob.create_with_code(
         json!({"name": "shared"}),
         &[("run.sh", &script("bob"), 0o755)],
@@ -90,7 +85,10 @@ async fn a_deleted_jobs_data_never_passes_to_a_new_owner_of_its_name() {
             .0,
         204
     );
-    assert_eq!(files_below(&public) + files_below(&private), 0);
+    assert_eq!(
+        telejob_e2e::files_below(&public).len() + telejob_e2e::files_below(&private).len(),
+        0
+    );
     assert_eq!(admin.get("/api/tombstones").await.1, json!([]));
     assert_eq!(
         alice
@@ -102,6 +100,19 @@ async fn a_deleted_jobs_data_never_passes_to_a_new_owner_of_its_name() {
 }
 
 /// Whether this host gives runs namespaces (telejob as root); required in CI.
+/// A server for tenant tests, where this host isolates runs: its directory, data directory,
+/// process and admin client.
+fn isolated_server() -> Option<(tempfile::TempDir, std::path::PathBuf, Server, Api)> {
+    if !tenants_isolated() {
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let srv = serve(&data, &[]);
+    let admin = srv.admin();
+    Some((dir, data, srv, admin))
+}
+
 fn tenants_isolated() -> bool {
     // The same probe telejob uses for its own runs (root, and namespaces the kernel allows).
     let root = telejob_core::agent::sandbox::namespaces_available();
@@ -129,13 +140,9 @@ fn text_below(dir: &Path) -> String {
 
 #[tokio::test]
 async fn two_tenants_running_at_once_cannot_reach_each_other() {
-    if !tenants_isolated() {
+    let Some((_dir, data, srv, admin)) = isolated_server() else {
         return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let srv = serve(&data, &[]);
-    let admin = Api::new(&srv, Some(&srv.token));
+    };
     let (alice, bob) = (admin.user("alice").await, admin.user("bob").await);
     const SECRET: &str = "hunter2-victims-secret";
     // Alice's job holds a secret in its environment and its workspace while it runs.
@@ -223,15 +230,7 @@ true
         "/jobs/victim/edit".to_string(),
         format!("/runs/{v}"),
     ] {
-        let html = http
-            .get(format!("{}{page}", srv.base))
-            .header("Cookie", &session)
-            .send()
-            .await
-            .expect("page")
-            .text()
-            .await
-            .expect("html");
+        let html = telejob_e2e::page(&http, &format!("{}{page}", srv.base), &session).await;
         assert!(html.contains("victim"), "{page}: {html}");
         assert!(!html.contains(SECRET), "{page} shows the secret");
         if page.ends_with("/edit") {
@@ -247,13 +246,9 @@ true
 
 #[tokio::test]
 async fn runs_over_their_limits_fail_with_the_reason_beside_a_good_run() {
-    if !tenants_isolated() {
+    let Some((_dir, _data, _srv, admin)) = isolated_server() else {
         return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let srv = serve(&data, &[]);
-    let admin = Api::new(&srv, Some(&srv.token));
+    };
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let jobs = [

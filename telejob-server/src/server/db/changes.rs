@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use telejob_core::Result;
 
-use super::conn::{Db, db_err, ts};
+use super::conn::{Db, Exec, Fetch, ts};
 
 /// What changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,9 +68,8 @@ impl Db {
         .bind(run)
         .bind(origin)
         .bind(ts(Utc::now()))
-        .execute(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .exec(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -85,9 +84,8 @@ impl Db {
         )
         .bind(seq)
         .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .all(&self.pool)
+        .await?;
         rows.into_iter()
             .map(|r| {
                 let run: Option<String> = r.get(3);
@@ -124,9 +122,8 @@ impl Db {
     /// Database errors.
     pub async fn last_change(&self) -> Result<i64> {
         let n: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM job_changes")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .one(&self.pool)
+            .await?;
         Ok(n.unwrap_or(0))
     }
 
@@ -138,9 +135,8 @@ impl Db {
     pub async fn prune_changes(&self, before: DateTime<Utc>) -> Result<u64> {
         let r = sqlx::query("DELETE FROM job_changes WHERE at < $1")
             .bind(ts(before))
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .exec(&self.pool)
+            .await?;
         Ok(r.rows_affected())
     }
 }

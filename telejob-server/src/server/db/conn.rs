@@ -32,6 +32,60 @@ pub(super) fn db_err(e: sqlx::Error) -> Error {
     Error::persistence("query", e, retryable)
 }
 
+/// A query run on the pool with its errors as telejob's: `.all(&pool)`, `.opt`, `.one` for
+/// `fetch_all`, `fetch_optional`, `fetch_one` and `map_err(db_err)`.
+pub(super) trait Fetch<'q> {
+    /// What one row is read as.
+    type Out;
+    /// Every row.
+    async fn all(self, pool: &AnyPool) -> Result<Vec<Self::Out>>;
+    /// The first row, if any.
+    async fn opt(self, pool: &AnyPool) -> Result<Option<Self::Out>>;
+    /// Exactly one row.
+    async fn one(self, pool: &AnyPool) -> Result<Self::Out>;
+}
+
+/// A statement run on the pool with its errors as telejob's (`execute` and `map_err(db_err)`).
+pub(super) trait Exec {
+    /// Runs the statement.
+    async fn exec(self, pool: &AnyPool) -> Result<sqlx::any::AnyQueryResult>;
+}
+
+impl<'q> Exec for sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    async fn exec(self, pool: &AnyPool) -> Result<sqlx::any::AnyQueryResult> {
+        self.execute(pool).await.map_err(db_err)
+    }
+}
+
+impl<'q> Fetch<'q> for sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    type Out = sqlx::any::AnyRow;
+    async fn all(self, pool: &AnyPool) -> Result<Vec<Self::Out>> {
+        self.fetch_all(pool).await.map_err(db_err)
+    }
+    async fn opt(self, pool: &AnyPool) -> Result<Option<Self::Out>> {
+        self.fetch_optional(pool).await.map_err(db_err)
+    }
+    async fn one(self, pool: &AnyPool) -> Result<Self::Out> {
+        self.fetch_one(pool).await.map_err(db_err)
+    }
+}
+
+impl<'q, O> Fetch<'q> for sqlx::query::QueryScalar<'q, sqlx::Any, O, sqlx::any::AnyArguments<'q>>
+where
+    O: Send + Unpin + for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    type Out = O;
+    async fn all(self, pool: &AnyPool) -> Result<Vec<O>> {
+        self.fetch_all(pool).await.map_err(db_err)
+    }
+    async fn opt(self, pool: &AnyPool) -> Result<Option<O>> {
+        self.fetch_optional(pool).await.map_err(db_err)
+    }
+    async fn one(self, pool: &AnyPool) -> Result<O> {
+        self.fetch_one(pool).await.map_err(db_err)
+    }
+}
+
 /// A stored value this version cannot read.
 pub(super) fn decode_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::persistence("decode", format!("{what}: {e}"), false)

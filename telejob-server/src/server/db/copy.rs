@@ -5,7 +5,7 @@ use futures::TryStreamExt;
 use sqlx::Row;
 use telejob_core::{Error, Result};
 
-use super::conn::{Db, db_err};
+use super::conn::{Db, Fetch, db_err};
 
 /// How a column's values cross.
 #[derive(Debug, Clone, Copy)]
@@ -154,9 +154,8 @@ impl Db {
     /// Rows per table.
     async fn count(&self, table: &str) -> Result<i64> {
         sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
-            .fetch_one(&self.pool)
+            .one(&self.pool)
             .await
-            .map_err(db_err)
     }
 
     #[cfg(test)]
@@ -174,10 +173,7 @@ impl Db {
                 "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema() ORDER BY table_name"
             }
         };
-        sqlx::query_scalar(q)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)
+        sqlx::query_scalar(q).all(&self.pool).await
     }
 
     /// Copies every table into `to`, which must hold no users or jobs yet, in one transaction;

@@ -5,7 +5,7 @@ use sqlx::Row;
 use telejob_core::Result;
 use telejob_core::job::JobSpec;
 
-use super::conn::{Db, db_err, decode_err, inserted, parse_ts, ts};
+use super::conn::{Db, Exec, Fetch, db_err, decode_err, inserted, parse_ts, ts};
 use super::rows::{CodeVersion, JobRow, Tombstone};
 
 impl Db {
@@ -96,18 +96,16 @@ impl Db {
     pub async fn job_fresh(&self, name: &str) -> Result<Option<JobRow>> {
         let r = sqlx::query("SELECT * FROM jobs WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .opt(&self.pool)
+            .await?;
         r.as_ref().map(Self::job_from_row).transpose()
     }
 
     /// Every job, by name.
     pub async fn jobs(&self) -> Result<Vec<JobRow>> {
         let rows = sqlx::query("SELECT * FROM jobs ORDER BY name")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .all(&self.pool)
+            .await?;
         rows.iter().map(Self::job_from_row).collect()
     }
 
@@ -154,18 +152,16 @@ impl Db {
     pub async fn tombstone(&self, name: &str) -> Result<Option<Tombstone>> {
         let r = sqlx::query("SELECT name, owner, deleted_at FROM tombstones WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .opt(&self.pool)
+            .await?;
         Ok(r.as_ref().map(Self::tombstone_from_row))
     }
 
     /// Every tombstone, by name.
     pub async fn tombstones(&self) -> Result<Vec<Tombstone>> {
         let rows = sqlx::query("SELECT name, owner, deleted_at FROM tombstones ORDER BY name")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .all(&self.pool)
+            .await?;
         Ok(rows.iter().map(Self::tombstone_from_row).collect())
     }
 
@@ -173,9 +169,8 @@ impl Db {
     pub async fn remove_tombstone(&self, name: &str) -> Result<()> {
         sqlx::query("DELETE FROM tombstones WHERE name = $1")
             .bind(name)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .exec(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -232,9 +227,8 @@ impl Db {
         };
         let rows = sqlx::query("SELECT sha256, key, size, uploaded_by, uploaded_at FROM code_versions WHERE job = $1 ORDER BY uploaded_at DESC")
             .bind(job)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .all(&self.pool)
+            .await?;
         let versions: Vec<CodeVersion> = rows
             .into_iter()
             .map(|r| CodeVersion {

@@ -9,7 +9,7 @@
 use sqlx::Row;
 use telejob_core::{Error, Result};
 
-use super::conn::{Db, Fence, db_err};
+use super::conn::{Db, Exec, Fence, Fetch};
 
 /// The lease row as last read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,10 +33,7 @@ impl Db {
             "SELECT holder, epoch, expires_ms - {} FROM leases WHERE name = 'scheduler'",
             self.backend.now_ms()
         );
-        let r = sqlx::query(&q)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db_err)?;
+        let r = sqlx::query(&q).one(&self.pool).await?;
         Ok(LeaseRow {
             holder: r.get(0),
             epoch: r.get(1),
@@ -68,9 +65,8 @@ impl Db {
             .bind(ttl_ms)
             .bind(dh)
             .bind(de)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .exec(&self.pool)
+            .await?;
         if r.rows_affected() == 0 {
             return Ok(None);
         }
@@ -94,9 +90,8 @@ impl Db {
             .bind(ttl_ms)
             .bind(&fence.holder)
             .bind(fence.epoch)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .exec(&self.pool)
+            .await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -112,9 +107,8 @@ impl Db {
         )
         .bind(&fence.holder)
         .bind(fence.epoch)
-        .execute(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .exec(&self.pool)
+        .await?;
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 use chrono::Utc;
 use telejob_core::Result;
 
-use super::conn::{Db, db_err, inserted, ts};
+use super::conn::{Db, Exec, inserted, ts};
 
 impl Db {
     /// Claims an event key; `false` if it was claimed before (each event is sent once).
@@ -27,9 +27,8 @@ impl Db {
             .bind(error)
             .bind(sent)
             .bind(key)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .exec(&self.pool)
+            .await?;
         Ok(())
     }
 }

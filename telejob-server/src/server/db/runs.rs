@@ -8,7 +8,7 @@ use telejob_core::job::JobName;
 use telejob_core::run::{Run, RunState};
 use telejob_core::scheduler::persist::{JobState, RunRow, SchedulerStore, Trigger};
 
-use super::conn::{Db, db_err, decode_err, ts};
+use super::conn::{Db, Exec, Fetch, db_err, decode_err, ts};
 
 /// Why a run counts as late: when it was marked, the job's usual (p95) command duration and the
 /// threshold it passed, in milliseconds.
@@ -31,9 +31,8 @@ impl Db {
     pub async fn run(&self, id: &str) -> Result<Option<(Run, String)>> {
         let r = sqlx::query("SELECT record, trigger FROM runs WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .opt(&self.pool)
+            .await?;
         r.map(|r| Ok((Self::run_from_json(r.get(0))?, r.get(1))))
             .transpose()
     }
@@ -43,9 +42,8 @@ impl Db {
         let rows = sqlx::query("SELECT record, trigger FROM runs WHERE job = $1 ORDER BY scheduled_for DESC, id DESC LIMIT $2")
             .bind(job)
             .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| Ok((Self::run_from_json(r.get(0))?, r.get(1))))
             .collect()
@@ -66,9 +64,8 @@ impl Db {
         .bind(job)
         .bind(ts(from))
         .bind(ts(to))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 let state: String = r.get(2);
@@ -89,9 +86,8 @@ impl Db {
             "SELECT record FROM runs WHERE job = $1 AND state = 'succeeded' ORDER BY created_at DESC LIMIT 20",
         )
         .bind(job)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .all(&self.pool)
+        .await?;
         let mut out = Vec::new();
         for r in rows {
             let run = Self::run_from_json(&r)?;
@@ -106,9 +102,8 @@ impl Db {
     pub async fn running_not_late(&self) -> Result<Vec<Run>> {
         let rows: Vec<String> =
             sqlx::query_scalar("SELECT record FROM runs WHERE state = 'running' AND late IS NULL")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db_err)?;
+                .all(&self.pool)
+                .await?;
         rows.iter().map(|r| Self::run_from_json(r)).collect()
     }
 
@@ -117,9 +112,8 @@ impl Db {
         let r = sqlx::query("UPDATE runs SET late = $1 WHERE id = $2 AND late IS NULL")
             .bind(serde_json::to_string(late).unwrap_or_default())
             .bind(run)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .exec(&self.pool)
+            .await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -130,9 +124,8 @@ impl Db {
     ) -> Result<std::collections::HashMap<String, LateMark>> {
         let rows = sqlx::query("SELECT id, late FROM runs WHERE job = $1 AND late IS NOT NULL")
             .bind(job)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .all(&self.pool)
+            .await?;
         Ok(rows
             .iter()
             .filter_map(|r| {
@@ -146,9 +139,8 @@ impl Db {
     pub async fn late_mark(&self, run: &str) -> Result<Option<LateMark>> {
         let v: Option<Option<String>> = sqlx::query_scalar("SELECT late FROM runs WHERE id = $1")
             .bind(run)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .opt(&self.pool)
+            .await?;
         Ok(v.flatten().and_then(|v| serde_json::from_str(&v).ok()))
     }
 
@@ -165,9 +157,8 @@ impl Db {
         let v: Vec<String> = sqlx::query_scalar(
             "SELECT DISTINCT job FROM runs WHERE late IS NOT NULL AND state IN ('running', 'publishing')",
         )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .all(&self.pool)
+        .await?;
         Ok(v.into_iter().collect())
     }
 
@@ -176,9 +167,8 @@ impl Db {
         sqlx::query_scalar("SELECT id FROM runs WHERE job = $1 AND slot_key = $2")
             .bind(job)
             .bind(slot_key)
-            .fetch_optional(&self.pool)
+            .opt(&self.pool)
             .await
-            .map_err(db_err)
     }
 
     /// Whether the job's latest finished (succeeded, failed, timed out) run failed.
@@ -187,9 +177,8 @@ impl Db {
             "SELECT state FROM runs WHERE job = $1 AND state IN ('succeeded', 'failed', 'timed_out') ORDER BY created_at DESC LIMIT 1",
         )
         .bind(job)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .opt(&self.pool)
+        .await?;
         Ok(matches!(s.as_deref(), Some("failed" | "timed_out")))
     }
 
@@ -201,18 +190,16 @@ impl Db {
              FROM runs WHERE state IN ('succeeded', 'failed', 'timed_out')) latest \
              WHERE n = 1 AND state IN ('failed', 'timed_out')",
         )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .all(&self.pool)
+        .await?;
         Ok(rows.into_iter().collect())
     }
 
     /// Runs recorded as in flight, with their trigger and attempt.
     pub async fn in_flight(&self) -> Result<Vec<(Run, Trigger, u32)>> {
         let rows = sqlx::query("SELECT record, trigger, attempt FROM runs WHERE state IN ('pending', 'fetching', 'running', 'publishing')")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .all(&self.pool)
+            .await?;
         rows.into_iter()
             .map(|r| {
                 let trigger = Trigger::parse(&r.get::<String, _>(1)).unwrap_or(Trigger::Manual);
@@ -229,9 +216,8 @@ impl Db {
     pub async fn in_flight_ids(&self, job: &str) -> Result<Vec<String>> {
         sqlx::query_scalar("SELECT id FROM runs WHERE job = $1 AND state IN ('pending', 'fetching', 'running', 'publishing')")
             .bind(job)
-            .fetch_all(&self.pool)
+            .all(&self.pool)
             .await
-            .map_err(db_err)
     }
 
     /// Marks one in-flight run interrupted.
@@ -246,9 +232,8 @@ impl Db {
     /// Number of runs per state.
     pub async fn run_counts(&self) -> Result<Vec<(String, i64)>> {
         let rows = sqlx::query("SELECT state, COUNT(*) FROM runs GROUP BY state")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .all(&self.pool)
+            .await?;
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 }
@@ -338,9 +323,8 @@ impl SchedulerStore for Db {
             .bind(run.state.as_str())
             .bind(serde_json::to_string(run).unwrap_or_default())
             .bind(run.id.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .exec(&self.pool)
+            .await?;
         Ok(())
     }
 

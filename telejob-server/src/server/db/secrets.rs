@@ -6,7 +6,7 @@ use sqlx::Row;
 use telejob_core::Result;
 use telejob_core::run::Secrets;
 
-use super::conn::{Db, db_err, parse_ts, ts};
+use super::conn::{Db, Exec, Fetch, db_err, parse_ts, ts};
 use crate::server::db::secret_box::{Sealed, SecretChanges};
 
 /// A secret as the API shows it: its name and when it was set, never its value.
@@ -83,9 +83,8 @@ impl Db {
     pub async fn secret_names(&self, job: &str) -> Result<Vec<SecretInfo>> {
         let rows = sqlx::query("SELECT name, set_at FROM job_secrets WHERE job = $1 ORDER BY name")
             .bind(job)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(SecretInfo {
@@ -104,9 +103,8 @@ impl Db {
     pub async fn open_secrets(&self, job: &str) -> Result<Secrets> {
         let rows = sqlx::query("SELECT name, nonce, ciphertext FROM job_secrets WHERE job = $1")
             .bind(job)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .all(&self.pool)
+            .await?;
         if rows.is_empty() {
             return Ok(Secrets::default());
         }
@@ -138,16 +136,14 @@ impl Db {
     pub async fn check_secrets_key(&self, key_id: &str) -> Result<()> {
         let stored: Option<String> =
             sqlx::query_scalar("SELECT value FROM settings WHERE name = 'secrets_key_id'")
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db_err)?;
+                .opt(&self.pool)
+                .await?;
         if stored.as_deref() == Some(key_id) {
             return Ok(());
         }
         let sealed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM job_secrets")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .one(&self.pool)
+            .await?;
         let shared = self.backend == super::Backend::Postgres;
         if stored.is_some() && (sealed > 0 || shared) {
             return Err(telejob_core::Error::config(
@@ -162,9 +158,8 @@ impl Db {
             "INSERT INTO settings (name, value) VALUES ('secrets_key_id', $1) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
         )
         .bind(key_id)
-        .execute(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .exec(&self.pool)
+        .await?;
         Ok(())
     }
 }

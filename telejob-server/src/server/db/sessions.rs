@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use telejob_core::Result;
 
-use super::conn::{Db, db_err, parse_ts, ts};
+use super::conn::{Db, Exec, Fetch, parse_ts, ts};
 use super::rows::User;
 
 impl Db {
@@ -23,9 +23,8 @@ impl Db {
     ) -> Result<()> {
         sqlx::query("DELETE FROM sessions WHERE last_used < $1")
             .bind(ts(expired_before))
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .exec(&self.pool)
+            .await?;
         sqlx::query(
             "INSERT INTO sessions (id_hash, \"user\", csrf, last_used) VALUES ($1, $2, $3, $4)",
         )
@@ -33,9 +32,8 @@ impl Db {
         .bind(user)
         .bind(csrf)
         .bind(ts(now))
-        .execute(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .exec(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -49,9 +47,8 @@ impl Db {
             "SELECT u.name, u.is_admin, s.csrf, s.last_used FROM sessions s JOIN users u ON u.name = s.\"user\" WHERE s.id_hash = $1",
         )
         .bind(id_hash)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .opt(&self.pool)
+        .await?;
         r.map(|r| {
             Ok((
                 User {
@@ -74,9 +71,8 @@ impl Db {
         sqlx::query("UPDATE sessions SET last_used = $1 WHERE id_hash = $2")
             .bind(ts(now))
             .bind(id_hash)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .exec(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -88,9 +84,8 @@ impl Db {
     pub async fn delete_session(&self, id_hash: &str) -> Result<()> {
         sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
             .bind(id_hash)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .exec(&self.pool)
+            .await?;
         Ok(())
     }
 }

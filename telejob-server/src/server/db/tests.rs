@@ -53,6 +53,18 @@ async fn both_databases_keep_the_scheduler_store_contract() {
     }
 }
 
+/// A test that runs `check(db)` on each database this host has.
+macro_rules! on_both_databases {
+    ($name:ident, $check:ident) => {
+        #[tokio::test]
+        async fn $name() {
+            for (db, _keep) in databases().await {
+                $check(db).await;
+            }
+        }
+    };
+}
+
 fn row(job: &str, key: &str) -> RunRow {
     let req: RunRequest = serde_json::from_value(serde_json::json!({
         "run_id": telejob_core::run::RunId::new(), "job": job, "code": "store:x", "command": "true",
@@ -67,12 +79,10 @@ fn row(job: &str, key: &str) -> RunRow {
     }
 }
 
-#[tokio::test]
-async fn job_reads_follow_every_write_through_the_cache() {
-    for (db, _keep) in databases().await {
-        reads_follow_writes(db).await;
-    }
-}
+on_both_databases!(
+    job_reads_follow_every_write_through_the_cache,
+    reads_follow_writes
+);
 
 async fn reads_follow_writes(db: Db) {
     db.ensure_user("ann", false).await.expect("user");
@@ -114,12 +124,10 @@ async fn reads_follow_writes(db: Db) {
     );
 }
 
-#[tokio::test]
-async fn a_slot_key_is_inserted_once_even_under_concurrency() {
-    for (db, _keep) in databases().await {
-        slot_once(db).await;
-    }
-}
+on_both_databases!(
+    a_slot_key_is_inserted_once_even_under_concurrency,
+    slot_once
+);
 
 async fn slot_once(db: Db) {
     let mut tasks = Vec::new();
@@ -150,12 +158,7 @@ async fn slot_once(db: Db) {
     );
 }
 
-#[tokio::test]
-async fn in_flight_runs_become_interrupted() {
-    for (db, _keep) in databases().await {
-        interrupted(db).await;
-    }
-}
+on_both_databases!(in_flight_runs_become_interrupted, interrupted);
 
 async fn interrupted(db: Db) {
     let r = row("j", "slot:a");
@@ -182,12 +185,10 @@ async fn interrupted(db: Db) {
     assert_eq!(other.state, RunState::Succeeded);
 }
 
-#[tokio::test]
-async fn a_timestamp_the_database_cannot_parse_is_an_error_not_1970() {
-    for (db, _keep) in databases().await {
-        unparsable(db).await;
-    }
-}
+on_both_databases!(
+    a_timestamp_the_database_cannot_parse_is_an_error_not_1970,
+    unparsable
+);
 
 async fn unparsable(db: Db) {
     db.ensure_user("ann", false).await.expect("user");

@@ -4,7 +4,7 @@ use chrono::Utc;
 use sqlx::Row;
 use telejob_core::Result;
 
-use super::conn::{Db, db_err, ts};
+use super::conn::{Db, Exec, Fetch, ts};
 use super::rows::User;
 
 impl Db {
@@ -14,9 +14,8 @@ impl Db {
             .bind(name)
             .bind(i64::from(admin))
             .bind(ts(Utc::now()))
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .exec(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -29,9 +28,8 @@ impl Db {
         .bind(user)
         .bind(label)
         .bind(ts(Utc::now()))
-        .execute(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .exec(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -40,9 +38,8 @@ impl Db {
         let rows = sqlx::query(
             "SELECT t.hash, u.name, u.is_admin FROM tokens t JOIN users u ON u.name = t.\"user\"",
         )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .all(&self.pool)
+        .await?;
         Ok(rows
             .into_iter()
             .map(|r| {
@@ -61,9 +58,8 @@ impl Db {
     pub async fn token_user(&self, hash: &str) -> Result<Option<User>> {
         let r = sqlx::query("SELECT u.name, u.is_admin FROM tokens t JOIN users u ON u.name = t.\"user\" WHERE t.hash = $1")
             .bind(hash)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .opt(&self.pool)
+            .await?;
         Ok(r.map(|r| User {
             name: r.get(0),
             is_admin: (r.get::<i64, _>(1) != 0),
@@ -73,9 +69,8 @@ impl Db {
     /// Whether any admin exists.
     pub async fn has_admin(&self) -> Result<bool> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE is_admin = 1")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .one(&self.pool)
+            .await?;
         Ok(n > 0)
     }
 }

@@ -5,7 +5,7 @@ use sqlx::Row;
 use telejob_core::Result;
 use telejob_core::policy::NotifySpec;
 
-use super::conn::{Db, db_err, parse_ts, ts};
+use super::conn::{Db, Exec, Fetch, db_err, parse_ts, ts};
 
 /// A worker as the server keeps it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -165,9 +165,8 @@ impl Db {
         .bind(&w.end_reason)
         .bind(i64::from(w.warned))
         .bind(&w.id)
-        .execute(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .exec(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -175,9 +174,8 @@ impl Db {
     pub async fn claim_worker_warning(&self, id: &str) -> Result<bool> {
         let r = sqlx::query("UPDATE workers SET warned = 1 WHERE id = $1 AND warned = 0")
             .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .exec(&self.pool)
+            .await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -189,9 +187,8 @@ impl Db {
         .bind(ts(Utc::now()))
         .bind(reason)
         .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .exec(&self.pool)
+        .await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -201,9 +198,8 @@ impl Db {
             "SELECT {COLUMNS} FROM workers WHERE name = $1 ORDER BY CASE WHEN state = 'ended' THEN 1 ELSE 0 END, created_at DESC LIMIT 1"
         ))
         .bind(name)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .opt(&self.pool)
+        .await?;
         r.as_ref().map(row).transpose()
     }
 
@@ -214,9 +210,8 @@ impl Db {
             "SELECT {COLUMNS} FROM workers WHERE state <> 'ended' OR ended_at > $1 ORDER BY created_at DESC"
         ))
         .bind(since)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .all(&self.pool)
+        .await?;
         rows.iter().map(row).collect()
     }
 
@@ -225,9 +220,8 @@ impl Db {
         let v: Option<Option<String>> =
             sqlx::query_scalar("SELECT notify FROM users WHERE name = $1")
                 .bind(user)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db_err)?;
+                .opt(&self.pool)
+                .await?;
         Ok(v.flatten()
             .and_then(|s| serde_json::from_str(&s).ok())
             .unwrap_or_default())
@@ -238,9 +232,8 @@ impl Db {
         sqlx::query("UPDATE users SET notify = $1 WHERE name = $2")
             .bind(notify_json(notify))
             .bind(user)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .exec(&self.pool)
+            .await?;
         Ok(())
     }
 }
