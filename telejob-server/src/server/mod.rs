@@ -123,6 +123,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<Server> {
     let workers = Arc::new(app::workers::Workers {
         backend: compute.workers(),
         policy: cfg.worker_policy()?,
+        terminating: Arc::default(),
     });
     let metrics = Arc::new(app::metrics::Metrics::new());
     let limits = cfg.limits(capabilities.limits)?;

@@ -49,6 +49,9 @@ pub struct Workers {
     pub backend: Option<Arc<dyn WorkerBackend>>,
     /// The bounds.
     pub policy: WorkerPolicy,
+    /// Workers a request of this replica is terminating now: the watch leaves them to it, so
+    /// that their end is recorded as the request's, not as "its instance is gone".
+    pub terminating: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// `POST /api/workers`.
@@ -319,12 +322,32 @@ impl Workers {
         if w.ended() {
             return Ok(w);
         }
-        if let Some(i) = &w.instance_id {
-            self.backend()?.terminate(i).await?;
+        let lock = || {
+            self.terminating
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        lock().insert(w.id.clone());
+        let ended = async {
+            if let Some(i) = &w.instance_id {
+                self.backend()?.terminate(i).await?;
+            }
+            self.ended(db, notifier, &w, &format!("terminated by {}", user.name))
+                .await?;
+            Ok::<_, JobError>(())
         }
-        self.ended(db, notifier, &w, &format!("terminated by {}", user.name))
-            .await?;
+        .await;
+        lock().remove(&w.id);
+        ended?;
         Ok(db.worker(name).await?.unwrap_or(w))
+    }
+
+    /// Whether a request of this replica is terminating the worker `id` now.
+    fn is_terminating(&self, id: &str) -> bool {
+        self.terminating
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(id)
     }
 
     /// Records the end (once) and tells the owner.
@@ -421,6 +444,9 @@ impl WorkerWatch {
             .collect();
         let followed = rows.iter().map(|w| w.name.clone()).collect();
         for w in rows {
+            if self.workers.is_terminating(&w.id) {
+                continue;
+            }
             let name = w.name.clone();
             if let Err(e) = self.follow(backend, w, &live, now).await {
                 tracing::warn!(worker = %name, error = %e, "cannot follow the worker this pass");
@@ -461,7 +487,9 @@ impl WorkerWatch {
                     Some(_) => false,
                     None => now - w.created_at > chrono::Duration::minutes(2),
                 };
-                if !gone {
+                // A terminate request of this replica may have ended it meanwhile: its
+                // reason is the one to record.
+                if !gone || self.workers.is_terminating(&w.id) {
                     return Ok(());
                 }
                 self.workers
