@@ -171,15 +171,23 @@ async fn value(c: &Client, id: &str) -> Option<String> {
         .expect("value")
 }
 
-/// The text of the element `css`, waiting for it to appear (pages load after clicks).
+/// The text of the element `css`, waiting for it to appear (pages load after clicks). A page
+/// that navigates between finding the element and reading it leaves a stale element: read again.
 async fn text(c: &Client, css: &str) -> String {
-    c.wait()
-        .for_element(Locator::Css(css))
-        .await
-        .expect(css)
-        .text()
-        .await
-        .expect("text")
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let element = c.wait().for_element(Locator::Css(css)).await.expect(css);
+        match element.text().await {
+            Ok(text) => return text,
+            Err(fantoccini::error::CmdError::Standard(e))
+                if e.error == fantoccini::error::ErrorStatus::StaleElementReference
+                    && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("text of {css}: {e}"),
+        }
+    }
 }
 
 /// How many pixels of a PNG screenshot are (about) `rgb`.
@@ -525,8 +533,9 @@ async fn a_user_launches_a_worker_from_the_form_and_terminates_it() {
         format!(
             "compute = \"ec2\"\nworker_check_seconds = 1\npublic_store = \"s3://pub/\"\nprivate_store = \"s3://priv/telejob/\"\n\
              [aws]\nregion = \"us-east-1\"\nendpoint = \"{}\"\n[ec2]\nami = \"{ami}\"\ninstance_type = \"t3.micro\"\n\
-             allowed_instance_types = [\"t3.micro\", \"t3.small\"]\n",
-            moto.endpoint()
+             allowed_instance_types = [\"t3.micro\", \"t3.small\"]\nrun_role = \"{}\"\n",
+            moto.endpoint(),
+            moto.run_role()
         ),
     )
     .expect("config");
