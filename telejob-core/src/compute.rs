@@ -162,6 +162,13 @@ pub trait Compute: Send + Sync + Debug + 'static {
     fn workers(&self) -> Option<Arc<dyn crate::worker::WorkerBackend>> {
         None
     }
+
+    /// The images a job may name (its `image`) as of now, when runs start from images of this
+    /// host's; `None` when they do not (runs on EC2 start from the AMI; runs that are not
+    /// machines of their own see the host).
+    fn images(&self) -> Option<Vec<String>> {
+        None
+    }
 }
 
 /// Why a [`Reaper`] ended a machine.

@@ -240,6 +240,10 @@ pub struct JobSpec {
     /// operator's default type).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_type: Option<String>,
+    /// The image the run's machine starts from, one of the images the host offers (default:
+    /// the operator's default image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 fn default_command() -> String {
@@ -280,6 +284,7 @@ impl JobSpec {
             notify: NotifySpec::default(),
             limits: ResourceLimits::default(),
             instance_type: None,
+            image: None,
         }
     }
 
@@ -347,6 +352,15 @@ impl JobSpec {
             errors.push(Error::invalid(
                 "instance_type",
                 format!("{t:?} is not an instance type: use a name such as t3.medium"),
+            ));
+        }
+        // Which images exist is the host's to say (the server checks at save time).
+        if let Some(i) = &self.image
+            && JobName::new(i.as_str()).is_err()
+        {
+            errors.push(Error::invalid(
+                "image",
+                format!("{i:?} is not an image name: use lowercase letters, digits and dashes"),
             ));
         }
         if !(1..=16).contains(&self.backfill_concurrency) {

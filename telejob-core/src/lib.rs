@@ -65,6 +65,14 @@ pub mod worker;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+/// This test binary is also the init of the machines its tests start (see
+/// [`agent::sandbox::run_if_init`]): before libtest's `main`, it becomes one when asked to.
+#[cfg(all(test, feature = "agent"))]
+#[ctor::ctor]
+fn test_binary_as_init() {
+    agent::sandbox::run_if_init();
+}
+
 #[cfg(feature = "agent")]
 pub use agent::{InProcessCompute, Pipeline, RunStores, SandboxOptions};
 pub use compute::{Compute, ComputeCapabilities, LaunchOptions, Reaper};

@@ -8,7 +8,9 @@ use telejob_core::agent::fetch::UrlFetcher;
 use telejob_core::agent::inprocess::InProcessCompute;
 use telejob_core::agent::pipeline::{FailureKind, Pipeline, RunStores};
 use telejob_core::agent::publish::PublishPolicy;
-use telejob_core::agent::sandbox::{CgroupMode, Identity, NamespaceMode, SandboxOptions};
+use telejob_core::agent::sandbox::{
+    CgroupMode, Identity, MachineOptions, NamespaceMode, SandboxOptions,
+};
 use telejob_core::agent::unpack::UnpackLimits;
 use telejob_core::compute::{Compute, ComputeCapabilities, LaunchOptions};
 use telejob_core::run::{Run, RunId, RunRequest};
@@ -44,6 +46,19 @@ impl LocalComputeBuilder {
         self
     }
 
+    /// Runs are machines of their own where this host allows it (telejob runs as root with
+    /// namespaces): root of a user namespace on a throwaway overlay of an image, with a network
+    /// and a disk of their own. Elsewhere they stay restricted processes of the host.
+    pub fn with_machines(mut self, m: MachineOptions) -> Self {
+        self.pipeline.sandbox.machine = Some(m);
+        self
+    }
+
+    /// The sandbox runs will have, as set so far.
+    pub fn sandbox(&self) -> &SandboxOptions {
+        &self.pipeline.sandbox
+    }
+
     /// Where workspaces are made (default: the system temp directory).
     pub fn with_scratch_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.pipeline.scratch_dir = dir.into();
@@ -77,7 +92,9 @@ impl LocalComputeBuilder {
 
     /// Reads settings from the environment: `TELEJOB_MAX_CONCURRENT`, `TELEJOB_RUN_AS` (one user
     /// for every run), `TELEJOB_UID_RANGE` (`FIRST-LAST`), `TELEJOB_CGROUP` and
-    /// `TELEJOB_NAMESPACES` (`auto`, `off`, `required`), `TELEJOB_SCRATCH_DIR`.
+    /// `TELEJOB_NAMESPACES` (`auto`, `off`, `required`), `TELEJOB_SCRATCH_DIR`,
+    /// `TELEJOB_IMAGES_DIR` (where images are) and `TELEJOB_IMAGE` (the image runs use unless
+    /// their job names one): either makes runs machines where the host allows.
     ///
     /// # Errors
     ///
@@ -112,6 +129,27 @@ impl LocalComputeBuilder {
         }
         if let Some(v) = var("TELEJOB_SCRATCH_DIR") {
             self.pipeline.scratch_dir = v.into();
+        }
+        let (dir, image) = (var("TELEJOB_IMAGES_DIR"), var("TELEJOB_IMAGE"));
+        if dir.is_some() || image.is_some() {
+            let mut m = self.pipeline.sandbox.machine.take().unwrap_or_else(|| {
+                MachineOptions::new(dir.clone().unwrap_or_else(|| "images".into()))
+            });
+            if let Some(d) = dir {
+                m.images.dir = d.into();
+            }
+            if let Some(i) = image {
+                if !telejob_core::agent::sandbox::image::valid_name(&i) {
+                    return Err(Error::config(
+                        "TELEJOB_IMAGE",
+                        format!(
+                            "{i:?} cannot name an image: use lowercase letters, digits and dashes, or host"
+                        ),
+                    ));
+                }
+                m.image = i;
+            }
+            self.pipeline.sandbox.machine = Some(m);
         }
         Ok(self)
     }
@@ -169,5 +207,9 @@ impl Compute for LocalCompute {
 
     async fn status(&self, run: &RunId) -> Result<Option<Run>> {
         self.inner.status(run).await
+    }
+
+    fn images(&self) -> Option<Vec<String>> {
+        self.inner.images()
     }
 }

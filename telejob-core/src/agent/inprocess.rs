@@ -172,4 +172,11 @@ impl Compute for InProcessCompute {
     async fn status(&self, run: &RunId) -> Result<Option<Run>> {
         Ok(self.lock().get(run).map(|e| e.latest.borrow().clone()))
     }
+
+    fn images(&self) -> Option<Vec<String>> {
+        self.pipeline
+            .sandbox
+            .machine_here()
+            .map(|m| m.images.names())
+    }
 }

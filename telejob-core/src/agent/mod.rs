@@ -12,6 +12,7 @@
 //! this module; without the feature, the crate builds without tar, the compressors and libc.
 
 pub mod archive;
+mod diagnose;
 pub mod fetch;
 pub mod inprocess;
 pub mod pipeline;

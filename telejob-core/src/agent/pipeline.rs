@@ -9,9 +9,13 @@ use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::agent::diagnose::{self, host_preamble, machine_preamble};
 use crate::agent::fetch::{CodeSource, HashingReader, UrlFetcher, fetch_code};
 use crate::agent::publish::{self, PublishPolicy};
-use crate::agent::sandbox::exec::{Confinement, ExecSpec, ExitKind, Isolation, execute, job_view};
+use crate::agent::sandbox::exec::{
+    Confinement, ExecSpec, ExitKind, Isolation, LimitHit, Machine, execute, job_view,
+};
+use crate::agent::sandbox::userns::BlockLease;
 use crate::agent::sandbox::{Identity, SandboxOptions, UidLease, chown_tree, job_environment};
 use crate::agent::unpack::{UnpackLimits, unpack};
 use crate::agent::workspace::{RunDir, Workspace, code_root, remove_workspace};
@@ -218,8 +222,15 @@ impl Pipeline {
         let source = CodeSource::parse(&req.code)?;
 
         let mut run_dir = RunDir::create(&self.scratch_dir)?;
-        // The UID is the run's until its files are gone: released with the directory.
-        if let Identity::Dynamic(range) = &self.sandbox.identity {
+        // The UIDs are the run's until its files are gone: released with the directory.
+        if let Some((m, _)) = self.sandbox.machine_image(req.image.as_deref()) {
+            let blocks = m.blocks.clone();
+            run_dir.block = Some(
+                tokio::task::spawn_blocking(move || blocks.lease())
+                    .await
+                    .map_err(|e| Error::task("leasing a UID block", e))??,
+            );
+        } else if let Identity::Dynamic(range) = &self.sandbox.identity {
             let r = range.clone();
             run_dir.lease = Some(
                 tokio::task::spawn_blocking(move || r.lease())
@@ -228,8 +239,9 @@ impl Pipeline {
             );
         }
         let leased = run_dir.lease.as_ref().map(UidLease::uid);
+        let block = run_dir.block.as_ref().map(BlockLease::base);
         let result = self
-            .in_workspace(ctx, cancel, &source, run_dir.path(), leased)
+            .in_workspace(ctx, cancel, &source, run_dir.path(), leased, block)
             .await;
         // Up to millions of entries: not on the runtime's threads, which the scheduler and the API
         // share.
@@ -249,8 +261,12 @@ impl Pipeline {
         source: &CodeSource,
         dir: &Path,
         leased: Option<u32>,
+        block: Option<u32>,
     ) -> Result<()> {
-        let mut ws = self.prepare(ctx, dir, leased)?;
+        let mut ws = match block {
+            Some(base) => self.prepare_machine(ctx, dir, base).await?,
+            None => self.prepare(ctx, dir, leased)?,
+        };
         let sha = self.fetch_and_unpack(ctx, source, &mut ws).await?;
         self.execute(ctx, cancel, &ws).await?;
         self.publish(ctx, &ws, sha).await?;
@@ -295,6 +311,71 @@ impl Pipeline {
         ws.user = user;
         ws.limits = support.keep_enforced(&req.limits);
         ws.dedicated_ids = leased.is_some();
+        ws.preamble = match &self.sandbox.own_host {
+            Some(host) => diagnose::own_host_preamble(host, &ws.limits),
+            None => host_preamble(
+                self.sandbox.not_isolated(req.image.as_deref()).as_deref(),
+                &ws.limits,
+            ),
+        };
+        Ok(ws)
+    }
+
+    /// [`prepare`](Self::prepare) for a machine: its disk and directories on UID block `base`,
+    /// its user namespace, the image it starts from.
+    async fn prepare_machine(&self, ctx: &mut Ctx<'_>, dir: &Path, base: u32) -> Result<Workspace> {
+        let req = ctx.req;
+        let (m, image_name) = self
+            .sandbox
+            .machine_image(req.image.as_deref())
+            .ok_or_else(|| Error::config("namespaces", "runs cannot be machines here"))?;
+        let image = m.images.resolve(&image_name)?;
+        let support = self.sandbox.limit_support();
+        let unenforced = support.unenforced(&req.limits);
+        if !unenforced.is_empty() {
+            ctx.emit(RunEvent::Warning(format!(
+                "this host cannot enforce {}; the run goes on without",
+                unenforced.join(", ")
+            )));
+        }
+        let limits = support.keep_enforced(&req.limits);
+        let outbound = limits.network != Some(crate::limits::Network::Off);
+        if outbound && let Some(why) = crate::agent::sandbox::network::outbound_unavailable() {
+            return Err(Error::spawn(
+                format!("limits.network = on: {why}; the run did not start"),
+                std::io::Error::from(std::io::ErrorKind::Unsupported),
+            ));
+        }
+        let (d, disk) = (dir.to_path_buf(), limits.disk.map(|b| b.0));
+        let (mut ws, userns) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let ws = Workspace::lay_out_machine(&d, disk, base)?;
+            let ns = crate::agent::sandbox::userns::RunUserNs::create(base)
+                .map_err(|e| Error::spawn("making the run's user namespace", e))?;
+            Ok((ws, ns))
+        })
+        .await
+        .map_err(|e| Error::task("preparing the run's machine", e))??;
+        ws.isolation = Some(Isolation {
+            work_dir: ws.work.clone(),
+        });
+        ws.limits = limits;
+        let id = req.run_id.as_str();
+        let hostname: String = format!("{}-{}", req.job, &id[id.len().saturating_sub(8)..])
+            .chars()
+            .take(63)
+            .collect();
+        let description = crate::agent::sandbox::image::describe(&image_name, &image);
+        ws.preamble = machine_preamble(&description, base, outbound, &limits);
+        ws.machine = Some(std::sync::Arc::new(Machine {
+            run_dir: dir.to_path_buf(),
+            image,
+            userns,
+            hostname,
+            outbound,
+            shm_bytes: limits
+                .memory
+                .map_or(64 << 20, |m| (m.0 / 2).clamp(1 << 20, 1 << 30)),
+        }));
         Ok(ws)
     }
 
@@ -411,12 +492,15 @@ impl Pipeline {
                 cancel: cancel.clone(),
                 mask: req.secrets.maskable(),
                 interactive: self.interactive,
+                preamble: ws.preamble.clone(),
                 confinement: Confinement {
                     ids: ws.ids,
                     dedicated_ids: ws.dedicated_ids,
                     isolation: ws.isolation.clone(),
                     limits: ws.limits,
-                    disk_root: Some(ws.work.clone()),
+                    // A machine's disk is a file system of its limit: nothing to measure.
+                    disk_root: ws.machine.is_none().then(|| ws.work.clone()),
+                    machine: ws.machine.clone(),
                 },
             },
             &self.sandbox,
@@ -437,13 +521,31 @@ impl Pipeline {
             }
             ExitKind::Exited(code) => {
                 ctx.run.exit_code = Some(code);
-                let hint = if code == 127 {
-                    " (command not found: check the command and that the script is in the tarball)"
-                } else if code == 126 {
-                    " (not executable: chmod +x the script before packaging)"
-                } else {
-                    ""
-                };
+                let tail = diagnose::log_tail(&ws.log);
+                // Full now, or full while the job held files it had deleted.
+                if let (Some(disk), Some(limit)) = (&ws.disk, ws.limits.disk)
+                    && (disk.is_full() || tail.contains("No space left on device"))
+                {
+                    return Err(Error::JobFailed(format!(
+                        "{}; the command exited with status {code}",
+                        LimitHit::DiskFull(limit)
+                    )));
+                }
+                // Refused forks: the pids controller, or RLIMIT_NPROC first (counted per user
+                // namespace, it can fire before the cgroup's count does).
+                if let Some(n) = ws.limits.processes
+                    && diagnose::forks_refused(&tail)
+                {
+                    return Err(Error::JobFailed(format!(
+                        "{}; the command exited with status {code}",
+                        LimitHit::Processes(n)
+                    )));
+                }
+                let hint = diagnose::hint(
+                    code,
+                    &tail,
+                    ws.machine.is_some() || self.sandbox.own_host.is_some(),
+                );
                 Err(Error::JobFailed(format!(
                     "the command exited with status {code}{hint}; see the run log"
                 )))

@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::agent::sandbox::UidLease;
-use crate::agent::sandbox::exec::{Isolation, PRIVATE_DIRS};
+use crate::agent::sandbox::disk::RunDisk;
+use crate::agent::sandbox::exec::{Isolation, Machine, PRIVATE_DIRS};
+use crate::agent::sandbox::userns::BlockLease;
 use crate::error::{Error, Result};
 use crate::limits::ResourceLimits;
 
@@ -31,6 +33,12 @@ pub(crate) struct Workspace {
     pub(crate) dedicated_ids: bool,
     pub(crate) user: Option<String>,
     pub(crate) limits: ResourceLimits,
+    /// The run's machine, when it is one.
+    pub(crate) machine: Option<std::sync::Arc<Machine>>,
+    /// The run's disk (a machine's), unmounted when the workspace is dropped.
+    pub(crate) disk: Option<RunDisk>,
+    /// What the run's log says first: what the machine is.
+    pub(crate) preamble: String,
 }
 
 impl Workspace {
@@ -60,6 +68,62 @@ impl Workspace {
             dedicated_ids: false,
             user: None,
             limits: ResourceLimits::default(),
+            machine: None,
+            disk: None,
+            preamble: String::new(),
+        })
+    }
+
+    /// Lays out a machine's run directory `dir` (blocking): its disk (`limits.disk` bytes, or
+    /// a directory without a limit) at `disk/`, owned by the UID block `base`, holding the
+    /// overlay's `upper/` and `ovwork/` and the work directory `work/`; the mount points
+    /// `lower/` and `root/`. The run directory becomes 0711 so that the machine's init, root of
+    /// the run's user namespace only, can pass through it.
+    pub(crate) fn lay_out_machine(dir: &Path, disk_bytes: Option<u64>, base: u32) -> Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        let disk = RunDisk::create(dir, disk_bytes, base)
+            .map_err(|e| Error::spawn("making the run's disk", e))?;
+        let top = disk.path().to_path_buf();
+        let upper = top.join("upper");
+        for d in [upper.join("run/telejob/work"), top.join("ovwork")] {
+            std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+        }
+        for d in [
+            &upper,
+            &upper.join("run"),
+            &upper.join("run/telejob"),
+            &upper.join("run/telejob/work"),
+        ] {
+            std::os::unix::fs::lchown(d, Some(base), Some(base)).map_err(|e| Error::io(d, e))?;
+        }
+        for d in ["lower", "root"] {
+            let p = dir.join(d);
+            std::fs::create_dir(&p).map_err(|e| Error::io(&p, e))?;
+        }
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+            .map_err(|e| Error::io(dir, e))?;
+        let work = top.join("work");
+        let code = work.join("code");
+        let (home, tmp) = (work.join("home"), work.join("tmp"));
+        for d in [&work, &code, &home, &tmp] {
+            std::fs::create_dir(d).map_err(|e| Error::io(d, e))?;
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            root: code.clone(),
+            code,
+            log: dir.join("run.log"),
+            work,
+            home,
+            tmp,
+            isolation: None,
+            ids: Some((base, base)),
+            dedicated_ids: true,
+            user: Some("root".into()),
+            limits: ResourceLimits::default(),
+            machine: None,
+            disk: Some(disk),
+            preamble: String::new(),
         })
     }
 }
@@ -91,6 +155,8 @@ pub(crate) struct RunDir {
     dir: tempfile::TempDir,
     lock: std::fs::File,
     pub(crate) lease: Option<UidLease>,
+    /// A machine's UID block, released with the directory.
+    pub(crate) block: Option<BlockLease>,
 }
 
 /// Run directories are named `telejob-run-<random>`.
@@ -123,6 +189,7 @@ impl RunDir {
             dir,
             lock,
             lease: None,
+            block: None,
         })
     }
 
@@ -160,6 +227,8 @@ impl RunDir {
                     }),
             };
             if abandoned {
+                // A crashed machine's disk is still mounted in it.
+                crate::agent::sandbox::disk::unmount_below(&path);
                 remove_tree(&path);
                 removed += 1;
             }
@@ -197,11 +266,18 @@ fn remove_tree(path: &Path) {
 /// Removes a run directory, even where the job made parts of it unwritable; then releases its
 /// UID and its lock.
 pub(crate) fn remove_workspace(run: RunDir) {
-    let RunDir { dir, lock, lease } = run;
+    let RunDir {
+        dir,
+        lock,
+        lease,
+        block,
+    } = run;
     let path = dir.path().to_path_buf();
-    // Dropped last (in reverse order): the UID only once its files are gone, and the lock so a
-    // sweep never sees the directory unlocked while it is in use.
-    let (_lock, _lease) = (lock, lease);
+    // Dropped last (in reverse order): the UIDs only once their files are gone, and the lock so
+    // a sweep never sees the directory unlocked while it is in use.
+    let (_lock, _lease, _block) = (lock, lease, block);
+    // Whatever is still mounted in it (a disk whose workspace was not dropped) goes first.
+    crate::agent::sandbox::disk::unmount_below(&path);
     remove_tree(&path);
     let _ = dir.keep();
 }

@@ -67,6 +67,9 @@ pub struct RunRequest {
     /// `None`: the backend's default. Local runs ignore it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_type: Option<String>,
+    /// The image the run's machine starts from; `None`: the host's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 impl RunRequest {
@@ -92,6 +95,7 @@ impl RunRequest {
             limits: ResourceLimits::default(),
             secrets: Secrets::default(),
             instance_type: None,
+            image: None,
         }
     }
 
@@ -164,6 +168,12 @@ impl RunRequest {
     /// Sets the machine type a remote backend launches.
     pub fn with_instance_type(mut self, t: Option<String>) -> Self {
         self.instance_type = t;
+        self
+    }
+
+    /// Sets the image the run's machine starts from.
+    pub fn with_image(mut self, image: Option<String>) -> Self {
+        self.image = image;
         self
     }
 

@@ -28,6 +28,7 @@ impl Scheduler {
         .with_owner((!entry.owner.is_empty()).then(|| entry.owner.clone()))
         .with_limits(self.inner.parts.limits.resources.effective(&spec.limits))
         .with_instance_type(spec.instance_type.clone())
+        .with_image(spec.image.clone())
     }
 
     /// Inserts the run row, then launches. `Ok(None)` when the slot key exists already.

@@ -21,7 +21,7 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
 }
 
 /// `/proc/self/mounts` escapes spaces and a few other bytes as octal `\040`.
-fn unescape_mount_path(s: &str) -> String {
+pub(crate) fn unescape_mount_path(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -50,7 +50,7 @@ fn own_cgroup() -> Option<String> {
 /// The cgroup v2 directory run cgroups are made in: this process's own cgroup as it was at the
 /// first run (it may move itself to a leaf below it to delegate controllers, see
 /// [`v2_controllers`]).
-fn v2_base() -> Option<PathBuf> {
+pub(crate) fn v2_base() -> Option<PathBuf> {
     static BASE: OnceLock<Option<PathBuf>> = OnceLock::new();
     BASE.get_or_init(|| {
         let mount = cgroup2_mount()?;
@@ -144,12 +144,17 @@ pub fn kill_existing(name: &str) -> bool {
         }
     }
     let Ok(dir) = dir_for(name) else { return false };
+    kill_and_remove(&dir)
+}
+
+/// Kills every process of the v2 cgroup `dir` and removes it. Returns whether it existed.
+pub(crate) fn kill_and_remove(dir: &Path) -> bool {
     if !dir.is_dir() {
         return false;
     }
     let _ = fs::write(dir.join("cgroup.kill"), b"1");
     for _ in 0..200 {
-        if fs::remove_dir(&dir).is_ok() {
+        if fs::remove_dir(dir).is_ok() {
             return true;
         }
         for pid in fs::read_to_string(dir.join("cgroup.procs"))

@@ -41,6 +41,8 @@ pub enum LimitHit {
     Processes(u32),
     /// The workspace grew past its limit (or a file past the file-size floor).
     Disk(Bytes),
+    /// A machine's disk was full when its command failed.
+    DiskFull(Bytes),
 }
 
 impl std::fmt::Display for LimitHit {
@@ -51,6 +53,7 @@ impl std::fmt::Display for LimitHit {
                 write!(f, "too many processes: limit {n} (limits.processes)")
             }
             Self::Disk(b) => write!(f, "workspace over {b} (limits.disk)"),
+            Self::DiskFull(b) => write!(f, "workspace full: limit {b} (limits.disk)"),
         }
     }
 }
@@ -110,8 +113,29 @@ pub struct Confinement {
     pub isolation: Option<Isolation>,
     /// Resource limits.
     pub limits: ResourceLimits,
-    /// The directory `limits.disk` measures.
+    /// The directory `limits.disk` measures (runs without a disk of their own).
     pub disk_root: Option<PathBuf>,
+    /// The run is a machine of its own (an image, root in a user namespace, its own network
+    /// and disk); `isolation` then says where its work directory is.
+    pub machine: Option<std::sync::Arc<Machine>>,
+}
+
+/// A run's machine, as the pipeline prepared it: see [`super::init`].
+#[derive(Debug)]
+pub struct Machine {
+    /// The run directory: the supervisor's working directory, holding `lower`, `root` and
+    /// `disk` (with `upper`, `ovwork` and `work`).
+    pub run_dir: PathBuf,
+    /// The root file system's lower layer.
+    pub image: super::image::ImageRoot,
+    /// The run's user namespace.
+    pub userns: super::userns::RunUserNs,
+    /// The machine's host name.
+    pub hostname: String,
+    /// Outbound network (pasta); without it, loopback only.
+    pub outbound: bool,
+    /// The size of `/dev/shm`.
+    pub shm_bytes: u64,
 }
 
 /// One command to execute.
@@ -137,6 +161,8 @@ pub struct ExecSpec {
     pub confinement: Confinement,
     /// Values (secrets) replaced by `***` in the log and the live output.
     pub mask: Vec<Vec<u8>>,
+    /// What the log says first (what the run's machine is), before the command's output.
+    pub preamble: String,
     /// Attached to this process's terminal (an interactive shell: `telejob worker shell`):
     /// stdin, stdout and stderr are the terminal's, the job's process group is made the
     /// terminal's foreground group while it runs, and no log is written.
@@ -267,18 +293,31 @@ pub async fn execute(spec: ExecSpec, opts: &SandboxOptions) -> Result<ExecOutcom
         LimitGroups::create(&spec.run_id, cgroup.as_ref(), &conf.limits)
             .map_err(|e| Error::spawn("cannot apply the run's resource limits", e))?
     };
-    let bash = ["/bin/bash", "/usr/bin/bash"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .unwrap_or("bash");
-    let mut cmd = tokio::process::Command::new(bash);
-    cmd.arg("-c")
-        .arg(&spec.command)
-        .current_dir(&spec.cwd)
-        .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .process_group(0)
-        .kill_on_drop(true);
+    let mut cmd = match &conf.machine {
+        // The exec'd init: this program again, in init mode (see `init`).
+        Some(m) => {
+            let mut c = tokio::process::Command::new("/proc/self/exe");
+            c.arg0("telejob-init")
+                .arg(super::init::INIT_ARG)
+                .current_dir(&m.run_dir)
+                .env_clear();
+            c
+        }
+        None => {
+            let bash = ["/bin/bash", "/usr/bin/bash"]
+                .into_iter()
+                .find(|p| std::path::Path::new(p).exists())
+                .unwrap_or("bash");
+            let mut c = tokio::process::Command::new(bash);
+            c.arg("-c")
+                .arg(&spec.command)
+                .current_dir(&spec.cwd)
+                .env_clear()
+                .envs(spec.env.iter().map(|(k, v)| (k, v)));
+            c
+        }
+    };
+    cmd.process_group(0).kill_on_drop(true);
     if spec.interactive {
         cmd.stdin(Stdio::inherit())
             .stdout(Stdio::inherit())
@@ -289,14 +328,39 @@ pub async fn execute(spec: ExecSpec, opts: &SandboxOptions) -> Result<ExecOutcom
             .stdout(Stdio::from(OwnedFd::from(writer)))
             .stderr(Stdio::from(OwnedFd::from(writer2)));
     }
-    let plan = plan(&spec, cgroup.as_ref(), &limit_groups)
+    let mut plan = plan(&spec, cgroup.as_ref(), &limit_groups)
         .map_err(|e| Error::spawn("cannot prepare the run's sandbox", e))?;
+    let handshake = match &conf.machine {
+        Some(m) => Some(
+            machine_plan(&spec, m, &mut plan)
+                .map_err(|e| Error::spawn("cannot prepare the run's machine", e))?,
+        ),
+        None => None,
+    };
     let report = supervise::install(&mut cmd, plan)
         .map_err(|e| Error::spawn("cannot prepare the run's supervisor", e))?;
-    let mut child = cmd.spawn().map_err(|e| Error::spawn("bash", e))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::spawn("the run's supervisor", e))?;
     // Our copies of the pipe's write end are gone with `cmd`; the job holds the only ones.
     drop(cmd);
     let pid = child.id().map_or(0, |p| p as i32);
+    // A machine with network on: once the supervisor says which process is the init, pasta
+    // attaches to its namespaces, and the init may start the job.
+    let mut network_error = None;
+    let _pasta = match (handshake, &conf.machine) {
+        (Some(h), Some(m)) => {
+            let (run, outbound) = (spec.run_id.clone(), m.outbound);
+            tokio::task::spawn_blocking(move || h.finish(&run, outbound))
+                .await
+                .map_err(|e| Error::task("attaching the run's network", e))?
+                .unwrap_or_else(|e| {
+                    network_error = Some(e);
+                    None
+                })
+        }
+        _ => None,
+    };
     let terminal = spec.interactive.then(|| Foreground::give(pid)).flatten();
     let tracker = ProcessTracker::new(pid, &spec.run_id);
     let group = match cgroup {
@@ -311,8 +375,10 @@ pub async fn execute(spec: ExecSpec, opts: &SandboxOptions) -> Result<ExecOutcom
     let events = spec.events.clone();
     let stop = stop_log.clone();
     let masker = Masker::new(spec.mask.clone());
-    let log_task =
-        tokio::spawn(async move { capture(pipe, &log_path, cap, events, stop, masker).await });
+    let preamble = spec.preamble.clone();
+    let log_task = tokio::spawn(async move {
+        capture(pipe, &log_path, &preamble, cap, events, stop, masker).await
+    });
 
     let exit = tokio::select! {
         status = child.wait() => match status {
@@ -369,6 +435,9 @@ pub async fn execute(spec: ExecSpec, opts: &SandboxOptions) -> Result<ExecOutcom
     // not on the runtime's threads.
     if let Err(e) = tokio::task::spawn_blocking(move || drop((group, limit_groups))).await {
         tracing::error!(run = %spec.run_id, error = %e, "removing the run's cgroup did not finish");
+    }
+    if let Some(e) = network_error {
+        return Err(Error::spawn("starting the run's network (pasta)", e));
     }
     if let Some((step, e)) = tokio::task::spawn_blocking(move || report.failure())
         .await
@@ -459,11 +528,106 @@ fn plan(
     if let (Some(n), true) = (conf.limits.processes, conf.dedicated_ids) {
         plan.rlimits.push((libc::RLIMIT_NPROC, u64::from(n)));
     }
-    if let Some(d) = conf.limits.disk {
+    if let (Some(d), None) = (conf.limits.disk, &conf.machine) {
         // The floor under the workspace measurement: no single file grows past the limit.
+        // (A machine's disk is a file system of that size: the limit is the disk itself.)
         plan.rlimits.push((libc::RLIMIT_FSIZE, d.0));
     }
     Ok(plan)
+}
+
+/// telejob's end of the supervisor's handshake for a machine.
+struct Handshake {
+    ready: std::fs::File,
+    go: Option<std::fs::File>,
+}
+
+impl Handshake {
+    /// Reads the init's PID and, with `outbound`, attaches pasta to it; then lets the init go
+    /// (or, when pasta failed, lets it fail by closing the go-ahead). Blocking.
+    fn finish(
+        mut self,
+        run: &str,
+        outbound: bool,
+    ) -> std::io::Result<Option<super::network::Pasta>> {
+        use std::io::{Read, Write};
+        let mut pid = [0u8; 4];
+        if self.ready.read_exact(&mut pid).is_err() {
+            // The supervisor failed before the init started: its report says why.
+            return Ok(None);
+        }
+        let pid = u32::from_ne_bytes(pid);
+        if !outbound {
+            return Ok(None);
+        }
+        let pasta = super::network::Pasta::attach(run, pid)?;
+        // A closed go-ahead: the init ended before it (its report says why).
+        if let Some(go) = self.go.as_mut() {
+            let _ = go.write_all(b"1");
+        }
+        Ok(Some(pasta))
+    }
+}
+
+/// The machine part of the supervisor's plan, and telejob's end of its handshake.
+fn machine_plan(spec: &ExecSpec, m: &Machine, plan: &mut Plan) -> std::io::Result<Handshake> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let conf = &spec.confinement;
+    let mut job = super::init::JobPlan::bash(
+        &spec.command,
+        &spec.env,
+        job_view(conf.isolation.as_ref(), &spec.cwd),
+    );
+    // The resource type is u32 with glibc, c_int with musl.
+    #[allow(clippy::unnecessary_cast)]
+    let rlimits = std::mem::take(&mut plan.rlimits)
+        .into_iter()
+        .map(|(r, v)| (r as u32, v))
+        .collect();
+    job.rlimits = rlimits;
+    let init = super::init::InitPlan {
+        root: PathBuf::from("root"),
+        hostname: m.hostname.clone(),
+        resolv_conf: m
+            .outbound
+            .then(|| std::fs::read_to_string("/etc/resolv.conf").ok())
+            .flatten(),
+        shm_bytes: m.shm_bytes,
+        wait_for_network: m.outbound,
+        job,
+    };
+    let memfd = super::init::plan_fd(&init)?;
+    let (ready_r, ready_w) = std::io::pipe()?;
+    let (go_r, go_w) = if m.outbound {
+        let (r, w) = std::io::pipe()?;
+        (
+            Some(OwnedFd::from(r)),
+            Some(std::fs::File::from(OwnedFd::from(w))),
+        )
+    } else {
+        (None, None)
+    };
+    // `host` runs are restricted processes of the host, never machines.
+    let super::image::ImageRoot::Tree(tree) = &m.image else {
+        return Err(std::io::Error::other("the host image is not a machine's"));
+    };
+    let image = CString::new(tree.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("the image's path holds a NUL byte"))?;
+    plan.machine = Some(super::supervise::MachinePlan {
+        image,
+        overlay: c"lowerdir=lower,upperdir=disk/upper,workdir=disk/ovwork".to_owned(),
+        userns: m.userns.try_clone_fd()?,
+        plan: memfd.into(),
+        ready: OwnedFd::from(ready_w),
+        go: go_r,
+    });
+    plan.ids = None;
+    plan.namespaces = Namespaces::default();
+    Ok(Handshake {
+        ready: std::fs::File::from(OwnedFd::from(ready_r)),
+        go: go_w,
+    })
 }
 
 /// A failed or killed run whose limit controllers fired failed because of that limit.

@@ -39,6 +39,7 @@ impl Fixture {
             cancel: CancellationToken::new(),
             confinement: Confinement::default(),
             mask: Vec::new(),
+            preamble: String::new(),
             interactive: false,
         }
     }
@@ -364,6 +365,7 @@ impl Isolated {
             }),
             limits,
             disk_root: Some(self.work.clone()),
+            machine: None,
         };
         spec
     }

@@ -187,6 +187,12 @@ impl UidLease {
 }
 
 fn try_lock(dir: &Path, uid: u32) -> io::Result<Option<File>> {
+    try_lock_file(&dir.join(format!("uid-{uid}.lock")))
+}
+
+/// Opens (making it, mode 0600) and `flock`s the lease file `path` without waiting: `None`
+/// when another process holds it.
+pub(crate) fn try_lock_file(path: &Path) -> io::Result<Option<File>> {
     let f = OpenOptions::new()
         .read(true)
         .write(true)
@@ -194,7 +200,7 @@ fn try_lock(dir: &Path, uid: u32) -> io::Result<Option<File>> {
         .truncate(false)
         .mode(0o600)
         .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(dir.join(format!("uid-{uid}.lock")))?;
+        .open(path)?;
     // SAFETY: flock(2) on a file we own; no memory is involved.
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc == 0 {

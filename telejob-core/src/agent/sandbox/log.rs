@@ -32,6 +32,7 @@ impl LogStats {
 pub(crate) async fn capture(
     mut pipe: tokio::net::unix::pipe::Receiver,
     path: &Path,
+    preamble: &str,
     cap: u64,
     events: Option<EventSink>,
     stop: tokio_util::sync::CancellationToken,
@@ -45,6 +46,14 @@ pub(crate) async fn capture(
         .mode(0o600)
         .open(path)
         .await?;
+    if !preamble.is_empty() {
+        file.write_all(preamble.as_bytes()).await?;
+        if let Some(ev) = &events {
+            ev.emit(RunEvent::Output(bytes::Bytes::copy_from_slice(
+                preamble.as_bytes(),
+            )));
+        }
+    }
     let mut stats = LogStats::default();
     let mut tail: VecDeque<u8> = VecDeque::new();
     let mut buf = vec![0u8; 64 * 1024];

@@ -2,11 +2,17 @@
 //! and the capped log. SECURITY.md states what each defence covers.
 
 pub(crate) mod cgroup;
+pub(crate) mod disk;
 pub(crate) mod exec;
 mod identity;
+pub mod image;
+pub mod init;
 pub(crate) mod log;
+pub mod network;
+mod seccomp;
 pub(crate) mod supervise;
 mod tracker;
+pub mod userns;
 
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString, OsString};
@@ -16,6 +22,33 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 
 pub use identity::{UidLease, UidRange};
+pub use image::{ImageRoot, Images};
+pub use init::run_if_init;
+pub use userns::UidBlocks;
+
+/// Runs as machines of their own: what telejob needs to give each run a root file system from
+/// an image, root in a user namespace of its own UID block, a network namespace and a disk.
+/// They need telejob to run as root on Linux; elsewhere runs go on without, and say so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineOptions {
+    /// The images of this host.
+    pub images: Images,
+    /// The image runs use unless their job names one.
+    pub image: String,
+    /// The UID blocks runs' user namespaces are leased from.
+    pub blocks: UidBlocks,
+}
+
+impl MachineOptions {
+    /// Machines from the images under `images_dir`, the default image, the default blocks.
+    pub fn new(images_dir: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            images: Images::in_dir(images_dir),
+            image: image::DEFAULT_IMAGE.into(),
+            blocks: UidBlocks::default(),
+        }
+    }
+}
 
 /// Whether this process can give runs mount, PID, IPC and network namespaces of their own: it
 /// runs as root on Linux and the kernel allows them. Probed once, by starting `true` in them.
@@ -209,6 +242,13 @@ pub struct SandboxOptions {
     pub kill_grace: Duration,
     /// Log bytes kept from the start (the last 64 KiB are kept too).
     pub log_cap_bytes: u64,
+    /// Runs are machines of their own, where this host allows it (root, namespaces on);
+    /// `None`: runs are restricted processes of the host, as without root.
+    pub machine: Option<MachineOptions>,
+    /// This whole host is the run's machine (an EC2 instance launched for it, thrown away
+    /// after): the job runs as this process's user, root, with no namespaces, and the log's
+    /// first line names the host with this description.
+    pub own_host: Option<String>,
 }
 
 impl SandboxOptions {
@@ -228,6 +268,43 @@ impl SandboxOptions {
         }
     }
 
+    /// The machine runs get with these options on this host: `None` when runs are restricted
+    /// processes of the host instead (no machine options, namespaces off, or not root).
+    pub fn machine_here(&self) -> Option<&MachineOptions> {
+        self.machine
+            .as_ref()
+            .filter(|_| self.namespaces_available())
+    }
+
+    /// The machine options and the image a run whose job names `image` (if any) starts from:
+    /// `None` when the run is a restricted process of the host instead (no machines here, or
+    /// the image `host`, which is just that).
+    pub fn machine_image(&self, image: Option<&str>) -> Option<(&MachineOptions, String)> {
+        let m = self.machine_here()?;
+        let name = image.unwrap_or(&m.image);
+        (name != image::HOST_IMAGE).then(|| (m, name.to_string()))
+    }
+
+    /// What runs of a job naming `image` lack on this host with these options, for the start
+    /// of the server and every run's log: `None` when they are machines of their own.
+    pub fn not_isolated(&self, image: Option<&str>) -> Option<String> {
+        if self.machine_image(image).is_some() || self.own_host.is_some() {
+            return None;
+        }
+        let why = if self.machine_here().is_some() {
+            "image = host"
+        } else if self.namespaces == CgroupMode::Off {
+            "namespaces = off"
+        } else if !supervise::namespaces_available() {
+            "telejob does not run as root"
+        } else {
+            "no image is configured"
+        };
+        Some(format!(
+            "runs are not machines of their own ({why}): they share this host's root file system (read-only), its network and its kernel keyring, cannot install packages, and limits.disk is measured, not enforced by a file system"
+        ))
+    }
+
     /// Whether runs get their own namespaces with these options on this host.
     pub fn namespaces_available(&self) -> bool {
         self.namespaces != CgroupMode::Off && supervise::namespaces_available()
@@ -242,6 +319,8 @@ impl Default for SandboxOptions {
             identity: Identity::Current,
             kill_grace: Duration::from_secs(10),
             log_cap_bytes: 10 << 20,
+            machine: None,
+            own_host: None,
         }
     }
 }
@@ -292,7 +371,8 @@ pub fn job_environment(
 pub fn kill_leftovers(run_id: &str) -> bool {
     let cg = cgroup::kill_existing(run_id);
     let marked = tracker::kill_marked(run_id);
-    cg || marked > 0
+    let pasta = network::kill_leftover(run_id);
+    cg || marked > 0 || pasta
 }
 
 /// Makes this process non-dumpable, so processes of the same user (jobs run without a separate

@@ -82,6 +82,28 @@ pub struct Plan {
     pub cgroup_procs: Vec<OwnedFd>,
     /// The v2 cgroup's `cgroup.kill`, for the supervisor to kill the run if telejob dies.
     pub cgroup_kill: Option<OwnedFd>,
+    /// The run is a machine of its own (see [`MachinePlan`]): the supervisor builds its root
+    /// and starts the exec'd init in its namespaces, instead of the namespaces above.
+    pub machine: Option<MachinePlan>,
+}
+
+/// What the supervisor does for a run that is a machine of its own, before the init starts.
+/// Its working directory is the run directory; the paths below are relative to it, so that the
+/// host's paths appear in none of the run's mount options.
+#[derive(Debug)]
+pub struct MachinePlan {
+    /// The image's tree, id-mapped onto the run's UID block at `lower`.
+    pub image: CString,
+    /// The overlay's options (`lowerdir=…,upperdir=disk/upper,workdir=disk/ovwork`).
+    pub overlay: CString,
+    /// The run's user namespace.
+    pub userns: OwnedFd,
+    /// The init's plan (a memfd), given to it as descriptor 3.
+    pub plan: OwnedFd,
+    /// Where the supervisor writes the init's PID (4 bytes, native order).
+    pub ready: OwnedFd,
+    /// telejob's go-ahead for the job (network attached), given to the init as descriptor 6.
+    pub go: Option<OwnedFd>,
 }
 
 /// The process-wide lifeline: S polls the read end; the write end is never written and never
@@ -198,6 +220,19 @@ impl ChildState {
                 }
             }
             let kill_fd = p.cgroup_kill.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+            if let Some(m) = &p.machine {
+                let fd = |o: &OwnedFd| o.as_raw_fd();
+                close_all_but(&[
+                    self.lifeline_r,
+                    self.report_w.as_raw_fd(),
+                    kill_fd,
+                    fd(&m.userns),
+                    fd(&m.plan),
+                    fd(&m.ready),
+                    m.go.as_ref().map_or(-1, fd),
+                ]);
+                return self.machine(m, kill_fd);
+            }
             close_all_but(&[self.lifeline_r, self.report_w.as_raw_fd(), kill_fd]);
             let flags = p.namespaces.flags();
             if flags != 0 && libc::unshare(flags) != 0 {
@@ -216,6 +251,169 @@ impl ChildState {
                 return self.init(sp[1]);
             }
             libc::close(sp[1]);
+            self.watch(init, sp[0], kill_fd)
+        }
+    }
+
+    /// S for a machine: the root file system (the image id-mapped onto the run's UID block,
+    /// the overlay, the work directory), then the run's namespaces, then the init. Returns
+    /// only in the init's process, to exec the init program.
+    unsafe fn machine(&self, m: &MachinePlan, kill_fd: RawFd) -> io::Result<()> {
+        let none = std::ptr::null::<libc::c_char>();
+        // SAFETY: as in `supervisor`.
+        unsafe {
+            // A mount namespace of the host's, private: what is mounted here is the run's and
+            // goes with it.
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                self.fail("making a mount namespace for the run's machine");
+            }
+            if libc::mount(
+                none,
+                c"/".as_ptr(),
+                none,
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) != 0
+            {
+                self.fail("making the run's mounts private");
+            }
+            {
+                let image = &m.image;
+                let tree = libc::syscall(
+                    libc::SYS_open_tree,
+                    libc::AT_FDCWD,
+                    image.as_ptr(),
+                    OPEN_TREE_CLONE
+                        | libc::O_CLOEXEC as libc::c_uint
+                        | AT_RECURSIVE as libc::c_uint,
+                ) as RawFd;
+                if tree < 0 {
+                    self.fail("opening the image");
+                }
+                let attr = MountAttr {
+                    attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY,
+                    userns_fd: m.userns.as_raw_fd() as u64,
+                    ..MountAttr::default()
+                };
+                if libc::syscall(
+                    libc::SYS_mount_setattr,
+                    tree,
+                    c"".as_ptr(),
+                    libc::AT_EMPTY_PATH | AT_RECURSIVE,
+                    &raw const attr,
+                    size_of::<MountAttr>(),
+                ) != 0
+                {
+                    self.fail("mapping the image onto the run's UID block (idmapped mount)");
+                }
+                if libc::syscall(
+                    libc::SYS_move_mount,
+                    tree,
+                    c"".as_ptr(),
+                    libc::AT_FDCWD,
+                    c"lower".as_ptr(),
+                    MOVE_MOUNT_F_EMPTY_PATH,
+                ) != 0
+                {
+                    self.fail("mounting the image");
+                }
+                libc::close(tree);
+            }
+            if libc::mount(
+                c"overlay".as_ptr(),
+                c"root".as_ptr(),
+                c"overlay".as_ptr(),
+                libc::MS_NODEV,
+                m.overlay.as_ptr().cast(),
+            ) != 0
+            {
+                self.fail("mounting the run's root file system (overlay)");
+            }
+            if libc::mount(
+                c"disk/work".as_ptr(),
+                c"root/run/telejob/work".as_ptr(),
+                none,
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            ) != 0
+            {
+                self.fail("binding the run's work directory");
+            }
+            if libc::setns(m.userns.as_raw_fd(), libc::CLONE_NEWUSER) != 0 {
+                self.fail("entering the run's user namespace");
+            }
+            // Root of the run's namespace (the block's base UID outside), so that the init
+            // keeps its capabilities there across exec; none of the host root's groups.
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(0, 0, 0) != 0
+                || libc::setresuid(0, 0, 0) != 0
+            {
+                self.fail("becoming root of the run's user namespace");
+            }
+            let flags = libc::CLONE_NEWNS
+                | libc::CLONE_NEWPID
+                | libc::CLONE_NEWIPC
+                | libc::CLONE_NEWNET
+                | libc::CLONE_NEWUTS
+                | libc::CLONE_NEWCGROUP;
+            if libc::unshare(flags) != 0 {
+                self.fail("creating the run's namespaces (unshare)");
+            }
+            let mut sp = [0 as RawFd; 2];
+            if libc::pipe2(sp.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+                self.fail("creating the status pipe");
+            }
+            let init = libc::fork();
+            if init < 0 {
+                self.fail("forking the run's init");
+            }
+            if init == 0 {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                libc::close(sp[0]);
+                // The init's descriptors at fixed numbers: the plan, the status pipe, the
+                // report pipe, the go-ahead. Moved high first, so that no move clobbers one
+                // not yet moved.
+                let go = m.go.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+                let from = [m.plan.as_raw_fd(), sp[1], self.report_w.as_raw_fd(), go];
+                let mut high = [-1 as RawFd; 4];
+                for (i, f) in from.iter().enumerate() {
+                    if *f >= 0 {
+                        high[i] = libc::fcntl(*f, libc::F_DUPFD_CLOEXEC, 64);
+                        if high[i] < 0 {
+                            self.fail("handing the init its descriptors");
+                        }
+                    }
+                }
+                for (i, h) in high.iter().enumerate() {
+                    let target = 3 + i as RawFd;
+                    if *h < 0 {
+                        libc::close(target);
+                    } else if libc::dup2(*h, target) < 0 {
+                        self.fail("handing the init its descriptors");
+                    }
+                }
+                libc::syscall(
+                    libc::SYS_close_range,
+                    7 as libc::c_uint,
+                    libc::c_uint::MAX,
+                    0,
+                );
+                // The init program is exec'd by the caller of this closure.
+                return Ok(());
+            }
+            libc::close(sp[1]);
+            let pid = init.to_ne_bytes();
+            libc::write(m.ready.as_raw_fd(), pid.as_ptr().cast(), 4);
+            for fd in [
+                m.ready.as_raw_fd(),
+                m.plan.as_raw_fd(),
+                m.userns.as_raw_fd(),
+            ] {
+                libc::close(fd);
+            }
+            if let Some(g) = &m.go {
+                libc::close(g.as_raw_fd());
+            }
             self.watch(init, sp[0], kill_fd)
         }
     }
@@ -431,8 +629,8 @@ unsafe fn exit_like(status: libc::c_int) -> ! {
 
 /// Closes every descriptor above 2 but `keep` (negative entries are ignored).
 unsafe fn close_all_but(keep: &[RawFd]) {
-    let mut sorted = [-1 as RawFd; 3];
-    for (i, k) in keep.iter().take(3).enumerate() {
+    let mut sorted = [-1 as RawFd; 8];
+    for (i, k) in keep.iter().take(8).enumerate() {
         sorted[i] = *k;
     }
     sorted.sort_unstable();
@@ -451,7 +649,10 @@ unsafe fn close_all_but(keep: &[RawFd]) {
 }
 
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 const AT_RECURSIVE: libc::c_int = 0x8000;
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 
 /// `struct mount_attr` of mount_setattr(2).
 #[repr(C)]
@@ -469,6 +670,12 @@ struct IfReqFlags {
     name: [u8; 16],
     flags: libc::c_short,
     _pad: [u8; 22],
+}
+
+/// Brings `lo` up in the current network namespace.
+pub(crate) fn bring_loopback_up() -> bool {
+    // SAFETY: see `loopback_up`.
+    unsafe { loopback_up() }
 }
 
 /// Brings `lo` up in the current network namespace.
