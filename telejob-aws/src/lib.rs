@@ -24,5 +24,7 @@ mod s3;
 pub mod testing;
 
 pub use config::AwsOptions;
-pub use ec2::{Ec2Compute, Ec2ComputeBuilder, Ec2Settings, Ec2Workers, worker_user_data};
+pub use ec2::{
+    Ec2Compute, Ec2ComputeBuilder, Ec2Settings, Ec2Workers, RunCredentials, worker_user_data,
+};
 pub use s3::{DEFAULT_MAX_CONCURRENCY, DEFAULT_PART_SIZE, S3Store, S3StoreBuilder};

@@ -139,6 +139,34 @@ impl Moto {
             .collect();
         self.boto3(&code);
     }
+
+    /// Creates the role runs' credentials come from (`[ec2] run_role`) and returns its ARN.
+    pub fn run_role(&self) -> String {
+        self.boto3(
+            "import json\n\
+             doc = json.dumps({'Version': '2012-10-17', 'Statement': [{'Effect': 'Allow', \
+             'Principal': {'AWS': 'arn:aws:iam::123456789012:root'}, 'Action': 'sts:AssumeRole'}]})\n\
+             try:\n    iam.create_role(RoleName='telejob-run', AssumeRolePolicyDocument=doc)\n\
+             except iam.exceptions.EntityAlreadyExistsException:\n    pass\n\
+             print(iam.get_role(RoleName='telejob-run')['Role']['Arn'])",
+        )
+        .trim()
+        .to_string()
+    }
+
+    /// Runs a Python snippet like [`boto3`](Self::boto3), signing with `creds` instead of the
+    /// test's own keys: an `sts` client as those credentials is bound too.
+    pub fn boto3_as(&self, creds: &crate::RunCredentials, code: &str) -> String {
+        self.boto3(&format!(
+            "kw = dict(endpoint_url={e:?}, region_name='us-east-1', aws_access_key_id={k:?}, \
+             aws_secret_access_key={s:?}, aws_session_token={t:?})\n\
+             s3 = boto3.client('s3', **kw)\nsts = boto3.client('sts', **kw)\n{code}",
+            e = self.endpoint,
+            k = creds.access_key_id,
+            s = creds.secret_access_key,
+            t = creds.session_token,
+        ))
+    }
 }
 
 impl Drop for Moto {

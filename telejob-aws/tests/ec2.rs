@@ -20,7 +20,7 @@ struct Env {
 fn env() -> Option<Env> {
     let moto = Moto::start()?;
     moto.create_buckets(&["pub", "priv"]);
-    moto.boto3("iam.create_instance_profile(InstanceProfileName='telejob-agent')");
+    moto.run_role();
     let ami = moto
         .boto3("print(ec2.describe_images()['Images'][0]['ImageId'])")
         .trim()
@@ -44,7 +44,7 @@ async fn compute(e: &Env, launcher: &str, margin: u64) -> Ec2Compute {
     let mut s = Ec2Settings::new(&e.ami);
     s.instance_type = "t3.micro".into();
     s.allowed_instance_types = vec!["t3.micro".into(), "t3.large".into()];
-    s.instance_profile = Some("telejob-agent".into());
+    s.run_role = Some(e.moto.run_role());
     s.margin_seconds = margin;
     s.poll_seconds = 1;
     s.launcher = launcher.into();
@@ -131,12 +131,8 @@ async fn launch_tags_the_instance_and_never_starts_a_second_one() {
         "{v}"
     );
     assert_eq!(v["type"], "t3.micro");
-    assert!(
-        v["profile"]
-            .as_str()
-            .is_some_and(|p| p.ends_with("telejob-agent")),
-        "{v}"
-    );
+    // The job is root of the instance: it holds no instance profile.
+    assert_eq!(v["profile"], "", "{v}");
     assert_eq!(v["shutdown"], "terminate");
 
     // The same run again, in this process: nothing new.

@@ -36,8 +36,10 @@ allowed_instance_types = ["t3.micro"]
 margin_seconds = {margin}
 poll_seconds = 1
 agent_binary = "{bin}"
+run_role = "{role}"
 "#,
             endpoint = moto.endpoint(),
+            role = moto.run_role(),
             bin = telejob_bin!().display(),
         ),
     )
@@ -147,14 +149,48 @@ fn an_ec2_run_boots_from_its_user_data_and_publishes_to_s3() {
         user_data.contains("X-Amz-Signature="),
         "pre-signed URLs: {user_data}"
     );
-    for secret in ["AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "aws_secret"] {
+    for secret in [
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "aws_secret",
+        "ASIA",
+    ] {
         assert!(!user_data.contains(secret), "user data holds {secret}");
     }
+    // No instance profile: the job is root of the instance.
+    let profile = moto.boto3(&format!(
+        "print(ec2.describe_instances(InstanceIds=['{id}'])['Reservations'][0]['Instances'][0].get('IamInstanceProfile'))"
+    ));
+    assert_eq!(profile.trim(), "None", "runs get no instance profile");
+    // The run's own credentials, next to its request: a session of the run role, not the
+    // server's keys, that expires.
+    let run_prefix = moto.boto3(
+        "print([o['Key'] for o in s3.list_objects_v2(Bucket='priv', Prefix='telejob/bootjob/runs/')['Contents'] if o['Key'].endswith('/request.json')][0][:-len('request.json')])",
+    );
+    let creds: telejob_aws::RunCredentials = serde_json::from_str(&moto.boto3(&format!(
+        "print(s3.get_object(Bucket='priv', Key='{}credentials.json')['Body'].read().decode())",
+        run_prefix.trim()
+    )))
+    .expect("run credentials");
+    assert!(creds.access_key_id.starts_with("ASIA"), "{creds:?}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    assert!(
+        u64::try_from(creds.expires.timestamp()).expect("expiry") > now,
+        "{creds:?}"
+    );
+    let who = moto.boto3_as(&creds, "print(sts.get_caller_identity()['Arn'])");
+    assert!(
+        who.contains(":assumed-role/telejob-run/telejob-"),
+        "the run's session of the run role: {who}"
+    );
 
     // Run it as cloud-init would, with stand-ins for the machine-level commands and the instance
     // profile's credentials in the environment.
     let machine = dir.join("machine");
-    let mut boot = boot_command(&moto, &user_data, &machine);
+    let mut boot = boot_command(&user_data, &machine);
     let booted = boot.output().expect("user data runs");
     assert!(
         booted.status.success(),
@@ -180,8 +216,8 @@ fn an_ec2_run_boots_from_its_user_data_and_publishes_to_s3() {
     );
     let fw = std::fs::read_to_string(machine.join("iptables.calls")).unwrap_or_default();
     assert!(
-        fw.contains("169.254.169.254"),
-        "jobs are kept from instance metadata: {fw}"
+        fw.contains("-d 169.254.169.254 -j REJECT") && !fw.contains("uid-owner"),
+        "everything on the instance, the job as root included, is kept from metadata: {fw}"
     );
 
     // The CLI follows the run to its end through the status object.
@@ -222,6 +258,16 @@ fn an_ec2_run_boots_from_its_user_data_and_publishes_to_s3() {
             .any(|k| k.starts_with("bootjob/") && k.contains("log")),
         "logs stay private: {listing}"
     );
+    // The job was root of its machine, and the log says what the machine is.
+    let log = moto.boto3(&format!(
+        "print(s3.get_object(Bucket='priv', Key='{}log.txt')['Body'].read().decode())",
+        run_prefix.trim()
+    ));
+    assert!(
+        log.starts_with("telejob: a machine of its own: EC2 instance"),
+        "{log}"
+    );
+    assert!(log.contains("ran as root"), "{log}");
     // Nothing is left running.
     let state = state_of(&moto, &id);
     assert!(state == "terminated" || state == "shutting-down", "{state}");
@@ -317,8 +363,8 @@ fn serve_on_ec2_reaps_orphaned_instances_at_start() {
 
 /// The command that boots `user_data` as cloud-init would, in `machine` (a scratch directory),
 /// with stand-ins for `shutdown` and `iptables` (they record their calls in
-/// `machine/<name>.calls`) and the instance profile's credentials in the environment.
-fn boot_command(moto: &Moto, user_data: &str, machine: &Path) -> Command {
+/// `machine/<name>.calls`) and no AWS credentials in the environment.
+fn boot_command(user_data: &str, machine: &Path) -> Command {
     let bin = machine.join("bin");
     std::fs::create_dir_all(&bin).expect("bin");
     for stub in ["shutdown", "iptables"] {
@@ -346,10 +392,10 @@ fn boot_command(moto: &Moto, user_data: &str, machine: &Path) -> Command {
             ),
         )
         .env("TELEJOB_WORK_ROOT", machine)
-        .env("HOME", machine);
-    for (k, v) in moto.env() {
-        boot.env(k, v);
-    }
+        .env("HOME", machine)
+        // No credentials from the environment: the agent uses the run's own, and there is no
+        // instance profile to fall back on.
+        .env("AWS_EC2_METADATA_DISABLED", "true");
     boot
 }
 
@@ -391,7 +437,7 @@ impl Machines {
                                  v = ec2.describe_instance_attribute(InstanceId='{id}', Attribute='userData')['UserData']['Value']\n\
                                  print(base64.b64decode(v).decode())"
                             ));
-                            let mut cmd = boot_command(&moto, &user_data, &root.join(id));
+                            let mut cmd = boot_command(&user_data, &root.join(id));
                             cmd.process_group(0)
                                 .stdout(Stdio::null())
                                 .stderr(Stdio::null());
@@ -456,6 +502,7 @@ async fn ec2_compute_passes_the_compute_conformance_checks() {
     settings.margin_seconds = 120;
     settings.poll_seconds = 1;
     settings.agent_binary = Some(telejob_bin!().to_path_buf());
+    settings.run_role = Some(moto.run_role());
     let compute = Ec2ComputeBuilder::new(settings, public.clone(), private.clone())
         .with_aws(moto.aws())
         .build()

@@ -9,6 +9,7 @@
 
 mod api;
 mod reaper;
+pub mod session;
 mod settings;
 mod userdata;
 mod watch;
@@ -33,6 +34,7 @@ use telejob_core::{Error, Result};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
+pub use session::RunCredentials;
 pub use settings::{Ec2ComputeBuilder, Ec2Settings};
 pub use worker::{Ec2Workers, user_data as worker_user_data};
 
@@ -153,6 +155,8 @@ struct Tracked {
 #[derive(Debug)]
 struct Inner {
     client: Client,
+    sts: aws_sdk_sts::Client,
+    run_role: String,
     settings: Ec2Settings,
     instance_type: String,
     public: S3Store,
@@ -297,6 +301,31 @@ impl Ec2Compute {
         let staged = telejob_core::agent::fetch::stage_code(&*self.inner.private, req).await?;
         let request_key = format!("{}request.json", keys::run_prefix(&req.job, &req.run_id));
         self.inner.private.put_json(&request_key, &staged).await?;
+        // The run's own credentials (see `session`): for its timeout plus the margin.
+        let s = &self.inner.settings;
+        let policy = session::session_policy(&self.inner.public, &self.inner.private, &staged);
+        let length = session::session_length(&staged, Duration::from_secs(s.margin_seconds));
+        let creds = session::assume(
+            &self.inner.sts,
+            &self.inner.run_role,
+            &staged,
+            &policy,
+            length,
+        )
+        .await?;
+        let credentials_key = format!(
+            "{}credentials.json",
+            keys::run_prefix(&req.job, &req.run_id)
+        );
+        self.inner
+            .private
+            .put_json(&credentials_key, &creds)
+            .await?;
+        let credentials_url = self
+            .inner
+            .private
+            .presign_get(&credentials_key, PRESIGN_FOR)
+            .await?;
         let agent_key = self.agent_key().await?;
         let agent_url = self
             .inner
@@ -315,20 +344,21 @@ impl Ec2Compute {
             job: req.job.as_str(),
             agent_url: &agent_url,
             request_url: &request_url,
+            credentials_url: &credentials_url,
             public_url: &self.inner.public.url(),
             private_url: &self.inner.private.url(),
             s3_endpoint: self.inner.s3_endpoint.as_deref(),
             s3_region: self.inner.s3_region.as_deref(),
             dead_man,
-            allow_metadata_access: self.inner.settings.allow_metadata_access,
+            allow_metadata_access: s.allow_metadata_access,
         });
-        let s = &self.inner.settings;
+        // No instance profile: the job is root of the instance.
         let launch = OneInstance::new(
             s,
             &instance_type,
             run,
             &user_data,
-            s.instance_profile.as_deref(),
+            None,
             self.tags(req, deadline),
         );
         let client = &self.inner.client;

@@ -34,7 +34,13 @@ pub struct Ec2Settings {
     /// Security groups (default: the VPC's default group). Jobs need outbound HTTPS only.
     #[serde(default)]
     pub security_group_ids: Vec<String>,
-    /// The IAM instance profile (name, or ARN) the agent's credentials come from.
+    /// The IAM role (ARN) the server assumes for each run, with a session policy that allows
+    /// only that run's own objects (docs/aws.md): the run's credentials. Required: runs are
+    /// root of their instance and get no instance profile.
+    pub run_role: Option<String>,
+    /// No longer used: runs are root of their instance, so an instance profile would give the
+    /// job its credentials. Setting it is an error that says to set `run_role`.
+    #[serde(default)]
     pub instance_profile: Option<String>,
     /// The instance profile analysis workers get (default none: a worker holds no
     /// credentials, and never the runs' or the server's).
@@ -57,9 +63,9 @@ pub struct Ec2Settings {
     /// Extra tags on every instance (cost allocation, ownership).
     #[serde(default)]
     pub extra_tags: BTreeMap<String, String>,
-    /// Run jobs even on an image with neither `iptables` nor `nft`, where they could read the
-    /// instance profile's credentials from instance metadata (default false: such a run fails,
-    /// saying why).
+    /// Run jobs even on an image with neither `iptables` nor `nft`, where they can reach
+    /// instance metadata (default false: such a run fails, saying why). Runs hold no instance
+    /// profile, so metadata offers them only their own user data.
     #[serde(default)]
     pub allow_metadata_access: bool,
 }
@@ -86,6 +92,7 @@ impl Ec2Settings {
             allowed_instance_types: Vec::new(),
             subnet_id: None,
             security_group_ids: Vec::new(),
+            run_role: None,
             instance_profile: None,
             worker_instance_profile: None,
             key_name: None,
@@ -182,13 +189,31 @@ impl Ec2ComputeBuilder {
                 "give a name of 1-128 characters",
             ));
         }
+        if s.instance_profile.is_some() {
+            return Err(Error::config(
+                "ec2.instance_profile",
+                "runs no longer get an instance profile (the job is root of its instance and \
+                 would hold its credentials): remove it and set ec2.run_role to a role the \
+                 server may assume (docs/aws.md)",
+            ));
+        }
+        let Some(run_role) = s.run_role.clone().filter(|r| r.starts_with("arn:")) else {
+            return Err(Error::config(
+                "ec2.run_role",
+                "set the ARN of the role each run's credentials come from, e.g. \
+                 arn:aws:iam::123456789012:role/telejob-run (docs/aws.md)",
+            ));
+        };
         let sdk = self.aws.load().await;
         let client = Client::new(&sdk);
+        let sts = aws_sdk_sts::Client::new(&sdk);
         let s3_region = Some(self.private.region().to_string());
         let s3_endpoint = self.private.endpoint().map(str::to_string);
         Ok(Ec2Compute {
             inner: Arc::new(Inner {
                 client,
+                sts,
+                run_role,
                 settings: self.settings,
                 instance_type,
                 public: self.public,

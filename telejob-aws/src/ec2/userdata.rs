@@ -1,7 +1,8 @@
-//! The user data script an instance boots with: fetch the `telejob` binary and the run request
-//! through pre-signed URLs, run `telejob agent` (the same pipeline as every other run), power off.
-//! It holds no secret: the URLs expire and grant reading two objects; the agent's own access to
-//! the stores comes from the instance profile.
+//! The user data script an instance boots with: fetch the `telejob` binary, the run request and
+//! the run's own credentials through pre-signed URLs, keep everything on the instance away from
+//! instance metadata, run `telejob agent` (the same pipeline as every other run; the job is
+//! root of the instance), power off. It holds no secret: the URLs expire and grant reading three
+//! objects; the credentials reach only this run's objects (see `session`).
 
 use std::time::Duration;
 
@@ -16,6 +17,8 @@ pub(crate) struct Bootstrap<'a> {
     pub agent_url: &'a str,
     /// Pre-signed GET URL of the run request (JSON).
     pub request_url: &'a str,
+    /// Pre-signed GET URL of the run's credentials (JSON).
+    pub credentials_url: &'a str,
     /// `s3://bucket/prefix` of the public store.
     pub public_url: &'a str,
     /// `s3://bucket/prefix` of the private store.
@@ -32,8 +35,7 @@ pub(crate) struct Bootstrap<'a> {
 
 /// Why a run is refused on an image without a firewall tool.
 const NO_FIREWALL: &str = "neither iptables nor nft is installed on the image, so the job could \
-read the instance profile's credentials from instance metadata; install one in the AMI, or set \
-[ec2] allow_metadata_access = true";
+reach instance metadata; install one in the AMI, or set [ec2] allow_metadata_access = true";
 
 /// Quotes `s` for bash: single quotes, with embedded single quotes spelled `'\''`.
 pub(crate) fn sh_quote(s: &str) -> String {
@@ -46,7 +48,9 @@ pub(crate) fn script(b: &Bootstrap<'_>) -> String {
     // shutdown's +m counts whole minutes; round up, never below 1.
     let minutes = b.dead_man.as_secs().div_ceil(60).max(1);
     let mut agent = format!(
-        "./telejob agent --request request.json --public {} --private {}",
+        "./telejob agent --request request.json --credentials credentials.json --public {} \
+         --private {} --machine \"EC2 instance $(cat /sys/devices/virtual/dmi/id/board_asset_tag \
+         2>/dev/null || hostname)\"",
         sh_quote(b.public_url),
         sh_quote(b.private_url)
     );
@@ -79,14 +83,15 @@ fetch() {{
 fetch {agent_url} telejob || finish 1
 chmod 0755 telejob || finish 1
 fetch {request_url} request.json || finish 1
-# Jobs run as UIDs of their own from this range: keep them away from instance metadata (the
-# instance profile's credentials).
+(umask 077; fetch {credentials_url} credentials.json) || finish 1
+# The job is root of this instance, which holds no instance profile; nothing here needs
+# instance metadata any more (it still offers this user data): keep it out of reach.
 if command -v iptables >/dev/null 2>&1; then
-  iptables -I OUTPUT -d 169.254.169.254 -m owner --uid-owner {uids} -j REJECT || finish 1
+  iptables -I OUTPUT -d 169.254.169.254 -j REJECT || finish 1
 elif command -v nft >/dev/null 2>&1; then
   nft add table inet telejob_metadata || finish 1
   nft add chain inet telejob_metadata output '{{ type filter hook output priority 0 ; }}' || finish 1
-  nft add rule inet telejob_metadata output meta skuid {uids} ip daddr 169.254.169.254 reject || finish 1
+  nft add rule inet telejob_metadata output ip daddr 169.254.169.254 reject || finish 1
 else
 {no_firewall}
 fi
@@ -94,13 +99,10 @@ fi
 finish $?
 "#,
         run = b.run_id,
-        uids = {
-            let r = telejob_core::agent::sandbox::UidRange::default();
-            format!("{}-{}", r.first, r.last())
-        },
         job = b.job,
         agent_url = sh_quote(b.agent_url),
         request_url = sh_quote(b.request_url),
+        credentials_url = sh_quote(b.credentials_url),
     )
 }
 
@@ -159,6 +161,7 @@ mod tests {
             job: "j",
             agent_url: "https://b.s3/agent",
             request_url: "https://b.s3/req",
+            credentials_url: "https://b.s3/cred",
             public_url: "s3://pub/",
             private_url: "s3://priv/",
             s3_endpoint: None,
@@ -210,16 +213,21 @@ mod tests {
         let (ok, calls) = boot(false, &["nft"]);
         assert!(ok, "{calls:?}");
         assert!(
-            calls["nft"]
-                .contains("meta skuid 1879048192-1879113727 ip daddr 169.254.169.254 reject"),
+            calls["nft"].contains("output ip daddr 169.254.169.254 reject"),
             "{calls:?}"
         );
         assert!(!calls["agent"].contains("--refuse"), "{calls:?}");
         let (ok, calls) = boot(false, &["iptables", "nft"]);
         assert!(ok && calls.contains_key("iptables") && !calls.contains_key("nft"));
-        // Every UID runs can have, not one user.
+        // Every user of the instance, root (the job) included.
         assert!(
-            calls["iptables"].contains("--uid-owner 1879048192-1879113727 -j REJECT"),
+            calls["iptables"].contains("-I OUTPUT -d 169.254.169.254 -j REJECT"),
+            "{calls:?}"
+        );
+        assert!(!calls["iptables"].contains("uid-owner"), "{calls:?}");
+        // The agent runs with the run's credentials, fetched before metadata is closed.
+        assert!(
+            calls["agent"].contains("--credentials credentials.json"),
             "{calls:?}"
         );
     }
@@ -231,6 +239,7 @@ mod tests {
             job: "j",
             agent_url: "https://b.s3/agent?X-Amz-Signature=1&a=b",
             request_url: "https://b.s3/req?X-Amz-Signature=2",
+            credentials_url: "https://b.s3/cred?X-Amz-Signature=3",
             public_url: "s3://pub/",
             private_url: "s3://priv/p/",
             s3_endpoint: None,
