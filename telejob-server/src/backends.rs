@@ -4,13 +4,15 @@
 //! `Arc<dyn Store>`, `Arc<dyn Compute>` and what [`Compute::reaper`] and [`Compute::workers`]
 //! give.
 
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
 use telejob_aws::{Ec2ComputeBuilder, Ec2Workers, S3Store, S3StoreBuilder};
 use telejob_core::agent::RunStores;
-use telejob_core::agent::sandbox::{CgroupMode, Identity, SandboxOptions};
+use telejob_core::agent::sandbox::image::{self, BuildOptions};
+use telejob_core::agent::sandbox::{CgroupMode, Identity, MachineOptions, SandboxOptions};
 use telejob_core::compute::Compute;
 use telejob_core::store::Store;
 use telejob_core::worker::WorkerBackend;
@@ -34,6 +36,18 @@ impl AwsTable {
         o.region = region;
         o.endpoint = endpoint;
         Self(o)
+    }
+
+    /// These options, signing with a run's own credentials (`json`, as the server wrote them
+    /// for the run) instead of the standard chain.
+    ///
+    /// # Errors
+    ///
+    /// `json` is not run credentials.
+    pub fn with_run_credentials(self, json: &[u8]) -> anyhow::Result<Self> {
+        let c: telejob_aws::RunCredentials = serde_json::from_slice(json)
+            .map_err(|e| bad(format!("--credentials: not run credentials: {e}")))?;
+        Ok(Self(self.0.with_credentials(c.provider())))
     }
 }
 
@@ -61,6 +75,12 @@ pub struct ComputeSettings {
     pub namespaces: Option<String>,
     /// `scratch_dir`.
     pub scratch_dir: Option<std::path::PathBuf>,
+    /// `image`.
+    pub image: Option<String>,
+    /// `images_dir`.
+    pub images_dir: Option<std::path::PathBuf>,
+    /// `[images]`.
+    pub images: std::collections::BTreeMap<String, std::path::PathBuf>,
     /// `max_concurrent_runs`.
     pub max_concurrent_runs: Option<usize>,
 }
@@ -196,6 +216,7 @@ fn server_local_compute(
             ..SandboxOptions::default()
         })
         .with_fetcher(Arc::new(HttpFetcher::new()?))
+        .with_machines(machine_options(cfg, data_dir)?)
         .with_scratch_dir(
             cfg.scratch_dir
                 .clone()
@@ -206,7 +227,73 @@ fn server_local_compute(
     }
     // Environment variables override the file.
     let builder = builder.from_env().map_err(|e| bad(e.to_string()))?;
-    Ok(builder.build())
+    settle_default_image(builder)
+}
+
+/// Says once, at start, what runs are: where they cannot be machines of their own, what they
+/// lack; where they can, the default image is built on first use, and where it cannot be
+/// (no mmdebstrap), runs start from the host's own root (`image = host`) until it is, as the
+/// line printed says.
+fn settle_default_image(
+    builder: telejob_local::LocalComputeBuilder,
+) -> anyhow::Result<LocalCompute> {
+    let sandbox = builder.sandbox().clone();
+    let default = sandbox.machine_here().map(|m| m.image.clone());
+    match default {
+        Some(name) if name != image::HOST_IMAGE => match ensure_image(&sandbox, &name) {
+            Ok(()) => Ok(builder.build()),
+            Err(e) if name == image::DEFAULT_IMAGE => {
+                let why = if which("mmdebstrap") {
+                    format!("{e:#}")
+                } else {
+                    "image default is not built and mmdebstrap is not installed".into()
+                };
+                eprintln!(
+                    "telejob: {why}: runs start from the host's own root file system (image = host) until `apt-get install mmdebstrap` and `telejob image build`"
+                );
+                let mut m = sandbox.machine.clone().expect("machines are here");
+                m.image = image::HOST_IMAGE.into();
+                Ok(builder.with_machines(m).build())
+            }
+            Err(e) => Err(e),
+        },
+        _ => {
+            if let Some(why) = sandbox.not_isolated(None) {
+                eprintln!("telejob: {why}");
+            }
+            Ok(builder.build())
+        }
+    }
+}
+
+/// The images runs start from and the default one, from `image`, `images_dir` and `[images]`.
+///
+/// # Errors
+///
+/// [`BadInput`](crate::error::BadInput) naming the key for a name that cannot be an image's.
+pub fn machine_options(cfg: &ComputeSettings, data_dir: &Path) -> anyhow::Result<MachineOptions> {
+    let mut m = MachineOptions::new(
+        cfg.images_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("images")),
+    );
+    for name in cfg.images.keys() {
+        if !image::valid_name(name) || name == image::HOST_IMAGE {
+            return Err(bad(format!(
+                "config [images] {name:?}: an image name is lowercase letters, digits and dashes, and not host"
+            )));
+        }
+    }
+    m.images.named.clone_from(&cfg.images);
+    if let Some(i) = &cfg.image {
+        if !image::valid_name(i) {
+            return Err(bad(format!(
+                "config image = {i:?}: name an image (lowercase letters, digits and dashes), or host"
+            )));
+        }
+        m.image.clone_from(i);
+    }
+    Ok(m)
 }
 
 /// `[s3]`: tuning of S3 stores.
@@ -347,4 +434,66 @@ pub async fn remote_workers(cfg: &AwsConfig) -> anyhow::Result<Arc<dyn WorkerBac
         .clone()
         .ok_or_else(|| bad("config: add an [ec2] table"))?;
     Ok(Arc::new(Ec2Workers::new(settings.0, &cfg.aws.0).await?))
+}
+
+/// Builds image `name`, printing one progress line (rewritten in place on a terminal).
+///
+/// # Errors
+///
+/// The build failed (the message says why).
+pub fn build_image(m: &MachineOptions, name: &str, opts: &BuildOptions) -> anyhow::Result<PathBuf> {
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    eprintln!(
+        "telejob: building image {name} (Debian {}, {} packages) into {} with mmdebstrap; this takes a minute or two",
+        opts.suite,
+        opts.include.len(),
+        m.images.dir.join(name).display()
+    );
+    let dir = image::build(&m.images, name, opts, |line| {
+        if tty {
+            let short: String = line.chars().take(100).collect();
+            eprint!("\r\x1b[2K  {short}");
+            let _ = std::io::stderr().flush();
+        }
+    });
+    if tty {
+        eprint!("\r\x1b[2K");
+    }
+    let dir = dir.map_err(|e| anyhow::anyhow!("telejob image build {name}: {e}"))?;
+    eprintln!("telejob: image {name} is ready");
+    Ok(dir)
+}
+
+/// Makes sure runs with `sandbox` can start from `name`: nothing to do when they are not
+/// machines of their own or the image is here; the default image is built on first use; any
+/// other missing image is bad input, in one line.
+///
+/// # Errors
+///
+/// An image this host does not have and cannot build, or a build that failed.
+pub fn ensure_image(sandbox: &SandboxOptions, name: &str) -> anyhow::Result<()> {
+    let Some(m) = sandbox.machine_here() else {
+        return Ok(());
+    };
+    match m.images.resolve(name) {
+        Ok(_) => Ok(()),
+        Err(_) if name == image::DEFAULT_IMAGE && which("mmdebstrap") => {
+            build_image(m, name, &BuildOptions::default()).map(|_| ())
+        }
+        Err(e) if name == image::DEFAULT_IMAGE => Err(bad(format!(
+            "{e}; or run on the host's own root file system with --image host (config image = \"host\")"
+        ))),
+        Err(e) => Err(bad(format!("--{e}"))),
+    }
+}
+
+/// Whether `program` is on `PATH`.
+fn which(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|d| {
+            std::fs::metadata(d.join(program)).is_ok_and(|m| {
+                std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+            })
+        })
+    })
 }

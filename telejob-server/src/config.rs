@@ -36,6 +36,14 @@ pub struct Config {
     pub namespaces: Option<String>,
     /// Where run workspaces are made (default: <data_dir>/runs).
     pub scratch_dir: Option<PathBuf>,
+    /// The image runs start from unless their job names one (default `default`; `host` for the
+    /// host's own root file system).
+    pub image: Option<String>,
+    /// Where `telejob image build` puts images (default: <data_dir>/images).
+    pub images_dir: Option<PathBuf>,
+    /// More images, by name: directory trees the operator made (an exported container file
+    /// system, say).
+    pub images: Option<std::collections::BTreeMap<String, PathBuf>>,
     /// The file holding the key job secrets are encrypted with (64 hex digits, mode 0600;
     /// default <data_dir>/secrets.key, made at the first start). `TELEJOB_SECRETS_KEY` wins.
     pub secrets_key_file: Option<PathBuf>,
@@ -177,6 +185,9 @@ impl Config {
             cgroup: self.cgroup.clone(),
             namespaces: self.namespaces.clone(),
             scratch_dir: self.scratch_dir.clone(),
+            image: self.image.clone(),
+            images_dir: self.images_dir.clone(),
+            images: self.images.clone().unwrap_or_default(),
             max_concurrent_runs: self.max_concurrent_runs,
         }
     }

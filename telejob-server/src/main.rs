@@ -15,6 +15,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // A run's init is this binary started again: it must not parse arguments or start threads.
+    telejob_core::agent::sandbox::run_if_init();
     telejob_core::agent::sandbox::harden_current_process();
     let args = cli::Cli::parse();
     tracing_subscriber::fmt()

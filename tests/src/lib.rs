@@ -23,12 +23,19 @@ macro_rules! telejob {
 
 /// Runs `bin args…` in `cwd` and returns its output.
 pub fn run_bin(bin: &Path, cwd: &Path, args: &[&str]) -> Output {
-    Command::new(bin)
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("TELEJOB_LOG")
-        .output()
-        .expect("telejob runs")
+    let mut cmd = Command::new(bin);
+    cmd.args(args).current_dir(cwd).env_remove("TELEJOB_LOG");
+    no_first_use_image_build(&mut cmd);
+    cmd.output().expect("telejob runs")
+}
+
+/// Runs of `cmd` (a `telejob` that may run jobs) start from the images of `TELEJOB_IMAGES_DIR`
+/// (`.ci/run` builds the default one once) or, without it, from the host's own root: a test
+/// never builds an image on first use into its own data directory.
+pub fn no_first_use_image_build(cmd: &mut Command) {
+    if std::env::var_os("TELEJOB_IMAGES_DIR").is_none() {
+        cmd.env("TELEJOB_IMAGE", "host");
+    }
 }
 
 /// The repository root.

@@ -28,6 +28,7 @@ impl ServeCommand {
             .env_remove("TELEJOB_LOG")
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
+        crate::no_first_use_image_build(&mut cmd);
         Self {
             cmd,
             data: data.to_path_buf(),

@@ -12,7 +12,7 @@ fn is_root() -> bool {
 }
 
 #[test]
-fn under_a_root_telejob_jobs_run_as_a_uid_of_their_own_and_cannot_read_root_files() {
+fn a_host_image_run_is_a_uid_of_its_own_and_cannot_read_root_files() {
     if !is_root() {
         eprintln!("skipped: needs root");
         return;
@@ -42,6 +42,10 @@ fn under_a_root_telejob_jobs_run_as_a_uid_of_their_own_and_cannot_read_root_file
             &cmd,
             "--job-name",
             "thief",
+            // The host's root file system as the image: a restricted process of the host, as
+            // without root, under a UID of its own (tests/tests/machine.rs has the machines).
+            "--image",
+            "host",
         ],
     );
     assert_eq!(
@@ -57,6 +61,10 @@ fn under_a_root_telejob_jobs_run_as_a_uid_of_their_own_and_cannot_read_root_file
         .next()
         .expect("one run");
     let log = std::fs::read_to_string(run.path().join("log.txt")).expect("log");
+    assert!(
+        log.starts_with("telejob: runs are not machines of their own (image = host)"),
+        "{log}"
+    );
     assert!(log.contains("Permission denied"), "{log}");
     assert!(!dir.path().join("telejob-output/thief/data/stolen").exists());
 }

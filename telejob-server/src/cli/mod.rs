@@ -4,6 +4,7 @@ mod agent;
 mod client;
 mod db;
 mod exit;
+mod image;
 mod jobs;
 mod package;
 mod progress;
@@ -82,6 +83,12 @@ enum Command {
         #[command(subcommand)]
         cmd: token::TokenCmd,
     },
+    /// The images runs start from (as root, each run is a machine of its own on a throwaway
+    /// copy of one).
+    Image {
+        #[command(subcommand)]
+        cmd: image::ImageCmd,
+    },
     /// Operate on the server's database.
     Db {
         #[command(subcommand)]
@@ -101,6 +108,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs { server, cmd } => runs::runs(server, cmd).await,
         Command::Worker(a) => worker::worker(*a).await,
         Command::Token { cmd } => token::token(cmd).await,
+        Command::Image { cmd } => image::image(cmd),
         Command::Db { cmd } => db::db(cmd).await,
     }
 }

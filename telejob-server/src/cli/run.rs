@@ -113,6 +113,15 @@ pub struct RunArgs {
     /// on, or off: the run gets loopback only (needs namespaces: telejob runs as root).
     #[arg(long, value_name = "on|off")]
     network: Option<Network>,
+    /// The image the run's machine starts from (as root: see `telejob image list`); `host` is
+    /// this host's own root file system. Default: the config's image, or `default`, built on
+    /// first use.
+    #[arg(long, value_name = "NAME")]
+    image: Option<String>,
+    /// Where images are (default: TELEJOB_IMAGES_DIR, the config's images_dir, or
+    /// ./telejob-data/images).
+    #[arg(long, value_name = "DIR")]
+    images_dir: Option<PathBuf>,
     /// Don't echo the job's output (it is still logged).
     #[arg(long, short)]
     quiet: bool,
@@ -187,6 +196,9 @@ pub struct ShellArgs {
     /// Run the shell as this existing user (default as root: a UID of its own).
     #[arg(long, value_name = "USER")]
     run_as: Option<String>,
+    /// The image the worker's machine starts from (as root; default: `default`).
+    #[arg(long, value_name = "NAME")]
+    image: Option<String>,
 }
 
 /// Runs `telejob worker shell`.
@@ -238,6 +250,8 @@ pub async fn shell(a: ShellArgs) -> anyhow::Result<ExitCode> {
         processes: None,
         disk: None,
         network: None,
+        image: a.image,
+        images_dir: None,
         quiet: true,
     };
     let r = run_with(args, true).await;
@@ -263,13 +277,28 @@ async fn run_with(a: RunArgs, interactive: bool) -> anyhow::Result<ExitCode> {
     let local = if a.compute.is_remote() {
         None
     } else {
+        let machine =
+            super::image::machine_options(a.config.as_deref(), a.images_dir.clone(), None)?;
         let sandbox = SandboxOptions {
             cgroup: a.cgroup,
             namespaces: a.namespaces,
             identity,
             kill_grace: a.kill_grace,
+            machine: Some(machine),
             ..SandboxOptions::default()
         };
+        if let Some(m) = sandbox.machine_here() {
+            crate::backends::ensure_image(&sandbox, req.image.as_deref().unwrap_or(&m.image))?;
+        } else if a.image.is_some() {
+            return Err(bad(format!(
+                "--image: runs here are not machines of their own ({}), so they start from no image: remove --image",
+                if a.namespaces == NamespaceMode::Off {
+                    "--namespaces off"
+                } else {
+                    "telejob does not run as root"
+                }
+            )));
+        }
         Some(Arc::new(backends::one_run_compute(
             RunStores::new(public.clone(), private.clone()),
             sandbox,
@@ -359,6 +388,13 @@ fn store_urls(
 /// The run request the flags describe; every flag checked, each mistake one line naming it.
 fn request(a: &RunArgs) -> anyhow::Result<RunRequest> {
     validate_command(&a.command).map_err(|e| bad(format!("--{e}")))?;
+    if let Some(i) = &a.image
+        && !telejob_core::agent::sandbox::image::valid_name(i)
+    {
+        return Err(bad(format!(
+            "--image {i:?}: name an image (lowercase letters, digits and dashes), or host"
+        )));
+    }
     validate_output_dir(&a.output_dir).map_err(|e| {
         bad(format!(
             "--{}",
@@ -436,7 +472,8 @@ fn request(a: &RunArgs) -> anyhow::Result<RunRequest> {
         })
         .with_dry_run(a.dry_run)
         .with_limits(limits)
-        .with_secrets(secrets))
+        .with_secrets(secrets)
+        .with_image(a.image.clone()))
 }
 
 /// Prints what the run did and returns its exit status.

@@ -119,7 +119,9 @@ pub async fn build(settings: Settings) -> anyhow::Result<Server> {
     let notifier: Arc<dyn telejob_core::scheduler::notify::Notifier> = Arc::new(
         app::notify::ServerNotifier::new(db.clone(), cfg.smtp.clone())?,
     );
-    let advisor = Arc::new(cfg.advisor(capabilities.machine_types.clone())?);
+    let mut advisor = cfg.advisor(capabilities.machine_types.clone())?;
+    advisor.images = app::advice::ImageList::of(compute.clone());
+    let advisor = Arc::new(advisor);
     let workers = Arc::new(app::workers::Workers {
         backend: compute.workers(),
         policy: cfg.worker_policy()?,

@@ -67,6 +67,11 @@ pub fn documented_defaults() -> Vec<(&'static str, String)> {
         ("database", "sqlite:<data_dir>/telejob.db".to_string()),
         ("public_store", "<data_dir>/public".to_string()),
         ("private_store", "<data_dir>/private".to_string()),
+        (
+            "image",
+            telejob_core::agent::sandbox::image::DEFAULT_IMAGE.to_string(),
+        ),
+        ("images_dir", "<data_dir>/images".to_string()),
     ]
 }
 

@@ -119,7 +119,14 @@ async fn the_cli_verbs_drive_the_server() {
     );
     let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
     let o = cli(&["runs", "log", &id]);
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "hi");
+    // The log's first line says what the machine was; then what the job printed.
+    let log = String::from_utf8_lossy(&o.stdout);
+    let mut lines = log.trim().lines();
+    assert!(
+        lines.next().is_some_and(|l| l.starts_with("telejob: ")),
+        "{log}"
+    );
+    assert_eq!(lines.collect::<Vec<_>>(), ["hi"], "{log}");
     let o = cli(&["runs", "list", "viacli"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("succeeded"));
     let o = cli(&[

@@ -36,6 +36,8 @@ pub const DEFAULT_PRICES: &[(&str, f64)] = &[
 pub struct Advisor {
     /// The machine types jobs may choose from, when the compute offers several (EC2).
     pub machine_types: Option<MachineTypes>,
+    /// The images jobs may name, asked of the compute when a job is saved.
+    pub images: ImageList,
     /// Prices per hour, by instance type.
     pub prices: BTreeMap<String, f64>,
     /// A run is late past `max(factor × p95, p95 + margin)`.
@@ -48,6 +50,7 @@ impl Default for Advisor {
     fn default() -> Self {
         Self {
             machine_types: None,
+            images: ImageList::default(),
             prices: DEFAULT_PRICES
                 .iter()
                 .map(|(k, v)| ((*k).to_string(), *v))
@@ -66,6 +69,7 @@ impl Advisor {
     ///
     /// The `instance_type` field, with what to do.
     pub fn check(&self, spec: &JobSpec) -> telejob_core::Result<()> {
+        self.check_image(spec)?;
         let Some(t) = &spec.instance_type else {
             return Ok(());
         };
@@ -84,6 +88,28 @@ impl Advisor {
                     } else {
                         e.allowed.join(", ")
                     }
+                ),
+            )),
+        }
+    }
+
+    /// Refuses an image the compute does not have (or any, when runs do not start from this
+    /// host's images).
+    fn check_image(&self, spec: &JobSpec) -> telejob_core::Result<()> {
+        let Some(i) = &spec.image else {
+            return Ok(());
+        };
+        match self.images.now() {
+            None => Err(telejob_core::Error::invalid(
+                "image",
+                "this server's runs do not start from images of its host (EC2 runs start from the AMI; without root, runs see the host): remove image",
+            )),
+            Some(names) if names.contains(i) => Ok(()),
+            Some(names) => Err(telejob_core::Error::invalid(
+                "image",
+                format!(
+                    "this server has no image {i:?}; choose one of {}",
+                    names.join(", ")
                 ),
             )),
         }
@@ -138,4 +164,27 @@ pub async fn script_warnings(code: &Path, command: &str) -> Vec<Warning> {
     .flatten()
     .into_iter()
     .collect()
+}
+
+/// The images a job may name, as the compute has them now (`None`: runs do not start from
+/// images of this host).
+#[derive(Clone, Default)]
+pub struct ImageList(Option<std::sync::Arc<dyn Fn() -> Option<Vec<String>> + Send + Sync>>);
+
+impl ImageList {
+    /// The images of `compute`, asked each time.
+    pub fn of(compute: std::sync::Arc<dyn telejob_core::compute::Compute>) -> Self {
+        Self(Some(std::sync::Arc::new(move || compute.images())))
+    }
+
+    /// The names now.
+    pub fn now(&self) -> Option<Vec<String>> {
+        self.0.as_ref().and_then(|f| f())
+    }
+}
+
+impl std::fmt::Debug for ImageList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ImageList").field(&self.now()).finish()
+    }
 }

@@ -12,14 +12,21 @@ use super::*;
 use crate::server::app::jobs::{self, JobError, StagedCode};
 use crate::server::app::state::AppState;
 
-pub(super) async fn new_job(b: Browser) -> Response {
+pub(super) async fn new_job(State(s): State<AppState>, b: Browser) -> Response {
+    let mut f = JobForm::defaults();
+    f.images = image_choices(&s);
     page(pages::job_form(
         &b.session.user.name,
         &b.session.csrf,
-        &JobForm::defaults(),
+        &f,
         None,
         None,
     ))
+}
+
+/// The images a job may name here, for the form's select.
+fn image_choices(s: &AppState) -> Vec<String> {
+    s.advisor.images.now().unwrap_or_default()
 }
 
 /// The submitted form: its fields, the uploaded tarball (if any), its CSRF token.
@@ -28,6 +35,7 @@ pub(super) async fn read_form(
     mut mp: Multipart,
 ) -> (JobForm, Option<StagedCode>, String) {
     let mut f = JobForm::defaults();
+    f.images = image_choices(s);
     f.values.remove("retry_on_timeout");
     let mut code: Option<Bytes> = None;
     let mut csrf = String::new();
@@ -180,6 +188,7 @@ pub(super) async fn edit_page(
         Err(r) => return r,
     };
     let mut f = JobForm::from_spec(&j.spec);
+    f.images = image_choices(&s);
     if let Ok(names) = s.db.secret_names(&name).await {
         let names: Vec<String> = names
             .into_iter()
@@ -235,6 +244,7 @@ pub(super) async fn preview(
     let mut f = JobForm {
         values,
         errors: Default::default(),
+        images: Vec::new(),
     };
     let body = match f
         .schedule()

@@ -15,6 +15,9 @@ pub struct JobForm {
     pub values: HashMap<String, String>,
     /// Problems, by form field.
     pub errors: HashMap<String, String>,
+    /// The images a job may name on this server (the "Image" select); empty: runs here are
+    /// not machines of their own, and the select is not shown.
+    pub images: Vec<String>,
 }
 
 impl JobForm {
@@ -42,6 +45,7 @@ impl JobForm {
         Self {
             values,
             errors: HashMap::new(),
+            images: Vec::new(),
         }
     }
 
@@ -99,6 +103,11 @@ impl JobForm {
         set("start_at", fmt(spec.start_at));
         set("end_at", fmt(spec.end_at));
         set("maintainers", spec.maintainers.join(", "));
+        set(
+            "instance_type",
+            spec.instance_type.clone().unwrap_or_default(),
+        );
+        set("image", spec.image.clone().unwrap_or_default());
         set(
             "notify_webhook",
             spec.notify.webhook.clone().unwrap_or_default(),
@@ -228,6 +237,8 @@ impl JobForm {
         spec.retry_on_timeout = !self.get("retry_on_timeout").is_empty();
         let t = self.get("instance_type").trim();
         spec.instance_type = (!t.is_empty()).then(|| t.to_string());
+        let i = self.get("image").trim();
+        spec.image = (!i.is_empty()).then(|| i.to_string());
         for (field, slot) in [
             ("start_at", &mut spec.start_at),
             ("end_at", &mut spec.end_at),
@@ -376,8 +387,28 @@ mod tests {
         spec.maintainers = vec!["bob".into()];
         spec.notify.webhook = Some("https://h.example/x".into());
         spec.end_at = Some("2030-01-01T00:00:00Z".parse().expect("instant"));
+        spec.instance_type = Some("t3.large".into());
+        spec.image = Some("python".into());
         let mut f = JobForm::from_spec(&spec);
         assert_eq!(f.check(&ValidationLimits::default()), Some(spec));
+    }
+
+    #[test]
+    fn the_image_select_offers_the_servers_images_and_keeps_the_choice() {
+        let page = |f: &JobForm| {
+            super::super::pages::job_form("alice", "csrf", f, None, None).into_string()
+        };
+        let mut f = form(&[("name", "a"), ("image", "python")]);
+        assert!(!page(&f).contains(r#"<select id="image""#), "no images: no select");
+        f.images = vec!["default".into(), "python".into()];
+        let html = page(&f);
+        assert!(html.contains(r#"<select id="image" name="image">"#), "{html}");
+        assert!(html.contains(r#"<option value="python" selected>python</option>"#), "{html}");
+        assert!(html.contains(r#"<option value="">the default image</option>"#), "{html}");
+        assert_eq!(
+            f.check(&ValidationLimits::default()).and_then(|s| s.image),
+            Some("python".into())
+        );
     }
 
     #[test]

@@ -230,6 +230,16 @@ pub fn job_form(
                     label for="instance_type" { "Instance type (EC2 servers only; empty: the default)" }
                     input #instance_type name="instance_type" value=(f.get("instance_type")) placeholder="t3.medium";
                     (field_error(f, "instance_type"))
+                    @if !f.images.is_empty() {
+                        label for="image" { "Image (what the run's machine starts from; it is root there and may install anything)" }
+                        select #image name="image" {
+                            option value="" selected[f.get("image").is_empty()] { "the default image" }
+                            @for i in &f.images {
+                                option value=(i) selected[f.get("image") == i.as_str()] { (i) }
+                            }
+                        }
+                        (field_error(f, "image"))
+                    }
                     label for="overlap" { "If the previous run is still going" }
                     (select(f, "overlap", &[("forbid", "skip this run (recorded as missed)"), ("allow", "run both"), ("replace", "cancel the old run")]))
                     label for="missed" { "Runs missed while telejob was down" }
