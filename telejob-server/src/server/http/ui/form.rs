@@ -399,12 +399,24 @@ mod tests {
             super::super::pages::job_form("alice", "csrf", f, None, None).into_string()
         };
         let mut f = form(&[("name", "a"), ("image", "python")]);
-        assert!(!page(&f).contains(r#"<select id="image""#), "no images: no select");
+        assert!(
+            !page(&f).contains(r#"<select id="image""#),
+            "no images: no select"
+        );
         f.images = vec!["default".into(), "python".into()];
         let html = page(&f);
-        assert!(html.contains(r#"<select id="image" name="image">"#), "{html}");
-        assert!(html.contains(r#"<option value="python" selected>python</option>"#), "{html}");
-        assert!(html.contains(r#"<option value="">the default image</option>"#), "{html}");
+        assert!(
+            html.contains(r#"<select id="image" name="image">"#),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"<option value="python" selected>python</option>"#),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"<option value="">the default image</option>"#),
+            "{html}"
+        );
         assert_eq!(
             f.check(&ValidationLimits::default()).and_then(|s| s.image),
             Some("python".into())
