@@ -51,6 +51,8 @@ pub struct Config {
     pub limits: Option<LimitsConfig>,
     /// Email notifications.
     pub smtp: Option<SmtpConfig>,
+    /// Where notifications may go (`[notify]`).
+    pub notify: Option<NotifyConfig>,
     /// Where code, logs and run status go: a directory, file:// or s3:// URL (default
     /// <data_dir>/private).
     pub private_store: Option<String>,
@@ -115,6 +117,13 @@ impl Config {
         })
     }
 
+    /// `[notify] allow_private_targets`.
+    pub fn allow_private_targets(&self) -> bool {
+        self.notify
+            .as_ref()
+            .is_some_and(|n| n.allow_private_targets)
+    }
+
     /// Save-time warnings and running-late thresholds from these settings, for a compute
     /// that offers `machine_types` (none: jobs may not choose one).
     ///
@@ -127,6 +136,7 @@ impl Config {
     ) -> anyhow::Result<crate::server::app::advice::Advisor> {
         let mut a = crate::server::app::advice::Advisor {
             machine_types,
+            allow_private_targets: self.allow_private_targets(),
             ..Default::default()
         };
         if let Some(f) = self.late_factor {
@@ -263,6 +273,16 @@ impl LimitsConfig {
             max: self.max.unwrap_or_default(),
         }
     }
+}
+
+/// `[notify]`: where notifications may go.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Webhooks may target loopback, link-local, private and unique-local addresses (default
+    /// false: the outside only; see `server::app::targets`).
+    #[serde(default)]
+    pub allow_private_targets: bool,
 }
 
 /// SMTP settings (the `[smtp]` table of the config file).

@@ -37,6 +37,9 @@ margin_seconds = {margin}
 poll_seconds = 1
 agent_binary = "{bin}"
 run_role = "{role}"
+
+[notify]
+allow_private_targets = true   # the tests' webhooks are on loopback
 "#,
             endpoint = moto.endpoint(),
             role = moto.run_role(),

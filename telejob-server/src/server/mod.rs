@@ -116,9 +116,12 @@ pub async fn build(settings: Settings) -> anyhow::Result<Server> {
         stores, compute, ..
     } = backends;
     let capabilities = compute.capabilities();
-    let notifier: Arc<dyn telejob_core::scheduler::notify::Notifier> = Arc::new(
-        app::notify::ServerNotifier::new(db.clone(), cfg.smtp.clone())?,
-    );
+    let notifier: Arc<dyn telejob_core::scheduler::notify::Notifier> =
+        Arc::new(app::notify::ServerNotifier::new(
+            db.clone(),
+            cfg.smtp.clone(),
+            cfg.allow_private_targets(),
+        )?);
     let mut advisor = cfg.advisor(capabilities.machine_types.clone())?;
     advisor.images = app::advice::ImageList::of(compute.clone());
     let advisor = Arc::new(advisor);

@@ -114,7 +114,8 @@ async fn a_slow_run_is_marked_late_once_and_a_fast_one_never() {
     let cfg = dir.path().join("telejob.toml");
     std::fs::write(
         &cfg,
-        "late_factor = 1.5\nlate_margin_seconds = 1\nlate_check_seconds = 1\n",
+        "late_factor = 1.5\nlate_margin_seconds = 1\nlate_check_seconds = 1\n\
+         [notify]\nallow_private_targets = true   # the test's webhook is on loopback\n",
     )
     .expect("config");
     let srv = serve(dir.path(), &["--config", cfg.to_str().expect("utf8")]);

@@ -5,7 +5,10 @@ use super::*;
 #[tokio::test]
 async fn failures_are_sent_to_the_webhook_once_and_a_dead_webhook_changes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let srv = serve(dir.path(), &[]);
+    // The test's webhooks are on loopback: an operator's internal hooks.
+    let cfg = dir.path().join("telejob.toml");
+    std::fs::write(&cfg, "[notify]\nallow_private_targets = true\n").expect("config");
+    let srv = serve(dir.path(), &["--config", cfg.to_str().expect("utf8")]);
     let api = Api::new(&srv, Some(&srv.token));
     let (url, rx) = webhook_sink();
     api.create_with_code(
@@ -112,4 +115,69 @@ async fn failures_are_emailed_through_the_configured_relay() {
     assert!(mail.contains("ops@example.com"), "{mail}");
     assert!(mail.contains("[telejob] mailed: Failed"), "{mail}");
     assert!(mail.contains("Job: mailed"), "{mail}");
+}
+
+#[tokio::test]
+async fn webhooks_to_the_servers_own_networks_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = serve(dir.path(), &[]);
+    let api = Api::new(&srv, Some(&srv.token));
+    for hook in [
+        "http://127.0.0.1:8080/x",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.1/hook",
+        "http://[::1]/hook",
+    ] {
+        let (status, body) = api
+            .post_json(
+                "/api/jobs",
+                &json!({"name": "ssrf", "notify": {"webhook": hook}}),
+            )
+            .await;
+        assert_eq!(status, 422, "{hook}: {body}");
+        assert!(
+            body.to_string().contains("notify.webhook")
+                && body.to_string().contains("not on the public internet"),
+            "{hook}: {body}"
+        );
+    }
+    assert_eq!(api.get("/api/jobs/ssrf").await.0, 404, "nothing was saved");
+}
+
+#[tokio::test]
+async fn a_jobs_secrets_are_bounded_in_number_and_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = serve(dir.path(), &[]);
+    let api = Api::new(&srv, Some(&srv.token));
+    let many: serde_json::Map<String, Value> = (0..65)
+        .map(|i| (format!("S{i}"), json!("a secret value")))
+        .collect();
+    let big: serde_json::Map<String, Value> = (0..5)
+        .map(|i| (format!("BIG{i}"), json!("p".repeat(60 * 1024))))
+        .collect();
+    for (secrets, want) in [(many, "at most 64"), (big, "at most 256 KiB")] {
+        let (status, body) = api
+            .post_json("/api/jobs", &json!({"name": "hoard", "secrets": secrets}))
+            .await;
+        assert_eq!(status, 422, "{body}");
+        assert!(body.to_string().contains(want), "{body}");
+    }
+    // Four values now and two more later: the total counts what the job already holds.
+    let three: serde_json::Map<String, Value> = (0..3)
+        .map(|i| (format!("BIG{i}"), json!("p".repeat(60 * 1024))))
+        .collect();
+    let (status, body) = api
+        .post_json("/api/jobs", &json!({"name": "hoard", "secrets": three}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = api
+        .put_json(
+            "/api/jobs/hoard",
+            &json!({"name": "hoard", "secrets": {"BIG3": "p".repeat(60 * 1024), "BIG4": "p".repeat(60 * 1024)}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("at most 256 KiB"), "{body}");
+    let (_, job) = api.get("/api/jobs/hoard").await;
+    assert_eq!(job["secrets"].as_array().map(Vec::len), Some(3), "{job}");
 }

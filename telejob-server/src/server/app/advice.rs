@@ -44,6 +44,8 @@ pub struct Advisor {
     pub late_factor: f64,
     /// See `late_factor`.
     pub late_margin: Duration,
+    /// Webhooks may target the server's own networks (`[notify] allow_private_targets`).
+    pub allow_private_targets: bool,
 }
 
 impl Default for Advisor {
@@ -57,6 +59,7 @@ impl Default for Advisor {
                 .collect(),
             late_factor: 1.5,
             late_margin: Duration::from_secs(300),
+            allow_private_targets: false,
         }
     }
 }

@@ -183,6 +183,10 @@ fn check_spec(s: &AppState, spec: &JobSpec) -> Result<()> {
     }
     spec.validate(&s.limits)?;
     s.advisor.check(spec)?;
+    if let Some(hook) = &spec.notify.webhook {
+        super::targets::check_url(hook, s.advisor.allow_private_targets)
+            .map_err(|e| JobError::Invalid(telejob_core::Error::invalid("notify.webhook", e)))?;
+    }
     Ok(())
 }
 
@@ -255,10 +259,11 @@ pub async fn update(
     }
     check_spec(s, spec)?;
     crate::server::db::secret_box::validate(secrets)?;
+    // Secrets first: refused ones (too many in all) leave the code as it was.
+    s.db.change_secrets(name, secrets).await?;
     if let Some(code) = code {
         store_code(s, name, code, &user.name).await?;
     }
-    s.db.change_secrets(name, secrets).await?;
     s.db.update_job_spec(spec, old.cursor.max(Utc::now()))
         .await?;
     rearm(s, name).await

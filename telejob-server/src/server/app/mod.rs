@@ -12,5 +12,6 @@ pub mod metrics;
 pub mod notify;
 pub mod sessions;
 pub mod state;
+pub mod targets;
 pub mod tokens;
 pub mod workers;

@@ -23,20 +23,27 @@ pub struct ServerNotifier {
     http: reqwest::Client,
     smtp: Option<SmtpConfig>,
     first_backoff: Duration,
+    allow_private: bool,
 }
 
 impl ServerNotifier {
-    /// A notifier recording deliveries in `db`.
-    pub fn new(db: Db, smtp: Option<SmtpConfig>) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+    /// A notifier recording deliveries in `db`; webhooks go to public addresses only, unless
+    /// `allow_private` (see [`super::targets`]).
+    pub fn new(db: Db, smtp: Option<SmtpConfig>, allow_private: bool) -> anyhow::Result<Self> {
+        let mut http = reqwest::Client::builder()
             .timeout(Duration::from_secs(15))
             .user_agent(concat!("telejob/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            // A redirect could lead anywhere the check did not look.
+            .redirect(reqwest::redirect::Policy::none());
+        if !allow_private {
+            http = http.dns_resolver(super::targets::PublicOnly);
+        }
         Ok(Self {
             db,
-            http,
+            http: http.build()?,
             smtp,
             first_backoff: Duration::from_secs(1),
+            allow_private,
         })
     }
 
@@ -56,6 +63,7 @@ impl ServerNotifier {
                 "run": ev.run,
             }),
         };
+        super::targets::check_url(url, self.allow_private)?;
         let r = self
             .http
             .post(url)

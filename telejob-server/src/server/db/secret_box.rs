@@ -169,12 +169,50 @@ fn parse_key(setting: &str, text: &str) -> anyhow::Result<[u8; 32]> {
 /// Changes to a job's secrets: a value sets one, `null` removes it; names not given are kept.
 pub type SecretChanges = BTreeMap<String, Option<String>>;
 
+/// The largest secret value.
+pub const MAX_SECRET_BYTES: usize = 64 * 1024;
+/// The most secrets a job holds.
+pub const MAX_SECRETS: usize = 64;
+/// The most bytes of secret values a job holds, all together.
+pub const MAX_SECRETS_TOTAL_BYTES: usize = 256 * 1024;
+/// What sealing adds to a value: XChaCha20-Poly1305's tag.
+pub const SEAL_OVERHEAD: u32 = 16;
+
+/// Refuses a job holding more than [`MAX_SECRETS`] secrets or [`MAX_SECRETS_TOTAL_BYTES`].
+///
+/// # Errors
+///
+/// [`telejob_core::Error::InvalidJob`] naming `secrets`.
+pub fn check_totals(count: usize, bytes: usize) -> telejob_core::Result<()> {
+    if count > MAX_SECRETS {
+        return Err(telejob_core::Error::invalid(
+            "secrets",
+            format!(
+                "{count} secrets: a job holds at most {MAX_SECRETS}; remove some (null removes one)"
+            ),
+        ));
+    }
+    if bytes > MAX_SECRETS_TOTAL_BYTES {
+        return Err(telejob_core::Error::invalid(
+            "secrets",
+            format!(
+                "{bytes} bytes of secret values: a job holds at most 256 KiB in all; keep large credentials in a file the job fetches"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks secret names and values.
 ///
 /// # Errors
 ///
 /// A [`telejob_core::Error::InvalidJob`] for `secrets`, naming the secret.
 pub fn validate(changes: &SecretChanges) -> telejob_core::Result<()> {
+    check_totals(
+        changes.values().flatten().count(),
+        changes.values().flatten().map(String::len).sum(),
+    )?;
     for (k, v) in changes {
         let field = format!("secrets.{k}");
         if let Err(telejob_core::Error::InvalidJob { reason, .. }) =
@@ -188,7 +226,7 @@ pub fn validate(changes: &SecretChanges) -> telejob_core::Result<()> {
                 "the value is empty; give a value, or null to remove the secret",
             ));
         }
-        if v.as_deref().is_some_and(|v| v.len() > 64 * 1024) {
+        if v.as_deref().is_some_and(|v| v.len() > MAX_SECRET_BYTES) {
             return Err(telejob_core::Error::invalid(
                 field,
                 "the value is over 64 KiB; keep large credentials in a file the job fetches",

@@ -7,7 +7,7 @@ use telejob_core::Result;
 use telejob_core::run::Secrets;
 
 use super::conn::{Db, Exec, Fetch, db_err, parse_ts, ts};
-use crate::server::db::secret_box::{Sealed, SecretChanges};
+use crate::server::db::secret_box::{SEAL_OVERHEAD, Sealed, SecretChanges, check_totals};
 
 /// A secret as the API shows it: its name and when it was set, never its value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -72,6 +72,24 @@ impl Db {
                 }
             }
         }
+        // What the job now holds, checked before anything is committed: the masker of every
+        // run builds one automaton over these values.
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(LENGTH(ciphertext)), 0) AS bytes FROM job_secrets WHERE job = $1",
+        )
+        .bind(job)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let (n, sealed_bytes): (i64, i64) = (
+            row.try_get("n").map_err(db_err)?,
+            row.try_get("bytes").map_err(db_err)?,
+        );
+        let bytes = sealed_bytes.saturating_sub(n * i64::from(SEAL_OVERHEAD));
+        check_totals(
+            usize::try_from(n).unwrap_or(usize::MAX),
+            usize::try_from(bytes).unwrap_or(usize::MAX),
+        )?;
         tx.commit().await.map_err(db_err)
     }
 
