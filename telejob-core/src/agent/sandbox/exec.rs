@@ -560,12 +560,40 @@ impl Handshake {
         if !outbound {
             return Ok(None);
         }
+        // Until it has exec'd, the init is a non-dumpable copy of the supervisor, whose
+        // namespaces pasta (without capabilities) may not open: wait for the exec.
+        if !init_execd(pid) {
+            // The init ended first: its report says why.
+            return Ok(None);
+        }
         let pasta = super::network::Pasta::attach(run, pid)?;
         // A closed go-ahead: the init ended before it (its report says why).
         if let Some(go) = self.go.as_mut() {
             let _ = go.write_all(b"1");
         }
         Ok(Some(pasta))
+    }
+}
+
+/// Whether process `pid` has exec'd the run's init (its arguments start with the init's flag),
+/// waiting up to 10 s; false once it is gone.
+fn init_execd(pid: u32) -> bool {
+    let path = format!("/proc/{pid}/cmdline");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let Ok(cmdline) = std::fs::read(&path) else {
+            return false;
+        };
+        if cmdline
+            .split(|b| *b == 0)
+            .any(|a| a == super::init::INIT_ARG.as_bytes())
+        {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_micros(500));
     }
 }
 
