@@ -34,9 +34,27 @@ impl Bytes {
         if let Ok(n) = t.parse::<u64>() {
             return Ok(Self(n));
         }
-        t.parse::<bytesize::ByteSize>()
-            .map(|b| Self(b.as_u64()))
-            .map_err(|_| format!("{s:?} is not a size: write e.g. 2GiB, 512MiB or 10GB"))
+        let not_a_size = || format!("{s:?} is not a size: write e.g. 2GiB, 512MiB or 10GB");
+        let too_large =
+            || format!("{s:?} is larger than 16 EiB, the largest size; write a size such as 2GiB");
+        if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(too_large());
+        }
+        let b = t.parse::<bytesize::ByteSize>().map_err(|_| not_a_size())?;
+        // bytesize saturates: a size past u64 would read as the largest one ("no limit").
+        let digits = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (number, unit) = t.split_at(digits);
+        let number: f64 = number.parse().map_err(|_| not_a_size())?;
+        let per_unit = format!("1{unit}")
+            .parse::<bytesize::ByteSize>()
+            .map_err(|_| not_a_size())?
+            .as_u64();
+        if number * per_unit as f64 >= u64::MAX as f64 {
+            return Err(too_large());
+        }
+        Ok(Self(b.as_u64()))
     }
 }
 
@@ -468,6 +486,22 @@ mod tests {
                 .expect_err("must be refused")
                 .contains("2GiB")
         );
+        // Past u64: refused, not saturated to "no limit".
+        for huge in [
+            "99999999999999999999GiB",
+            "16EiB",
+            "99999999999999999999",
+            "17179869184 GiB",
+        ] {
+            let e = Bytes::parse(huge).expect_err(huge);
+            assert!(e.contains("larger than 16 EiB"), "{huge}: {e}");
+        }
+        assert_eq!(
+            Bytes::parse("15EiB").expect("fits"),
+            Bytes(15 << 60),
+            "the largest units still parse"
+        );
+        assert_eq!(Bytes::parse("1.5 GiB").expect("must work"), Bytes(3 << 29));
         assert_eq!(Bytes::gib(2).to_string(), "2 GiB");
         assert_eq!(Bytes(1536 << 20).to_string(), "1536 MiB");
         assert_eq!(Bytes(10_000_000_000).to_string(), "9.3 GiB");

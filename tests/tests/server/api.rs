@@ -251,3 +251,39 @@ async fn a_local_server_has_no_ec2_workers_and_keeps_a_profile() {
     let (s, v) = api.put_json("/api/me", &bad).await;
     assert_eq!(s, 422, "{v}");
 }
+
+#[tokio::test]
+async fn sizes_past_16_eib_and_keys_given_twice_are_refused_naming_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = serve(dir.path(), &[]);
+    let api = Api::new(&srv, Some(&srv.token));
+    for (limits, field) in [
+        (
+            json!({"memory": "99999999999999999999GiB"}),
+            "limits.memory",
+        ),
+        (json!({"disk": "16EiB"}), "limits.disk"),
+    ] {
+        let (status, body) = api
+            .post_json("/api/jobs", &json!({"name": "huge", "limits": limits}))
+            .await;
+        assert_eq!(status, 422, "{body}");
+        let text = body.to_string();
+        assert!(
+            text.contains(field) && text.contains("larger than 16 EiB"),
+            "{text}"
+        );
+    }
+    let (status, body, _) = api
+        .call(
+            "POST",
+            "/api/jobs",
+            Some(br#"{"name": "twice", "env": {"A": "1", "A": "2"}}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("duplicate key"), "{body}");
+    assert!(body.to_string().contains("env"), "{body}");
+    assert_eq!(api.get("/api/jobs/twice").await.0, 404, "nothing was saved");
+    assert_eq!(api.get("/api/jobs/huge").await.0, 404, "nothing was saved");
+}

@@ -45,6 +45,7 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
         Some(b'{') => {}
         Some(_) => return Err(ApiError::bad_request("the body must be a JSON object")),
     }
+    refuse_duplicate_keys(body)?;
     let de = &mut serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
@@ -70,9 +71,106 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     Ok(value)
 }
 
+/// 400 naming the key when an object of `body` has the same key twice (serde_json would keep
+/// the last one silently, so what the user meant is unknown). Malformed JSON is left to the
+/// parse that follows.
+fn refuse_duplicate_keys(body: &[u8]) -> ApiResult<()> {
+    use serde::de::DeserializeSeed;
+    let mut track = serde_path_to_error::Track::new();
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let de = serde_path_to_error::Deserializer::new(&mut json, &mut track);
+    match NoDuplicateKeys.deserialize(de) {
+        Err(e) if e.to_string().starts_with("duplicate key") => {
+            let at = track.path().to_string();
+            let key = e.to_string();
+            Err(ApiError::bad_request(if at == "." {
+                format!("{key}: give each key once")
+            } else {
+                format!("{at}: {key}: give each key once")
+            }))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Walks any JSON value, refusing an object with a key twice.
+struct NoDuplicateKeys;
+
+impl<'de> serde::de::DeserializeSeed<'de> for NoDuplicateKeys {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NoDuplicateKeys {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
+        while a.next_element_seed(NoDuplicateKeys)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(k) = m.next_key::<String>()? {
+            if seen.contains(&k) {
+                return Err(serde::de::Error::custom(format!("duplicate key {k:?}")));
+            }
+            m.next_value_seed(NoDuplicateKeys)?;
+            seen.insert(k);
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_given_twice_is_refused_naming_it() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Spec {
+            #[allow(dead_code)]
+            env: std::collections::BTreeMap<String, String>,
+        }
+        let e = parse_json::<Spec>(br#"{"env": {"A": "1", "A": "2"}}"#).expect_err("refused");
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        let text = format!("{e:?}");
+        assert!(
+            text.contains("duplicate key") && text.contains("env"),
+            "{text}"
+        );
+        assert!(
+            parse_json::<Spec>(br#"{"env": {"A": "1", "B": "1"}, "x": [{"A": 1}, {"A": 2}]}"#)
+                .is_ok()
+        );
+    }
 
     #[derive(Debug, serde::Deserialize)]
     struct T {
