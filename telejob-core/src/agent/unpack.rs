@@ -443,6 +443,13 @@ impl Unpacker<'_> {
                 "absolute paths are not allowed; archive paths relative to the code root",
             ));
         }
+        // A PAX header can carry any byte; no file name can hold a NUL.
+        if raw.contains(&0) {
+            return Err(Error::unsafe_entry(
+                name.replace('\0', "\\0"),
+                "the name holds a NUL byte, which no file name can",
+            ));
+        }
         let mut out = PathBuf::new();
         let mut depth = 0;
         for seg in raw.split(|b| *b == b'/') {

@@ -188,6 +188,21 @@ fn traversal_and_absolute_paths_fail() {
 }
 
 #[test]
+fn a_pax_name_with_a_nul_byte_is_unsafe_not_an_io_error() {
+    // PAX headers carry any byte: the name below is "ru\0n.sh".
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([("path", &b"ru\0n.sh"[..])])
+        .expect("pax");
+    let mut h = header(b"run.sh", EntryType::Regular, b"", 2, 0o755);
+    h.set_cksum();
+    b.append(&h, &b"hi"[..]).expect("append");
+    let tar = b.into_inner().expect("tar");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = unpack(&tar[..], dir.path(), &UnpackLimits::default());
+    expect_unsafe(r, "ru\\0n.sh", "NUL");
+}
+
+#[test]
 fn links_that_leave_the_workspace_fail_even_unused() {
     expect_unsafe(
         Sandbox::new().unpack(&[E::Sym("etc", "/etc")]),
