@@ -25,6 +25,9 @@ pub struct Config {
     pub max_timeout_minutes: Option<u32>,
     /// The largest code upload in bytes (default 1 GiB).
     pub max_code_bytes: Option<u64>,
+    /// The most an upload may unpack to when it is checked (default 2 GiB; two are checked at
+    /// once).
+    pub max_upload_unpacked_bytes: Option<u64>,
     /// One existing user every run executes as, instead of a UID of its own per run.
     pub run_as: Option<String>,
     /// The range run UIDs are leased from when telejob runs as root (`FIRST-LAST`, default

@@ -160,6 +160,14 @@ pub async fn build(settings: Settings) -> anyhow::Result<Server> {
         stores,
         limits,
         max_code_bytes: settings.max_code_bytes,
+        uploads: Arc::new(
+            app::jobs::Uploads::new(
+                data_dir,
+                cfg.max_upload_unpacked_bytes
+                    .unwrap_or(settings::defaults::MAX_UPLOAD_UNPACKED_BYTES),
+            )
+            .with_context(|| format!("{}", data_dir.join("uploads").display()))?,
+        ),
         metrics,
         sessions: app::sessions::Sessions::new(db.clone()),
         advisor: advisor.clone(),

@@ -28,6 +28,8 @@ pub mod defaults {
     pub const MIN_LEASE_SECONDS: u64 = 2;
     /// `max_code_bytes`.
     pub const MAX_CODE_BYTES: u64 = 1 << 30;
+    /// `max_upload_unpacked_bytes`.
+    pub const MAX_UPLOAD_UNPACKED_BYTES: u64 = 2 << 30;
     /// `late_check_seconds`.
     pub const LATE_CHECK_SECONDS: u64 = 15;
     /// `worker_check_seconds`.
@@ -51,6 +53,10 @@ pub fn documented_defaults() -> Vec<(&'static str, String)> {
         ("data_dir", format!("./{}", d::DATA_DIR)),
         ("lease_seconds", d::LEASE_SECONDS.to_string()),
         ("max_code_bytes", d::MAX_CODE_BYTES.to_string()),
+        (
+            "max_upload_unpacked_bytes",
+            d::MAX_UPLOAD_UNPACKED_BYTES.to_string(),
+        ),
         ("late_check_seconds", d::LATE_CHECK_SECONDS.to_string()),
         (
             "reap_interval_seconds",

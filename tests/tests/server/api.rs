@@ -287,3 +287,48 @@ async fn sizes_past_16_eib_and_keys_given_twice_are_refused_naming_them() {
     assert_eq!(api.get("/api/jobs/twice").await.0, 404, "nothing was saved");
     assert_eq!(api.get("/api/jobs/huge").await.0, 404, "nothing was saved");
 }
+
+#[tokio::test]
+async fn concurrent_bomb_uploads_are_refused_within_the_servers_own_bounded_scratch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("telejob.toml");
+    std::fs::write(&cfg, "max_upload_unpacked_bytes = 16777216\n").expect("config");
+    // Nothing of an upload may land in the system temp directory.
+    let tmp = dir.path().join("system-tmp");
+    std::fs::create_dir(&tmp).expect("tmp");
+    let data = dir.path().join("data");
+    let srv = telejob_e2e::ServeCommand::new(telejob_bin!(), &data)
+        .config(&cfg)
+        .env("TMPDIR", &tmp)
+        .start();
+    let api = Api::new(&srv, Some(&srv.token));
+    assert_eq!(
+        api.post_json("/api/jobs", &json!({"name": "bombed"}))
+            .await
+            .0,
+        201
+    );
+    // 40 MiB of one byte: a few dozen KiB compressed.
+    let bomb = tarball(&[
+        ("run.sh", "true\n", 0o755),
+        ("blob.txt", &"a".repeat(40 << 20), 0o644),
+    ]);
+    assert!(bomb.len() < 1 << 20, "{}", bomb.len());
+    let (a, b, c, d) = tokio::join!(
+        api.put_code("bombed", bomb.clone()),
+        api.put_code("bombed", bomb.clone()),
+        api.put_code("bombed", bomb.clone()),
+        api.put_code("bombed", bomb.clone()),
+    );
+    for (status, body) in [a, b, c, d] {
+        assert_eq!(status, 422, "{body}");
+        let text = body.to_string();
+        assert!(
+            text.contains("blob.txt") && text.contains("max_total_bytes"),
+            "{text}"
+        );
+    }
+    let left = |d: &Path| std::fs::read_dir(d).map_or(0, |r| r.count());
+    assert_eq!(left(&tmp), 0, "nothing in the system temp directory");
+    assert_eq!(left(&data.join("uploads")), 0, "the scratch is cleaned up");
+}

@@ -41,7 +41,7 @@ pub async fn ensure(s: &AppState) -> anyhow::Result<()> {
         // Made at an earlier start; the scheduler armed it when it loaded the jobs.
         return Ok(());
     }
-    let code = jobs::stage_bytes(tarball()?.into(), s.max_code_bytes).await?;
+    let code = jobs::stage_bytes(tarball()?.into(), s.max_code_bytes, &s.uploads).await?;
     match jobs::create(s, &admin, &spec, Some(code), &Default::default()).await {
         Ok(_) => eprintln!(
             "telejob: scheduled the example job slowsql every minute; watch it with `telejob runs list slowsql`"

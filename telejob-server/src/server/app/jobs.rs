@@ -87,12 +87,12 @@ pub struct StoredCode {
 ///
 /// [`JobError::TooLarge`], [`JobError::Interrupted`], or the `code` field error for a file that
 /// is not an archive telejob can open.
-pub async fn stage_stream<S, E>(mut body: S, max: u64) -> Result<StagedCode>
+pub async fn stage_stream<S, E>(mut body: S, max: u64, uploads: &Uploads) -> Result<StagedCode>
 where
     S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let mut file = tempfile::NamedTempFile::new()?;
+    let mut file = tempfile::NamedTempFile::new_in(&uploads.dir)?;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     while let Some(chunk) = body.next().await {
@@ -106,7 +106,45 @@ where
         file.write_all(&chunk)?;
     }
     file.flush()?;
-    check(file, hex::encode(hasher.finalize()), size).await
+    check(file, hex::encode(hasher.finalize()), size, uploads).await
+}
+
+/// The most code uploads checked (unpacked) at once; more wait.
+pub const UPLOAD_CHECKS: usize = 2;
+
+/// Where code uploads are received and checked: `<data_dir>/uploads`, never the system temp
+/// directory, with at most [`UPLOAD_CHECKS`] checks at once, each unpacking at most
+/// `max_upload_unpacked_bytes` (a run's own limit is larger: it unpacks on its own disk): so
+/// uploads, however hostile, hold at most `UPLOAD_CHECKS × max_upload_unpacked_bytes` of the
+/// server's disk beyond the uploads themselves.
+#[derive(Debug)]
+pub struct Uploads {
+    dir: std::path::PathBuf,
+    checks: tokio::sync::Semaphore,
+    limits: telejob_core::agent::unpack::UnpackLimits,
+}
+
+impl Uploads {
+    /// Uploads under `<data_dir>/uploads` (made, mode 0700), each checked by unpacking at most
+    /// `unpacked_bytes`.
+    ///
+    /// # Errors
+    ///
+    /// The directory cannot be made.
+    pub fn new(data_dir: &std::path::Path, unpacked_bytes: u64) -> std::io::Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = data_dir.join("uploads");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        Ok(Self {
+            dir,
+            checks: tokio::sync::Semaphore::new(UPLOAD_CHECKS),
+            limits: telejob_core::agent::unpack::UnpackLimits {
+                max_total_bytes: unpacked_bytes,
+                ..telejob_core::agent::unpack::UnpackLimits::default()
+            },
+        })
+    }
 }
 
 /// Stages a tarball held in memory (a form upload).
@@ -114,28 +152,36 @@ where
 /// # Errors
 ///
 /// As [`stage_stream`].
-pub async fn stage_bytes(code: Bytes, max: u64) -> Result<StagedCode> {
+pub async fn stage_bytes(code: Bytes, max: u64, uploads: &Uploads) -> Result<StagedCode> {
     stage_stream(
         futures::stream::iter([Ok::<_, std::convert::Infallible>(code)]),
         max,
+        uploads,
     )
     .await
 }
 
 /// Unpacks the upload with the unpacker runs use (into a scratch directory, removed after), so
 /// that an archive a run would refuse is refused now, naming the entry, not at the next run.
-async fn check(file: tempfile::NamedTempFile, sha256: String, size: u64) -> Result<StagedCode> {
+async fn check(
+    file: tempfile::NamedTempFile,
+    sha256: String,
+    size: u64,
+    uploads: &Uploads,
+) -> Result<StagedCode> {
     let path = file.path().to_path_buf();
+    let _permit = uploads.checks.acquire().await.map_err(|e| {
+        JobError::Failed(telejob_core::Error::io(
+            "code upload",
+            std::io::Error::other(e),
+        ))
+    })?;
+    let (dir, limits) = (uploads.dir.clone(), uploads.limits);
     let unpacked = tokio::task::spawn_blocking(move || {
-        let scratch =
-            tempfile::tempdir().map_err(|e| telejob_core::Error::io(std::env::temp_dir(), e))?;
+        let scratch = tempfile::tempdir_in(&dir).map_err(|e| telejob_core::Error::io(&dir, e))?;
         let f = std::fs::File::open(&path).map_err(|e| telejob_core::Error::io(&path, e))?;
-        telejob_core::agent::unpack::unpack(
-            std::io::BufReader::new(f),
-            scratch.path(),
-            &telejob_core::agent::unpack::UnpackLimits::default(),
-        )
-        .map(|_| ())
+        telejob_core::agent::unpack::unpack(std::io::BufReader::new(f), scratch.path(), &limits)
+            .map(|_| ())
     })
     .await
     .map_err(|e| JobError::Failed(telejob_core::Error::task("checking the code upload", e)))?;

@@ -25,6 +25,8 @@ pub struct AppState {
     pub limits: ValidationLimits,
     /// Largest code upload.
     pub max_code_bytes: u64,
+    /// Where code uploads are received and checked, bounded.
+    pub uploads: Arc<crate::server::app::jobs::Uploads>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Dashboard sessions.

@@ -201,7 +201,7 @@ pub async fn upload_code(
         return Err(jobs::JobError::TooLarge(s.max_code_bytes).into());
     }
     jobs::managed(&s, &caller, &name).await?;
-    let staged = jobs::stage_stream(body.into_data_stream(), s.max_code_bytes).await?;
+    let staged = jobs::stage_stream(body.into_data_stream(), s.max_code_bytes, &s.uploads).await?;
     let stored = jobs::upload_code(&s, &caller, &name, staged).await?;
     Ok((StatusCode::OK, Json(stored)).into_response())
 }

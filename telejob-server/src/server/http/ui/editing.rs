@@ -79,7 +79,7 @@ pub(super) async fn read_form(
         }
     }
     let staged = match code {
-        Some(c) => match jobs::stage_bytes(c, s.max_code_bytes).await {
+        Some(c) => match jobs::stage_bytes(c, s.max_code_bytes, &s.uploads).await {
             Ok(staged) => Some(staged),
             Err(e) => {
                 f.errors.insert("code".into(), code_error(e));
