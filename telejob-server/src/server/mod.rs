@@ -161,7 +161,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<Server> {
         limits,
         max_code_bytes: settings.max_code_bytes,
         uploads: Arc::new(
-            app::jobs::Uploads::new(
+            app::uploads::Uploads::new(
                 data_dir,
                 cfg.max_upload_unpacked_bytes
                     .unwrap_or(settings::defaults::MAX_UPLOAD_UNPACKED_BYTES),

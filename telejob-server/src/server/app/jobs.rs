@@ -87,7 +87,11 @@ pub struct StoredCode {
 ///
 /// [`JobError::TooLarge`], [`JobError::Interrupted`], or the `code` field error for a file that
 /// is not an archive telejob can open.
-pub async fn stage_stream<S, E>(mut body: S, max: u64, uploads: &Uploads) -> Result<StagedCode>
+pub async fn stage_stream<S, E>(
+    mut body: S,
+    max: u64,
+    uploads: &super::uploads::Uploads,
+) -> Result<StagedCode>
 where
     S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
@@ -109,50 +113,16 @@ where
     check(file, hex::encode(hasher.finalize()), size, uploads).await
 }
 
-/// The most code uploads checked (unpacked) at once; more wait.
-pub const UPLOAD_CHECKS: usize = 2;
-
-/// Where code uploads are received and checked: `<data_dir>/uploads`, never the system temp
-/// directory, with at most [`UPLOAD_CHECKS`] checks at once, each unpacking at most
-/// `max_upload_unpacked_bytes` (a run's own limit is larger: it unpacks on its own disk): so
-/// uploads, however hostile, hold at most `UPLOAD_CHECKS × max_upload_unpacked_bytes` of the
-/// server's disk beyond the uploads themselves.
-#[derive(Debug)]
-pub struct Uploads {
-    dir: std::path::PathBuf,
-    checks: tokio::sync::Semaphore,
-    limits: telejob_core::agent::unpack::UnpackLimits,
-}
-
-impl Uploads {
-    /// Uploads under `<data_dir>/uploads` (made, mode 0700), each checked by unpacking at most
-    /// `unpacked_bytes`.
-    ///
-    /// # Errors
-    ///
-    /// The directory cannot be made.
-    pub fn new(data_dir: &std::path::Path, unpacked_bytes: u64) -> std::io::Result<Self> {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = data_dir.join("uploads");
-        std::fs::create_dir_all(&dir)?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-        Ok(Self {
-            dir,
-            checks: tokio::sync::Semaphore::new(UPLOAD_CHECKS),
-            limits: telejob_core::agent::unpack::UnpackLimits {
-                max_total_bytes: unpacked_bytes,
-                ..telejob_core::agent::unpack::UnpackLimits::default()
-            },
-        })
-    }
-}
-
 /// Stages a tarball held in memory (a form upload).
 ///
 /// # Errors
 ///
 /// As [`stage_stream`].
-pub async fn stage_bytes(code: Bytes, max: u64, uploads: &Uploads) -> Result<StagedCode> {
+pub async fn stage_bytes(
+    code: Bytes,
+    max: u64,
+    uploads: &super::uploads::Uploads,
+) -> Result<StagedCode> {
     stage_stream(
         futures::stream::iter([Ok::<_, std::convert::Infallible>(code)]),
         max,
@@ -167,7 +137,7 @@ async fn check(
     file: tempfile::NamedTempFile,
     sha256: String,
     size: u64,
-    uploads: &Uploads,
+    uploads: &super::uploads::Uploads,
 ) -> Result<StagedCode> {
     let path = file.path().to_path_buf();
     let _permit = uploads.checks.acquire().await.map_err(|e| {

@@ -14,4 +14,5 @@ pub mod sessions;
 pub mod state;
 pub mod targets;
 pub mod tokens;
+pub mod uploads;
 pub mod workers;

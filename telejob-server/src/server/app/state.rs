@@ -26,7 +26,7 @@ pub struct AppState {
     /// Largest code upload.
     pub max_code_bytes: u64,
     /// Where code uploads are received and checked, bounded.
-    pub uploads: Arc<crate::server::app::jobs::Uploads>,
+    pub uploads: Arc<crate::server::app::uploads::Uploads>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Dashboard sessions.
