@@ -207,6 +207,7 @@ async fn lateness(n: usize, shape: Shape, boundaries: u32) -> (Vec<f64>, Duratio
         notifier: Arc::new(NoNotifier),
         observer: Arc::new(NoObserver),
         limits: ValidationLimits::default(),
+        max_running_per_owner: None,
     });
     let t = Instant::now();
     s.start().await.expect("start");
@@ -310,6 +311,7 @@ fn main() {
             notifier: Arc::new(NoNotifier),
             observer: Arc::new(NoObserver),
             limits: ValidationLimits::default(),
+            max_running_per_owner: None,
         });
         s.start().await.expect("start");
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -56,6 +56,8 @@ pub struct Config {
     pub smtp: Option<SmtpConfig>,
     /// Where notifications may go (`[notify]`).
     pub notify: Option<NotifyConfig>,
+    /// What one owner may hold at once (`[quotas]`).
+    pub quotas: Option<crate::server::app::quotas::QuotaSettings>,
     /// Where code, logs and run status go: a directory, file:// or s3:// URL (default
     /// <data_dir>/private).
     pub private_store: Option<String>,
@@ -118,6 +120,28 @@ impl Config {
                 e.to_string().replace('\n', " ")
             ))
         })
+    }
+
+    /// `[quotas]`, checked.
+    ///
+    /// # Errors
+    ///
+    /// A cap of 0.
+    pub fn quotas(&self) -> anyhow::Result<crate::server::app::quotas::QuotaSettings> {
+        let q = self.quotas.unwrap_or_default();
+        for (name, v) in [
+            ("max_running", q.max_running),
+            ("max_queued", q.max_queued),
+            ("max_backfill_pending", q.max_backfill_pending),
+            ("run_now_per_minute", q.run_now_per_minute),
+        ] {
+            if v == 0 {
+                return Err(bad(format!(
+                    "config [quotas] {name} = 0: give at least 1 (docs/config.md lists the defaults)"
+                )));
+            }
+        }
+        Ok(q)
     }
 
     /// `[notify] allow_private_targets`.

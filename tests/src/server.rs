@@ -234,6 +234,18 @@ impl Api {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> (u16, Value, Vec<u8>) {
+        let (status, _, bytes) = self.call_with_headers(method, path, body).await;
+        let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, v, bytes)
+    }
+
+    /// As [`Api::call`], answering the status, the response headers and the raw body.
+    pub async fn call_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
         let mut r = self.http.request(
             method.parse().expect("method"),
             format!("{}{path}", self.base),
@@ -250,9 +262,9 @@ impl Api {
         }
         let resp = r.send().await.expect("request");
         let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
         let bytes = resp.bytes().await.expect("body").to_vec();
-        let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        (status, v, bytes)
+        (status, headers, bytes)
     }
 
     /// `POST path` with JSON `v`.

@@ -139,6 +139,7 @@ impl Fx {
             notifier: self.events.clone(),
             observer: Arc::new(NoObserver),
             limits: ValidationLimits::default(),
+            max_running_per_owner: None,
         })
     }
 

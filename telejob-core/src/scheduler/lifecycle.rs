@@ -10,6 +10,16 @@ use crate::compute::{EventSink, LaunchOptions, RunEvent};
 use crate::error::{Error, Result};
 use crate::job::JobName;
 use crate::run::{Run, RunId, RunRequest, RunState};
+use tokio_util::sync::CancellationToken;
+
+/// Why a run stopped waiting for its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The run was cancelled.
+    Cancelled,
+    /// The scheduler stops.
+    Shutdown,
+}
 
 impl Scheduler {
     pub(super) fn request(&self, entry: &Entry, slot: DateTime<Utc>, id: RunId) -> RunRequest {
@@ -85,8 +95,8 @@ impl Scheduler {
         Ok(Some((entry, req, run)))
     }
 
-    /// Launches a recorded run and follows it; `permit` (a backfill's share) is held until the
-    /// run ends.
+    /// Queues a recorded run for its fair turn at a slot, then launches it and follows it on a
+    /// task of its own; `permit` (a backfill's share) is held until the run ends.
     pub(super) async fn begin(
         &self,
         entry: Entry,
@@ -118,12 +128,81 @@ impl Scheduler {
                 return Ok(());
             }
         }
-        self.lock()
-            .active
-            .entry(job.clone())
-            .or_default()
-            .push(run_id.clone());
+        let wait = CancellationToken::new();
+        {
+            let mut st = self.lock();
+            st.active
+                .entry(job.clone())
+                .or_default()
+                .push(run_id.clone());
+            st.waiting.insert(run_id.clone(), wait.clone());
+        }
         self.inner.parts.observer.queued(1);
+        let me = self.clone();
+        self.inner.tasks.spawn(async move {
+            let slot = match me.turn(&entry, &run_id, &wait).await {
+                Ok(slot) => slot,
+                Err(stop) => {
+                    me.inner.parts.observer.queued(-1);
+                    me.forget_active(entry.job.name(), &run_id);
+                    if stop == Stop::Cancelled {
+                        me.not_started(&entry, run, trigger, attempt).await;
+                    }
+                    return; // else the row stays in flight for the next start
+                }
+            };
+            me.launch_now(entry, req, run, trigger, attempt).await;
+            drop(slot);
+            drop(permit);
+        });
+        Ok(())
+    }
+
+    /// Waits for the run's fair turn at a slot; an error when the run was cancelled or the
+    /// scheduler stops first.
+    async fn turn(
+        &self,
+        entry: &Entry,
+        run: &RunId,
+        wait: &CancellationToken,
+    ) -> std::result::Result<super::fair::Slot, Stop> {
+        let slot = tokio::select! {
+            s = self.inner.gate.acquire(&entry.owner) => s,
+            () = wait.cancelled() => return Err(Stop::Cancelled),
+            () = self.inner.shutdown.cancelled() => {
+                self.lock().waiting.remove(run);
+                return Err(Stop::Shutdown);
+            }
+        };
+        // Cancelled at the very moment its turn came: the cancel took it off the list.
+        match self.lock().waiting.remove(run) {
+            Some(_) => Ok(slot),
+            None => Err(Stop::Cancelled),
+        }
+    }
+
+    /// Records a run cancelled while it waited for a slot.
+    async fn not_started(&self, entry: &Entry, mut run: Run, trigger: Trigger, attempt: u32) {
+        run.state = RunState::Cancelled;
+        run.error = Some("cancelled before it started".into());
+        run.phases.finished = Some(self.inner.parts.clock.now());
+        if let Err(e) = self.inner.parts.store.update_run(&run).await {
+            tracing::warn!(run = %run.id, error = %e, "cannot record the run's end");
+        }
+        self.finished(entry, run, trigger, attempt).await;
+    }
+
+    /// Launches a run whose turn came and follows it to its end.
+    async fn launch_now(
+        &self,
+        entry: Entry,
+        req: RunRequest,
+        mut run: Run,
+        trigger: Trigger,
+        attempt: u32,
+    ) {
+        let job = entry.job.name().clone();
+        let run_id = req.run_id.clone();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<RunState>();
         let sink = EventSink::new(move |e| {
             if let RunEvent::State(s) = e {
@@ -141,18 +220,14 @@ impl Scheduler {
             run.state = RunState::Failed;
             run.error = Some(format!("launch failed: {e}"));
             run.phases.finished = Some(self.inner.parts.clock.now());
-            self.inner.parts.store.update_run(&run).await?;
-            self.forget_active(job, &run_id);
+            if let Err(e) = self.inner.parts.store.update_run(&run).await {
+                tracing::warn!(run = %run.id, error = %e, "cannot record the run's end");
+            }
+            self.forget_active(&job, &run_id);
             self.finished(&entry, run, trigger, attempt).await;
-            return Ok(());
+            return;
         }
-        let me = self.clone();
-        let job2 = job.clone();
-        self.inner.tasks.spawn(async move {
-            me.monitor(job2, run_id, run, rx, trigger, attempt).await;
-            drop(permit);
-        });
-        Ok(())
+        self.monitor(job, run_id, run, rx, trigger, attempt).await;
     }
 
     /// A queued backfill run's turn: launched, unless it was cancelled or its job removed.

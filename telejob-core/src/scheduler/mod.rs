@@ -19,6 +19,7 @@
 
 pub mod backfill;
 pub mod clock;
+mod fair;
 mod lifecycle;
 pub mod notify;
 pub mod persist;
@@ -57,6 +58,9 @@ pub struct SchedulerParts {
     pub observer: Arc<dyn SchedulerObserver>,
     /// Validation bounds for job specs.
     pub limits: ValidationLimits,
+    /// Runs of one owner at once (`None`: only the compute's own limit). Runs waiting for a
+    /// slot are taken round robin by owner either way.
+    pub max_running_per_owner: Option<usize>,
 }
 
 impl SchedulerParts {
@@ -70,7 +74,14 @@ impl SchedulerParts {
             notifier: Arc::new(notify::NoNotifier),
             observer: Arc::new(notify::NoObserver),
             limits: ValidationLimits::default(),
+            max_running_per_owner: None,
         }
+    }
+
+    /// Sets how many runs of one owner run at once.
+    pub fn with_max_running_per_owner(mut self, n: Option<usize>) -> Self {
+        self.max_running_per_owner = n;
+        self
     }
 
     /// Sets the clock.
@@ -169,6 +180,8 @@ struct State {
     active: HashMap<JobName, Vec<RunId>>,
     /// Backfill runs recorded and waiting for their turn.
     queued: HashMap<RunId, Run>,
+    /// Runs waiting for a slot, and how to call their wait off.
+    waiting: HashMap<RunId, CancellationToken>,
 }
 
 impl State {
@@ -188,6 +201,8 @@ struct Inner {
     /// Cancelled by [`Scheduler::abandon`]: monitors stop without recording anything.
     abandoned: CancellationToken,
     tasks: TaskTracker,
+    /// The slots runs wait for, shared fairly between owners.
+    gate: Arc<fair::Gate>,
 }
 
 /// The scheduler. Cheap to clone; all clones drive the same engine.
@@ -199,8 +214,13 @@ pub struct Scheduler {
 impl Scheduler {
     /// A scheduler over `parts`; call [`Scheduler::start`] to load jobs and begin firing.
     pub fn new(parts: SchedulerParts) -> Self {
+        let gate = fair::Gate::new(
+            parts.compute.capabilities().max_concurrent,
+            parts.max_running_per_owner,
+        );
         Self {
             inner: Arc::new(Inner {
+                gate,
                 parts,
                 state: Mutex::new(State::default()),
                 wake: Notify::new(),
@@ -369,6 +389,11 @@ impl Scheduler {
             r.error = Some("cancelled before it started".into());
             r.phases.finished = Some(self.inner.parts.clock.now());
             return self.inner.parts.store.update_run(&r).await;
+        }
+        let waiting = self.lock().waiting.remove(run);
+        if let Some(t) = waiting {
+            t.cancel();
+            return Ok(());
         }
         self.inner.parts.compute.cancel(run).await
     }

@@ -132,6 +132,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<Server> {
     });
     let metrics = Arc::new(app::metrics::Metrics::new());
     let limits = cfg.limits(capabilities.limits)?;
+    let quotas = cfg.quotas()?;
     // The scheduler runs on whichever replica holds the lease (on SQLite: this process, as
     // soon as an earlier one's lease is free). Recovery of runs left in flight happens there.
     let cluster = app::cluster::Cluster::new(
@@ -144,6 +145,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<Server> {
             notifier: notifier.clone(),
             observer: metrics.clone(),
             limits,
+            max_running_per_owner: Some(quotas.max_running),
         },
         settings.reap_every,
         metrics.clone(),
@@ -154,6 +156,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<Server> {
     // its first request on.
     cluster.settle().await;
     let state = app::state::AppState {
+        quotas: Arc::new(app::quotas::Quotas::new(quotas)),
         db: db.clone(),
         tokens,
         cluster: cluster.clone(),

@@ -15,6 +15,7 @@ mod api;
 mod cli;
 mod code;
 mod dashboard;
+mod fair;
 mod notify;
 mod runs;
 mod tenants;

@@ -23,6 +23,22 @@ pub enum JobError {
     /// The upload did not arrive whole.
     #[error("upload interrupted: {0}")]
     Interrupted(String),
+    /// The owner holds as much as `[quotas]` allows (`field`: what to change).
+    #[error("{field}: {message}")]
+    OverQuota {
+        /// The request field that asks for too much.
+        field: &'static str,
+        /// What is held and the cap.
+        message: String,
+    },
+    /// Too many calls of this kind came within a minute.
+    #[error("{message}")]
+    RateLimited {
+        /// Seconds until the next call is allowed.
+        retry_after: u64,
+        /// The rate and when to try again.
+        message: String,
+    },
     /// A field is invalid (`InvalidJob`/`InvalidJobs`, with the fields to fix).
     #[error(transparent)]
     Invalid(telejob_core::Error),

@@ -330,6 +330,8 @@ pub async fn run_now(s: &AppState, user: &User, name: &str) -> Result<RunId> {
             "the job has no code yet: upload a tarball with PUT /api/jobs/{name}/code",
         )));
     }
+    s.quotas.check_queued(&s.db, &j.owner).await?;
+    s.quotas.count_call(&j.owner)?;
     Ok(s.cluster.run_now(name).await?)
 }
 
@@ -371,6 +373,8 @@ pub async fn replay(s: &AppState, user: &User, run_id: &str) -> Result<RunId> {
             "the code version it ran ({sha}) has been deleted"
         )));
     }
+    s.quotas.check_queued(&s.db, &job.owner).await?;
+    s.quotas.count_call(&job.owner)?;
     Ok(s.cluster.replay(&job.spec.name, run_id).await?)
 }
 
@@ -450,10 +454,13 @@ pub async fn backfill(
                 "the job has no code yet: upload a tarball with PUT /api/jobs/{name}/code",
             )));
         }
-        let wanted = slots
+        let wanted: Vec<_> = slots
             .iter()
             .filter_map(|s| Some((s.plan.slot, s.plan.attempt, s.run_id.clone()?)))
             .collect();
+        s.quotas
+            .check_backfill(&s.db, &job.owner, wanted.len())
+            .await?;
         let ours = s
             .cluster
             .backfill(name, wanted, job.spec.backfill_concurrency)

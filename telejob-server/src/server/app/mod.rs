@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod late;
 pub mod metrics;
 pub mod notify;
+pub mod quotas;
 pub mod sessions;
 pub mod state;
 pub mod targets;

@@ -35,6 +35,8 @@ pub struct AppState {
     pub advisor: Arc<crate::server::app::advice::Advisor>,
     /// Analysis workers.
     pub workers: Arc<crate::server::app::workers::Workers>,
+    /// Per-owner caps.
+    pub quotas: Arc<crate::server::app::quotas::Quotas>,
     /// Notifications (runs' and workers').
     pub notifier: Arc<dyn telejob_core::scheduler::notify::Notifier>,
 }

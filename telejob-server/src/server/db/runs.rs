@@ -220,6 +220,20 @@ impl Db {
             .await
     }
 
+    /// Runs of `owner`'s jobs waiting to start (`pending`): `(backfill, other)`.
+    pub async fn pending_of_owner(&self, owner: &str) -> Result<(i64, i64)> {
+        let r = sqlx::query(
+            "SELECT COUNT(CASE WHEN runs.trigger = 'backfill' THEN 1 END), \
+                    COUNT(CASE WHEN runs.trigger <> 'backfill' THEN 1 END) \
+             FROM runs JOIN jobs ON jobs.name = runs.job \
+             WHERE jobs.owner = $1 AND runs.state = 'pending'",
+        )
+        .bind(owner)
+        .one(&self.pool)
+        .await?;
+        Ok((r.get(0), r.get(1)))
+    }
+
     /// Marks one in-flight run interrupted.
     pub async fn interrupt(&self, mut run: Run, why: &str) -> Result<Run> {
         run.state = RunState::Interrupted;

@@ -14,6 +14,7 @@ pub struct ApiError {
     message: String,
     field: Option<String>,
     errors: Vec<(String, String)>,
+    retry_after: Option<u64>,
 }
 
 /// What API handlers return.
@@ -27,6 +28,7 @@ impl ApiError {
             message: message.into(),
             field: None,
             errors: Vec::new(),
+            retry_after: None,
         }
     }
     /// The status the reply carries.
@@ -58,6 +60,7 @@ impl ApiError {
             message: format!("{field}: {m}"),
             field: Some(field.to_string()),
             errors: vec![(field.to_string(), m)],
+            retry_after: None,
         }
     }
     /// 422 listing every field problem of a validation error.
@@ -72,6 +75,7 @@ impl ApiError {
             message: e.to_string(),
             field: errors.first().map(|(f, _)| f.clone()),
             errors,
+            retry_after: None,
         }
     }
 }
@@ -117,6 +121,14 @@ impl From<JobError> for ApiError {
             },
             JobError::TooLarge(_) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
             JobError::Interrupted(_) => Self::bad_request(e.to_string()),
+            JobError::OverQuota { field, message } => Self::invalid(field, message),
+            JobError::RateLimited {
+                retry_after,
+                message,
+            } => Self {
+                retry_after: Some(retry_after),
+                ..Self::new(StatusCode::TOO_MANY_REQUESTS, message)
+            },
             JobError::Invalid(e) | JobError::Failed(e) => e.into(),
         }
     }
@@ -130,6 +142,11 @@ impl IntoResponse for ApiError {
             .map(|(f, m)| json!({"field": f, "message": m}))
             .collect();
         let body = json!({"error": self.message, "field": self.field, "errors": errors});
-        (self.status, Json(body)).into_response()
+        let mut r = (self.status, Json(body)).into_response();
+        if let Some(s) = self.retry_after {
+            r.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, s.into());
+        }
+        r
     }
 }

@@ -1,0 +1,125 @@
+//! Fair shares: one owner's flood of backfill and "run now" does not starve another owner.
+
+use super::*;
+
+/// A run's phase time, parsed.
+fn at(run: &Value, phase: &str) -> chrono::DateTime<chrono::Utc> {
+    run["phases"][phase]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{phase} of {run}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flooders_backfill_and_run_now_do_not_starve_another_owner() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("telejob.toml");
+    std::fs::write(
+        &cfg,
+        "max_concurrent_runs = 2\n\
+         [quotas]\nmax_backfill_pending = 40\nmax_queued = 8\nrun_now_per_minute = 4\n",
+    )
+    .expect("config");
+    let data = dir.path().join("data");
+    let srv = serve(&data, &["--config", cfg.to_str().expect("utf-8")]);
+    let admin = Api::new(&srv, Some(&srv.token));
+    let (alice, bob) = (admin.user("alice").await, admin.user("bob").await);
+    let script = "sleep 1; mkdir -p output; echo x > output/x";
+    alice
+        .create_with_code(
+            json!({"name": "flood", "backfill_concurrency": 16,
+                "schedule": {"frequency": "cron", "cron": "0 * * * *"}}),
+            &[("run.sh", script, 0o755)],
+        )
+        .await;
+    bob.create_with_code(json!({"name": "mine"}), &[("run.sh", script, 0o755)])
+        .await;
+
+    // A day of hourly slots: 24 runs pending, two of them running.
+    let day = |n: i64| {
+        (chrono::Utc::now() - chrono::Duration::days(n))
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    let (s, v) = alice
+        .post_json(
+            "/api/jobs/flood/backfill",
+            &json!({"from": day(3), "to": day(3)}),
+        )
+        .await;
+    assert_eq!(s, 202, "{v}");
+    // A second day would hold more than the cap: refused naming the field, nothing recorded.
+    let (s, v) = alice
+        .post_json(
+            "/api/jobs/flood/backfill",
+            &json!({"from": day(5), "to": day(4)}),
+        )
+        .await;
+    assert_eq!(s, 422, "{v}");
+    assert_eq!(v["field"], "to", "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("max_backfill_pending"),
+        "{v}"
+    );
+    // Run now past the rate: 429 with Retry-After.
+    let mut refused = None;
+    for _ in 0..6 {
+        let (s, h, b) = alice
+            .call_with_headers("POST", "/api/jobs/flood/runs", Some(b"{}".to_vec()))
+            .await;
+        if s == 429 {
+            refused = Some((h, b));
+            break;
+        }
+        assert_eq!(s, 202, "{}", String::from_utf8_lossy(&b));
+    }
+    let (headers, body) = refused.expect("the fifth run now within a minute is refused");
+    let retry: u64 = headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert!(
+        String::from_utf8_lossy(&body).contains("run_now_per_minute"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+
+    // Bob's run now, behind some 26 runs of alice's: the next slot but one is his.
+    let mine = bob.start_run("mine").await;
+    let mine = bob.wait_run(&mine).await;
+    assert_eq!(mine["state"], "succeeded", "{mine}");
+    let (queued, started) = (at(&mine, "created_at"), at(&mine, "fetch_started"));
+    let (s, runs) = alice.get("/api/jobs/flood/runs?limit=100").await;
+    assert_eq!(s, 200, "{runs}");
+    let runs = runs.as_array().expect("runs");
+    let before_his_turn: Vec<&Value> = runs
+        .iter()
+        .filter(|r| {
+            r["phases"]["fetch_started"].as_str().is_some_and(|_| {
+                at(r, "fetch_started") > queued && at(r, "fetch_started") < started
+            })
+        })
+        .collect();
+    assert!(
+        before_his_turn.len() <= 1,
+        "alice's runs that started while bob's waited: {before_his_turn:?}"
+    );
+    let waiting = runs
+        .iter()
+        .filter(|r| {
+            r["state"] == "pending"
+                || r["phases"]["fetch_started"]
+                    .as_str()
+                    .is_some_and(|_| at(r, "fetch_started") > started)
+        })
+        .count();
+    assert!(
+        waiting >= 10,
+        "bob's run went ahead of most of alice's ({waiting} started after it)"
+    );
+}
