@@ -96,9 +96,16 @@ fn bench_publish(c: &mut Criterion) {
         b.iter(|| {
             rt.block_on(async {
                 let p = plan(src.path(), "output", "job/data/", &policy).expect("plan");
-                let files = upload(&p, store.as_ref(), "job/data/", policy.concurrency, None)
-                    .await
-                    .expect("upload");
+                let files = upload(
+                    &p,
+                    store.as_ref(),
+                    "job/data/",
+                    policy.concurrency,
+                    None,
+                    None,
+                )
+                .await
+                .expect("upload");
                 black_box(files)
             })
         });

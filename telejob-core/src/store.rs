@@ -13,6 +13,20 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::error::{Error, Result};
 
+/// Asked by a run before it writes published output: before each batch of files and before
+/// the manifest. A server answers from its records, so that a job being deleted, or a run no
+/// longer recorded, writes nothing more under the job's name.
+#[async_trait]
+pub trait PublishFence: Send + Sync + Debug {
+    /// `Ok` while run `run` of `job` may still write under the job's prefixes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Publish`] when it may not (the job is being deleted, the run is not recorded),
+    /// or the error that kept the fence from answering: either stops the publish.
+    async fn check(&self, job: &crate::job::JobName, run: &crate::run::RunId) -> Result<()>;
+}
+
 /// A boxed byte stream to upload or download.
 pub type ByteReader = Box<dyn AsyncRead + Send + Unpin>;
 

@@ -84,6 +84,13 @@ impl LocalComputeBuilder {
         self
     }
 
+    /// Asks `fence` before each batch of published files and before the manifest (a server's
+    /// records: nothing is written for a job being deleted).
+    pub fn with_fence(mut self, fence: Arc<dyn telejob_core::store::PublishFence>) -> Self {
+        self.pipeline.fence = Some(fence);
+        self
+    }
+
     /// Fetches code URLs (http, s3, …).
     pub fn with_fetcher(mut self, f: Arc<dyn UrlFetcher>) -> Self {
         self.pipeline.fetcher = Some(f);

@@ -83,6 +83,8 @@ pub struct ComputeSettings {
     pub images: std::collections::BTreeMap<String, std::path::PathBuf>,
     /// `max_concurrent_runs`.
     pub max_concurrent_runs: Option<usize>,
+    /// What local runs ask before they publish (the server's records).
+    pub fence: Option<Arc<dyn telejob_core::store::PublishFence>>,
 }
 
 /// Where runs execute (`compute` in the config, `--compute` on the command line).
@@ -224,6 +226,9 @@ fn server_local_compute(
         );
     if let Some(n) = cfg.max_concurrent_runs {
         builder = builder.with_max_concurrent(n);
+    }
+    if let Some(f) = &cfg.fence {
+        builder = builder.with_fence(f.clone());
     }
     // Environment variables override the file.
     let builder = builder.from_env().map_err(|e| bad(e.to_string()))?;

@@ -226,6 +226,7 @@ impl Config {
             images_dir: self.images_dir.clone(),
             images: self.images.clone().unwrap_or_default(),
             max_concurrent_runs: self.max_concurrent_runs,
+            fence: None,
         }
     }
 

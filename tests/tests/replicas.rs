@@ -518,3 +518,45 @@ async fn db_copy_moves_an_installation_and_token_create_takes_database() {
     let (s, v) = bob.call(&moved, "GET", "/api/jobs", None).await;
     assert_eq!(s, 200, "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_asked_of_a_follower_during_a_publish_leaves_nothing_behind() {
+    let Some(pg) = postgres() else { return };
+    let url = pg.new_database();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let a = command(dir, 0, &url, true).start();
+    let b = command(dir, 1, &url, true).start();
+    let api = admin(dir);
+    assert!(a.is_leader().await && !b.is_leader().await);
+    let spec = json!({"name": "big", "command": "./run.sh", "output_dir": "out"});
+    let (s, v) = api.call_json(&a, "POST", "/api/jobs", &spec).await;
+    assert_eq!(s, 201, "{v}");
+    let code = tarball(&[(
+        "run.sh",
+        "mkdir -p out && cd out && seq 1 20000 | xargs touch",
+        0o755,
+    )]);
+    let (s, v) = api.call(&a, "PUT", "/api/jobs/big/code", Some(code)).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = api
+        .call_json(&a, "POST", "/api/jobs/big/runs", &json!({}))
+        .await;
+    assert_eq!(s, 202, "{v}");
+    let id = v["run_id"].as_str().expect("run id").to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while run_state(&api, &a, &id).await != "publishing" {
+        assert!(Instant::now() < deadline, "never publishing");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Asked of the follower: the leader stops the run, the fence stops its publish.
+    let (s, v) = api
+        .call(&b, "DELETE", "/api/jobs/big?public_data=purge", None)
+        .await;
+    assert_eq!(s, 204, "{v}");
+    let public = dir.join("shared/public/big");
+    assert!(telejob_e2e::files_below(&public).is_empty());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let left = telejob_e2e::files_below(&public);
+    assert!(left.is_empty(), "{} files landed after the 204", left.len());
+}

@@ -72,6 +72,6 @@ async fn publish(
         }
     };
     let p = plan(&root, &name, "", policy)?;
-    let files = upload(&p, &*store, "", policy.concurrency, None).await?;
+    let files = upload(&p, &*store, "", policy.concurrency, None, None).await?;
     Ok(files.len())
 }

@@ -89,6 +89,9 @@ pub struct Pipeline {
     pub scratch_dir: PathBuf,
     /// Commands run attached to this process's terminal, with no log (`telejob worker shell`).
     pub interactive: bool,
+    /// Asked before each batch of published files and before the manifest (`None`: always
+    /// write).
+    pub fence: Option<Arc<dyn crate::store::PublishFence>>,
 }
 
 /// The outcome of [`Pipeline::run`]: the run record and, for failed runs, the error.
@@ -129,7 +132,14 @@ impl Pipeline {
             sandbox: SandboxOptions::default(),
             scratch_dir: std::env::temp_dir(),
             interactive: false,
+            fence: None,
         }
+    }
+
+    /// Asks `fence` before each batch of published files and before the manifest.
+    pub fn with_fence(mut self, fence: Arc<dyn crate::store::PublishFence>) -> Self {
+        self.fence = Some(fence);
+        self
     }
 
     /// Runs commands attached to this process's terminal (an interactive shell), without a log.
@@ -603,12 +613,18 @@ impl Pipeline {
             ctx.run.published = publish::describe(&plan, &prefix).await?;
             return Ok(());
         }
+        let fence = self.fence.as_deref().map(|fence| publish::Fence {
+            fence,
+            job: &req.job,
+            run: &req.run_id,
+        });
         ctx.run.published = publish::upload(
             &plan,
             store.as_ref(),
             &prefix,
             self.publish_policy.concurrency,
             ctx.events.as_ref(),
+            fence,
         )
         .await?;
         ctx.durations.publish_ms = ms(t);
@@ -628,6 +644,9 @@ impl Pipeline {
             spec_sha256: ctx.run.provenance.as_ref().map(|p| p.spec_sha256.clone()),
             telejob_version: Some(crate::run::TELEJOB_VERSION.to_string()),
         };
+        if let Some(f) = fence {
+            f.check().await?;
+        }
         let key = keys::manifest(&req.job, &req.run_id);
         store
             .put_json(&key, &manifest)

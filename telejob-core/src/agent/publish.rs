@@ -321,32 +321,66 @@ pub async fn describe(plan: &PublishPlan, data_prefix: &str) -> Result<Vec<Publi
     Ok(out)
 }
 
-/// Uploads every planned file under `data_prefix`, `concurrency` at a time.
+/// Files uploaded between two looks at the [`Fence`].
+pub const FENCE_BATCH: usize = 256;
+
+/// The fence a publish asks before each batch of files, with the run asking.
+#[derive(Debug, Clone, Copy)]
+pub struct Fence<'a> {
+    /// The fence.
+    pub fence: &'a dyn crate::store::PublishFence,
+    /// The run's job.
+    pub job: &'a crate::job::JobName,
+    /// The run.
+    pub run: &'a crate::run::RunId,
+}
+
+impl Fence<'_> {
+    /// Whether the run may still write.
+    ///
+    /// # Errors
+    ///
+    /// The fence's refusal.
+    pub async fn check(&self) -> Result<()> {
+        self.fence.check(self.job, self.run).await
+    }
+}
+
+/// Uploads every planned file under `data_prefix`, `concurrency` at a time, asking `fence`
+/// (when given) before each batch of [`FENCE_BATCH`] files.
 ///
 /// # Errors
 ///
-/// [`Error::Publish`] naming the first file that could not be read or uploaded. Files uploaded
-/// before the failure stay; the caller writes no manifest, so readers know the set is incomplete.
+/// [`Error::Publish`] naming the first file that could not be read or uploaded, or the fence's
+/// refusal. Files uploaded before the failure stay; the caller writes no manifest, so readers
+/// know the set is incomplete.
 pub async fn upload(
     plan: &PublishPlan,
     store: &dyn Store,
     data_prefix: &str,
     concurrency: usize,
     events: Option<&EventSink>,
+    fence: Option<Fence<'_>>,
 ) -> Result<Vec<PublishedFile>> {
-    let uploads: Vec<futures::future::BoxFuture<'_, Result<PublishedFile>>> = plan
-        .files
-        .iter()
-        .map(
-            |f| -> futures::future::BoxFuture<'_, Result<PublishedFile>> {
-                Box::pin(upload_one(f, store, data_prefix, events))
-            },
-        )
-        .collect();
-    let mut files: Vec<PublishedFile> = futures::stream::iter(uploads)
-        .buffer_unordered(concurrency.max(1))
-        .try_collect()
-        .await?;
+    let mut files = Vec::with_capacity(plan.files.len());
+    for batch in plan.files.chunks(FENCE_BATCH) {
+        if let Some(f) = &fence {
+            f.check().await?;
+        }
+        let uploads: Vec<futures::future::BoxFuture<'_, Result<PublishedFile>>> = batch
+            .iter()
+            .map(
+                |f| -> futures::future::BoxFuture<'_, Result<PublishedFile>> {
+                    Box::pin(upload_one(f, store, data_prefix, events))
+                },
+            )
+            .collect();
+        let done: Vec<PublishedFile> = futures::stream::iter(uploads)
+            .buffer_unordered(concurrency.max(1))
+            .try_collect()
+            .await?;
+        files.extend(done);
+    }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
 }

@@ -121,13 +121,61 @@ async fn a_file_that_cannot_be_read_fails_the_upload() {
     // The file vanishes (or becomes unreadable) between planning and upload.
     fs::remove_file(t.path().join("output/b.csv")).expect("rm");
     let store = crate::store::MemoryStore::new();
-    let err = upload(&p, &store, "j/data/", 2, None)
+    let err = upload(&p, &store, "j/data/", 2, None, None)
         .await
         .expect_err("must fail");
     assert!(
         matches!(err, Error::Publish { reason: ref m, .. } if m.contains("b.csv")),
         "{err}"
     );
+}
+
+/// A fence that lets `open` batches through, then refuses.
+#[derive(Debug)]
+struct ClosesAfter {
+    open: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl crate::store::PublishFence for ClosesAfter {
+    async fn check(&self, _: &crate::job::JobName, _: &crate::run::RunId) -> Result<()> {
+        let left = self.open.load(std::sync::atomic::Ordering::SeqCst);
+        if left == 0 {
+            return Err(Error::publish("the job is being deleted"));
+        }
+        self.open
+            .store(left - 1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_closed_fence_stops_the_upload_before_the_next_batch() {
+    let t = code_with(|o| {
+        for i in 0..(FENCE_BATCH * 3) {
+            fs::write(o.join(format!("{i}.csv")), "1").expect("w");
+        }
+    });
+    let p = plan(t.path(), "output", "j/data/", &PublishPolicy::default()).expect("plan");
+    let store = crate::store::MemoryStore::new();
+    let fence = ClosesAfter {
+        open: std::sync::atomic::AtomicUsize::new(1),
+    };
+    let (job, run) = (
+        crate::job::JobName::new("j".to_string()).expect("name"),
+        crate::run::RunId::new(),
+    );
+    let f = Fence {
+        fence: &fence,
+        job: &job,
+        run: &run,
+    };
+    let err = upload(&p, &store, "j/data/", 8, None, Some(f))
+        .await
+        .expect_err("the fence closed");
+    assert!(err.to_string().contains("being deleted"), "{err}");
+    let written = store.list("j/data/").await.expect("list").len();
+    assert_eq!(written, FENCE_BATCH, "one batch, then nothing");
 }
 
 #[test]

@@ -99,8 +99,10 @@ pub async fn build(settings: Settings) -> anyhow::Result<Server> {
         );
     }
     let tokens = app::tokens::Tokens::load(&db).await?;
+    let mut compute_settings = cfg.compute_settings();
+    compute_settings.fence = Some(Arc::new(app::fence::DbFence::new(db.clone())));
     let backends = Backends::for_server(
-        &cfg.compute_settings(),
+        &compute_settings,
         data_dir,
         &settings.public_store,
         &settings.private_store,

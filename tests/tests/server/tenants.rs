@@ -99,6 +99,72 @@ async fn a_deleted_jobs_data_never_passes_to_a_new_owner_of_its_name() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_purge_during_a_publish_leaves_nothing_for_the_next_owner_of_the_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let srv = serve(&data, &[]);
+    let admin = srv.admin();
+    let (alice, bob) = (admin.user("alice").await, admin.user("bob").await);
+    alice
+        .create_with_code(
+            json!({"name": "big"}),
+            &[(
+                "run.sh",
+                "mkdir -p output && cd output && seq 1 20000 | xargs touch",
+                0o755,
+            )],
+        )
+        .await;
+    let run = alice.start_run("big").await;
+    // Wait until its 20,000 files are being published.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, r) = alice.get(&format!("/api/runs/{run}")).await;
+        if r["state"] == "publishing" {
+            break;
+        }
+        assert!(
+            r["state"] == "pending" || r["state"] == "fetching" || r["state"] == "running",
+            "the run ended before its publish could be caught: {r}"
+        );
+        assert!(Instant::now() < deadline, "never publishing: {r}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let public = data.join("public/big");
+    let (s, _, body) = alice
+        .call("DELETE", "/api/jobs/big?public_data=purge", None)
+        .await;
+    assert_eq!(s, 204, "{}", String::from_utf8_lossy(&body));
+    let left = telejob_e2e::files_below(&public);
+    assert!(
+        left.is_empty(),
+        "{} files under the purged prefix",
+        left.len()
+    );
+    // The name is free; its new owner finds nothing of the old job, then or later.
+    bob.create_with_code(
+        json!({"name": "big"}),
+        &[(
+            "run.sh",
+            "mkdir -p output; echo bob > output/bob.csv",
+            0o755,
+        )],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let left = telejob_e2e::files_below(&public);
+    assert!(left.is_empty(), "{} files landed after the 204", left.len());
+    let (s, _, _) = bob.call("GET", "/public/big/data/1", None).await;
+    assert_eq!(s, 404);
+    let (s, runs) = bob.get("/api/jobs/big/runs").await;
+    assert_eq!(
+        (s, runs),
+        (200, json!([])),
+        "no run of the old job is the new one's"
+    );
+}
+
 /// Whether this host gives runs namespaces (telejob as root); required in CI.
 /// A server for tenant tests, where this host isolates runs: its directory, data directory,
 /// process and admin client.

@@ -17,6 +17,9 @@ pub enum JobError {
         "{0:?} belonged to a deleted job whose published data was kept; choose another name (an admin can release it)"
     )]
     NameReserved(String),
+    /// The job is being deleted: its runs are stopping and it takes no more changes.
+    #[error("job {0:?} is being deleted; its runs are still stopping: delete it again in a minute")]
+    Deleting(String),
     /// The upload is larger than the server accepts.
     #[error("the code is larger than {0} bytes; keep data out of the code tarball")]
     TooLarge(u64),

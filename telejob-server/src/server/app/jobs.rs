@@ -44,6 +44,15 @@ pub async fn visible(s: &AppState, user: &User, name: &str) -> Result<JobRow> {
 ///
 /// [`JobError::NotFound`] if invisible to `user`, [`JobError::Forbidden`] if only visible.
 pub async fn managed(s: &AppState, user: &User, name: &str) -> Result<JobRow> {
+    let j = managed_even_deleting(s, user, name).await?;
+    if j.deleting {
+        return Err(JobError::Deleting(name.to_string()));
+    }
+    Ok(j)
+}
+
+/// As [`managed`], also for a job being deleted.
+async fn managed_even_deleting(s: &AppState, user: &User, name: &str) -> Result<JobRow> {
     let j = visible(s, user, name).await?;
     if j.can_manage(user) {
         Ok(j)
@@ -508,17 +517,37 @@ async fn purge(store: &dyn Store, name: &str) -> Result<usize> {
     Ok(objects.len())
 }
 
-/// Deletes job `name` and what it owns: cancels its runs in flight, disarms it, removes its code
+/// How long a delete waits for the job's runs to stop.
+const DELETE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Waits (at most [`DELETE_WAIT`]) until no run of `name` is recorded in flight.
+async fn runs_stopped(s: &AppState, name: &str) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + DELETE_WAIT;
+    while !s.db.in_flight_ids(name).await?.is_empty() {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(JobError::Deleting(name.to_string()));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// Deletes job `name` and what it owns: closes its publish fence (its runs write nothing more),
+/// cancels its runs in flight and waits until they have stopped, disarms it, removes its code
 /// versions, logs, run records and private output, and its published data too or not
-/// (`public`). Stores are emptied before the rows go, so a failure leaves the job in place to
-/// delete again, never a free name with old data behind it.
+/// (`public`). Stores are emptied after the runs stopped and before the rows go, so a failure
+/// leaves the job in place (being deleted) to delete again, never a free name with old data
+/// behind it or a run still writing under it.
 ///
 /// # Errors
 ///
-/// As [`managed`], or a failure of the compute backend, a store or the database.
+/// As [`managed`]; [`JobError::Deleting`] when its runs did not stop within a minute; a
+/// failure of the compute backend, a store or the database.
 pub async fn delete(s: &AppState, user: &User, name: &str, public: PublicData) -> Result<()> {
-    let row = managed(s, user, name).await?;
+    let row = managed_even_deleting(s, user, name).await?;
+    s.db.mark_deleting(name).await?;
     s.cluster.cancel_job_runs(name).await?;
+    runs_stopped(s, name).await?;
     purge(s.stores.private.as_ref(), name).await?;
     if public == PublicData::Purge {
         purge(s.stores.public.as_ref(), name).await?;

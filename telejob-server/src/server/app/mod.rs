@@ -6,6 +6,7 @@ pub mod advice;
 pub mod cluster;
 pub mod errors;
 pub mod example;
+pub mod fence;
 pub mod jobs;
 pub mod late;
 pub mod metrics;

@@ -22,6 +22,7 @@ impl Db {
             cursor: parse_ts("jobs.cursor", r.get("cursor"))?,
             created_at: parse_ts("jobs.created_at", r.get("created_at"))?,
             updated_at: parse_ts("jobs.updated_at", r.get("updated_at"))?,
+            deleting: r.get::<Option<String>, _>("deleting_since").is_some(),
         })
     }
 
@@ -107,6 +108,35 @@ impl Db {
             .all(&self.pool)
             .await?;
         rows.iter().map(Self::job_from_row).collect()
+    }
+
+    /// Marks a job as being deleted: from now on its runs publish nothing more
+    /// ([`Db::may_publish`]).
+    pub async fn mark_deleting(&self, name: &str) -> Result<()> {
+        let r = sqlx::query(
+            "UPDATE jobs SET deleting_since = $1 WHERE name = $2 AND deleting_since IS NULL",
+        )
+        .bind(ts(Utc::now()))
+        .bind(name)
+        .execute(&self.pool)
+        .await;
+        self.cache.forget(name);
+        r.map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Whether run `run` of job `job` may still write published output: the run is recorded
+    /// under that job, and the job is not being deleted.
+    pub async fn may_publish(&self, job: &str, run: &str) -> Result<bool> {
+        let r = sqlx::query(
+            "SELECT 1 FROM runs JOIN jobs ON jobs.name = runs.job \
+             WHERE runs.id = $1 AND runs.job = $2 AND jobs.deleting_since IS NULL",
+        )
+        .bind(run)
+        .bind(job)
+        .opt(&self.pool)
+        .await?;
+        Ok(r.is_some())
     }
 
     /// Deletes a job, its runs and code versions; with `tombstone_owner`, reserves the name to

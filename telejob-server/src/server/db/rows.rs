@@ -32,6 +32,8 @@ pub struct JobRow {
     pub created_at: DateTime<Utc>,
     /// Updated.
     pub updated_at: DateTime<Utc>,
+    /// Being deleted: its runs are stopping and publish nothing more.
+    pub deleting: bool,
 }
 
 impl JobRow {

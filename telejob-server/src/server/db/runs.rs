@@ -264,6 +264,7 @@ impl SchedulerStore for Db {
             .jobs()
             .await?
             .into_iter()
+            .filter(|j| !j.deleting)
             .map(|j| {
                 let f = failed.contains(&j.spec.name);
                 j.state(f)

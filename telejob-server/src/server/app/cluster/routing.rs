@@ -54,8 +54,10 @@ impl Cluster {
     pub(super) async fn apply_job(&self, s: &Scheduler, name: &str) -> telejob_core::Result<()> {
         let job = JobName::new(name.to_string())?;
         match self.db.job_fresh(name).await? {
-            Some(row) => s.upsert(row.state(self.db.last_failed(name).await?)).await,
-            None => disarm(s, &job).await,
+            Some(row) if !row.deleting => {
+                s.upsert(row.state(self.db.last_failed(name).await?)).await
+            }
+            _ => disarm(s, &job).await,
         }
     }
 

@@ -119,6 +119,7 @@ impl From<JobError> for ApiError {
                 field: Some("name".into()),
                 ..Self::new(StatusCode::CONFLICT, e.to_string())
             },
+            JobError::Deleting(_) => Self::new(StatusCode::CONFLICT, e.to_string()),
             JobError::TooLarge(_) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
             JobError::Interrupted(_) => Self::bad_request(e.to_string()),
             JobError::OverQuota { field, message } => Self::invalid(field, message),

@@ -1,0 +1,4 @@
+-- A job being deleted: set before its runs are stopped and its data purged. Runs of the job
+-- ask before every batch of published files and before the manifest, and write nothing more
+-- once it is set (the publish fence).
+ALTER TABLE jobs ADD COLUMN deleting_since TEXT;
