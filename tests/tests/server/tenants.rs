@@ -400,3 +400,90 @@ fn limit_controllers_here() -> (bool, bool) {
     }
     (m, p)
 }
+
+/// `/healthz` latencies (and the roles it answered) while run `id` goes on, then the run.
+async fn health_during(api: &Api, srv: &Server, id: &str) -> (Vec<Duration>, Vec<Value>, Value) {
+    let (mut lat, mut roles) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let t = Instant::now();
+        let h = srv.health().await.expect("healthz answers");
+        lat.push(t.elapsed());
+        roles.push(h["role"].clone());
+        let (_, run) = api.get(&format!("/api/runs/{id}")).await;
+        let s = run["state"].as_str().unwrap_or("");
+        if !matches!(s, "pending" | "fetching" | "running" | "publishing") {
+            return (lat, roles, run);
+        }
+        assert!(Instant::now() < deadline, "the run never ended: {run}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn p99(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[(v.len() * 99 / 100).min(v.len() - 1)]
+}
+
+fn command_time(run: &Value) -> Duration {
+    let t = |p: &str| {
+        run["phases"][p]
+            .as_str()
+            .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())
+            .unwrap_or_else(|| panic!("{p} of {run}"))
+    };
+    (t("finished") - t("run_started"))
+        .to_std()
+        .expect("ordered")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_shaped_to_stall_the_masker_cost_no_more_than_output_without_secrets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("telejob.toml");
+    // A short lease: a stalled renewal would show within the run.
+    std::fs::write(&cfg, "lease_seconds = 2\n").expect("config");
+    let srv = serve(
+        &dir.path().join("data"),
+        &["--config", cfg.to_str().expect("utf-8")],
+    );
+    let api = srv.admin();
+    // Three secrets of 64 KiB sharing a 65,535-byte prefix, and ~10 MB of output (under the log cap) repeating the
+    // prefix with a wrong last byte: a naive masker compares ~64 KiB per secret per byte.
+    let prefix = "p".repeat(65_535);
+    let secrets =
+        json!({"S1": format!("{prefix}1"), "S2": format!("{prefix}2"), "S3": format!("{prefix}3")});
+    let script = "mkdir -p output; echo done > output/x; p=$(head -c 65535 /dev/zero | tr '\\0' p); for i in $(seq 150); do printf '%sx\\n' \"$p\"; done";
+    let mut measured = Vec::new();
+    for (name, secrets) in [("plain", json!({})), ("shaped", secrets)] {
+        let (s, v) = api
+            .post_json("/api/jobs", &json!({"name": name, "secrets": secrets}))
+            .await;
+        assert_eq!(s, 201, "{v}");
+        let (s, v) = api
+            .put_code(name, telejob_e2e::tarball(&[("run.sh", script, 0o755)]))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        let id = api.start_run(name).await;
+        let (lat, roles, run) = health_during(&api, &srv, &id).await;
+        assert_eq!(run["state"], "succeeded", "{run}");
+        assert!(
+            roles.iter().all(|r| r == "leader"),
+            "the server stepped down during the run: {roles:?}"
+        );
+        measured.push((command_time(&run), p99(lat)));
+    }
+    let [(plain_t, plain_h), (shaped_t, shaped_h)] = measured[..] else {
+        unreachable!()
+    };
+    // Within 2× of the same run without secrets (plus a little for timer noise at ms scale).
+    let slack = Duration::from_millis(250);
+    assert!(
+        shaped_t <= plain_t * 2 + slack,
+        "with secrets the run took {shaped_t:?}, without {plain_t:?}"
+    );
+    assert!(
+        shaped_h <= plain_h * 2 + Duration::from_millis(50),
+        "/healthz p99 {shaped_h:?} with secrets, {plain_h:?} without"
+    );
+}

@@ -190,10 +190,10 @@ impl Masker {
             }
             return chunk.to_vec();
         };
+        self.window.extend(chunk);
         for &b in chunk {
             self.state = nfa.next_state(aho_corasick::Anchored::No, self.state, b);
             self.pos += 1;
-            self.window.push_back(b);
             if nfa.is_match(self.state) {
                 let len = (0..nfa.match_len(self.state))
                     .map(|i| nfa.pattern_len(nfa.match_pattern(self.state, i)) as u64)

@@ -277,6 +277,9 @@ pub struct Fence {
 #[derive(Debug, Clone)]
 pub struct Db {
     pub(super) pool: AnyPool,
+    /// The scheduler lease's own connection: renewing it never waits behind run I/O for one of
+    /// the pool's.
+    pub(super) lease_pool: AnyPool,
     pub(super) backend: Backend,
     pub(super) cache: Arc<ReadCache>,
     /// Opens job secrets for runs; without it, jobs with secrets cannot run.
@@ -327,22 +330,24 @@ impl Db {
             Location::Sqlite(p) => (sqlite_url(p), Backend::Sqlite),
             Location::Postgres(u) => (u.clone(), Backend::Postgres),
         };
-        let opts = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
-            .acquire_timeout(std::time::Duration::from_secs(10))
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        use sqlx::Executor;
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+        let opts = |max: u32| {
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(std::time::Duration::from_secs(10))
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        if backend == Backend::Sqlite {
+                            use sqlx::Executor;
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                              PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
-                        )
-                        .await?;
-                    }
-                    Ok(())
+                            )
+                            .await?;
+                        }
+                        Ok(())
+                    })
                 })
-            });
+        };
         // One connection first, so that the reason a database cannot be reached (refused,
         // unknown host, bad password) is what the operator reads, not the pool's timeout.
         let cannot = |why: String| {
@@ -364,13 +369,19 @@ impl Db {
             Ok(Err(e)) => return Err(cannot(e.to_string())),
             Err(_) => return Err(cannot("no answer within 10 s".into())),
         }
-        let pool = opts.connect(&url).await.map_err(|e| {
-            Error::persistence(
-                "connect",
-                format!("cannot open the database at {at}: {e}"),
-                false,
-            )
-        })?;
+        let open = |max: u32| {
+            let url = url.clone();
+            async move {
+                opts(max).connect(&url).await.map_err(|e| {
+                    Error::persistence(
+                        "connect",
+                        format!("cannot open the database at {at}: {e}"),
+                        false,
+                    )
+                })
+            }
+        };
+        let pool = open(if backend == Backend::Sqlite { 8 } else { 16 }).await?;
         let migrator = match backend {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
@@ -388,8 +399,10 @@ impl Db {
             };
             Error::persistence("migrate", why, false)
         })?;
+        let lease_pool = open(1).await?;
         Ok(Self {
             pool,
+            lease_pool,
             backend,
             cache: Arc::new(ReadCache::new(backend == Backend::Sqlite)),
             secret_box: None,
@@ -412,5 +425,6 @@ impl Db {
     /// Closes the connections.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.lease_pool.close().await;
     }
 }

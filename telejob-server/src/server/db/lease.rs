@@ -33,7 +33,7 @@ impl Db {
             "SELECT holder, epoch, expires_ms - {} FROM leases WHERE name = 'scheduler'",
             self.backend.now_ms()
         );
-        let r = sqlx::query(&q).one(&self.pool).await?;
+        let r = sqlx::query(&q).one(&self.lease_pool).await?;
         Ok(LeaseRow {
             holder: r.get(0),
             epoch: r.get(1),
@@ -65,7 +65,7 @@ impl Db {
             .bind(ttl_ms)
             .bind(dh)
             .bind(de)
-            .exec(&self.pool)
+            .exec(&self.lease_pool)
             .await?;
         if r.rows_affected() == 0 {
             return Ok(None);
@@ -90,7 +90,7 @@ impl Db {
             .bind(ttl_ms)
             .bind(&fence.holder)
             .bind(fence.epoch)
-            .exec(&self.pool)
+            .exec(&self.lease_pool)
             .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -107,7 +107,7 @@ impl Db {
         )
         .bind(&fence.holder)
         .bind(fence.epoch)
-        .exec(&self.pool)
+        .exec(&self.lease_pool)
         .await?;
         Ok(())
     }
