@@ -352,4 +352,43 @@ mod tests {
             .to_string();
         assert!(err.contains("not a tar archive"), "{err}");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+        /// The lister, fed any bytes, or a real archive (plain or gzip) with bytes changed: it
+        /// answers (a listing, "too large", or an unsupported-archive error) and never panics,
+        /// and what it says names no path of this host.
+        #[test]
+        fn any_input_is_listed_or_refused_without_panic(
+            junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048),
+            edits in proptest::collection::vec(
+                (proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>()),
+                0..16,
+            ),
+            gzip in proptest::prelude::any::<bool>(),
+            use_junk in proptest::prelude::any::<bool>(),
+        ) {
+            let mut input = if use_junk {
+                junk
+            } else if gzip {
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                gz.write_all(&tar_bytes()).expect("gz");
+                gz.finish().expect("gz")
+            } else {
+                tar_bytes()
+            };
+            if !input.is_empty() {
+                for (at, b) in edits {
+                    let i = at.index(input.len());
+                    input[i] = b;
+                }
+            }
+            if let Err(e) = list(&input[..], 1 << 16) {
+                let text = e.to_string();
+                let tmp = std::env::temp_dir().display().to_string();
+                proptest::prop_assert!(!text.contains(&tmp), "{text}");
+                proptest::prop_assert!(matches!(e, Error::UnsupportedArchive(_)), "{text}");
+            }
+        }
+    }
 }

@@ -30,7 +30,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         Bytes::from_request(req, state)
             .await
             .map(Self)
-            .map_err(|e| ApiError::new(e.status(), e.body_text()))
+            .map_err(|e| ApiError::bad_field("body", e.body_text()).with_status(e.status()))
     }
 }
 
@@ -38,12 +38,13 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         None => {
-            return Err(ApiError::bad_request(
+            return Err(ApiError::bad_field(
+                "body",
                 "the request body is empty: send a JSON object",
             ));
         }
         Some(b'{') => {}
-        Some(_) => return Err(ApiError::bad_request("the body must be a JSON object")),
+        Some(_) => return Err(ApiError::bad_field("body", "send a JSON object")),
     }
     refuse_duplicate_keys(body)?;
     let de = &mut serde_json::Deserializer::from_slice(body);
@@ -54,7 +55,7 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
             serde_json::error::Category::Syntax
             | serde_json::error::Category::Eof
             | serde_json::error::Category::Io => {
-                ApiError::bad_request(format!("malformed JSON: {inner}"))
+                ApiError::bad_field("body", format!("malformed JSON: {inner}"))
             }
             serde_json::error::Category::Data => {
                 let field = if path == "." {
@@ -67,7 +68,7 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
         }
     })?;
     de.end()
-        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+        .map_err(|e| ApiError::bad_field("body", format!("malformed JSON: {e}")))?;
     Ok(value)
 }
 
@@ -76,27 +77,33 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
 /// parse that follows.
 fn refuse_duplicate_keys(body: &[u8]) -> ApiResult<()> {
     use serde::de::DeserializeSeed;
+    let twice = std::cell::RefCell::new(None);
     let mut track = serde_path_to_error::Track::new();
     let mut json = serde_json::Deserializer::from_slice(body);
     let de = serde_path_to_error::Deserializer::new(&mut json, &mut track);
-    match NoDuplicateKeys.deserialize(de) {
-        Err(e) if e.to_string().starts_with("duplicate key") => {
-            let at = track.path().to_string();
-            let key = e.to_string();
-            Err(ApiError::bad_request(if at == "." {
-                format!("{key}: give each key once")
-            } else {
-                format!("{at}: {key}: give each key once")
-            }))
-        }
-        _ => Ok(()),
+    if NoDuplicateKeys(&twice).deserialize(de).is_ok() {
+        return Ok(());
     }
+    let Some(key) = twice.into_inner() else {
+        return Ok(()); // malformed: the parse that follows says where
+    };
+    let at = track.path().to_string();
+    let field = if at == "." {
+        key.clone()
+    } else {
+        format!("{at}.{key}")
+    };
+    Err(ApiError::bad_field(
+        &field,
+        format!("the key {key:?} is given twice: give each key once"),
+    ))
 }
 
-/// Walks any JSON value, refusing an object with a key twice.
-struct NoDuplicateKeys;
+/// Walks any JSON value, refusing an object with a key twice (and keeping that key).
+#[derive(Clone, Copy)]
+struct NoDuplicateKeys<'a>(&'a std::cell::RefCell<Option<String>>);
 
-impl<'de> serde::de::DeserializeSeed<'de> for NoDuplicateKeys {
+impl<'de> serde::de::DeserializeSeed<'de> for NoDuplicateKeys<'_> {
     type Value = ();
 
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
@@ -104,7 +111,7 @@ impl<'de> serde::de::DeserializeSeed<'de> for NoDuplicateKeys {
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for NoDuplicateKeys {
+impl<'de> serde::de::Visitor<'de> for NoDuplicateKeys<'_> {
     type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -131,7 +138,7 @@ impl<'de> serde::de::Visitor<'de> for NoDuplicateKeys {
     }
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
-        while a.next_element_seed(NoDuplicateKeys)?.is_some() {}
+        while a.next_element_seed(self)?.is_some() {}
         Ok(())
     }
 
@@ -139,9 +146,10 @@ impl<'de> serde::de::Visitor<'de> for NoDuplicateKeys {
         let mut seen = std::collections::HashSet::new();
         while let Some(k) = m.next_key::<String>()? {
             if seen.contains(&k) {
+                *self.0.borrow_mut() = Some(k.clone());
                 return Err(serde::de::Error::custom(format!("duplicate key {k:?}")));
             }
-            m.next_value_seed(NoDuplicateKeys)?;
+            m.next_value_seed(self)?;
             seen.insert(k);
         }
         Ok(())
@@ -162,10 +170,8 @@ mod tests {
         let e = parse_json::<Spec>(br#"{"env": {"A": "1", "A": "2"}}"#).expect_err("refused");
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
         let text = format!("{e:?}");
-        assert!(
-            text.contains("duplicate key") && text.contains("env"),
-            "{text}"
-        );
+        assert!(text.contains("given twice"), "{text}");
+        assert_eq!(e.field(), Some("env.A"));
         assert!(
             parse_json::<Spec>(br#"{"env": {"A": "1", "B": "1"}, "x": [{"A": 1}, {"A": 2}]}"#)
                 .is_ok()
@@ -216,8 +222,39 @@ where
         parts: &mut axum::http::request::Parts,
         _state: &S,
     ) -> Result<Self, Self::Rejection> {
-        axum::extract::Query::<T>::try_from_uri(&parts.uri)
-            .map(|axum::extract::Query(q)| Self(q))
-            .map_err(|e| ApiError::bad_request(format!("query: {}", e.body_text())))
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de).map(Self).map_err(|e| {
+            let field = e.path().to_string();
+            let field = if field == "." {
+                "query".to_string()
+            } else {
+                field
+            };
+            ApiError::bad_field(&field, format!("query parameter: {}", e.into_inner()))
+        })
+    }
+}
+
+/// `Path` whose rejection (a segment that is not UTF-8 once decoded, say) is a JSON 400 naming
+/// `path`, like every other API error.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| Self(v))
+            .map_err(|e| ApiError::bad_field("path", e.body_text()).with_status(e.status()))
     }
 }

@@ -11,7 +11,7 @@ use tower::ServiceExt;
 use crate::server::{ServeArgs, Settings, build};
 
 /// The application and its admin token, with what keeps it alive.
-struct App {
+pub(super) struct App {
     router: Router,
     admin: String,
     _server: crate::server::Server,
@@ -19,7 +19,7 @@ struct App {
 }
 
 impl App {
-    async fn new() -> Self {
+    pub(super) async fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let settings = Settings::resolve(ServeArgs {
             data_dir: Some(dir.path().join("data")),
@@ -70,6 +70,34 @@ impl App {
             status,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         )
+    }
+
+    /// `method path` as the admin with raw `body` bytes (sent as JSON): the status and the raw
+    /// answer.
+    pub(super) async fn admin_raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, Vec<u8>) {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.admin))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .expect("request");
+        let resp = self.router.clone().oneshot(req).await.expect("answer");
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (status, bytes.to_vec())
+    }
+
+    /// The data directory the server keeps its state in.
+    pub(super) fn data_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("data")
     }
 
     async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {

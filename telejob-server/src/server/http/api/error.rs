@@ -36,6 +36,16 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
+    /// The field the reply names.
+    #[cfg(test)]
+    pub fn field(&self) -> Option<&str> {
+        self.field.as_deref()
+    }
+    /// The same error with another status.
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
     /// 401.
     pub fn unauthorized(m: &str) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, m)
@@ -48,9 +58,17 @@ impl ApiError {
     pub fn forbidden(m: &str) -> Self {
         Self::new(StatusCode::FORBIDDEN, m)
     }
-    /// 400.
-    pub fn bad_request(m: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, m)
+    /// 400 naming `field`: the request is malformed there (not JSON, a query parameter of the
+    /// wrong type, a key given twice).
+    pub fn bad_field(field: &str, m: impl Into<String>) -> Self {
+        let m = m.into();
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("{field}: {m}"),
+            field: Some(field.to_string()),
+            errors: vec![(field.to_string(), m)],
+            retry_after: None,
+        }
     }
     /// 422 naming `field`.
     pub fn invalid(field: &str, m: impl Into<String>) -> Self {
@@ -121,7 +139,7 @@ impl From<JobError> for ApiError {
             },
             JobError::Deleting(_) => Self::new(StatusCode::CONFLICT, e.to_string()),
             JobError::TooLarge(_) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
-            JobError::Interrupted(_) => Self::bad_request(e.to_string()),
+            JobError::Interrupted(_) => Self::bad_field("body", e.to_string()),
             JobError::OverQuota { field, message } => Self::invalid(field, message),
             JobError::RateLimited {
                 retry_after,

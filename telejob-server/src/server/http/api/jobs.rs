@@ -2,7 +2,9 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::body::ApiPath as Path;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
@@ -221,7 +223,7 @@ pub async fn preview(
     let j = jobs::visible(&s, &caller, &name).await?;
     let n = q.next.unwrap_or(5);
     if !(1..=1000).contains(&n) {
-        return Err(ApiError::bad_request("query: next: use 1 to 1000"));
+        return Err(ApiError::bad_field("next", "use 1 to 1000"));
     }
     let sched = j.spec.schedule.compile()?;
     let from = Utc::now().max(j.spec.start_at.unwrap_or_default());

@@ -95,6 +95,8 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
 
 #[cfg(test)]
 mod contract_tests;
+#[cfg(test)]
+mod fuzz_tests;
 
 #[cfg(test)]
 mod tests {

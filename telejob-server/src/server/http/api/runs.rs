@@ -1,7 +1,9 @@
 //! `/api/runs…` and a job's run list.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::body::ApiPath as Path;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -39,7 +41,7 @@ pub async fn list(
     jobs::visible(&s, &caller, &name).await?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request("query: limit: use 1 to 1000"));
+        return Err(ApiError::bad_field("limit", "use 1 to 1000"));
     }
     let runs = s.db.runs_of(&name, limit).await?;
     let mut late = s.db.late_marks(&name).await?;

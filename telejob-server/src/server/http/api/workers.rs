@@ -1,7 +1,9 @@
 //! `/api/workers…` and `/api/me`: thin adapters over [`crate::server::app::workers`].
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::body::ApiPath as Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
