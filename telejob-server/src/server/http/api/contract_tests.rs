@@ -61,15 +61,21 @@ impl App {
             None => req.body(Body::empty()),
         }
         .expect("request");
+        let (status, bytes) = self.send(req).await;
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Sends `req` through the router: the status and the raw answer.
+    async fn send(&self, req: Request<Body>) -> (StatusCode, Vec<u8>) {
         let resp = self.router.clone().oneshot(req).await.expect("answer");
         let status = resp.status();
         let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
             .await
             .expect("body");
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        (status, bytes.to_vec())
     }
 
     /// `method path` as the admin with raw `body` bytes (sent as JSON): the status and the raw
@@ -87,12 +93,7 @@ impl App {
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from(body))
             .expect("request");
-        let resp = self.router.clone().oneshot(req).await.expect("answer");
-        let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-            .await
-            .expect("body");
-        (status, bytes.to_vec())
+        self.send(req).await
     }
 
     /// The data directory the server keeps its state in.

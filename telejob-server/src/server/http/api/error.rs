@@ -72,14 +72,7 @@ impl ApiError {
     }
     /// 422 naming `field`.
     pub fn invalid(field: &str, m: impl Into<String>) -> Self {
-        let m = m.into();
-        Self {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            message: format!("{field}: {m}"),
-            field: Some(field.to_string()),
-            errors: vec![(field.to_string(), m)],
-            retry_after: None,
-        }
+        Self::bad_field(field, m).with_status(StatusCode::UNPROCESSABLE_ENTITY)
     }
     /// 422 listing every field problem of a validation error.
     pub fn from_validation(e: &telejob_core::Error) -> Self {
