@@ -35,6 +35,29 @@ pub struct ComputeCapabilities {
     /// [`Compute::workers`] gives a [`WorkerBackend`](crate::worker::WorkerBackend) for
     /// analysis workers on machines like the runs'.
     pub workers: bool,
+    /// Runs get store credentials of their own that cannot be revoked and stay valid after the
+    /// run ends, for this long after its launch (`None`: nothing of a run can write once it has
+    /// ended). A server keeps a deleted job's name reserved until they have expired.
+    pub run_credentials: Option<CredentialLifetime>,
+}
+
+/// How long the store credentials a backend gives each run stay valid: the run's timeout plus
+/// `margin`, within `min..=max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CredentialLifetime {
+    /// Added to the run's timeout.
+    pub margin: std::time::Duration,
+    /// The shortest lifetime.
+    pub min: std::time::Duration,
+    /// The longest lifetime.
+    pub max: std::time::Duration,
+}
+
+impl CredentialLifetime {
+    /// The lifetime of the credentials of a run with `timeout`.
+    pub fn for_timeout(&self, timeout: std::time::Duration) -> std::time::Duration {
+        (timeout + self.margin).clamp(self.min, self.max.max(self.min))
+    }
 }
 
 impl ComputeCapabilities {
@@ -51,6 +74,7 @@ impl ComputeCapabilities {
             machine_types: None,
             reaper: false,
             workers: false,
+            run_credentials: None,
         }
     }
 }

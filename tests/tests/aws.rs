@@ -745,6 +745,48 @@ async fn an_ec2_job_chooses_an_allowed_instance_type_and_is_told_its_cost() {
         "print(ec2.describe_instances(InstanceIds=['{id}'])['Reservations'][0]['Instances'][0]['InstanceType'])"
     ));
     assert_eq!(kind.trim(), "t3.small");
+    // Purged while its run is in flight: the run stops, but the credentials it was given stay
+    // valid for its timeout and margin, so nobody else may take the name until then.
+    let r = http
+        .delete(format!("{base}/api/jobs/sized?public_data=purge"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status().as_u16(), 204, "{:?}", r.text().await);
+    let bob = telejob_e2e::token_for(telejob_bin!(), &dir.join("data"), "bob");
+    let r = http
+        .post(format!("{base}/api/jobs"))
+        .bearer_auth(&bob)
+        .json(&serde_json::json!({"name": "sized"}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(r.status().as_u16(), 409);
+    let v: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(v["field"], "name", "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("valid until")),
+        "{v}"
+    );
+    let r = http
+        .get(format!("{base}/api/tombstones"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("tombstones");
+    let v: serde_json::Value = r.json().await.expect("json");
+    let until: chrono::DateTime<chrono::Utc> = v[0]["free_after"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{v}"));
+    let left = until - chrono::Utc::now();
+    assert!(
+        left > chrono::Duration::minutes(65) && left <= chrono::Duration::minutes(70),
+        "60 minutes of timeout and 10 of margin from the run's start: {left}"
+    );
     child.kill_now();
 }
 

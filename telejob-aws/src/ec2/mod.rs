@@ -436,6 +436,9 @@ impl Compute for Ec2Compute {
         c.machine_types = Some(self.inner.settings.machine_types());
         c.reaper = true;
         c.workers = true;
+        c.run_credentials = Some(session::lifetime(Duration::from_secs(
+            self.inner.settings.margin_seconds,
+        )));
         c
     }
 

@@ -131,10 +131,19 @@ pub fn session_policy(public: &S3Store, private: &S3Store, req: &RunRequest) -> 
     json!({ "Version": "2012-10-17", "Statement": statements })
 }
 
+/// How long runs' credentials last: their timeout plus `margin`, within [`SESSION_BOUNDS`].
+pub fn lifetime(margin: Duration) -> telejob_core::compute::CredentialLifetime {
+    telejob_core::compute::CredentialLifetime {
+        margin,
+        min: SESSION_BOUNDS.0,
+        max: SESSION_BOUNDS.1,
+    }
+}
+
 /// How long run `req`'s credentials last: its timeout plus `margin`, within
 /// [`SESSION_BOUNDS`].
 pub fn session_length(req: &RunRequest, margin: Duration) -> Duration {
-    (req.timeout + margin).clamp(SESSION_BOUNDS.0, SESSION_BOUNDS.1)
+    lifetime(margin).for_timeout(req.timeout)
 }
 
 /// The session name of run `req` (shown in CloudTrail as `assumed-role/<role>/<name>`).

@@ -17,6 +17,16 @@ pub enum JobError {
         "{0:?} belonged to a deleted job whose published data was kept; choose another name (an admin can release it)"
     )]
     NameReserved(String),
+    /// The name belonged to a deleted job whose runs' credentials may still write under it.
+    #[error(
+        "{name:?} belonged to a deleted job whose runs hold store credentials valid until {until}; the name is free after that"
+    )]
+    NameHeld {
+        /// The name.
+        name: String,
+        /// When the last of those credentials expires.
+        until: String,
+    },
     /// The job is being deleted: its runs are stopping and it takes no more changes.
     #[error("job {0:?} is being deleted; its runs are still stopping: delete it again in a minute")]
     Deleting(String),

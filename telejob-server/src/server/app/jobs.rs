@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use bytes::Bytes;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use telejob_core::job::JobSpec;
@@ -230,10 +230,23 @@ pub async fn create(
 ) -> Result<JobRow> {
     check_spec(s, spec)?;
     crate::server::db::secret_box::validate(secrets)?;
-    // A deleted job's kept data never passes to another owner of its name.
+    // A deleted job's kept data never passes to another owner of its name, nor does what its
+    // runs' credentials could still write: such a name is free once they have expired, and
+    // its prefix is purged again before anyone else takes it.
     let tomb = s.db.tombstone(&spec.name).await?;
-    if tomb.as_ref().is_some_and(|t| t.owner != owner.name) {
-        return Err(JobError::NameReserved(spec.name.clone()));
+    if let Some(t) = tomb.as_ref().filter(|t| t.owner != owner.name) {
+        match &t.free_after {
+            None => return Err(JobError::NameReserved(spec.name.clone())),
+            Some(until) if until.as_str() > crate::server::db::ts(Utc::now()).as_str() => {
+                return Err(JobError::NameHeld {
+                    name: spec.name.clone(),
+                    until: until.clone(),
+                });
+            }
+            Some(_) => {
+                purge(s.stores.public.as_ref(), &spec.name).await?;
+            }
+        }
     }
     if !s.db.insert_job(spec, &owner.name, Utc::now()).await? {
         return Err(JobError::NameTaken(spec.name.clone()));
@@ -251,7 +264,7 @@ pub async fn create(
     .await;
     if made.is_err() {
         // Leave no half-made job behind.
-        if let Err(e) = s.db.delete_job(&spec.name, None).await {
+        if let Err(e) = s.db.delete_job(&spec.name, None, None).await {
             tracing::error!(job = %spec.name, error = %e, "cannot remove a half-made job");
         }
         if let Err(e) = s.cluster.job_changed(&spec.name).await {
@@ -517,6 +530,32 @@ async fn purge(store: &dyn Store, name: &str) -> Result<usize> {
     Ok(objects.len())
 }
 
+/// Until when credentials the job's runs were given may still write under its name, if that is
+/// later than now (compute whose runs hold credentials of their own: EC2).
+async fn credentials_valid_until(s: &AppState, name: &str) -> Result<Option<DateTime<Utc>>> {
+    let Some(life) = s.cluster.compute_capabilities().run_credentials else {
+        return Ok(None);
+    };
+    let now = Utc::now();
+    let oldest = now - chrono::Duration::from_std(life.max.max(life.min)).unwrap_or_default();
+    let mut until = None;
+    for (run, _) in s.db.runs_of(name, 1000).await? {
+        let Some(started) = run.phases.fetch_started.or(run.phases.created_at) else {
+            continue;
+        };
+        if started < oldest {
+            continue;
+        }
+        let timeout = run.provenance.as_ref().map_or(life.max, |p| {
+            std::time::Duration::from_secs(p.spec.timeout_seconds)
+        });
+        let end =
+            started + chrono::Duration::from_std(life.for_timeout(timeout)).unwrap_or_default();
+        until = until.max(Some(end));
+    }
+    Ok(until.filter(|t| *t > now))
+}
+
 /// How long a delete waits for the job's runs to stop.
 const DELETE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -552,8 +591,14 @@ pub async fn delete(s: &AppState, user: &User, name: &str, public: PublicData) -
     if public == PublicData::Purge {
         purge(s.stores.public.as_ref(), name).await?;
     }
-    let tombstone = (public == PublicData::Keep).then_some(row.owner.as_str());
-    s.db.delete_job(name, tombstone).await?;
+    let held = credentials_valid_until(s, name).await?;
+    let tombstone = (public == PublicData::Keep || held.is_some()).then_some(row.owner.as_str());
+    let free_after = if public == PublicData::Keep {
+        None
+    } else {
+        held
+    };
+    s.db.delete_job(name, tombstone, free_after).await?;
     Ok(s.cluster.job_changed(name).await?)
 }
 

@@ -69,6 +69,7 @@ const TABLES: &[(&str, &[(&str, Col)])] = &[
             ("cursor", Col::Text),
             ("created_at", Col::Text),
             ("updated_at", Col::Text),
+            ("deleting_since", Col::OptText),
         ],
     ),
     (
@@ -116,6 +117,7 @@ const TABLES: &[(&str, &[(&str, Col)])] = &[
             ("name", Col::Text),
             ("owner", Col::Text),
             ("deleted_at", Col::Text),
+            ("free_after", Col::OptText),
         ],
     ),
     (

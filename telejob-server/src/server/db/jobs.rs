@@ -140,8 +140,13 @@ impl Db {
     }
 
     /// Deletes a job, its runs and code versions; with `tombstone_owner`, reserves the name to
-    /// that user in the same transaction.
-    pub async fn delete_job(&self, name: &str, tombstone_owner: Option<&str>) -> Result<()> {
+    /// that user in the same transaction (until `free_after`, when given).
+    pub async fn delete_job(
+        &self,
+        name: &str,
+        tombstone_owner: Option<&str>,
+        free_after: Option<DateTime<Utc>>,
+    ) -> Result<()> {
         let r = async {
             let mut tx = self.pool.begin().await?;
             for q in [
@@ -155,11 +160,12 @@ impl Db {
             }
             if let Some(owner) = tombstone_owner {
                 sqlx::query(
-                    "INSERT INTO tombstones (name, owner, deleted_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, deleted_at = excluded.deleted_at",
+                    "INSERT INTO tombstones (name, owner, deleted_at, free_after) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, deleted_at = excluded.deleted_at, free_after = excluded.free_after",
                 )
                 .bind(name)
                 .bind(owner)
                 .bind(ts(Utc::now()))
+                .bind(free_after.map(ts))
                 .execute(&mut *tx)
                 .await?;
             }
@@ -175,23 +181,27 @@ impl Db {
             name: r.get(0),
             owner: r.get(1),
             deleted_at: r.get(2),
+            free_after: r.get(3),
         }
     }
 
     /// The tombstone of a deleted job whose published data was kept.
     pub async fn tombstone(&self, name: &str) -> Result<Option<Tombstone>> {
-        let r = sqlx::query("SELECT name, owner, deleted_at FROM tombstones WHERE name = $1")
-            .bind(name)
-            .opt(&self.pool)
-            .await?;
+        let r = sqlx::query(
+            "SELECT name, owner, deleted_at, free_after FROM tombstones WHERE name = $1",
+        )
+        .bind(name)
+        .opt(&self.pool)
+        .await?;
         Ok(r.as_ref().map(Self::tombstone_from_row))
     }
 
     /// Every tombstone, by name.
     pub async fn tombstones(&self) -> Result<Vec<Tombstone>> {
-        let rows = sqlx::query("SELECT name, owner, deleted_at FROM tombstones ORDER BY name")
-            .all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT name, owner, deleted_at, free_after FROM tombstones ORDER BY name")
+                .all(&self.pool)
+                .await?;
         Ok(rows.iter().map(Self::tombstone_from_row).collect())
     }
 

@@ -62,7 +62,8 @@ impl JobRow {
     }
 }
 
-/// A deleted job whose published data was kept: its name is reserved to its owner.
+/// A deleted job whose name is reserved to its owner: its published data was kept, or its runs'
+/// credentials may still write under the name (until `free_after`).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Tombstone {
     /// The job's name.
@@ -71,6 +72,9 @@ pub struct Tombstone {
     pub owner: String,
     /// When it was deleted.
     pub deleted_at: String,
+    /// For a purged job whose runs' credentials outlive them: when the name is free again
+    /// (`None`: its published data was kept, and the name is its owner's until released).
+    pub free_after: Option<String>,
 }
 
 /// A code version.

@@ -111,7 +111,7 @@ async fn reads_follow_writes(db: Db) {
         .expect("code");
     assert_eq!(db.code_versions("j").await.expect("versions").len(), 1);
     assert_eq!(job().await.code_key.as_deref(), Some("code/j/abc.tar"));
-    db.delete_job("j", None).await.expect("delete");
+    db.delete_job("j", None, None).await.expect("delete");
     assert!(db.job("j").await.expect("read").is_none(), "deleted");
     assert!(db.code_versions("j").await.expect("versions").is_empty());
     // A read that raced a write does not store what it read.
@@ -543,7 +543,7 @@ async fn db_copy_moves_every_table_and_checks_the_counts() {
             .await
             .expect("notification")
     );
-    src.delete_job("gone", Some("ann"))
+    src.delete_job("gone", Some("ann"), None)
         .await
         .expect("tombstone");
     sqlx::query("INSERT INTO job_secrets (job, name, nonce, ciphertext, set_at) VALUES ('j', 'S', $1, $2, 't')")

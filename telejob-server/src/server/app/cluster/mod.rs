@@ -102,6 +102,11 @@ impl Cluster {
             .unwrap_or_default()
     }
 
+    /// What the compute runs execute on can do.
+    pub fn compute_capabilities(&self) -> telejob_core::compute::ComputeCapabilities {
+        self.parts.compute.capabilities()
+    }
+
     /// When the job fires next, from its row alone (any replica can answer).
     pub fn next_fire(&self, j: &JobRow) -> Option<DateTime<Utc>> {
         let job = j.spec.validate(&self.parts.limits).ok()?;

@@ -126,10 +126,12 @@ impl From<JobError> for ApiError {
         match e {
             JobError::NotFound => Self::not_found("job"),
             JobError::Forbidden => Self::forbidden(&e.to_string()),
-            JobError::NameTaken(_) | JobError::NameReserved(_) => Self {
-                field: Some("name".into()),
-                ..Self::new(StatusCode::CONFLICT, e.to_string())
-            },
+            JobError::NameTaken(_) | JobError::NameReserved(_) | JobError::NameHeld { .. } => {
+                Self {
+                    field: Some("name".into()),
+                    ..Self::new(StatusCode::CONFLICT, e.to_string())
+                }
+            }
             JobError::Deleting(_) => Self::new(StatusCode::CONFLICT, e.to_string()),
             JobError::TooLarge(_) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
             JobError::Interrupted(_) => Self::bad_field("body", e.to_string()),
