@@ -357,14 +357,41 @@ impl Pipeline {
             ));
         }
         let (d, disk) = (dir.to_path_buf(), limits.disk.map(|b| b.0));
-        let (mut ws, userns) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let (mut ws, userns, netns) = tokio::task::spawn_blocking(move || -> Result<_> {
             let ws = Workspace::lay_out_machine(&d, disk, base)?;
             let ns = crate::agent::sandbox::userns::RunUserNs::create(base)
                 .map_err(|e| Error::spawn("making the run's user namespace", e))?;
-            Ok((ws, ns))
+            let net = if outbound {
+                let userns = ns
+                    .try_clone_fd()
+                    .map_err(|e| Error::spawn("making the run's network namespace", e))?;
+                let netns = crate::agent::sandbox::network::make_netns(&userns)
+                    .map_err(|e| Error::spawn("making the run's network namespace", e))?;
+                Some((userns, netns))
+            } else {
+                None
+            };
+            Ok((ws, ns, net))
         })
         .await
         .map_err(|e| Error::task("preparing the run's machine", e))??;
+        // pasta starts now, while the code is fetched and unpacked: its own start (tens of
+        // milliseconds) is then off the run's critical path.
+        let (netns, network) = match netns {
+            Some((userns, netns)) => {
+                let (run, ns) = (
+                    req.run_id.to_string(),
+                    netns
+                        .try_clone()
+                        .map_err(|e| Error::spawn("making the run's network namespace", e))?,
+                );
+                let start = tokio::task::spawn_blocking(move || {
+                    crate::agent::sandbox::network::Pasta::attach(&run, &userns, &ns)
+                });
+                (Some(netns), Some(start))
+            }
+            None => (None, None),
+        };
         ws.isolation = Some(Isolation {
             work_dir: ws.work.clone(),
         });
@@ -382,6 +409,8 @@ impl Pipeline {
             userns,
             hostname,
             outbound,
+            netns,
+            network: std::sync::Mutex::new(network),
             shm_bytes: limits
                 .memory
                 .map_or(64 << 20, |m| (m.0 / 2).clamp(1 << 20, 1 << 30)),

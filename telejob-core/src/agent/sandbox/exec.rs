@@ -120,6 +120,9 @@ pub struct Confinement {
     pub machine: Option<std::sync::Arc<Machine>>,
 }
 
+/// pasta attaching to a run's network namespace, on a thread of its own.
+pub type PastaStart = tokio::task::JoinHandle<std::io::Result<super::network::Pasta>>;
+
 /// A run's machine, as the pipeline prepared it: see [`super::init`].
 #[derive(Debug)]
 pub struct Machine {
@@ -134,6 +137,11 @@ pub struct Machine {
     pub hostname: String,
     /// Outbound network (pasta); without it, loopback only.
     pub outbound: bool,
+    /// The run's network namespace, made at prepare time (owned by `userns`); `None`: the
+    /// supervisor makes one (loopback only).
+    pub netns: Option<OwnedFd>,
+    /// pasta starting on `netns` while the code is fetched: joined before the job may start.
+    pub network: std::sync::Mutex<Option<PastaStart>>,
     /// The size of `/dev/shm`.
     pub shm_bytes: u64,
 }
@@ -345,19 +353,34 @@ pub async fn execute(spec: ExecSpec, opts: &SandboxOptions) -> Result<ExecOutcom
     // Our copies of the pipe's write end are gone with `cmd`; the job holds the only ones.
     drop(cmd);
     let pid = child.id().map_or(0, |p| p as i32);
-    // A machine with network on: once the supervisor says which process is the init, pasta
-    // attaches to its namespaces, and the init may start the job.
+    // A machine with network on: pasta started on its namespace while the code was fetched;
+    // once it is ready, the init may start the job.
     let mut network_error = None;
     let _pasta = match (handshake, &conf.machine) {
         (Some(h), Some(m)) => {
-            let (run, outbound) = (spec.run_id.clone(), m.outbound);
-            tokio::task::spawn_blocking(move || h.finish(&run, outbound))
-                .await
-                .map_err(|e| Error::task("attaching the run's network", e))?
-                .unwrap_or_else(|e| {
+            let start = m
+                .network
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            let pasta = match start {
+                Some(j) => j
+                    .await
+                    .map_err(|e| Error::task("attaching the run's network", e))?
+                    .map(Some),
+                None => Ok(None),
+            };
+            match pasta {
+                Ok(p) => {
+                    h.go();
+                    p
+                }
+                Err(e) => {
+                    // A closed go-ahead: the init fails, saying the link is missing.
                     network_error = Some(e);
                     None
-                })
+                }
+            }
         }
         _ => None,
     };
@@ -536,64 +559,20 @@ fn plan(
     Ok(plan)
 }
 
-/// telejob's end of the supervisor's handshake for a machine.
+/// telejob's end of the supervisor's handshake for a machine: the go-ahead for the job once its
+/// network is attached.
 struct Handshake {
-    ready: std::fs::File,
     go: Option<std::fs::File>,
 }
 
 impl Handshake {
-    /// Reads the init's PID and, with `outbound`, attaches pasta to it; then lets the init go
-    /// (or, when pasta failed, lets it fail by closing the go-ahead). Blocking.
-    fn finish(
-        mut self,
-        run: &str,
-        outbound: bool,
-    ) -> std::io::Result<Option<super::network::Pasta>> {
-        use std::io::{Read, Write};
-        let mut pid = [0u8; 4];
-        if self.ready.read_exact(&mut pid).is_err() {
-            // The supervisor failed before the init started: its report says why.
-            return Ok(None);
-        }
-        let pid = u32::from_ne_bytes(pid);
-        if !outbound {
-            return Ok(None);
-        }
-        // Until it has exec'd, the init is a non-dumpable copy of the supervisor, whose
-        // namespaces pasta (without capabilities) may not open: wait for the exec.
-        if !init_execd(pid) {
-            // The init ended first: its report says why.
-            return Ok(None);
-        }
-        let pasta = super::network::Pasta::attach(run, pid)?;
-        // A closed go-ahead: the init ended before it (its report says why).
+    /// Lets the init start the job (dropped instead, the go-ahead closes and the init fails).
+    fn go(mut self) {
+        use std::io::Write;
+        // A closed read end: the init ended before it (its report says why).
         if let Some(go) = self.go.as_mut() {
             let _ = go.write_all(b"1");
         }
-        Ok(Some(pasta))
-    }
-}
-
-/// Whether process `pid` has exec'd the run's init (its arguments start with the init's flag),
-/// waiting up to 10 s; false once it is gone.
-fn init_execd(pid: u32) -> bool {
-    let path = format!("/proc/{pid}/cmdline");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let Ok(cmdline) = std::fs::read(&path) else {
-            return false;
-        };
-        if cmdline
-            .split(|b| *b == 0)
-            .any(|a| a == super::init::INIT_ARG.as_bytes())
-        {
-            return true;
-        }
-        if std::time::Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_micros(500));
     }
 }
 
@@ -626,7 +605,6 @@ fn machine_plan(spec: &ExecSpec, m: &Machine, plan: &mut Plan) -> std::io::Resul
         job,
     };
     let memfd = super::init::plan_fd(&init)?;
-    let (ready_r, ready_w) = std::io::pipe()?;
     let (go_r, go_w) = if m.outbound {
         let (r, w) = std::io::pipe()?;
         (
@@ -647,15 +625,12 @@ fn machine_plan(spec: &ExecSpec, m: &Machine, plan: &mut Plan) -> std::io::Resul
         overlay: c"lowerdir=lower,upperdir=disk/upper,workdir=disk/ovwork".to_owned(),
         userns: m.userns.try_clone_fd()?,
         plan: memfd.into(),
-        ready: OwnedFd::from(ready_w),
         go: go_r,
+        netns: m.netns.as_ref().map(OwnedFd::try_clone).transpose()?,
     });
     plan.ids = None;
     plan.namespaces = Namespaces::default();
-    Ok(Handshake {
-        ready: std::fs::File::from(OwnedFd::from(ready_r)),
-        go: go_w,
-    })
+    Ok(Handshake { go: go_w })
 }
 
 /// A failed or killed run whose limit controllers fired failed because of that limit.

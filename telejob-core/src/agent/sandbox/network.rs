@@ -7,7 +7,9 @@
 //! NAT set up on the host (a veth pair needs `ip_forward` and masquerading, which change the
 //! whole host), it copies the host's addresses and routes so that DNS works as on the host, it
 //! carries IPv6, and it is faster than slirp4netns (L4 translation rather than a TCP/IP stack
-//! per packet). It forwards nothing into the namespace (`-t none -u none`), so no run can reach
+//! per packet). The namespace is made when the run is prepared (`make_netns`, owned by the
+//! run's user namespace) and pasta attaches to it then, through descriptors, while the code is
+//! fetched and unpacked: its start is off the run's critical path. It forwards nothing into the namespace (`-t none -u none`), so no run can reach
 //! another's listeners, and the gateway is not mapped to the host (`--no-map-gw`).
 //!
 //! What pasta connects to on the run's behalf is filtered on the host: pasta runs in the cgroup
@@ -131,6 +133,38 @@ fn install_filter() -> io::Result<()> {
     }
 }
 
+/// A network namespace owned by the run's user namespace `userns`, made before the run's
+/// processes exist (so that pasta can start while the code is fetched and unpacked): a holder
+/// process enters `userns`, unshares a network namespace, and this process keeps a handle to it.
+///
+/// # Errors
+///
+/// When the kernel refuses the namespace.
+pub(crate) fn make_netns(userns: &OwnedFd) -> io::Result<OwnedFd> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new("cat");
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let fd = userns.as_raw_fd();
+    // SAFETY: setns(2) and unshare(2) between fork and exec, on an fd opened before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWUSER) != 0 || libc::unshare(libc::CLONE_NEWNET) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut holder = cmd.spawn()?;
+    let netns = std::fs::File::open(format!("/proc/{}/ns/net", holder.id())).map(OwnedFd::from);
+    // Closing its stdin ends the holder; the namespace lives on in the handle.
+    drop(holder.stdin.take());
+    let _ = holder.kill();
+    let _ = holder.wait();
+    netns
+}
+
 /// pasta attached to one run's network namespace; stopped (with its cgroup) when dropped.
 #[derive(Debug)]
 pub(crate) struct Pasta {
@@ -138,14 +172,16 @@ pub(crate) struct Pasta {
 }
 
 impl Pasta {
-    /// Attaches pasta to the namespaces of process `pid` (the run's init) and returns once the
-    /// run's interface is configured.
+    /// Attaches pasta to the run's user and network namespaces (`userns`, `netns`: descriptors
+    /// telejob opened, handed to pasta as `/proc/self/fd/N`, so that pasta needs no access to
+    /// the run's processes and can start before the init has exec'd) and returns once the run's
+    /// interface is configured.
     ///
     /// # Errors
     ///
     /// When outbound networking is unavailable here ([`outbound_unavailable`]) or pasta fails
     /// (its message says why).
-    pub(crate) fn attach(run: &str, pid: u32) -> io::Result<Self> {
+    pub(crate) fn attach(run: &str, userns: &OwnedFd, netns: &OwnedFd) -> io::Result<Self> {
         if let Some(why) = outbound_unavailable() {
             return Err(io::Error::new(io::ErrorKind::Unsupported, why));
         }
@@ -165,9 +201,9 @@ impl Pasta {
             // namespaces; it still gives up its capabilities and sandboxes itself.
             .args(["--runas", "0:0"])
             .arg("--userns")
-            .arg(format!("/proc/{pid}/ns/user"))
+            .arg(format!("/proc/self/fd/{}", userns.as_raw_fd()))
             .arg("--netns")
-            .arg(format!("/proc/{pid}/ns/net"))
+            .arg(format!("/proc/self/fd/{}", netns.as_raw_fd()))
             .env_clear()
             .stdin(Stdio::null())
             .stdout(Stdio::null());
@@ -175,11 +211,19 @@ impl Pasta {
         let mut err = tempfile::tempfile()?;
         cmd.stderr(err.try_clone()?);
         let fd = procs.as_raw_fd();
-        // SAFETY: write(2) of a constant to an fd opened before the fork.
+        let keep = [userns.as_raw_fd(), netns.as_raw_fd()];
+        // SAFETY: write(2) of a constant to an fd opened before the fork, and fcntl(2) on fds
+        // opened before it: both async-signal-safe.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
                 if libc::write(fd, b"0\n".as_ptr().cast(), 2) < 0 {
                     return Err(io::Error::last_os_error());
+                }
+                // pasta opens the namespaces through these: they must survive its exec.
+                for k in keep {
+                    if libc::fcntl(k, libc::F_SETFD, 0) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });

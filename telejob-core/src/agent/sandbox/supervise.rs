@@ -100,10 +100,11 @@ pub struct MachinePlan {
     pub userns: OwnedFd,
     /// The init's plan (a memfd), given to it as descriptor 3.
     pub plan: OwnedFd,
-    /// Where the supervisor writes the init's PID (4 bytes, native order).
-    pub ready: OwnedFd,
     /// telejob's go-ahead for the job (network attached), given to the init as descriptor 6.
     pub go: Option<OwnedFd>,
+    /// The run's network namespace, made beforehand (owned by `userns`) for pasta to attach
+    /// to early; `None`: a new one (loopback only).
+    pub netns: Option<OwnedFd>,
 }
 
 /// The process-wide lifeline: S polls the read end; the write end is never written and never
@@ -228,8 +229,8 @@ impl ChildState {
                     kill_fd,
                     fd(&m.userns),
                     fd(&m.plan),
-                    fd(&m.ready),
                     m.go.as_ref().map_or(-1, fd),
+                    m.netns.as_ref().map_or(-1, fd),
                 ]);
                 return self.machine(m, kill_fd);
             }
@@ -350,10 +351,20 @@ impl ChildState {
             {
                 self.fail("becoming root of the run's user namespace");
             }
+            let net = match &m.netns {
+                // Root of the run's user namespace, which owns it: allowed to join.
+                Some(n) => {
+                    if libc::setns(n.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                        self.fail("entering the run's network namespace");
+                    }
+                    0
+                }
+                None => libc::CLONE_NEWNET,
+            };
             let flags = libc::CLONE_NEWNS
                 | libc::CLONE_NEWPID
                 | libc::CLONE_NEWIPC
-                | libc::CLONE_NEWNET
+                | net
                 | libc::CLONE_NEWUTS
                 | libc::CLONE_NEWCGROUP;
             if libc::unshare(flags) != 0 {
@@ -402,14 +413,11 @@ impl ChildState {
                 return Ok(());
             }
             libc::close(sp[1]);
-            let pid = init.to_ne_bytes();
-            libc::write(m.ready.as_raw_fd(), pid.as_ptr().cast(), 4);
-            for fd in [
-                m.ready.as_raw_fd(),
-                m.plan.as_raw_fd(),
-                m.userns.as_raw_fd(),
-            ] {
+            for fd in [m.plan.as_raw_fd(), m.userns.as_raw_fd()] {
                 libc::close(fd);
+            }
+            if let Some(n) = &m.netns {
+                libc::close(n.as_raw_fd());
             }
             if let Some(g) = &m.go {
                 libc::close(g.as_raw_fd());
