@@ -102,7 +102,7 @@ pub async fn agent(a: AgentArgs) -> anyhow::Result<ExitCode> {
         }
     });
     let out = pipeline.run(&req, None, cancel).await;
-    println!("{}", serde_json::to_string_pretty(&out.run)?);
+    say!("{}", serde_json::to_string_pretty(&out.run)?);
     Ok(super::exit::code(
         out.run.state,
         out.failure == Some(FailureKind::BadInput),

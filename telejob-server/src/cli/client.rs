@@ -75,10 +75,15 @@ impl Client {
             return Ok(r);
         }
         let status = r.status();
+        let path = r.url().path().to_string();
         let body: Value = r.json().await.unwrap_or(Value::Null);
-        let msg = body["error"]
+        let mut msg = body["error"]
             .as_str()
             .map_or_else(|| status.to_string(), str::to_string);
+        if status == reqwest::StatusCode::NOT_FOUND {
+            // "no such job" says what, the path says which.
+            msg = format!("{msg}: {path}");
+        }
         if status.is_client_error() {
             Err(bad(format!("{msg} (HTTP {})", status.as_u16())))
         } else {
@@ -111,7 +116,7 @@ impl Client {
 }
 
 pub(super) fn print(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    say!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 pub(super) fn run_line(r: &Value) -> String {

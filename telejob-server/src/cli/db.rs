@@ -24,7 +24,7 @@ pub enum DbCmd {
 pub async fn db(cmd: DbCmd) -> anyhow::Result<ExitCode> {
     let DbCmd::Copy { from, to } = cmd;
     for (table, rows) in crate::server::copy_database(&from, &to).await? {
-        println!("{table}: {rows}");
+        say!("{table}: {rows}");
     }
     eprintln!("telejob: copied {from} into {to}; every table's row count matches");
     Ok(ExitCode::SUCCESS)

@@ -79,7 +79,7 @@ pub fn image(cmd: ImageCmd) -> anyhow::Result<ExitCode> {
                 mirror,
             };
             let dir = crate::backends::build_image(&m, &name, &opts)?;
-            println!("{}", dir.display());
+            say!("{}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
         ImageCmd::List { place } => {
@@ -87,7 +87,7 @@ pub fn image(cmd: ImageCmd) -> anyhow::Result<ExitCode> {
             for name in m.images.names() {
                 let root = m.images.resolve(&name)?;
                 let mark = if name == m.image { "  (default)" } else { "" };
-                println!("{}{mark}", image::describe(&name, &root));
+                say!("{}{mark}", image::describe(&name, &root));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -128,8 +128,12 @@ pub async fn jobs(a: ServerArgs, cmd: JobsCmd) -> anyhow::Result<ExitCode> {
         JobsCmd::Create(x) => create(&c, *x).await?,
         JobsCmd::List => {
             let jobs = c.json(c.http.get(c.url("/api/jobs"))).await?;
+            if jobs.as_array().is_none_or(Vec::is_empty) {
+                // On standard error, as kubectl does: a script counting lines counts none.
+                eprintln!("No jobs.");
+            }
             for j in jobs.as_array().into_iter().flatten() {
-                println!(
+                say!(
                     "{:<24} {:<8} {:<40} next {}",
                     j["name"].as_str().unwrap_or(""),
                     if j["paused"].as_bool() == Some(true) {
@@ -153,7 +157,7 @@ pub async fn jobs(a: ServerArgs, cmd: JobsCmd) -> anyhow::Result<ExitCode> {
                 .json(c.http.post(c.url(&format!("/api/jobs/{name}/runs"))))
                 .await?;
             let id = r["run_id"].as_str().unwrap_or_default().to_string();
-            println!("{id}");
+            say!("{id}");
             if wait {
                 let run = c.wait_run(&id).await?;
                 eprintln!("{}", run_line(&run));
@@ -176,12 +180,12 @@ pub async fn jobs(a: ServerArgs, cmd: JobsCmd) -> anyhow::Result<ExitCode> {
         JobsCmd::Pause { name } => {
             c.send(c.http.post(c.url(&format!("/api/jobs/{name}/pause"))))
                 .await?;
-            println!("paused {name}");
+            say!("paused {name}");
         }
         JobsCmd::Resume { name } => {
             c.send(c.http.post(c.url(&format!("/api/jobs/{name}/resume"))))
                 .await?;
-            println!("resumed {name}");
+            say!("resumed {name}");
         }
         JobsCmd::Delete {
             name,
@@ -194,9 +198,9 @@ pub async fn jobs(a: ServerArgs, cmd: JobsCmd) -> anyhow::Result<ExitCode> {
             )
             .await?;
             if purge_public_data {
-                println!("deleted {name} and its published data");
+                say!("deleted {name} and its published data");
             } else {
-                println!("deleted {name}; its published data is kept and the name stays yours");
+                say!("deleted {name}; its published data is kept and the name stays yours");
             }
         }
     }
@@ -278,7 +282,7 @@ async fn create(c: &Client, x: CreateArgs) -> anyhow::Result<()> {
     let job = c
         .json(c.http.get(c.url(&format!("/api/jobs/{name}"))))
         .await?;
-    println!(
+    say!(
         "created {name}: {}; next run {}",
         job["schedule_description"].as_str().unwrap_or(""),
         job["next_run"].as_str().unwrap_or("-")
@@ -311,7 +315,7 @@ async fn backfill(
             (None, Some(why)) => format!("skipped: {why}"),
             (None, None) => "would run".into(),
         };
-        println!(
+        say!(
             "{}  {:<9} attempt {:<2} {what}",
             slot["slot"].as_str().unwrap_or(""),
             slot["status"].as_str().unwrap_or(""),

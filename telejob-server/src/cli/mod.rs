@@ -1,5 +1,8 @@
 //! The command line.
 
+#[macro_use]
+mod out;
+
 mod agent;
 mod client;
 mod db;

@@ -70,7 +70,7 @@ pub async fn package(a: PackageArgs) -> anyhow::Result<ExitCode> {
         }
     };
     std::fs::rename(&tmp_out, &out).with_context(|| out.display().to_string())?;
-    println!("{}", out.display());
+    say!("{}", out.display());
     eprintln!("telejob: {files} files, {size} bytes, sha256 {sha}");
     Ok(ExitCode::SUCCESS)
 }

@@ -507,21 +507,21 @@ fn report(
                 human_bytes(run.published_bytes())
             );
             if interactive {
-                println!(
+                say!(
                     "as a run, {}/ would publish {files} to <store>/{job}/data/:",
                     req.output_dir
                 );
             } else {
-                println!("{verb} {files} to {data_dir}/");
+                say!("{verb} {files} to {data_dir}/");
             }
             for f in &run.published {
-                println!("  {:>10}  {}", human_bytes(f.size), f.path);
+                say!("  {:>10}  {}", human_bytes(f.size), f.path);
             }
             for s in &run.skipped {
-                println!("  not published: {} ({})", s.path, s.reason);
+                say!("  not published: {} ({})", s.path, s.reason);
             }
             if let Some(m) = run.manifest_key.as_ref().filter(|_| !interactive) {
-                println!("manifest: {}", data_store.locate(m));
+                say!("manifest: {}", data_store.locate(m));
             }
             super::exit::code(run.state, false)
         }

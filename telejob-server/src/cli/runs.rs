@@ -52,8 +52,11 @@ pub async fn runs(a: ServerArgs, cmd: RunsCmd) -> anyhow::Result<ExitCode> {
                         .get(c.url(&format!("/api/jobs/{job}/runs?limit={limit}"))),
                 )
                 .await?;
+            if runs.as_array().is_none_or(Vec::is_empty) {
+                eprintln!("No runs of {job} yet.");
+            }
             for r in runs.as_array().into_iter().flatten() {
-                println!("{}", run_line(r));
+                say!("{}", run_line(r));
             }
         }
         RunsCmd::Show { id, wait } => print(
@@ -65,7 +68,7 @@ pub async fn runs(a: ServerArgs, cmd: RunsCmd) -> anyhow::Result<ExitCode> {
                 .json(c.http.post(c.url(&format!("/api/runs/{id}/replay"))))
                 .await?;
             let new = r["run_id"].as_str().unwrap_or_default().to_string();
-            println!("{new}");
+            say!("{new}");
             if wait > 0 {
                 print(
                     &c.json(c.http.get(c.url(&format!("/api/runs/{new}?wait={wait}"))))
@@ -79,8 +82,7 @@ pub async fn runs(a: ServerArgs, cmd: RunsCmd) -> anyhow::Result<ExitCode> {
                 .await?
                 .bytes()
                 .await?;
-            use std::io::Write;
-            std::io::stdout().write_all(&body)?;
+            super::out::bytes(&body);
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -72,9 +72,9 @@ pub fn schedule(a: ScheduleArgs) -> anyhow::Result<ExitCode> {
     let tz = schedule.timezone();
     for t in schedule.preview(from, a.next) {
         if tz == chrono_tz::UTC {
-            println!("{}", t.to_rfc3339_opts(SecondsFormat::Secs, true));
+            say!("{}", t.to_rfc3339_opts(SecondsFormat::Secs, true));
         } else {
-            println!(
+            say!(
                 "{}  ({})",
                 t.to_rfc3339_opts(SecondsFormat::Secs, true),
                 t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z")

@@ -34,6 +34,6 @@ pub async fn token(cmd: TokenCmd) -> anyhow::Result<ExitCode> {
         admin,
     } = cmd;
     let token = crate::server::create_token(&data_dir, database.as_ref(), &user, admin).await?;
-    println!("{token}");
+    say!("{token}");
     Ok(ExitCode::SUCCESS)
 }

@@ -161,22 +161,25 @@ async fn through_server(a: WorkerArgs) -> anyhow::Result<ExitCode> {
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }
             };
-            println!("{}", line(&w));
+            say!("{}", line(&w));
             if let Some(ssh) = w["ssh"].as_str() {
-                println!("{ssh}");
+                say!("{ssh}");
             }
         }
         WorkerCmd::List => {
             let all = c.json(c.http.get(c.url("/api/workers"))).await?;
+            if all.as_array().is_none_or(Vec::is_empty) {
+                eprintln!("No workers.");
+            }
             for w in all.as_array().into_iter().flatten() {
-                println!("{}", line(w));
+                say!("{}", line(w));
             }
         }
         WorkerCmd::Show { name } => {
             let w = c
                 .json(c.http.get(c.url(&format!("/api/workers/{name}"))))
                 .await?;
-            println!("{}", serde_json::to_string_pretty(&w).unwrap_or_default());
+            say!("{}", serde_json::to_string_pretty(&w).unwrap_or_default());
         }
         WorkerCmd::Extend { name, by } => {
             let w = c
@@ -186,13 +189,13 @@ async fn through_server(a: WorkerArgs) -> anyhow::Result<ExitCode> {
                         .json(&json!({ "by": by })),
                 )
                 .await?;
-            println!("{}", line(&w));
+            say!("{}", line(&w));
         }
         WorkerCmd::Terminate { name } => {
             let w = c
                 .json(c.http.delete(c.url(&format!("/api/workers/{name}"))))
                 .await?;
-            println!("{}", line(&w));
+            say!("{}", line(&w));
         }
         WorkerCmd::Shell(_) => unreachable!("handled above"),
     }
@@ -255,19 +258,23 @@ async fn direct(a: WorkerArgs) -> anyhow::Result<ExitCode> {
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 w = found(&name, ec2.get(&name).await?)?;
             }
-            println!("{}", instance_line(&w));
+            say!("{}", instance_line(&w));
             if let Some(ssh) = w.ssh_command() {
-                println!("{ssh}");
+                say!("{ssh}");
             }
         }
         WorkerCmd::List => {
-            for w in ec2.list().await? {
-                println!("{}", instance_line(&w));
+            let all = ec2.list().await?;
+            if all.is_empty() {
+                eprintln!("No workers.");
+            }
+            for w in all {
+                say!("{}", instance_line(&w));
             }
         }
         WorkerCmd::Show { name } => {
             let w = found(&name, ec2.get(&name).await?)?;
-            println!("{}", serde_json::to_string_pretty(&w).unwrap_or_default());
+            say!("{}", serde_json::to_string_pretty(&w).unwrap_or_default());
         }
         WorkerCmd::Extend { name, by } => {
             let w = found(&name, ec2.get(&name).await?)?;
@@ -281,12 +288,12 @@ async fn direct(a: WorkerArgs) -> anyhow::Result<ExitCode> {
             worker::check_lifetime("by", total, policy.max_lifetime)?;
             ec2.set_deadline(&w.instance_id, deadline).await?;
             let w = found(&name, ec2.get(&name).await?)?;
-            println!("{}", instance_line(&w));
+            say!("{}", instance_line(&w));
         }
         WorkerCmd::Terminate { name } => {
             let w = found(&name, ec2.get(&name).await?)?;
             ec2.terminate(&w.instance_id).await?;
-            println!("terminated worker {name} ({})", w.instance_id);
+            say!("terminated worker {name} ({})", w.instance_id);
         }
         WorkerCmd::Shell(_) => unreachable!("handled above"),
     }

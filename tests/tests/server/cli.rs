@@ -148,3 +148,51 @@ async fn the_cli_verbs_drive_the_server() {
     let o = cli(&["jobs", "show", "viacli"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn lists_say_when_they_are_empty_and_a_closed_pipe_ends_them_quietly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = serve(&dir.path().join("data"), &[]);
+    let cli = |args: &[&str]| {
+        let mut c = Command::new(telejob_bin!());
+        c.args(args)
+            .env("TELEJOB_SERVER", &srv.base)
+            .env("TELEJOB_TOKEN", &srv.token)
+            .env("RUST_BACKTRACE", "1");
+        c
+    };
+    let o = cli(&["jobs", "list"]).output().expect("telejob");
+    assert!(o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stderr).trim(), "No jobs.");
+    assert!(
+        o.stdout.is_empty(),
+        "the sentence is not a line of the list"
+    );
+    let api = srv.admin();
+    api.post_json("/api/jobs", &json!({"name": "quiet"})).await;
+    let o = cli(&["runs", "list", "quiet"]).output().expect("telejob");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim(),
+        "No runs of quiet yet."
+    );
+    let o = cli(&["runs", "list", "nosuch"]).output().expect("telejob");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("no such job") && err.contains("nosuch"),
+        "{err}"
+    );
+    // `telejob jobs list | head -0`: the reader is gone before the first line.
+    let mut child = cli(&["jobs", "list"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("telejob");
+    drop(child.stdout.take());
+    let o = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+}
