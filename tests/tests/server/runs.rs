@@ -504,3 +504,71 @@ async fn a_backfill_runs_a_weeks_gap_in_order_with_its_own_dates_and_skips_what_
         .await;
     assert_eq!(s, 403);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn published_data_can_be_browsed_signed_out_and_private_jobs_are_never_listed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = serve(dir.path(), &[]);
+    let admin = Api::new(&srv, Some(&srv.token));
+    let anyone = Api::new(&srv, None);
+    let script = "mkdir -p output/sub; echo a,b > output/agg.csv; echo x > output/sub/x.txt";
+    admin
+        .create_with_code(json!({"name": "open"}), &[("run.sh", script, 0o755)])
+        .await;
+    admin
+        .create_with_code(
+            json!({"name": "hidden", "output_visibility": "private"}),
+            &[("run.sh", script, 0o755)],
+        )
+        .await;
+    let run = admin.run_to_end("open").await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(admin.run_to_end("hidden").await["state"], "succeeded");
+    let json = |path: &'static str| {
+        let http = reqwest::Client::new();
+        let url = format!("{}{path}", srv.base);
+        async move {
+            let r = http
+                .get(url)
+                .header("accept", "application/json")
+                .send()
+                .await
+                .expect("get");
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (s, jobs) = json("/public/").await;
+    assert_eq!(s, 200);
+    assert_eq!(jobs, json!([{"job": "open", "data": "/public/open/data/"}]));
+    let (s, files) = json("/public/open/data/").await;
+    assert_eq!(s, 200, "{files}");
+    let names: Vec<&str> = files
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    assert_eq!(names, ["agg.csv", "sub/x.txt"]);
+    assert_eq!(files[0]["size"], 4);
+    assert_eq!(files[0]["sha256"], run["published"][0]["sha256"], "{files}");
+    let (s, manifest) = json("/public/open/latest/manifest.json").await;
+    assert_eq!(s, 200);
+    assert_eq!(manifest["run_id"], run["id"]);
+    // A page for a browser, with links to the files.
+    let (s, _, page) = anyone.call("GET", "/public/open/data/", None).await;
+    assert_eq!(s, 200);
+    assert!(String::from_utf8_lossy(&page).contains("href=\"/public/open/data/agg.csv\""));
+    for path in [
+        "/public/hidden/data/",
+        "/public/hidden/data/agg.csv",
+        "/public/nosuch/",
+    ] {
+        assert_eq!(anyone.call("GET", path, None).await.0, 404, "{path}");
+    }
+    // Deleted with its data kept: still served, under its tombstone.
+    assert_eq!(admin.call("DELETE", "/api/jobs/open", None).await.0, 204);
+    let (s, body, _) = anyone.call("GET", "/public/open/data/agg.csv", None).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(json("/public/").await.1[0]["job"], "open");
+}

@@ -47,8 +47,9 @@ async fn a_deleted_jobs_data_never_passes_to_a_new_owner_of_its_name() {
     );
     let (s, v) = bob.post_json("/api/jobs", &json!({"name": "shared"})).await;
     assert_eq!((s, v["field"].as_str()), (409, Some("name")), "{v}");
-    let (s, _, _) = bob.call("GET", "/public/shared/data/alice.csv", None).await;
-    assert_eq!(s, 404, "a deleted job's data is not served as anyone's");
+    // Kept data stays served, as the deleted job's, under its tombstone.
+    let (s, _, body) = bob.call("GET", "/public/shared/data/alice.csv", None).await;
+    assert_eq!((s, body.as_slice()), (200, &b"alice\n"[..]));
     let (_, mine) = alice.get("/api/tombstones").await;
     assert_eq!(mine[0]["owner"], "alice", "{mine}");
     assert_eq!(bob.get("/api/tombstones").await.1, json!([]));

@@ -1,8 +1,11 @@
 //! Files anyone may fetch: published output of public jobs, the example's tarball.
 
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use maud::html;
+use serde_json::json;
 
 use crate::server::app::state::AppState;
 
@@ -24,19 +27,187 @@ pub(super) async fn example_tarball() -> Response {
     }
 }
 
-/// Published output of public jobs: anyone may read it (it is public by definition).
-pub(super) async fn public_file(State(s): State<AppState>, Path(path): Path<String>) -> Response {
-    // Only <job>/data/… and <job>/runs/<id>/manifest.json, of public jobs.
+/// Whether `/public/` serves job `name`'s published data: a public job's, or a deleted job's
+/// whose published data was kept (under its tombstone). Private jobs are never served.
+async fn served(s: &AppState, name: &str) -> bool {
+    match s.db.job(name).await {
+        Ok(Some(j)) => j.spec.output_visibility == telejob_core::job::Visibility::Public,
+        Ok(None) => matches!(s.db.tombstone(name).await, Ok(Some(t)) if t.free_after.is_none()),
+        Err(_) => false,
+    }
+}
+
+/// Whether the client asked for JSON (`Accept: application/json`) rather than a page.
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json"))
+}
+
+/// One published file, as the listings show it.
+#[derive(Debug, serde::Serialize)]
+struct Listed {
+    /// Its path below the listed prefix.
+    name: String,
+    /// Its URL path.
+    href: String,
+    size: u64,
+    /// Its SHA-256, from the newest manifest that lists it.
+    sha256: Option<String>,
+    modified: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The key of job `job`'s newest manifest (run ids are time-ordered), if it has one.
+async fn latest_manifest(s: &AppState, job: &str) -> Option<String> {
+    let runs = s.stores.public.list(&format!("{job}/runs/")).await.ok()?;
+    runs.into_iter()
+        .map(|o| o.key)
+        .filter(|k| k.ends_with("/manifest.json"))
+        .max()
+}
+
+/// The files below `prefix` (`<job>/data/…/`), with their hashes from the newest manifest.
+async fn listing(s: &AppState, job: &str, prefix: &str) -> Option<Vec<Listed>> {
+    let objects = s.stores.public.list(prefix).await.ok()?;
+    let mut hashes = std::collections::HashMap::new();
+    if let Some(key) = latest_manifest(s, job).await
+        && let Ok(bytes) = s.stores.public.get(&key).await
+        && let Ok(m) = serde_json::from_slice::<telejob_core::run::Manifest>(&bytes)
+    {
+        for f in m.files {
+            hashes.insert(f.key, f.sha256);
+        }
+    }
+    Some(
+        objects
+            .into_iter()
+            .map(|o| Listed {
+                name: o.key[prefix.len()..].to_string(),
+                href: format!("/public/{}", o.key),
+                size: o.size,
+                sha256: hashes.remove(&o.key),
+                modified: o.last_modified,
+            })
+            .collect(),
+    )
+}
+
+/// A listing as JSON or as a page.
+fn answer_listing(json: bool, title: &str, rows: &[Listed]) -> Response {
+    if json {
+        return Json(rows).into_response();
+    }
+    let body = html! {
+        h1 { (title) }
+        @if rows.is_empty() { p { "Nothing published here yet." } }
+        @else {
+            table {
+                tr { th { "file" } th { "size" } th { "modified (UTC)" } th { "sha256" } }
+                @for r in rows {
+                    tr {
+                        td { a href=(r.href) { (r.name) } }
+                        td { (r.size) }
+                        td { (r.modified.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default()) }
+                        td { code { (r.sha256.as_deref().unwrap_or("")) } }
+                    }
+                }
+            }
+        }
+    };
+    Html(super::pages::layout(title, None, None, body).into_string()).into_response()
+}
+
+/// `/public/`: the jobs whose published data anyone may read (public jobs, and deleted jobs
+/// whose data was kept), as a page or JSON.
+pub(super) async fn public_index(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let mut names: Vec<String> = match s.db.jobs().await {
+        Ok(jobs) => jobs
+            .into_iter()
+            .filter(|j| j.spec.output_visibility == telejob_core::job::Visibility::Public)
+            .map(|j| j.spec.name)
+            .collect(),
+        Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    };
+    if let Ok(tombs) = s.db.tombstones().await {
+        names.extend(
+            tombs
+                .into_iter()
+                .filter(|t| t.free_after.is_none())
+                .map(|t| t.name),
+        );
+    }
+    names.sort();
+    let rows: Vec<Listed> = names
+        .into_iter()
+        .map(|n| Listed {
+            href: format!("/public/{n}/data/"),
+            name: n,
+            size: 0,
+            sha256: None,
+            modified: None,
+        })
+        .collect();
+    if wants_json(&headers) {
+        let jobs: Vec<_> = rows
+            .iter()
+            .map(|r| json!({"job": r.name, "data": r.href}))
+            .collect();
+        return Json(jobs).into_response();
+    }
+    let body = html! {
+        h1 { "Published data" }
+        @if rows.is_empty() { p { "No job has published data yet." } }
+        ul { @for r in &rows { li { a href=(r.href) { (r.name) } } } }
+    };
+    Html(super::pages::layout("Published data", None, None, body).into_string()).into_response()
+}
+
+/// Published output of public jobs: anyone may read it (it is public by definition). A path
+/// ending in `/` (or the job's own name) lists what is below it; `<job>/latest/manifest.json`
+/// is the newest complete set.
+pub(super) async fn public_file(
+    State(s): State<AppState>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let mut parts = path.splitn(3, '/');
-    let (Some(job), Some(kind)) = (parts.next(), parts.next()) else {
+    let (Some(job), kind) = (parts.next(), parts.next().unwrap_or("")) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let ok_kind = kind == "data" || (kind == "runs" && path.ends_with("/manifest.json"));
-    let public_job = matches!(s.db.job(job).await, Ok(Some(j)) if j.spec.output_visibility == telejob_core::job::Visibility::Public);
-    if !ok_kind || !public_job || telejob_core::store::validate_key(&path).is_err() {
+    if job.is_empty() || !served(&s, job).await {
         return StatusCode::NOT_FOUND.into_response();
     }
-    match s.stores.public.get(&path).await {
+    let json = wants_json(&headers);
+    // `<job>`, `<job>/`, `<job>/data`, `<job>/data/…/`: a listing.
+    if kind.is_empty() || path == format!("{job}/data") || (kind == "data" && path.ends_with('/')) {
+        let prefix = if path.ends_with('/') && kind == "data" {
+            path.clone()
+        } else {
+            format!("{job}/data/")
+        };
+        if telejob_core::store::validate_key(prefix.trim_end_matches('/')).is_err() {
+            return StatusCode::NOT_FOUND.into_response();
+        }
+        return match listing(&s, job, &prefix).await {
+            Some(rows) => answer_listing(json, &format!("/public/{prefix}"), &rows),
+            None => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        };
+    }
+    let key = if path == format!("{job}/latest/manifest.json") {
+        match latest_manifest(&s, job).await {
+            Some(k) => k,
+            None => return StatusCode::NOT_FOUND.into_response(),
+        }
+    } else {
+        // Only <job>/data/… and <job>/runs/<id>/manifest.json.
+        let ok_kind = kind == "data" || (kind == "runs" && path.ends_with("/manifest.json"));
+        if !ok_kind || telejob_core::store::validate_key(&path).is_err() {
+            return StatusCode::NOT_FOUND.into_response();
+        }
+        path
+    };
+    match s.stores.public.get(&key).await {
         Ok(body) => (
             [
                 (header::CONTENT_TYPE, "application/octet-stream"),

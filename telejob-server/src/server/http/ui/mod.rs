@@ -55,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .route("/workers/{name}/{action}", post(workers::action))
         .route("/ui/preview", get(editing::preview))
         .route("/ui/app.js", get(app_js))
+        .route("/public/", get(files::public_index))
         .route("/public/{*path}", get(files::public_file))
         .route("/example/slowsql.tar.gz", get(files::example_tarball))
         .with_state(state)
