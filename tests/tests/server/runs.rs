@@ -555,6 +555,17 @@ async fn published_data_can_be_browsed_signed_out_and_private_jobs_are_never_lis
     let (s, manifest) = json("/public/open/latest/manifest.json").await;
     assert_eq!(s, 200);
     assert_eq!(manifest["run_id"], run["id"]);
+    // The API lists the same, for any job the caller may see (private ones without links).
+    let (s, listed) = admin.get("/api/jobs/open/files").await;
+    assert_eq!(
+        (s, listed[0]["name"].clone()),
+        (200, json!("agg.csv")),
+        "{listed}"
+    );
+    let (s, listed) = admin.get("/api/jobs/hidden/files").await;
+    assert_eq!(s, 200, "{listed}");
+    assert_eq!(listed[0]["name"], "agg.csv", "{listed}");
+    assert!(listed[0].get("href").is_none(), "{listed}");
     // A page for a browser, with links to the files.
     let (s, _, page) = anyone.call("GET", "/public/open/data/", None).await;
     assert_eq!(s, 200);

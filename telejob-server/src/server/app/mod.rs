@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod late;
 pub mod metrics;
 pub mod notify;
+pub mod published;
 pub mod quotas;
 pub mod sessions;
 pub mod state;

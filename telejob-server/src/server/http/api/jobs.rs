@@ -73,6 +73,38 @@ pub async fn list(
     ))
 }
 
+/// `GET /api/jobs/{name}/files`: what the job has published (its output store's `<job>/data/`),
+/// with sizes, times and hashes; links under `/public/` for public jobs.
+pub async fn files(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<crate::server::app::published::Listed>>> {
+    let j = jobs::visible(&s, &caller, &name).await?;
+    let public = j.spec.output_visibility == telejob_core::job::Visibility::Public;
+    let store = if public {
+        s.stores.public.as_ref()
+    } else {
+        s.stores.private.as_ref()
+    };
+    let job = telejob_core::job::JobName::new(j.spec.name.clone())?;
+    let prefix = telejob_core::run::keys::data_prefix(&job);
+    let mut rows = crate::server::app::published::listing(store, &name, &prefix)
+        .await
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the output store cannot be listed now; try again",
+            )
+        })?;
+    if !public {
+        for r in &mut rows {
+            r.href = None;
+        }
+    }
+    Ok(Json(rows))
+}
+
 /// `POST /api/jobs`.
 pub async fn create(
     State(s): State<AppState>,

@@ -35,6 +35,7 @@ pub fn router(state: AppState) -> Router {
             put(jobs::upload_code).layer(DefaultBodyLimit::disable()),
         )
         .route("/api/jobs/{name}/schedule", get(jobs::preview))
+        .route("/api/jobs/{name}/files", get(jobs::files))
         .route("/api/jobs/{name}/pause", post(jobs::pause))
         .route("/api/jobs/{name}/resume", post(jobs::resume))
         .route("/api/jobs/{name}/runs", get(runs::list).post(jobs::run_now))

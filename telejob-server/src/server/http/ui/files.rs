@@ -7,6 +7,7 @@ use axum::response::{Html, IntoResponse, Response};
 use maud::html;
 use serde_json::json;
 
+use crate::server::app::published::{self, Listed};
 use crate::server::app::state::AppState;
 
 /// The bundled example's code tarball, to try the form with.
@@ -45,54 +46,6 @@ fn wants_json(headers: &HeaderMap) -> bool {
         .is_some_and(|a| a.contains("application/json"))
 }
 
-/// One published file, as the listings show it.
-#[derive(Debug, serde::Serialize)]
-struct Listed {
-    /// Its path below the listed prefix.
-    name: String,
-    /// Its URL path.
-    href: String,
-    size: u64,
-    /// Its SHA-256, from the newest manifest that lists it.
-    sha256: Option<String>,
-    modified: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-/// The key of job `job`'s newest manifest (run ids are time-ordered), if it has one.
-async fn latest_manifest(s: &AppState, job: &str) -> Option<String> {
-    let runs = s.stores.public.list(&format!("{job}/runs/")).await.ok()?;
-    runs.into_iter()
-        .map(|o| o.key)
-        .filter(|k| k.ends_with("/manifest.json"))
-        .max()
-}
-
-/// The files below `prefix` (`<job>/data/…/`), with their hashes from the newest manifest.
-async fn listing(s: &AppState, job: &str, prefix: &str) -> Option<Vec<Listed>> {
-    let objects = s.stores.public.list(prefix).await.ok()?;
-    let mut hashes = std::collections::HashMap::new();
-    if let Some(key) = latest_manifest(s, job).await
-        && let Ok(bytes) = s.stores.public.get(&key).await
-        && let Ok(m) = serde_json::from_slice::<telejob_core::run::Manifest>(&bytes)
-    {
-        for f in m.files {
-            hashes.insert(f.key, f.sha256);
-        }
-    }
-    Some(
-        objects
-            .into_iter()
-            .map(|o| Listed {
-                name: o.key[prefix.len()..].to_string(),
-                href: format!("/public/{}", o.key),
-                size: o.size,
-                sha256: hashes.remove(&o.key),
-                modified: o.last_modified,
-            })
-            .collect(),
-    )
-}
-
 /// A listing as JSON or as a page.
 fn answer_listing(json: bool, title: &str, rows: &[Listed]) -> Response {
     if json {
@@ -106,7 +59,7 @@ fn answer_listing(json: bool, title: &str, rows: &[Listed]) -> Response {
                 tr { th { "file" } th { "size" } th { "modified (UTC)" } th { "sha256" } }
                 @for r in rows {
                     tr {
-                        td { a href=(r.href) { (r.name) } }
+                        td { a href=(r.href.as_deref().unwrap_or("")) { (r.name) } }
                         td { (r.size) }
                         td { (r.modified.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default()) }
                         td { code { (r.sha256.as_deref().unwrap_or("")) } }
@@ -141,7 +94,7 @@ pub(super) async fn public_index(State(s): State<AppState>, headers: HeaderMap) 
     let rows: Vec<Listed> = names
         .into_iter()
         .map(|n| Listed {
-            href: format!("/public/{n}/data/"),
+            href: Some(format!("/public/{n}/data/")),
             name: n,
             size: 0,
             sha256: None,
@@ -158,7 +111,7 @@ pub(super) async fn public_index(State(s): State<AppState>, headers: HeaderMap) 
     let body = html! {
         h1 { "Published data" }
         @if rows.is_empty() { p { "No job has published data yet." } }
-        ul { @for r in &rows { li { a href=(r.href) { (r.name) } } } }
+        ul { @for r in &rows { li { a href=(r.href.as_deref().unwrap_or("")) { (r.name) } } } }
     };
     Html(super::pages::layout("Published data", None, None, body).into_string()).into_response()
 }
@@ -189,13 +142,13 @@ pub(super) async fn public_file(
         if telejob_core::store::validate_key(prefix.trim_end_matches('/')).is_err() {
             return StatusCode::NOT_FOUND.into_response();
         }
-        return match listing(&s, job, &prefix).await {
+        return match published::listing(s.stores.public.as_ref(), job, &prefix).await {
             Some(rows) => answer_listing(json, &format!("/public/{prefix}"), &rows),
             None => StatusCode::SERVICE_UNAVAILABLE.into_response(),
         };
     }
     let key = if path == format!("{job}/latest/manifest.json") {
-        match latest_manifest(&s, job).await {
+        match published::latest_manifest(s.stores.public.as_ref(), job).await {
             Some(k) => k,
             None => return StatusCode::NOT_FOUND.into_response(),
         }
