@@ -164,6 +164,7 @@ impl Config {
         let mut a = crate::server::app::advice::Advisor {
             machine_types,
             allow_private_targets: self.allow_private_targets(),
+            sends_email: self.smtp.is_some(),
             ..Default::default()
         };
         if let Some(f) = self.late_factor {

@@ -377,9 +377,11 @@ impl Scheduler {
                     .await;
             }
             RunState::TimedOut => {
+                let m = spec.timeout_minutes;
                 let msg = format!(
-                    "run {} timed out after {} minutes",
-                    run.id, spec.timeout_minutes
+                    "run {} timed out after {m} minute{}",
+                    run.id,
+                    if m == 1 { "" } else { "s" }
                 );
                 self.event(EventKind::TimedOut, &job, Some(run.clone()), msg, notify)
                     .await;

@@ -1,4 +1,4 @@
-//! `telejob runs …`: list, show, log, replay.
+//! `telejob runs …`: list, show, log, replay, cancel.
 
 use std::process::ExitCode;
 
@@ -40,6 +40,12 @@ pub enum RunsCmd {
         #[arg(long, default_value_t = 0)]
         wait: u64,
     },
+    /// Cancel a run in flight (owners and maintainers): its processes are ended and it is
+    /// recorded `cancelled`. Waits for that and prints the run's line.
+    Cancel {
+        /// The run id.
+        id: String,
+    },
 }
 
 pub async fn runs(a: ServerArgs, cmd: RunsCmd) -> anyhow::Result<ExitCode> {
@@ -75,6 +81,12 @@ pub async fn runs(a: ServerArgs, cmd: RunsCmd) -> anyhow::Result<ExitCode> {
                         .await?,
                 );
             }
+        }
+        RunsCmd::Cancel { id } => {
+            c.send(c.http.post(c.url(&format!("/api/runs/{id}/cancel"))))
+                .await?;
+            let run = c.wait_run(&id).await?;
+            say!("{}", run_line(&run));
         }
         RunsCmd::Log { id } => {
             let body = c

@@ -175,6 +175,13 @@ async fn lists_say_when_they_are_empty_and_a_closed_pipe_ends_them_quietly() {
         String::from_utf8_lossy(&o.stderr).trim(),
         "No runs of quiet yet."
     );
+    // A run in flight, cancelled from the CLI: it waits for the end and prints it.
+    admin_sleeper(&api).await;
+    let id = api.start_run("sleeper").await;
+    let o = cli(&["runs", "cancel", &id]).output().expect("telejob");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains(&id) && out.contains("cancelled"), "{out}");
     let o = cli(&["runs", "list", "nosuch"]).output().expect("telejob");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -195,4 +202,13 @@ async fn lists_say_when_they_are_empty_and_a_closed_pipe_ends_them_quietly() {
         !err.contains("panicked") && !err.contains("Broken pipe"),
         "{err}"
     );
+}
+
+/// A job whose runs sleep until cancelled.
+async fn admin_sleeper(api: &Api) {
+    api.create_with_code(
+        json!({"name": "sleeper", "command": "sleep 300"}),
+        &[("run.sh", "true", 0o755)],
+    )
+    .await;
 }

@@ -46,6 +46,8 @@ pub struct Advisor {
     pub late_margin: Duration,
     /// Webhooks may target the server's own networks (`[notify] allow_private_targets`).
     pub allow_private_targets: bool,
+    /// The server can send email (`[smtp]` is configured).
+    pub sends_email: bool,
 }
 
 impl Default for Advisor {
@@ -60,6 +62,7 @@ impl Default for Advisor {
             late_factor: 1.5,
             late_margin: Duration::from_secs(300),
             allow_private_targets: false,
+            sends_email: false,
         }
     }
 }

@@ -212,6 +212,12 @@ fn check_spec(s: &AppState, spec: &JobSpec) -> Result<()> {
         super::targets::check_url(hook, s.advisor.allow_private_targets)
             .map_err(|e| JobError::Invalid(telejob_core::Error::invalid("notify.webhook", e)))?;
     }
+    if !spec.notify.email.is_empty() && !s.advisor.sends_email {
+        return Err(JobError::Invalid(telejob_core::Error::invalid(
+            "notify.email",
+            "this server sends no email (its config has no [smtp]): use notify.webhook, or ask the operator to configure [smtp]",
+        )));
+    }
     Ok(())
 }
 

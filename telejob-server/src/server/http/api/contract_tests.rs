@@ -225,3 +225,21 @@ async fn the_schedule_preview_and_the_openapi_document_answer() {
         .unwrap_or_default();
     assert_eq!(next.len(), 3, "{v}");
 }
+
+#[tokio::test]
+async fn an_email_target_on_a_server_without_smtp_is_refused_naming_it() {
+    let app = App::new().await;
+    let (s, v) = app
+        .admin(
+            "POST",
+            "/api/jobs",
+            Some(json!({"name": "mailed", "notify": {"email": ["ops@example.com"]}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["field"], "notify.email", "{v}");
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains("[smtp]")),
+        "{v}"
+    );
+}
