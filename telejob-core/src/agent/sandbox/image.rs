@@ -203,6 +203,28 @@ pub fn build(
     if let Some(m) = &opts.mirror {
         cmd.arg(m);
     }
+    // mmdebstrap (as root) mounts /proc, /sys and /dev into the tree it builds: in a mount
+    // namespace of its own, those mounts go with it however it ends, and a build cut short
+    // (telejob killed) leaves no host /dev or /sys mounted under the data directory for a later
+    // clean-up to walk into. It ends with telejob.
+    // SAFETY: prctl(2), unshare(2) and mount(2) between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            if libc::unshare(libc::CLONE_NEWNS) != 0
+                || libc::mount(
+                    std::ptr::null(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
