@@ -332,3 +332,58 @@ async fn concurrent_bomb_uploads_are_refused_within_the_servers_own_bounded_scra
     assert_eq!(left(&tmp), 0, "nothing in the system temp directory");
     assert_eq!(left(&data.join("uploads")), 0, "the scratch is cleaned up");
 }
+
+#[tokio::test]
+async fn patch_merges_put_replaces_and_says_what_it_reset_and_get_round_trips() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = serve(dir.path(), &[]);
+    let api = Api::new(&srv, Some(&srv.token));
+    let (s, v) = api
+        .post_json(
+            "/api/jobs",
+            &json!({"name": "tuned", "schedule": {"frequency": "cron", "cron": "0 * * * *"},
+                "env": {"A": "1"}, "limits": {"memory": "1GiB"}, "timeout_minutes": 30,
+                "secrets": {"TOKEN": "s3cr3t-value"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    // PATCH changes what it names and keeps the rest, secrets included.
+    let (s, v, _) = api
+        .call(
+            "PATCH",
+            "/api/jobs/tuned",
+            Some(br#"{"env": {"B": "2"}, "timeout_minutes": 45}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["env"], json!({"A": "1", "B": "2"}), "merged: {v}");
+    assert_eq!(v["timeout_minutes"], 45);
+    assert_eq!(v["schedule"]["cron"], "0 * * * *", "{v}");
+    assert_eq!(v["limits"]["memory"], "1GiB", "{v}");
+    assert_eq!(v["secrets"].as_array().map(Vec::len), Some(1), "{v}");
+    // GET's answer sent back with PUT is a no-op: no warning, nothing changed.
+    let (_, got) = api.get("/api/jobs/tuned").await;
+    let (s, v) = api.put_json("/api/jobs/tuned", &got).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["warnings"], json!([]), "{v}");
+    assert_eq!(v["env"], got["env"]);
+    assert_eq!(v["secrets"].as_array().map(Vec::len), Some(1), "{v}");
+    // A partial PUT replaces, and its warnings name each setting it reset.
+    let (s, v) = api
+        .put_json(
+            "/api/jobs/tuned",
+            &json!({"name": "tuned", "timeout_minutes": 45}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let reset: Vec<&str> = v["warnings"]
+        .as_array()
+        .expect("warnings")
+        .iter()
+        .filter(|w| w["message"].as_str().is_some_and(|m| m.contains("reset")))
+        .filter_map(|w| w["field"].as_str())
+        .collect();
+    for field in ["env", "limits", "schedule"] {
+        assert!(reset.contains(&field), "{field} not named: {v}");
+    }
+}

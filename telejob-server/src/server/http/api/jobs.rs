@@ -170,11 +170,88 @@ pub async fn update(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<serde_json::Value>> {
     // Rights before the body, so that a caller who may not edit learns nothing from it.
-    jobs::managed(&s, &caller, &name).await?;
-    let (spec, secrets) = spec_and_secrets(&body)?;
+    let before = jobs::managed(&s, &caller, &name).await?;
+    let fields = without_view_fields(parse_json(&body)?);
+    let sent: Vec<String> = fields.keys().cloned().collect();
+    let (spec, secrets) = spec_and_secrets(&serde_json::to_vec(&fields).unwrap_or_default())?;
     let row = jobs::update(&s, &caller, &name, &spec, None, &secrets).await?;
-    let v = saved_view(&s, &row).await?;
+    let mut v = saved_view(&s, &row).await?;
+    // A replace resets what the body left out: say which settings that changed.
+    let (old, new) = (
+        serde_json::to_value(&before.spec).unwrap_or_default(),
+        serde_json::to_value(&row.spec).unwrap_or_default(),
+    );
+    if let (Some(old), Some(warnings)) = (old.as_object(), v["warnings"].as_array_mut()) {
+        for (field, was) in old {
+            if !sent.contains(field) && new.get(field) != Some(was) {
+                warnings.push(json!({
+                    "field": field,
+                    "message": format!(
+                        "not in the body, so reset to its default (it was {was}); PUT replaces the whole job, PATCH changes only what it names"
+                    ),
+                }));
+            }
+        }
+    }
     Ok(Json(v))
+}
+
+/// `PATCH /api/jobs/{name}`: a JSON Merge Patch (RFC 7396) over the job as it is: what the body
+/// names changes (`null` removes), everything else stays. `secrets` changes only the secrets it
+/// names.
+pub async fn patch(
+    State(s): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<serde_json::Value>> {
+    let before = jobs::managed(&s, &caller, &name).await?;
+    let mut changes = without_view_fields(parse_json(&body)?);
+    let secrets = changes.remove("secrets");
+    let mut merged = serde_json::to_value(&before.spec).unwrap_or_default();
+    json_patch::merge(&mut merged, &serde_json::Value::Object(changes));
+    if let Some(sec) = secrets {
+        merged["secrets"] = sec;
+    }
+    let (spec, secrets) = spec_and_secrets(&serde_json::to_vec(&merged).unwrap_or_default())?;
+    if spec.name != name {
+        return Err(ApiError::invalid(
+            "name",
+            "a job is renamed by creating the new one and deleting the old",
+        ));
+    }
+    let row = jobs::update(&s, &caller, &name, &spec, None, &secrets).await?;
+    Ok(Json(saved_view(&s, &row).await?))
+}
+
+/// The fields of a job's view that are not settings (`GET`'s answer can be sent back as it is):
+/// its owner, state, descriptions, times, code versions, warnings, and the names of its
+/// secrets (a list; secrets are changed with an object of `NAME: "value"`).
+fn without_view_fields(
+    mut fields: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
+    for k in [
+        "owner",
+        "paused",
+        "expired",
+        "schedule_description",
+        "cron_line",
+        "next_run",
+        "code_sha256",
+        "created_at",
+        "updated_at",
+        "code_versions",
+        "warnings",
+    ] {
+        fields.remove(k);
+    }
+    if fields
+        .get("secrets")
+        .is_some_and(serde_json::Value::is_array)
+    {
+        fields.remove("secrets");
+    }
+    fields
 }
 
 #[derive(Debug, Deserialize)]

@@ -27,7 +27,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs", get(jobs::list).post(jobs::create))
         .route(
             "/api/jobs/{name}",
-            get(jobs::show).put(jobs::update).delete(jobs::delete),
+            get(jobs::show)
+                .put(jobs::update)
+                .patch(jobs::patch)
+                .delete(jobs::delete),
         )
         // The upload counts its bytes against max_code_bytes itself.
         .route(
