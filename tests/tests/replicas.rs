@@ -77,6 +77,16 @@ async fn run_state(api: &Api, r: &Replica, id: &str) -> Value {
     api.call(r, "GET", &format!("/api/runs/{id}"), None).await.1["state"].clone()
 }
 
+/// Two replicas on database `url` sharing their stores, and the admin's client: with the
+/// directory that keeps them.
+fn two_replicas(url: &str) -> (tempfile::TempDir, Replica, Replica, Api) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let a = command(tmp.path(), 0, url, true).start();
+    let b = command(tmp.path(), 1, url, true).start();
+    let api = admin(tmp.path());
+    (tmp, a, b, api)
+}
+
 fn admin(dir: &Path) -> Api {
     Api {
         token: std::fs::read_to_string(dir.join("data0/admin.token"))
@@ -325,11 +335,8 @@ async fn a_partitioned_leader_stops_firing_before_its_lease_expires() {
 async fn replicas_share_sessions_and_refuse_unshared_stores_and_other_keys() {
     let Some(pg) = postgres() else { return };
     let url = pg.new_database();
-    let tmp = tempfile::tempdir().expect("tmp");
+    let (tmp, a, b, api) = two_replicas(&url);
     let dir = tmp.path();
-    let a = command(dir, 0, &url, true).start();
-    let b = command(dir, 1, &url, true).start();
-    let api = admin(dir);
     // An edit on A is what the next read on B returns, at once: no cache to go stale.
     api.minutely(&a, "delta").await;
     for n in 0..5 {
@@ -523,11 +530,8 @@ async fn db_copy_moves_an_installation_and_token_create_takes_database() {
 async fn a_purge_asked_of_a_follower_during_a_publish_leaves_nothing_behind() {
     let Some(pg) = postgres() else { return };
     let url = pg.new_database();
-    let tmp = tempfile::tempdir().expect("tmp");
+    let (tmp, a, b, api) = two_replicas(&url);
     let dir = tmp.path();
-    let a = command(dir, 0, &url, true).start();
-    let b = command(dir, 1, &url, true).start();
-    let api = admin(dir);
     assert!(a.is_leader().await && !b.is_leader().await);
     let spec = json!({"name": "big", "command": "./run.sh", "output_dir": "out"});
     let (s, v) = api.call_json(&a, "POST", "/api/jobs", &spec).await;

@@ -162,6 +162,39 @@ pub async fn show(
     Ok(Json(full_view(&s, &j).await?))
 }
 
+/// The job as it is (the caller must manage it: rights before the body, so that a caller who
+/// may not edit learns nothing from it) and the body's settings, GET's read-only fields left out.
+async fn edit(
+    s: &AppState,
+    caller: &crate::server::db::User,
+    name: &str,
+    body: &[u8],
+) -> ApiResult<(JobRow, serde_json::Map<String, serde_json::Value>)> {
+    let before = jobs::managed(s, caller, name).await?;
+    Ok((before, without_view_fields(parse_json(body)?)))
+}
+
+/// What a replace reset: each setting of `before` that `sent` left out and `after` changed.
+fn reset_warnings(before: &JobSpec, after: &JobSpec, sent: &[String]) -> Vec<serde_json::Value> {
+    let (old, new) = (
+        serde_json::to_value(before).unwrap_or_default(),
+        serde_json::to_value(after).unwrap_or_default(),
+    );
+    old.as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(field, was)| !sent.contains(field) && new.get(field.as_str()) != Some(was))
+        .map(|(field, was)| {
+            json!({
+                "field": field,
+                "message": format!(
+                    "not in the body, so reset to its default (it was {was}); PUT replaces the whole job, PATCH changes only what it names"
+                ),
+            })
+        })
+        .collect()
+}
+
 /// `PUT /api/jobs/{name}`.
 pub async fn update(
     State(s): State<AppState>,
@@ -169,29 +202,13 @@ pub async fn update(
     Path(name): Path<String>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<serde_json::Value>> {
-    // Rights before the body, so that a caller who may not edit learns nothing from it.
-    let before = jobs::managed(&s, &caller, &name).await?;
-    let fields = without_view_fields(parse_json(&body)?);
+    let (before, fields) = edit(&s, &caller, &name, &body).await?;
     let sent: Vec<String> = fields.keys().cloned().collect();
     let (spec, secrets) = spec_and_secrets(&serde_json::to_vec(&fields).unwrap_or_default())?;
     let row = jobs::update(&s, &caller, &name, &spec, None, &secrets).await?;
     let mut v = saved_view(&s, &row).await?;
-    // A replace resets what the body left out: say which settings that changed.
-    let (old, new) = (
-        serde_json::to_value(&before.spec).unwrap_or_default(),
-        serde_json::to_value(&row.spec).unwrap_or_default(),
-    );
-    if let (Some(old), Some(warnings)) = (old.as_object(), v["warnings"].as_array_mut()) {
-        for (field, was) in old {
-            if !sent.contains(field) && new.get(field) != Some(was) {
-                warnings.push(json!({
-                    "field": field,
-                    "message": format!(
-                        "not in the body, so reset to its default (it was {was}); PUT replaces the whole job, PATCH changes only what it names"
-                    ),
-                }));
-            }
-        }
+    if let Some(warnings) = v["warnings"].as_array_mut() {
+        warnings.extend(reset_warnings(&before.spec, &row.spec, &sent));
     }
     Ok(Json(v))
 }
@@ -205,8 +222,7 @@ pub async fn patch(
     Path(name): Path<String>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let before = jobs::managed(&s, &caller, &name).await?;
-    let mut changes = without_view_fields(parse_json(&body)?);
+    let (before, mut changes) = edit(&s, &caller, &name, &body).await?;
     let secrets = changes.remove("secrets");
     let mut merged = serde_json::to_value(&before.spec).unwrap_or_default();
     json_patch::merge(&mut merged, &serde_json::Value::Object(changes));

@@ -91,27 +91,18 @@ pub(super) async fn public_index(State(s): State<AppState>, headers: HeaderMap) 
         );
     }
     names.sort();
-    let rows: Vec<Listed> = names
-        .into_iter()
-        .map(|n| Listed {
-            href: Some(format!("/public/{n}/data/")),
-            name: n,
-            size: 0,
-            sha256: None,
-            modified: None,
-        })
-        .collect();
+    let data = |n: &str| format!("/public/{n}/data/");
     if wants_json(&headers) {
-        let jobs: Vec<_> = rows
+        let jobs: Vec<_> = names
             .iter()
-            .map(|r| json!({"job": r.name, "data": r.href}))
+            .map(|n| json!({"job": n, "data": data(n)}))
             .collect();
         return Json(jobs).into_response();
     }
     let body = html! {
         h1 { "Published data" }
-        @if rows.is_empty() { p { "No job has published data yet." } }
-        ul { @for r in &rows { li { a href=(r.href.as_deref().unwrap_or("")) { (r.name) } } } }
+        @if names.is_empty() { p { "No job has published data yet." } }
+        ul { @for n in &names { li { a href=(data(n)) { (n) } } } }
     };
     Html(super::pages::layout("Published data", None, None, body).into_string()).into_response()
 }
