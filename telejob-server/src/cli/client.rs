@@ -66,11 +66,20 @@ impl Client {
         &self,
         req: reqwest::RequestBuilder,
     ) -> anyhow::Result<reqwest::Response> {
-        let r = req
-            .bearer_auth(&self.token)
+        let r = self.raw(req).await?;
+        self.checked(r).await
+    }
+
+    /// Sends `req` with the token, whatever the answer.
+    async fn raw(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        req.bearer_auth(&self.token)
             .send()
             .await
-            .with_context(|| format!("cannot reach the server at {}", self.base))?;
+            .with_context(|| format!("cannot reach the server at {}", self.base))
+    }
+
+    /// `r` if it succeeded, else its error in one line (a 4xx is the user's mistake: exit 2).
+    async fn checked(&self, r: reqwest::Response) -> anyhow::Result<reqwest::Response> {
         if r.status().is_success() {
             return Ok(r);
         }
@@ -93,6 +102,18 @@ impl Client {
 
     pub(super) async fn json(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
         Ok(self.send(req).await?.json().await?)
+    }
+
+    /// The JSON answer, or `None` when the server says 404 (the thing does not exist).
+    pub(super) async fn json_or_none(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> anyhow::Result<Option<Value>> {
+        let r = self.raw(req).await?;
+        if r.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        Ok(Some(self.checked(r).await?.json().await?))
     }
 
     pub(super) fn url(&self, path: &str) -> String {

@@ -133,22 +133,25 @@ enum VisibilityArg {
     Private,
 }
 
-/// Parses `90s`, `175m`, `3h`, `1h30m`; a bare number is minutes.
+/// Parses `90s`, `175m`, `3h`, `1h30m`. A bare number is refused, naming the fix: `90` could
+/// mean seconds or minutes.
 pub fn parse_timeout(s: &str) -> Result<Duration, String> {
     let t = s.trim();
+    let positive = || "the timeout must be positive: use e.g. 90s, 175m or 3h".to_string();
     if t.starts_with('-') {
-        return Err("the timeout must be positive: use e.g. 90s, 175m or 3h".into());
+        return Err(positive());
     }
-    let d = if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
-        t.parse::<u64>()
-            .map(|m| Duration::from_secs(m * 60))
-            .map_err(|e| e.to_string())?
-    } else {
-        humantime::parse_duration(t)
-            .map_err(|e| format!("{s:?} is not a duration ({e}): use e.g. 90s, 175m or 3h"))?
-    };
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(if t.bytes().all(|b| b == b'0') {
+            positive()
+        } else {
+            format!("{t} has no unit: write {t}m for minutes (or {t}s, {t}h)")
+        });
+    }
+    let d = humantime::parse_duration(t)
+        .map_err(|e| format!("{s:?} is not a duration ({e}): use e.g. 90s, 175m or 3h"))?;
     if d.is_zero() {
-        return Err("the timeout must be positive: use e.g. 90s, 175m or 3h".into());
+        return Err(positive());
     }
     Ok(d)
 }
@@ -548,7 +551,7 @@ mod tests {
         assert_eq!(parse_timeout("175m"), Ok(Duration::from_secs(175 * 60)));
         assert_eq!(parse_timeout("3h"), Ok(Duration::from_secs(3 * 3600)));
         assert_eq!(parse_timeout("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_timeout("5"), Ok(Duration::from_secs(300)));
+        assert!(parse_timeout("5").is_err_and(|e| e.contains("5m")));
         for bad in ["0", "0s", "-5m", "soon", ""] {
             assert!(parse_timeout(bad).is_err(), "{bad}");
         }

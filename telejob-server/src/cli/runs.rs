@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use super::client::{Client, ServerArgs, print, run_line};
+use super::out::{Format, OutputArg};
 
 /// `telejob runs …`
 #[derive(Debug, Subcommand)]
@@ -16,6 +17,8 @@ pub enum RunsCmd {
         /// How many.
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// One run in full.
     Show {
@@ -24,6 +27,8 @@ pub enum RunsCmd {
         /// Wait up to this many seconds for it to finish.
         #[arg(long, default_value_t = 0)]
         wait: u64,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// A run's log (owners and maintainers).
     Log {
@@ -51,23 +56,26 @@ pub enum RunsCmd {
 pub async fn runs(a: ServerArgs, cmd: RunsCmd) -> anyhow::Result<ExitCode> {
     let c = Client::new(&a)?;
     match cmd {
-        RunsCmd::List { job, limit } => {
+        RunsCmd::List { job, limit, output } => {
             let runs = c
                 .json(
                     c.http
                         .get(c.url(&format!("/api/jobs/{job}/runs?limit={limit}"))),
                 )
                 .await?;
-            if runs.as_array().is_none_or(Vec::is_empty) {
+            let runs = runs.as_array().cloned().unwrap_or_default();
+            if output.output == Format::Json {
+                print(&serde_json::Value::Array(runs));
+            } else if runs.is_empty() {
                 eprintln!("No runs of {job} yet.");
-            }
-            for r in runs.as_array().into_iter().flatten() {
-                say!("{}", run_line(r));
+            } else {
+                list(&runs, output.output);
             }
         }
-        RunsCmd::Show { id, wait } => print(
+        RunsCmd::Show { id, wait, output } => super::out::show(
             &c.json(c.http.get(c.url(&format!("/api/runs/{id}?wait={wait}"))))
                 .await?,
+            output.output,
         ),
         RunsCmd::Replay { id, wait } => {
             let r = c
@@ -98,4 +106,36 @@ pub async fn runs(a: ServerArgs, cmd: RunsCmd) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `runs list` as a table; wide adds when it ran, its exit status and what it published.
+fn list(runs: &[serde_json::Value], format: Format) {
+    let text = |r: &serde_json::Value, k: &str| super::out::cell(&r[k]);
+    let mut header = vec!["ID", "STATE", "TRIGGER", "SCHEDULED FOR"];
+    if format == Format::Wide {
+        header.extend(["STARTED", "FINISHED", "EXIT", "FILES"]);
+    }
+    header.push("ERROR");
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            let mut row = vec![
+                text(r, "id"),
+                text(r, "state"),
+                text(r, "trigger"),
+                text(r, "scheduled_for"),
+            ];
+            if format == Format::Wide {
+                row.extend([
+                    super::out::cell(&r["phases"]["run_started"]),
+                    super::out::cell(&r["phases"]["finished"]),
+                    text(r, "exit_code"),
+                    r["published"].as_array().map_or(0, Vec::len).to_string(),
+                ]);
+            }
+            row.push(r["error"].as_str().unwrap_or("").to_string());
+            row
+        })
+        .collect();
+    super::out::table(&header, &rows);
 }

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use telejob_core::worker::{self, SshPublicKey, WorkerInstance, WorkerLaunch};
 
 use super::client::{Client, ServerArgs};
+use super::out::{Format, OutputArg};
 use crate::error::bad;
 
 /// `telejob worker …`
@@ -56,11 +57,13 @@ enum WorkerCmd {
         no_wait: bool,
     },
     /// Your workers.
-    List,
+    List(OutputArg),
     /// One worker.
     Show {
         /// The worker.
         name: String,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Make a worker live longer (within the server's maximum lifetime from its launch).
     Extend {
@@ -86,6 +89,7 @@ fn read_key(path: &std::path::Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).map_err(|e| bad(format!("--ssh-key {}: {e}", path.display())))
 }
 
+/// One worker in a line: name, state, type, address, end.
 fn line(w: &Value) -> String {
     format!(
         "{:<24} {:<10} {:<12} {:<16} ends {}",
@@ -95,6 +99,36 @@ fn line(w: &Value) -> String {
         w["address"].as_str().unwrap_or("-"),
         w["deadline"].as_str().unwrap_or("-")
     )
+}
+
+/// Prints workers as `-o` asks.
+fn list(all: &[Value], format: Format) {
+    if format == Format::Json {
+        say!("{}", serde_json::to_string_pretty(all).unwrap_or_default());
+        return;
+    }
+    if all.is_empty() {
+        eprintln!("No workers.");
+        return;
+    }
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .map(|w| {
+            let mut row: Vec<String> = ["name", "state", "instance_type", "address", "deadline"]
+                .iter()
+                .map(|k| super::out::cell(&w[*k]))
+                .collect();
+            if format == Format::Wide {
+                row.extend(["launched_at", "id"].map(|k| super::out::cell(&w[k])));
+            }
+            row
+        })
+        .collect();
+    let mut header = vec!["NAME", "STATE", "TYPE", "ADDRESS", "ENDS"];
+    if format == Format::Wide {
+        header.extend(["LAUNCHED", "ID"]);
+    }
+    super::out::table(&header, &rows);
 }
 
 /// Runs a `telejob worker` command.
@@ -166,21 +200,15 @@ async fn through_server(a: WorkerArgs) -> anyhow::Result<ExitCode> {
                 say!("{ssh}");
             }
         }
-        WorkerCmd::List => {
+        WorkerCmd::List(o) => {
             let all = c.json(c.http.get(c.url("/api/workers"))).await?;
-            if all.as_array().is_none_or(Vec::is_empty) {
-                eprintln!("No workers.");
-            }
-            for w in all.as_array().into_iter().flatten() {
-                say!("{}", line(w));
-            }
+            list(all.as_array().map_or(&[], Vec::as_slice), o.output);
         }
-        WorkerCmd::Show { name } => {
-            let w = c
-                .json(c.http.get(c.url(&format!("/api/workers/{name}"))))
-                .await?;
-            say!("{}", serde_json::to_string_pretty(&w).unwrap_or_default());
-        }
+        WorkerCmd::Show { name, output } => super::out::show(
+            &c.json(c.http.get(c.url(&format!("/api/workers/{name}"))))
+                .await?,
+            output.output,
+        ),
         WorkerCmd::Extend { name, by } => {
             let w = c
                 .json(
@@ -263,19 +291,19 @@ async fn direct(a: WorkerArgs) -> anyhow::Result<ExitCode> {
                 say!("{ssh}");
             }
         }
-        WorkerCmd::List => {
-            let all = ec2.list().await?;
-            if all.is_empty() {
-                eprintln!("No workers.");
-            }
-            for w in all {
-                say!("{}", instance_line(&w));
-            }
+        WorkerCmd::List(o) => {
+            let all: Vec<Value> = ec2
+                .list()
+                .await?
+                .iter()
+                .map(|w| serde_json::to_value(w).unwrap_or_default())
+                .collect();
+            list(&all, o.output);
         }
-        WorkerCmd::Show { name } => {
-            let w = found(&name, ec2.get(&name).await?)?;
-            say!("{}", serde_json::to_string_pretty(&w).unwrap_or_default());
-        }
+        WorkerCmd::Show { name, output } => super::out::show(
+            &serde_json::to_value(found(&name, ec2.get(&name).await?)?)?,
+            output.output,
+        ),
         WorkerCmd::Extend { name, by } => {
             let w = found(&name, ec2.get(&name).await?)?;
             let by = worker::parse_lifetime("by", &by)?;

@@ -204,6 +204,160 @@ async fn lists_say_when_they_are_empty_and_a_closed_pipe_ends_them_quietly() {
     );
 }
 
+#[tokio::test]
+async fn a_job_is_changed_from_the_cli_by_get_apply_and_edit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = serve(&dir.path().join("data"), &[]);
+    let code = dir.path().join("code");
+    std::fs::create_dir(&code).expect("mkdir");
+    std::fs::write(code.join("run.sh"), "mkdir -p output; echo hi").expect("write");
+    let cli = |args: &[&str], stdin: Option<&str>| {
+        let mut c = Command::new(telejob_bin!());
+        c.args(args)
+            .env("TELEJOB_SERVER", &srv.base)
+            .env("TELEJOB_TOKEN", &srv.token)
+            .env("API_KEY", "k-123456789")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().expect("telejob");
+        let mut input = child.stdin.take().expect("stdin");
+        if let Some(text) = stdin {
+            std::io::Write::write_all(&mut input, text.as_bytes()).expect("stdin");
+        }
+        drop(input);
+        let o = child.wait_with_output().expect("wait");
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    // One spelling per option: durations with units, --tz; limits, env and secrets as flags.
+    let (rc, _, err) = cli(
+        &[
+            "jobs",
+            "create",
+            "--name",
+            "edited",
+            "--code",
+            code.to_str().expect("utf8"),
+            "--cron",
+            "0 * * * *",
+            "--tz",
+            "Europe/Berlin",
+            "--timeout",
+            "3h",
+            "--env",
+            "A=1",
+            "--secret",
+            "API_KEY",
+            "--memory",
+            "1GiB",
+            "--processes",
+            "64",
+        ],
+        None,
+    );
+    assert_eq!(rc, Some(0), "{err}");
+    let (rc, _, err) = cli(
+        &[
+            "jobs",
+            "create",
+            "--name",
+            "unitless",
+            "--code",
+            code.to_str().expect("utf8"),
+            "--timeout",
+            "90",
+        ],
+        None,
+    );
+    assert_eq!(rc, Some(2));
+    assert!(err.contains("--timeout") && err.contains("90m"), "{err}");
+    let api = srv.admin();
+    let (_, before) = api.get("/api/jobs/edited").await;
+    assert_eq!(before["timeout_minutes"], 180, "{before}");
+    assert_eq!(before["limits"], json!({"memory": "1GiB", "processes": 64}));
+    // What `get` prints, `apply` takes back unchanged: no change, not even a save.
+    for format in ["json", "toml"] {
+        let (rc, file, err) = cli(&["jobs", "get", "edited", "-o", format], None);
+        assert_eq!(rc, Some(0), "{err}");
+        let (rc, out, err) = cli(&["jobs", "apply", "-f", "-"], Some(&file));
+        assert_eq!(rc, Some(0), "{format}: {err}");
+        assert_eq!(out.trim(), "edited unchanged", "{format}: {file}");
+    }
+    let (_, same) = api.get("/api/jobs/edited").await;
+    assert_eq!(
+        same["updated_at"], before["updated_at"],
+        "apply saved nothing"
+    );
+    // `edit` merges: the schedule, limits and secrets stay.
+    let (rc, out, err) = cli(
+        &["jobs", "edit", "edited", "--env", "B=2", "--timeout", "2h"],
+        None,
+    );
+    assert_eq!(rc, Some(0), "{err}");
+    assert!(
+        out.contains("+ env.B: \"2\"") && out.contains("~ timeout_minutes: 180 → 120"),
+        "{out}"
+    );
+    let (_, after) = api.get("/api/jobs/edited").await;
+    assert_eq!(after["env"], json!({"A": "1", "B": "2"}));
+    for kept in ["schedule", "limits", "secrets"] {
+        assert_eq!(after[kept], before[kept], "{kept}");
+    }
+    // A changed file is applied, saying what changes; a new name is created.
+    let (_, file, _) = cli(&["jobs", "get", "edited"], None);
+    let changed = file.replace("timeout_minutes = 120", "timeout_minutes = 45");
+    let (rc, out, err) = cli(&["jobs", "apply", "-f", "-"], Some(&changed));
+    assert_eq!(rc, Some(0), "{err}");
+    assert!(
+        out.contains("~ timeout_minutes: 120 → 45") && out.contains("configured edited"),
+        "{out}"
+    );
+    let (_, v) = api.get("/api/jobs/edited").await;
+    assert_eq!(v["timeout_minutes"], 45);
+    assert_eq!(
+        v["secrets"], before["secrets"],
+        "a file without secrets keeps them"
+    );
+    let copy = changed.replace("name = \"edited\"", "name = \"copied\"");
+    let (rc, out, err) = cli(
+        &[
+            "jobs",
+            "apply",
+            "-f",
+            "-",
+            "--code",
+            code.to_str().expect("utf8"),
+        ],
+        Some(&copy),
+    );
+    assert_eq!(rc, Some(0), "{err}");
+    assert!(out.contains("created copied"), "{out}");
+    let (_, v) = api.get("/api/jobs/copied").await;
+    assert_eq!(v["schedule"], before["schedule"]);
+    assert!(v["code_sha256"].is_string(), "{v}");
+    // Lists and shows as JSON, for scripts.
+    let (rc, out, _) = cli(&["jobs", "list", "-o", "json"], None);
+    assert_eq!(rc, Some(0));
+    let names: Vec<String> = serde_json::from_str::<Vec<Value>>(&out)
+        .expect("json")
+        .iter()
+        .filter_map(|j| j["name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(names, ["copied", "edited"]);
+    let (_, out, _) = cli(&["jobs", "show", "edited", "-o", "json"], None);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).expect("json")["name"],
+        "edited"
+    );
+    let (rc, _, err) = cli(&["jobs", "edit", "edited"], None);
+    assert_eq!(rc, Some(2));
+    assert!(err.contains("nothing to change"), "{err}");
+}
+
 /// A job whose runs sleep until cancelled.
 async fn admin_sleeper(api: &Api) {
     api.create_with_code(

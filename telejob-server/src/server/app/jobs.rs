@@ -26,6 +26,36 @@ pub fn code_key(job: &str, sha256: &str) -> String {
     format!("{job}/code/{sha256}.tar")
 }
 
+/// The fields of a job's view that are not settings (`GET`'s answer can be sent back as it is):
+/// its owner, state, descriptions, times, code versions, warnings, and the names of its
+/// secrets (a list; secrets are changed with an object of `NAME: "value"`).
+pub fn without_view_fields(
+    mut fields: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
+    for k in [
+        "owner",
+        "paused",
+        "expired",
+        "schedule_description",
+        "cron_line",
+        "next_run",
+        "code_sha256",
+        "created_at",
+        "updated_at",
+        "code_versions",
+        "warnings",
+    ] {
+        fields.remove(k);
+    }
+    if fields
+        .get("secrets")
+        .is_some_and(serde_json::Value::is_array)
+    {
+        fields.remove("secrets");
+    }
+    fields
+}
+
 /// A job `user` may see (public jobs are visible to every user).
 ///
 /// # Errors

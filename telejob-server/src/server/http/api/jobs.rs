@@ -171,7 +171,7 @@ async fn edit(
     body: &[u8],
 ) -> ApiResult<(JobRow, serde_json::Map<String, serde_json::Value>)> {
     let before = jobs::managed(s, caller, name).await?;
-    Ok((before, without_view_fields(parse_json(body)?)))
+    Ok((before, jobs::without_view_fields(parse_json(body)?)))
 }
 
 /// What a replace reset: each setting of `before` that `sent` left out and `after` changed.
@@ -238,36 +238,6 @@ pub async fn patch(
     }
     let row = jobs::update(&s, &caller, &name, &spec, None, &secrets).await?;
     Ok(Json(saved_view(&s, &row).await?))
-}
-
-/// The fields of a job's view that are not settings (`GET`'s answer can be sent back as it is):
-/// its owner, state, descriptions, times, code versions, warnings, and the names of its
-/// secrets (a list; secrets are changed with an object of `NAME: "value"`).
-fn without_view_fields(
-    mut fields: serde_json::Map<String, serde_json::Value>,
-) -> serde_json::Map<String, serde_json::Value> {
-    for k in [
-        "owner",
-        "paused",
-        "expired",
-        "schedule_description",
-        "cron_line",
-        "next_run",
-        "code_sha256",
-        "created_at",
-        "updated_at",
-        "code_versions",
-        "warnings",
-    ] {
-        fields.remove(k);
-    }
-    if fields
-        .get("secrets")
-        .is_some_and(serde_json::Value::is_array)
-    {
-        fields.remove("secrets");
-    }
-    fields
 }
 
 #[derive(Debug, Deserialize)]

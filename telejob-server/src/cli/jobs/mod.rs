@@ -1,4 +1,8 @@
-//! `telejob jobs …`: create, list, show, run now, pause, resume, backfill, delete.
+//! `telejob jobs …`: create, list, show, get, apply, edit, code, run now, pause, resume,
+//! backfill, delete.
+
+mod apply;
+mod settings;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,8 +10,11 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use super::client::{Client, ServerArgs, exit_for, print, run_line};
+use super::client::{Client, ServerArgs, exit_for, run_line};
+use super::out::{Format, OutputArg};
 use crate::error::bad;
+pub use apply::{ApplyArgs, EditArgs, GetArgs};
+pub use settings::SettingsArgs;
 
 /// `telejob jobs …`
 #[derive(Debug, Subcommand)]
@@ -15,11 +22,29 @@ pub enum JobsCmd {
     /// Create a job from a code tarball (or directory) and schedule it.
     Create(Box<CreateArgs>),
     /// List the jobs you can see.
-    List,
-    /// Show a job, its schedule and next run.
+    List(OutputArg),
+    /// Show a job: its settings, state, schedule, next run and code versions.
     Show {
         /// The job.
         name: String,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Print a job's settings as a file `jobs apply -f` takes unchanged.
+    Get(GetArgs),
+    /// Create or update jobs from a file (TOML or JSON; `-` reads standard input): prints what
+    /// changes, and changes nothing when the file says what the job already is.
+    Apply(ApplyArgs),
+    /// Change some of a job's settings; the others stay as they are.
+    Edit(Box<EditArgs>),
+    /// Upload a new code version of a job (a tarball, or a directory packed as `telejob
+    /// package` does); it becomes the current one.
+    Code {
+        /// The job.
+        name: String,
+        /// The tarball or directory.
+        #[arg(value_name = "TARBALL|DIR")]
+        code: PathBuf,
     },
     /// Run a job now (does not consume a scheduled slot).
     RunNow {
@@ -87,71 +112,31 @@ pub struct CreateArgs {
     /// The code: a tarball or a directory (packed as `telejob package` does).
     #[arg(long, value_name = "TARBALL|DIR")]
     code: PathBuf,
-    /// The bash command line, run from the code root.
-    #[arg(long, default_value = "./run.sh")]
-    command: String,
-    /// The directory whose files are published, relative to the code root.
-    #[arg(long, default_value = "output")]
-    output_dir: String,
-    /// daily, weekly (with --day-of-week), monthly (with --day-of-month) or cron (with --cron).
-    #[arg(long, default_value = "daily")]
-    frequency: String,
-    /// For weekly jobs: monday … sunday.
-    #[arg(long)]
-    day_of_week: Option<String>,
-    /// For monthly jobs: 1–31 (29–31: the last day of shorter months).
-    #[arg(long)]
-    day_of_month: Option<u8>,
-    /// HH:MM in --timezone (default noon: yesterday's data may arrive late).
-    #[arg(long, default_value = "12:00")]
-    at: String,
-    /// A five-field cron expression (with --frequency cron).
-    #[arg(long, allow_hyphen_values = true)]
-    cron: Option<String>,
-    /// IANA time zone (default UTC).
-    #[arg(long)]
-    timezone: Option<String>,
-    /// Minutes after which the run is killed.
-    #[arg(long, default_value_t = 120)]
-    timeout_minutes: u32,
-    /// public or private output.
-    #[arg(long, default_value = "public")]
-    visibility: String,
-    /// More fields as JSON (policies, env, notify…), merged over the flags.
-    #[arg(long, value_name = "JSON")]
-    extra: Option<String>,
+    #[command(flatten)]
+    settings: SettingsArgs,
 }
 
 pub async fn jobs(a: ServerArgs, cmd: JobsCmd) -> anyhow::Result<ExitCode> {
     let c = Client::new(&a)?;
     match cmd {
         JobsCmd::Create(x) => create(&c, *x).await?,
-        JobsCmd::List => {
-            let jobs = c.json(c.http.get(c.url("/api/jobs"))).await?;
-            if jobs.as_array().is_none_or(Vec::is_empty) {
-                // On standard error, as kubectl does: a script counting lines counts none.
-                eprintln!("No jobs.");
-            }
-            for j in jobs.as_array().into_iter().flatten() {
-                say!(
-                    "{:<24} {:<8} {:<40} next {}",
-                    j["name"].as_str().unwrap_or(""),
-                    if j["paused"].as_bool() == Some(true) {
-                        "paused"
-                    } else if j["expired"].as_bool() == Some(true) {
-                        "expired"
-                    } else {
-                        "active"
-                    },
-                    j["schedule_description"].as_str().unwrap_or(""),
-                    j["next_run"].as_str().unwrap_or("-")
-                );
-            }
-        }
-        JobsCmd::Show { name } => print(
+        JobsCmd::List(o) => list(&c, o.output).await?,
+        JobsCmd::Show { name, output } => super::out::show(
             &c.json(c.http.get(c.url(&format!("/api/jobs/{name}"))))
                 .await?,
+            output.output,
         ),
+        JobsCmd::Get(a) => apply::get(&c, a).await?,
+        JobsCmd::Apply(a) => apply::apply(&c, a).await?,
+        JobsCmd::Edit(a) => apply::edit(&c, *a).await?,
+        JobsCmd::Code { name, code } => {
+            let up = upload(&c, &name, read_code(&code)?).await?;
+            warn(&[&up]);
+            say!(
+                "{name}: code {} is current",
+                up["sha256"].as_str().unwrap_or("")
+            );
+        }
         JobsCmd::RunNow { name, wait } => {
             let r = c
                 .json(c.http.post(c.url(&format!("/api/jobs/{name}/runs"))))
@@ -207,54 +192,101 @@ pub async fn jobs(a: ServerArgs, cmd: JobsCmd) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `jobs list`.
+async fn list(c: &Client, format: Format) -> anyhow::Result<()> {
+    let jobs = c.json(c.http.get(c.url("/api/jobs"))).await?;
+    let jobs = jobs.as_array().cloned().unwrap_or_default();
+    if format == Format::Json {
+        super::client::print(&Value::Array(jobs));
+        return Ok(());
+    }
+    if jobs.is_empty() {
+        // On standard error, as kubectl does: a script counting lines counts none.
+        eprintln!("No jobs.");
+        return Ok(());
+    }
+    let state = |j: &Value| {
+        if j["paused"].as_bool() == Some(true) {
+            "paused"
+        } else if j["expired"].as_bool() == Some(true) {
+            "expired"
+        } else {
+            "active"
+        }
+    };
+    let text = |j: &Value, k: &str| j[k].as_str().unwrap_or("-").to_string();
+    let rows: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|j| {
+            let mut row = vec![
+                text(j, "name"),
+                state(j).into(),
+                text(j, "schedule_description"),
+                text(j, "next_run"),
+            ];
+            if format == Format::Wide {
+                row.extend([
+                    text(j, "owner"),
+                    text(j, "output_visibility"),
+                    format!("{}m", j["timeout_minutes"].as_u64().unwrap_or(0)),
+                    text(j, "command"),
+                ]);
+            }
+            row
+        })
+        .collect();
+    let mut header = vec!["NAME", "STATE", "SCHEDULE", "NEXT RUN"];
+    if format == Format::Wide {
+        header.extend(["OWNER", "VISIBILITY", "TIMEOUT", "COMMAND"]);
+    }
+    super::out::table(&header, &rows);
+    Ok(())
+}
+
+/// The bytes of `--code`: a tarball as it is, a directory packed.
+fn read_code(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    if path.is_dir() {
+        let mut buf = Vec::new();
+        telejob_core::agent::archive::pack_dir(path, &mut buf)?;
+        Ok(buf)
+    } else {
+        std::fs::read(path).map_err(|e| bad(format!("code {}: {e}", path.display())))
+    }
+}
+
+/// Uploads `code` as job `name`'s new current code version.
+async fn upload(c: &Client, name: &str, code: Vec<u8>) -> anyhow::Result<Value> {
+    c.json(
+        c.http
+            .put(c.url(&format!("/api/jobs/{name}/code")))
+            .body(code),
+    )
+    .await
+}
+
+/// Prints the `warnings` of each answer on standard error: they never block.
+fn warn(answers: &[&Value]) {
+    for w in answers
+        .iter()
+        .filter_map(|a| a["warnings"].as_array())
+        .flatten()
+    {
+        eprintln!(
+            "warning: {}: {}",
+            w["field"].as_str().unwrap_or(""),
+            w["message"].as_str().unwrap_or("")
+        );
+    }
+}
+
 /// `jobs create`: the job, then its code; a job whose code upload fails is deleted again.
 async fn create(c: &Client, x: CreateArgs) -> anyhow::Result<()> {
-    let mut schedule = json!({"frequency": x.frequency, "time_of_day": x.at});
-    if let Some(d) = x.day_of_week {
-        schedule["day_of_week"] = json!(d);
-    }
-    if let Some(d) = x.day_of_month {
-        schedule["day_of_month"] = json!(d);
-    }
-    if let Some(e) = x.cron {
-        schedule["cron"] = json!(e);
-        schedule["frequency"] = json!("cron");
-        schedule.as_object_mut().map(|o| o.remove("time_of_day"));
-    }
-    if let Some(tz) = x.timezone {
-        schedule["timezone"] = json!(tz);
-    }
-    let mut body = json!({
-        "name": x.name, "command": x.command, "output_dir": x.output_dir, "schedule": schedule,
-        "timeout_minutes": x.timeout_minutes, "output_visibility": x.visibility,
-    });
-    if let Some(extra) = x.extra {
-        let extra: Value =
-            serde_json::from_str(&extra).map_err(|e| bad(format!("--extra: not JSON: {e}")))?;
-        for (k, v) in extra
-            .as_object()
-            .ok_or_else(|| bad("--extra: give a JSON object"))?
-        {
-            body[k] = v.clone();
-        }
-    }
-    let code = if x.code.is_dir() {
-        let mut buf = Vec::new();
-        telejob_core::agent::archive::pack_dir(&x.code, &mut buf)?;
-        buf
-    } else {
-        std::fs::read(&x.code).map_err(|e| bad(format!("--code {}: {e}", x.code.display())))?
-    };
+    let mut body = settings::without_nulls(Value::Object(x.settings.patch()?));
+    body["name"] = json!(x.name);
+    let code = read_code(&x.code)?;
     let job = c.json(c.http.post(c.url("/api/jobs")).json(&body)).await?;
     let name = job["name"].as_str().unwrap_or_default().to_string();
-    let up = c
-        .json(
-            c.http
-                .put(c.url(&format!("/api/jobs/{name}/code")))
-                .body(code),
-        )
-        .await;
-    let up = match up {
+    let up = match upload(c, &name, code).await {
         Ok(up) => up,
         Err(e) => {
             // Leave nothing half-made behind.
@@ -267,18 +299,7 @@ async fn create(c: &Client, x: CreateArgs) -> anyhow::Result<()> {
             return Err(e);
         }
     };
-    // Warnings never block: what the spec and the code say, on stderr.
-    for w in [&job["warnings"], &up["warnings"]]
-        .into_iter()
-        .filter_map(Value::as_array)
-        .flatten()
-    {
-        eprintln!(
-            "warning: {}: {}",
-            w["field"].as_str().unwrap_or(""),
-            w["message"].as_str().unwrap_or("")
-        );
-    }
+    warn(&[&job, &up]);
     let job = c
         .json(c.http.get(c.url(&format!("/api/jobs/{name}"))))
         .await?;
