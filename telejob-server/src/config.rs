@@ -17,6 +17,9 @@ pub struct Config {
     pub listen: Option<String>,
     /// Data directory (default ./telejob-data).
     pub data_dir: Option<PathBuf>,
+    /// The address users reach the dashboard at, for the links notifications carry (default
+    /// `http://` + `listen`).
+    pub public_url: Option<String>,
     /// Where published output goes: a directory or file:// URL (default <data_dir>/public).
     pub public_store: Option<String>,
     /// Runs at once on this host (default: the number of CPUs); more wait in a queue.

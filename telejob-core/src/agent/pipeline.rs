@@ -92,6 +92,9 @@ pub struct Pipeline {
     /// Asked before each batch of published files and before the manifest (`None`: always
     /// write).
     pub fence: Option<Arc<dyn crate::store::PublishFence>>,
+    /// How often the log of a run in flight is copied to the private store while it grows
+    /// (one more second per MiB shipped), so that it can be followed before the run ends.
+    pub log_ship_every: std::time::Duration,
 }
 
 /// The outcome of [`Pipeline::run`]: the run record and, for failed runs, the error.
@@ -133,6 +136,7 @@ impl Pipeline {
             scratch_dir: std::env::temp_dir(),
             interactive: false,
             fence: None,
+            log_ship_every: std::time::Duration::from_secs(2),
         }
     }
 
@@ -519,6 +523,8 @@ impl Pipeline {
         ctx.run.phases.run_started = Some(Utc::now());
         self.set_state(ctx, RunState::Running).await;
         let t = Instant::now();
+        let shipped = CancellationToken::new();
+        let shipper = self.ship_log(keys::log(&req.job, &req.run_id), &ws.log, &shipped);
         let exec = execute(
             ExecSpec {
                 command: req.command.clone(),
@@ -543,8 +549,15 @@ impl Pipeline {
                 },
             },
             &self.sandbox,
-        )
-        .await;
+        );
+        let (exec, ()) = tokio::join!(
+            async {
+                let exec = exec.await;
+                shipped.cancel();
+                exec
+            },
+            shipper
+        );
         ctx.durations.run_ms = ms(t);
         ctx.run.phases.run_ended = Some(Utc::now());
         // The log is kept whatever happened.
@@ -713,6 +726,39 @@ impl Pipeline {
         match v {
             Visibility::Public => self.stores.public.clone(),
             Visibility::Private => self.stores.private.clone(),
+        }
+    }
+
+    /// Copies the log at `path` to `key` while it grows, until `done` (the full log is stored
+    /// after that, by [`Self::store_log`]). An interactive command has no log to ship.
+    async fn ship_log(&self, key: String, path: &Path, done: &CancellationToken) {
+        if self.interactive {
+            return;
+        }
+        let mut shipped = 0u64;
+        loop {
+            let wait = self.log_ship_every + std::time::Duration::from_millis(shipped >> 10);
+            tokio::select! {
+                () = done.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+            let len = tokio::fs::metadata(path).await.map_or(0, |m| m.len());
+            if len == shipped {
+                continue;
+            }
+            let Ok(log) = tokio::fs::read(path).await else {
+                continue;
+            };
+            let opts = PutOptions::default().with_content_type("text/plain; charset=utf-8");
+            if self
+                .stores
+                .private
+                .put(&key, log.into(), opts)
+                .await
+                .is_ok()
+            {
+                shipped = len;
+            }
         }
     }
 

@@ -559,6 +559,44 @@ async fn secrets_reach_the_job_and_are_masked_in_its_log() {
 }
 
 #[tokio::test]
+async fn the_log_of_a_run_in_flight_is_in_the_store_before_it_ends() {
+    let mut fx = Fx::new();
+    fx.pipeline.log_ship_every = Duration::from_millis(100);
+    let code = fx.tarball(
+        "l.tgz",
+        &[(
+            "run.sh",
+            "mkdir -p output; echo first; sleep 3; echo second",
+            0o755,
+        )],
+    );
+    let req = request("live", &code, "./run.sh", Duration::from_secs(30));
+    let key = keys::log(&req.job, &req.run_id);
+    let run = fx.run(&req);
+    let watch = async {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(3) {
+            if let Ok(log) = fx.private.get(&key).await {
+                return String::from_utf8_lossy(&log).into_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        String::new()
+    };
+    let (out, early) = tokio::join!(run, watch);
+    assert!(
+        early.contains("first") && !early.contains("second"),
+        "{early:?}"
+    );
+    assert_eq!(out.run.state, RunState::Succeeded, "{:?}", out.error);
+    let log = fx.private.get(&key).await.expect("log");
+    assert!(
+        String::from_utf8_lossy(&log).contains("second"),
+        "the full log last"
+    );
+}
+
+#[tokio::test]
 async fn a_sweep_removes_only_abandoned_workspaces() {
     let fx = Fx::new();
     let scratch = fx.pipeline.scratch_dir.clone();

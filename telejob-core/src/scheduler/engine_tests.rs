@@ -376,6 +376,20 @@ async fn failures_retry_with_exponential_backoff_and_timeouts_only_when_asked() 
         keys.contains(&"slot:2014-03-08T12:00:00Z#retry2"),
         "{keys:?}"
     );
+    // The slot's final outcome is told once; the attempts before it are retries.
+    let of_r: Vec<EventKind> = fx
+        .events
+        .0
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|e| e.job.as_str() == "r")
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        of_r,
+        [EventKind::Retrying, EventKind::Retrying, EventKind::Failed]
+    );
     s.shutdown().await;
 }
 

@@ -366,23 +366,40 @@ impl Scheduler {
             }
         };
         let notify = spec.notify.clone();
+        let retryable = matches!(run.state, RunState::Failed | RunState::Interrupted)
+            || (run.state == RunState::TimedOut && spec.retry_on_timeout);
+        let scheduled = matches!(trigger, Trigger::Scheduled | Trigger::Retry);
+        let retry = retryable && scheduled && attempt < spec.max_retries;
+        let delay = u64::from(spec.retry_backoff_seconds).saturating_mul(1 << attempt.min(20));
+        let why = match run.state {
+            RunState::TimedOut => {
+                let m = spec.timeout_minutes;
+                format!(
+                    "timed out after {m} minute{}",
+                    if m == 1 { "" } else { "s" }
+                )
+            }
+            _ => format!("failed: {}", run.error.clone().unwrap_or_default()),
+        };
         match run.state {
-            RunState::Failed => {
+            RunState::Failed | RunState::TimedOut if retry => {
                 let msg = format!(
-                    "run {} failed: {}",
+                    "run {} {why}; retry {} of {} in {}",
                     run.id,
-                    run.error.clone().unwrap_or_default()
+                    attempt + 1,
+                    spec.max_retries,
+                    humantime::format_duration(std::time::Duration::from_secs(delay))
                 );
+                self.event(EventKind::Retrying, &job, Some(run.clone()), msg, notify)
+                    .await;
+            }
+            RunState::Failed => {
+                let msg = format!("run {} {why}", run.id);
                 self.event(EventKind::Failed, &job, Some(run.clone()), msg, notify)
                     .await;
             }
             RunState::TimedOut => {
-                let m = spec.timeout_minutes;
-                let msg = format!(
-                    "run {} timed out after {m} minute{}",
-                    run.id,
-                    if m == 1 { "" } else { "s" }
-                );
+                let msg = format!("run {} {why}", run.id);
                 self.event(EventKind::TimedOut, &job, Some(run.clone()), msg, notify)
                     .await;
             }
@@ -393,11 +410,7 @@ impl Scheduler {
             }
             _ => {}
         }
-        let retryable = matches!(run.state, RunState::Failed | RunState::Interrupted)
-            || (run.state == RunState::TimedOut && spec.retry_on_timeout);
-        let scheduled = matches!(trigger, Trigger::Scheduled | Trigger::Retry);
-        if retryable && scheduled && attempt < spec.max_retries {
-            let delay = u64::from(spec.retry_backoff_seconds).saturating_mul(1 << attempt.min(20));
+        if retry {
             let at = self.inner.parts.clock.now()
                 + chrono::Duration::seconds(delay.min(i64::MAX as u64) as i64);
             self.lock().push(

@@ -14,8 +14,10 @@ use crate::run::Run;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
-    /// A run failed.
+    /// A slot's run failed for good (its last attempt).
     Failed,
+    /// A run failed and will be retried (its slot's final outcome comes later, once).
+    Retrying,
     /// A run timed out.
     TimedOut,
     /// A slot was missed (downtime, or overlap = forbid).

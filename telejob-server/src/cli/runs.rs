@@ -30,10 +30,14 @@ pub enum RunsCmd {
         #[command(flatten)]
         output: OutputArg,
     },
-    /// A run's log (owners and maintainers).
+    /// A run's log (owners and maintainers); a run in flight has one a few seconds behind.
     Log {
         /// The run id.
         id: String,
+        /// Keep printing as the run prints, until it ends; then exit with its outcome (0
+        /// succeeded, 1 failed, 124 timed out).
+        #[arg(short, long)]
+        follow: bool,
     },
     /// Run again exactly what a run ran: its code version, command, output directory,
     /// environment, timeout and scheduled-for time (the job's current secrets apply). Prints
@@ -96,7 +100,20 @@ pub async fn runs(a: ServerArgs, cmd: RunsCmd) -> anyhow::Result<ExitCode> {
             let run = c.wait_run(&id).await?;
             say!("{}", run_line(&run));
         }
-        RunsCmd::Log { id } => {
+        RunsCmd::Log { id, follow: true } => {
+            let mut r = c
+                .send(
+                    c.http
+                        .get(c.url(&format!("/api/runs/{id}/log?follow=true"))),
+                )
+                .await?;
+            while let Some(part) = r.chunk().await? {
+                super::out::bytes(&part);
+            }
+            let run = c.wait_run(&id).await?;
+            return Ok(super::client::exit_for(&run));
+        }
+        RunsCmd::Log { id, follow: false } => {
             let body = c
                 .send(c.http.get(c.url(&format!("/api/runs/{id}/log"))))
                 .await?

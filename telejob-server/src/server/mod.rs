@@ -121,6 +121,14 @@ pub async fn build(settings: Settings) -> anyhow::Result<Server> {
     let notifier: Arc<dyn telejob_core::scheduler::notify::Notifier> =
         Arc::new(app::notify::ServerNotifier::new(
             db.clone(),
+            app::notify::RunLinks {
+                // Unset, the address bound (a port 0 given is known only now).
+                public_url: match (&cfg.public_url, listener.local_addr()) {
+                    (None, Ok(addr)) => format!("http://{addr}"),
+                    _ => settings.public_url.clone(),
+                },
+                logs: stores.private.clone(),
+            },
             cfg.smtp.clone(),
             cfg.allow_private_targets(),
         )?);

@@ -51,6 +51,7 @@ pub fn documented_defaults() -> Vec<(&'static str, String)> {
     vec![
         ("listen", d::LISTEN.to_string()),
         ("data_dir", format!("./{}", d::DATA_DIR)),
+        ("public_url", "http://<listen>".to_string()),
         ("lease_seconds", d::LEASE_SECONDS.to_string()),
         ("max_code_bytes", d::MAX_CODE_BYTES.to_string()),
         (
@@ -90,6 +91,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// The address to listen on.
     pub listen: String,
+    /// The dashboard's address as users reach it (no trailing `/`).
+    pub public_url: String,
     /// The database.
     pub database: Location,
     /// Where published output goes.
@@ -168,7 +171,19 @@ impl Settings {
             }
         };
         let secs = |v: Option<u64>, default: u64| Duration::from_secs(v.unwrap_or(default));
+        let public_url = match &cfg.public_url {
+            Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
+                u.trim_end_matches('/').to_string()
+            }
+            Some(u) => {
+                return Err(bad(format!(
+                    "config public_url = {u:?}: give the http:// or https:// address users reach the dashboard at"
+                )));
+            }
+            None => format!("http://{listen}"),
+        };
         let s = Self {
+            public_url,
             listen,
             database,
             public_store,

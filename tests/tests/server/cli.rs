@@ -358,6 +358,58 @@ async fn a_job_is_changed_from_the_cli_by_get_apply_and_edit() {
     assert!(err.contains("nothing to change"), "{err}");
 }
 
+#[tokio::test]
+async fn runs_log_follow_prints_lines_while_the_run_prints_and_ends_with_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = serve(&dir.path().join("data"), &[]);
+    let api = srv.admin();
+    api.create_with_code(
+        json!({"name": "talker"}),
+        &[(
+            "run.sh",
+            "mkdir -p output; echo first; sleep 6; echo second",
+            0o755,
+        )],
+    )
+    .await;
+    let id = api.start_run("talker").await;
+    let mut child = Command::new(telejob_bin!())
+        .args(["runs", "log", &id, "--follow"])
+        .env("TELEJOB_SERVER", &srv.base)
+        .env("TELEJOB_TOKEN", &srv.token)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("telejob");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = loop {
+        let line = rx.recv_timeout(Duration::from_secs(30)).expect("a line");
+        if line == "first" {
+            break line;
+        }
+    };
+    let (_, run) = api.get(&format!("/api/runs/{id}")).await;
+    assert_eq!(
+        run["state"], "running",
+        "{first} came while the run printed: {run}"
+    );
+    let rest: Vec<String> = rx.iter().collect();
+    assert!(rest.contains(&"second".to_string()), "{rest:?}");
+    let status = child.wait().expect("wait");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "it ends with the run, and as it ended"
+    );
+    let (_, run) = api.get(&format!("/api/runs/{id}")).await;
+    assert_eq!(run["state"], "succeeded");
+}
+
 /// A job whose runs sleep until cancelled.
 async fn admin_sleeper(api: &Api) {
     api.create_with_code(

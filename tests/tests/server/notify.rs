@@ -48,6 +48,69 @@ async fn failures_are_sent_to_the_webhook_once_and_a_dead_webhook_changes_nothin
     assert_eq!(api.get("/healthz").await.0, 200);
 }
 
+#[tokio::test]
+async fn a_slot_retried_once_is_told_failed_once_with_its_run_page_and_log_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("telejob.toml");
+    std::fs::write(
+        &cfg,
+        "public_url = \"https://telejob.example.org/\"\n[notify]\nallow_private_targets = true\n",
+    )
+    .expect("config");
+    let srv = serve(
+        &dir.path().join("data"),
+        &["--config", cfg.to_str().expect("utf8")],
+    );
+    let api = Api::new(&srv, Some(&srv.token));
+    let (url, rx) = webhook_sink();
+    let script = "for i in $(seq 1 30); do echo \"line $i\"; done; echo 'it broke' >&2; exit 3";
+    api.create_with_code(
+        json!({"name": "flaky", "notify": {"webhook": url}, "max_retries": 1,
+            "retry_backoff_seconds": 1,
+            "schedule": {"frequency": "cron", "cron": "* * * * *"}}),
+        &[("run.sh", script, 0o755)],
+    )
+    .await;
+    // The first slot: its attempt, then the retry; one event each, the last one `failed`.
+    let mut events = Vec::new();
+    while events.len() < 2 {
+        let body = rx
+            .recv_timeout(Duration::from_secs(90))
+            .expect("the slot fires within the minute");
+        events.push(serde_json::from_str::<Value>(&body).expect("json"));
+    }
+    assert_eq!(
+        api.post_json("/api/jobs/flaky/pause", &json!({})).await.0,
+        200
+    );
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(kinds, ["retrying", "failed"], "{events:?}");
+    assert_eq!(
+        events[0]["run"]["scheduled_for"],
+        events[1]["run"]["scheduled_for"]
+    );
+    let failed = &events[1];
+    let id = failed["run"]["id"].as_str().expect("run id");
+    assert_eq!(
+        failed["run_url"],
+        format!("https://telejob.example.org/runs/{id}")
+    );
+    let tail = failed["log_tail"].as_str().expect("log tail");
+    assert_eq!(tail.lines().count(), 20, "{tail}");
+    assert!(
+        tail.ends_with("it broke") && tail.contains("line 30"),
+        "{tail}"
+    );
+    assert!(
+        !tail.contains("line 10\n"),
+        "only the last 20 lines: {tail}"
+    );
+    assert!(
+        rx.recv_timeout(Duration::from_secs(3)).is_err(),
+        "nothing more for that slot"
+    );
+}
+
 /// A minimal SMTP server that accepts one message and hands over its DATA.
 fn smtp_sink() -> (u16, std::sync::mpsc::Receiver<String>) {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -9,6 +9,7 @@ pub mod example;
 pub mod fence;
 pub mod jobs;
 pub mod late;
+pub mod logs;
 pub mod metrics;
 pub mod notify;
 pub mod published;

@@ -16,10 +16,31 @@ use crate::server::db::Db;
 /// Attempts per delivery.
 const ATTEMPTS: u32 = 5;
 
+/// Lines of a run's log a notification carries.
+const LOG_TAIL_LINES: usize = 20;
+
+/// What a run's notification links to and quotes: the dashboard and the run's (masked) log.
+#[derive(Clone)]
+pub struct RunLinks {
+    /// The dashboard's address (`public_url`), without a trailing `/`.
+    pub public_url: String,
+    /// The private store, where run logs are.
+    pub logs: std::sync::Arc<dyn telejob_core::store::Store>,
+}
+
+impl std::fmt::Debug for RunLinks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunLinks")
+            .field("public_url", &self.public_url)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Delivers job events.
 #[derive(Debug, Clone)]
 pub struct ServerNotifier {
     db: Db,
+    links: RunLinks,
     http: reqwest::Client,
     smtp: Option<SmtpConfig>,
     first_backoff: Duration,
@@ -29,7 +50,12 @@ pub struct ServerNotifier {
 impl ServerNotifier {
     /// A notifier recording deliveries in `db`; webhooks go to public addresses only, unless
     /// `allow_private` (see [`super::targets`]).
-    pub fn new(db: Db, smtp: Option<SmtpConfig>, allow_private: bool) -> anyhow::Result<Self> {
+    pub fn new(
+        db: Db,
+        links: RunLinks,
+        smtp: Option<SmtpConfig>,
+        allow_private: bool,
+    ) -> anyhow::Result<Self> {
         let mut http = reqwest::Client::builder()
             .timeout(Duration::from_secs(15))
             .user_agent(concat!("telejob/", env!("CARGO_PKG_VERSION")))
@@ -40,6 +66,7 @@ impl ServerNotifier {
         }
         Ok(Self {
             db,
+            links,
             http: http.build()?,
             smtp,
             first_backoff: Duration::from_secs(1),
@@ -47,8 +74,19 @@ impl ServerNotifier {
         })
     }
 
+    /// The run's page and the last lines of its log, for an event about a run.
+    async fn run_details(&self, ev: &JobEvent) -> Option<(String, String)> {
+        let run = ev.run.as_ref()?;
+        let url = format!("{}/runs/{}", self.links.public_url, run.id);
+        let tail = super::logs::tail(self.links.logs.as_ref(), run, LOG_TAIL_LINES)
+            .await
+            .unwrap_or_default();
+        Some((url, tail))
+    }
+
     async fn webhook(&self, url: &str, ev: &JobEvent) -> Result<(), String> {
-        let body = match ev.kind {
+        let details = self.run_details(ev).await;
+        let mut body = match ev.kind {
             EventKind::WorkerEndingSoon | EventKind::WorkerEnded => json!({
                 "event": ev.kind,
                 "worker": ev.job,
@@ -63,6 +101,10 @@ impl ServerNotifier {
                 "run": ev.run,
             }),
         };
+        if let Some((run_url, tail)) = details {
+            body["run_url"] = json!(run_url);
+            body["log_tail"] = json!(tail);
+        }
         super::targets::check_url(url, self.allow_private)?;
         let r = self
             .http
@@ -91,12 +133,20 @@ impl ServerNotifier {
         for t in to {
             b = b.to(t.parse().map_err(|e| format!("{t}: {e}"))?);
         }
-        let msg = b
-            .body(format!(
-                "{}\n\nAt: {}\nJob: {}\n",
-                ev.message, ev.at, ev.job
-            ))
-            .map_err(|e| e.to_string())?;
+        let mut text = format!("{}\n\nAt: {}\nJob: {}\n", ev.message, ev.at, ev.job);
+        if let Some((run_url, tail)) = self.run_details(ev).await {
+            text.push_str(&format!("Run: {run_url}\n"));
+            if !tail.is_empty() {
+                text.push_str(&format!(
+                    "\nThe last lines of its log:\n\n{}\n",
+                    tail.lines()
+                        .map(|l| format!("    {l}"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ));
+            }
+        }
+        let msg = b.body(text).map_err(|e| e.to_string())?;
         let builder = match cfg.tls.as_str() {
             "tls" => {
                 AsyncSmtpTransport::<Tokio1Executor>::relay(&cfg.host).map_err(|e| e.to_string())?

@@ -169,6 +169,12 @@ async fn a_job_is_created_read_and_refused_with_the_field_named() {
     );
     let (s, v) = app.admin("GET", "/api/jobs/nope", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    // A long poll past its bound is refused as api.md says, not silently shortened.
+    let (s, v) = app
+        .admin("GET", "/api/runs/r-anything?wait=100000", None)
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v.to_string().contains("wait"), "{v}");
 }
 
 #[tokio::test]

@@ -12,8 +12,8 @@ use telejob_core::run::{Run, RunId};
 use super::body::ApiQuery;
 use super::caller::Caller;
 use super::error::{ApiError, ApiResult};
-use crate::server::app::jobs;
 use crate::server::app::state::AppState;
+use crate::server::app::{jobs, logs};
 use crate::server::db::{JobRow, User};
 
 #[derive(Debug, Deserialize)]
@@ -80,9 +80,12 @@ pub async fn show(
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> ApiResult<Json<RunView>> {
+    let wait = q.wait.unwrap_or(0);
+    if wait > 300 {
+        return Err(ApiError::bad_field("wait", "wait at most 300 seconds"));
+    }
     let (mut run, mut trigger, _) = run_and_job(&s, &caller, &id).await?;
-    let deadline =
-        tokio::time::Instant::now() + std::time::Duration::from_secs(q.wait.unwrap_or(0).min(300));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
     // Long poll: re-read until the run ends or the deadline passes.
     while !run.state.is_terminal() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -95,11 +98,19 @@ pub async fn show(
     Ok(Json(RunView { run, trigger, late }))
 }
 
-/// `GET /api/runs/{id}/log`.
+#[derive(Debug, Deserialize)]
+pub struct LogQuery {
+    /// Stream the log as the run prints, ending with the run.
+    follow: Option<bool>,
+}
+
+/// `GET /api/runs/{id}/log[?follow=true]`: the log so far (a run in flight has one a few
+/// seconds behind), or followed until the run ends.
 pub async fn log(
     State(s): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<LogQuery>,
 ) -> ApiResult<Response> {
     let (run, _, job) = run_and_job(&s, &caller, &id).await?;
     if !job.can_manage(&caller) {
@@ -107,11 +118,22 @@ pub async fn log(
             "only the job's owner and maintainers may read its logs",
         ));
     }
-    let key = run
-        .log_key
-        .ok_or_else(|| ApiError::not_found("log (the run has not produced one yet)"))?;
-    let body = s.stores.private.get(&key).await?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
+    let text = [
+        (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+        (header::CACHE_CONTROL, "no-store"),
+    ];
+    if q.follow == Some(true) {
+        let stream = logs::follow(s.clone(), run);
+        return Ok((text, axum::body::Body::from_stream(stream)).into_response());
+    }
+    let body = match s.stores.private.get(&logs::key(&run)).await {
+        Ok(body) => body,
+        Err(telejob_core::Error::NotFound(_)) => {
+            return Err(ApiError::not_found("log (the run has not printed yet)"));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok((text, body).into_response())
 }
 
 /// `POST /api/runs/{id}/cancel`.
