@@ -84,6 +84,13 @@ impl LocalComputeBuilder {
         self
     }
 
+    /// Calls `f` with the code directory once each command has ended, before the workspace is
+    /// removed (`telejob worker shell --save-to`).
+    pub fn after_command(mut self, f: telejob_core::agent::pipeline::AfterCommand) -> Self {
+        self.pipeline.after_command = Some(f);
+        self
+    }
+
     /// Asks `fence` before each batch of published files and before the manifest (a server's
     /// records: nothing is written for a job being deleted).
     pub fn with_fence(mut self, fence: Arc<dyn telejob_core::store::PublishFence>) -> Self {

@@ -179,17 +179,19 @@ pub fn one_run_compute(
     stores: RunStores,
     sandbox: SandboxOptions,
     interactive: bool,
+    after_command: Option<telejob_core::agent::pipeline::AfterCommand>,
 ) -> anyhow::Result<LocalCompute> {
-    let b = LocalCompute::builder(stores)
+    let mut b = LocalCompute::builder(stores)
         .with_sandbox(sandbox)
         .with_max_concurrent(1)
         .with_fetcher(Arc::new(HttpFetcher::new()?));
-    Ok(if interactive {
-        b.attached_to_terminal()
-    } else {
-        b
+    if interactive {
+        b = b.attached_to_terminal();
     }
-    .build())
+    if let Some(f) = after_command {
+        b = b.after_command(f);
+    }
+    Ok(b.build())
 }
 
 /// The local compute backend of a server, from its config file and the environment.

@@ -469,6 +469,74 @@ fn worker_shell_opens_a_sandboxed_shell_and_lists_the_output_on_exit() {
 }
 
 #[test]
+fn worker_shell_saves_the_work_back_and_warns_before_its_end() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let code = dir.path().join("code");
+    std::fs::create_dir_all(code.join(".git")).expect("code");
+    std::fs::write(code.join("run.sh"), "echo old\n").expect("script");
+    std::fs::write(code.join(".git/HEAD"), "ref: refs/heads/main\n").expect("git");
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir_all(&scratch).expect("scratch");
+    let code_arg = code.to_str().expect("utf8");
+    let tarball = dir.path().join("work.tar.gz");
+    let host = std::path::Path::new("host");
+    let mut env = vec![("TMPDIR", scratch.as_path())];
+    if std::env::var_os("TELEJOB_IMAGES_DIR").is_none() {
+        env.push(("TELEJOB_IMAGE", host));
+    }
+    // A lifetime of 65 s: the one-minute warning comes after 5 s.
+    let (shown, status) = on_a_terminal(
+        &[
+            "worker",
+            "shell",
+            "--code",
+            code_arg,
+            "--lifetime",
+            "65s",
+            "--save-to",
+            code_arg,
+            "--package",
+            tarball.to_str().expect("utf8"),
+        ],
+        &env,
+        "this worker ends in 1m",
+        &[
+            "mkdir -p output",
+            "echo 'echo new' > run.sh",
+            "mkdir -p lib && echo 'x = 1' > lib/helper.py",
+            "exit",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(status, Some(0), "{shown}");
+    assert!(
+        shown.contains("the code directory is saved to"),
+        "said at the start: {shown}"
+    );
+    assert!(shown.contains("saved the code directory to"), "{shown}");
+    let read = |p: &str| std::fs::read_to_string(code.join(p)).ok();
+    assert_eq!(read("run.sh").as_deref(), Some("echo new\n"), "{shown}");
+    assert_eq!(read("lib/helper.py").as_deref(), Some("x = 1\n"));
+    assert_eq!(read(".git/HEAD").as_deref(), Some("ref: refs/heads/main\n"));
+    // The tarball holds the same work, and unpacks as a run's code would.
+    let o = std::process::Command::new("tar")
+        .args(["-tzf", tarball.to_str().expect("utf8")])
+        .output()
+        .expect("tar");
+    let listed = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        listed.contains("lib/helper.py") && listed.contains("run.sh"),
+        "{listed}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&scratch)
+        .expect("scratch")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "the workspace is gone: {left:?}");
+}
+
+#[test]
 fn worker_shell_ends_with_everything_it_started_at_its_lifetime() {
     let dir = tempfile::tempdir().expect("tmp");
     let code = dir.path().join("code");

@@ -95,6 +95,27 @@ pub struct Pipeline {
     /// How often the log of a run in flight is copied to the private store while it grows
     /// (one more second per MiB shipped), so that it can be followed before the run ends.
     pub log_ship_every: std::time::Duration,
+    /// Called on a blocking thread with the code directory (a host path) once the command has
+    /// ended, however it ended, before anything is published or removed: what `telejob worker
+    /// shell --save-to` copies the work back from.
+    pub after_command: Option<AfterCommand>,
+}
+
+/// A hook given the code directory once a run's command has ended ([`Pipeline::after_command`]).
+#[derive(Clone)]
+pub struct AfterCommand(Arc<dyn Fn(&Path) + Send + Sync>);
+
+impl AfterCommand {
+    /// Wraps `f`.
+    pub fn new(f: impl Fn(&Path) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for AfterCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AfterCommand")
+    }
 }
 
 /// The outcome of [`Pipeline::run`]: the run record and, for failed runs, the error.
@@ -137,6 +158,7 @@ impl Pipeline {
             interactive: false,
             fence: None,
             log_ship_every: std::time::Duration::from_secs(2),
+            after_command: None,
         }
     }
 
@@ -282,7 +304,14 @@ impl Pipeline {
             None => self.prepare(ctx, dir, leased)?,
         };
         let sha = self.fetch_and_unpack(ctx, source, &mut ws).await?;
-        self.execute(ctx, cancel, &ws).await?;
+        let executed = self.execute(ctx, cancel, &ws).await;
+        if let Some(f) = self.after_command.clone() {
+            let code = ws.root.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || (f.0)(&code)).await {
+                tracing::error!(error = %e, "the after-command hook did not finish");
+            }
+        }
+        executed?;
         self.publish(ctx, &ws, sha).await?;
         ctx.run.state = RunState::Succeeded;
         Ok(())

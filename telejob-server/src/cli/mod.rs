@@ -9,6 +9,7 @@ mod db;
 mod exit;
 mod image;
 mod jobs;
+mod keep;
 mod package;
 mod progress;
 mod run;

@@ -48,29 +48,47 @@ pub async fn package(a: PackageArgs) -> anyhow::Result<ExitCode> {
             out.display()
         )));
     }
+    let (sha, size, files) = pack_checked(&dir, &out).await?;
+    say!("{}", out.display());
+    eprintln!("telejob: {files} files, {size} bytes, sha256 {sha}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Packs `dir` into the tarball `out` (written whole or not at all) and checks it with the
+/// unpacker runs use, so that a tarball that packs also runs. Returns its SHA-256, size and
+/// number of files.
+pub(super) async fn pack_checked(
+    dir: &std::path::Path,
+    out: &std::path::Path,
+) -> anyhow::Result<(String, u64, u64)> {
+    let (dir, out) = (dir.to_path_buf(), out.to_path_buf());
+    tokio::task::spawn_blocking(move || pack_checked_now(&dir, &out)).await?
+}
+
+/// [`pack_checked`] on this thread.
+pub(super) fn pack_checked_now(
+    dir: &std::path::Path,
+    out: &std::path::Path,
+) -> anyhow::Result<(String, u64, u64)> {
     let tmp_out = out.with_extension("tmp-telejob");
-    let (dir2, tmp2) = (dir.clone(), tmp_out.clone());
-    let summary = tokio::task::spawn_blocking(move || -> anyhow::Result<(String, u64, u64)> {
-        let f = std::fs::File::create(&tmp2).with_context(|| tmp2.display().to_string())?;
-        pack_dir(&dir2, BufWriter::new(f))?;
-        // Check it with the unpacker runs use, so a tarball that packs also runs.
+    let summary = (|| -> anyhow::Result<(String, u64, u64)> {
+        let f = std::fs::File::create(&tmp_out).with_context(|| tmp_out.display().to_string())?;
+        pack_dir(dir, BufWriter::new(f))?;
         let check = tempfile::tempdir()?;
-        let mut r = HashingReader::new(std::io::BufReader::new(std::fs::File::open(&tmp2)?));
+        let mut r = HashingReader::new(std::io::BufReader::new(std::fs::File::open(&tmp_out)?));
         let s = unpack(&mut r, check.path(), &UnpackLimits::default())?;
         std::io::copy(&mut r, &mut std::io::sink())?;
         let (sha, size) = r.finish();
         Ok((sha, size, s.files))
-    })
-    .await?;
-    let (sha, size, files) = match summary {
-        Ok(s) => s,
+    })();
+    match summary {
+        Ok(s) => {
+            std::fs::rename(&tmp_out, out).with_context(|| out.display().to_string())?;
+            Ok(s)
+        }
         Err(e) => {
             let _ = std::fs::remove_file(&tmp_out);
-            return Err(e);
+            Err(e)
         }
-    };
-    std::fs::rename(&tmp_out, &out).with_context(|| out.display().to_string())?;
-    say!("{}", out.display());
-    eprintln!("telejob: {files} files, {size} bytes, sha256 {sha}");
-    Ok(ExitCode::SUCCESS)
+    }
 }

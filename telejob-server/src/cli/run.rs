@@ -172,7 +172,7 @@ fn human_bytes(n: u64) -> String {
 }
 
 pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
-    run_with(a, false).await
+    run_with(a, false, None).await
 }
 
 /// `telejob worker shell`: an interactive shell in a fresh workspace with the code unpacked,
@@ -202,6 +202,46 @@ pub struct ShellArgs {
     /// The image the worker's machine starts from (as root; default: `default`).
     #[arg(long, value_name = "NAME")]
     image: Option<String>,
+    /// When the shell ends (or its lifetime does), copy the code directory back here: each
+    /// file written whole, files removed in the worker removed, `.git` untouched; a file
+    /// changed here during the session is not overwritten (without --force).
+    #[arg(long, value_name = "DIR")]
+    save_to: Option<PathBuf>,
+    /// When the shell ends, pack the code directory into this tarball (checked as `telejob
+    /// package` does).
+    #[arg(long, value_name = "FILE")]
+    package: Option<PathBuf>,
+    /// With --save-to or --package: overwrite what changed on this host during the session.
+    #[arg(long)]
+    force: bool,
+}
+
+/// The lifetime warnings of a worker shell: 10 minutes and 1 minute before its end.
+fn warn_before_the_end(
+    lifetime: Duration,
+    keep: &super::keep::Keep,
+) -> tokio::task::JoinHandle<()> {
+    let start = tokio::time::Instant::now();
+    let end = chrono::Utc::now() + chrono::Duration::from_std(lifetime).unwrap_or_default();
+    let then = if keep.is_nothing() {
+        "exit and keep your work: the workspace is discarded (--save-to and --package keep it)"
+    } else {
+        "exit, or it ends for you (your work is kept as asked)"
+    }
+    .to_string();
+    tokio::spawn(async move {
+        for before in [Duration::from_secs(600), Duration::from_secs(60)] {
+            if lifetime <= before {
+                continue;
+            }
+            tokio::time::sleep_until(start + (lifetime - before)).await;
+            eprint!(
+                "\r\ntelejob: this worker ends in {} (at {} UTC), with everything it started: {then}\r\n",
+                humantime::format_duration(before),
+                end.format("%H:%M:%S")
+            );
+        }
+    })
 }
 
 /// Runs `telejob worker shell`.
@@ -257,12 +297,64 @@ pub async fn shell(a: ShellArgs) -> anyhow::Result<ExitCode> {
         images_dir: None,
         quiet: true,
     };
-    let r = run_with(args, true).await;
+    let keep = super::keep::Keep {
+        save_to: a.save_to,
+        package: a.package,
+        force: a.force,
+        since: std::time::SystemTime::now(),
+    };
+    let kept = Arc::new(std::sync::Mutex::new(None));
+    let hook = (!keep.is_nothing()).then(|| {
+        let (keep, kept) = (keep.clone(), kept.clone());
+        telejob_core::agent::pipeline::AfterCommand::new(move |code: &std::path::Path| {
+            let r = keep.keep(code);
+            *kept
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
+        })
+    });
+    match (&keep.save_to, &keep.package) {
+        (None, None) => eprintln!(
+            "telejob: the workspace is discarded when the shell ends: keep your work with --save-to DIR (the code directory copied back) or --package FILE"
+        ),
+        (Some(d), _) => eprintln!(
+            "telejob: when the shell ends, the code directory is saved to {}",
+            d.display()
+        ),
+        (None, Some(f)) => eprintln!(
+            "telejob: when the shell ends, the code directory is packed into {}",
+            f.display()
+        ),
+    }
+    let warnings = warn_before_the_end(a.lifetime, &keep);
+    let r = run_with(args, true, hook).await;
+    warnings.abort();
     drop(scratch);
+    let outcome = kept
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    match outcome {
+        Some(Ok(done)) => {
+            for d in done {
+                eprintln!("telejob: {d}");
+            }
+        }
+        Some(Err(e)) => {
+            eprintln!("telejob: {e}");
+            return Ok(ExitCode::from(1));
+        }
+        None if keep.is_nothing() => eprintln!("telejob: the workspace is discarded"),
+        None => {}
+    }
     r
 }
 
-async fn run_with(a: RunArgs, interactive: bool) -> anyhow::Result<ExitCode> {
+async fn run_with(
+    a: RunArgs,
+    interactive: bool,
+    after_command: Option<telejob_core::agent::pipeline::AfterCommand>,
+) -> anyhow::Result<ExitCode> {
     let cfg = match &a.config {
         Some(p) => crate::config::Config::load(p)?,
         None => crate::config::Config::default(),
@@ -306,6 +398,7 @@ async fn run_with(a: RunArgs, interactive: bool) -> anyhow::Result<ExitCode> {
             RunStores::new(public.clone(), private.clone()),
             sandbox,
             interactive,
+            after_command,
         )?))
     };
     let compute: Arc<dyn Compute> = match &local {
