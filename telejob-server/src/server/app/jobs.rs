@@ -363,6 +363,34 @@ pub async fn upload_code(
     Ok(stored)
 }
 
+/// Makes job `name`'s recorded code version `sha256` its current code again (a rollback).
+///
+/// # Errors
+///
+/// As [`managed`]; [`JobError::NotFound`] for a version the job does not have.
+pub async fn use_code_version(
+    s: &AppState,
+    user: &User,
+    name: &str,
+    sha256: &str,
+) -> Result<JobRow> {
+    managed(s, user, name).await?;
+    let v =
+        s.db.code_version(name, sha256)
+            .await?
+            .ok_or(JobError::NotFound)?;
+    // The version's row stays as it was (who uploaded it, when); only the job points at it.
+    s.db.add_code(
+        name,
+        &v.sha256,
+        &v.key,
+        u64::try_from(v.size).unwrap_or(0),
+        &v.uploaded_by,
+    )
+    .await?;
+    rearm(s, name).await
+}
+
 /// Pauses or resumes job `name`.
 ///
 /// # Errors

@@ -21,12 +21,12 @@ pub fn key(run: &Run) -> String {
         .unwrap_or_else(|| keys::log(&run.job, &run.id))
 }
 
-/// The log of run `run` as it grows: what is stored now, then each new part as the run prints;
-/// the stream ends once the run has ended and its full log is sent.
-pub fn follow(s: AppState, run: Run) -> impl Stream<Item = std::io::Result<Bytes>> {
+/// The log of run `run` from byte `from` on as it grows: what is stored now, then each new part
+/// as the run prints; the stream ends once the run has ended and its full log is sent.
+pub fn follow(s: AppState, run: Run, from: usize) -> impl Stream<Item = std::io::Result<Bytes>> {
     let key = key(&run);
     let id = run.id.to_string();
-    futures::stream::unfold((0usize, false), move |(sent, done)| {
+    futures::stream::unfold((from, false), move |(sent, done)| {
         let (s, key, id) = (s.clone(), key.clone(), id.clone());
         async move {
             if done {

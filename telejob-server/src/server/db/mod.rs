@@ -24,4 +24,5 @@ pub use lease::LeaseRow;
 pub use rows::{CodeVersion, JobRow, Tombstone, User};
 pub use runs::LateMark;
 pub use secret_box::SecretBox;
+pub use secrets::SecretInfo;
 pub use workers::{WorkerInsert, WorkerRow};

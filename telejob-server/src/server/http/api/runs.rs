@@ -123,7 +123,7 @@ pub async fn log(
         (header::CACHE_CONTROL, "no-store"),
     ];
     if q.follow == Some(true) {
-        let stream = logs::follow(s.clone(), run);
+        let stream = logs::follow(s.clone(), run, 0);
         return Ok((text, axum::body::Body::from_stream(stream)).into_response());
     }
     let body = match s.stores.private.get(&logs::key(&run)).await {

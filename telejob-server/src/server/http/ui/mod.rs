@@ -50,7 +50,10 @@ pub fn router(state: AppState) -> Router {
             get(backfill::page_get).post(backfill::run),
         )
         .route("/jobs/{name}/{action}", post(views::job_action))
+        .route("/jobs/{name}/code/{sha256}", get(views::code_download))
         .route("/runs/{id}", get(views::run_page))
+        .route("/runs/{id}/live", get(views::run_live))
+        .route("/runs/{id}/log", get(views::run_log))
         .route("/workers", get(workers::page_get).post(workers::launch))
         .route("/workers/{name}/{action}", post(workers::action))
         .route("/ui/preview", get(editing::preview))

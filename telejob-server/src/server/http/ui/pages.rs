@@ -322,6 +322,29 @@ pub const APP_JS: &str = r#"
   if(f&&t) f.addEventListener('change',async()=>{ if(f.files[0]) t.value=(await f.files[0].text()).trim(); }); })();
 document.addEventListener('submit',e=>{ const m=e.target.dataset&&e.target.dataset.confirm; if(m&&!confirm(m)) e.preventDefault(); });
 (function(){
+  const log=document.getElementById('log'), card=document.getElementById('run-summary');
+  if(log) log.scrollTop=log.scrollHeight;
+  if(!card||!card.dataset.live) return;
+  const id=card.dataset.run;
+  async function follow(){
+    if(!log||!log.dataset.follow) return;
+    try{ const r=await fetch('/runs/'+id+'/log?follow=true&from='+log.dataset.from,{credentials:'same-origin'});
+      const rd=r.body.getReader(), dec=new TextDecoder();
+      for(;;){ const {done,value}=await rd.read(); if(done) break;
+        const end=log.scrollTop+log.clientHeight>=log.scrollHeight-4;
+        log.append(dec.decode(value,{stream:true})); if(end) log.scrollTop=log.scrollHeight; }
+    }catch(e){}
+  }
+  async function refresh(){
+    try{ const r=await fetch('/runs/'+id+'/live',{credentials:'same-origin'}); const j=await r.json();
+      card.innerHTML=j.summary; document.getElementById('run-published').innerHTML=j.published;
+      if(j.ended){ const c=document.getElementById('cancel-form'); if(c) c.remove(); return; }
+    }catch(e){}
+    setTimeout(refresh,1000);
+  }
+  follow(); setTimeout(refresh,1000);
+})();
+(function(){
   const f=document.getElementById('job-form'), freq=document.getElementById('frequency');
   if(!f||!freq) return;
   function show(){ document.querySelectorAll('[data-for]').forEach(d=>{ d.hidden=!d.dataset.for.split(' ').includes(freq.value); }); }
@@ -365,6 +388,62 @@ pub struct JobPage<'a> {
     pub usual: Option<telejob_core::advice::Usual>,
     /// Late marks of its runs.
     pub late: &'a std::collections::HashMap<String, crate::server::db::LateMark>,
+    /// The names of its secrets and when each was set.
+    pub secrets: &'a [crate::server::db::SecretInfo],
+}
+
+/// A setting's value as its API spelling (`forbid`, `catch_up`).
+fn spelled<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(v) => v.to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Every setting of a job, each on its row (the "Job settings" card).
+fn job_settings(j: &JobRow, secrets: &[crate::server::db::SecretInfo]) -> Markup {
+    let spec = &j.spec;
+    let l = &spec.limits;
+    let or_default = |v: Option<String>| v.unwrap_or_else(|| "the server's default".into());
+    html! {
+        table #settings {
+            tr { th { "Visibility" } td { (spelled(&spec.output_visibility)) } }
+            tr { th { "Environment" } td #settings-env {
+                @if spec.env.is_empty() { "—" }
+                @for (k, v) in &spec.env { code { (k) "=" (v) } br; }
+            } }
+            tr { th { "Secrets" } td #settings-secrets {
+                @if secrets.is_empty() { "—" }
+                @for sec in secrets { code { (sec.name) } " (set " (when(Some(sec.set_at))) ")" br; }
+            } }
+            tr { th { "Limits" } td #settings-limits {
+                "memory " (or_default(l.memory.map(|b| b.to_string()))) "; "
+                "CPUs " (or_default(l.cpu.map(|c| c.to_string()))) "; "
+                "processes " (or_default(l.processes.map(|p| p.to_string()))) "; "
+                "disk " (or_default(l.disk.map(|b| b.to_string()))) "; "
+                "network " (or_default(l.network.map(|n| n.to_string())))
+            } }
+            tr { th { "Image" } td { (or_default(spec.image.clone())) } }
+            @if let Some(t) = &spec.instance_type { tr { th { "Instance type" } td { (t) } } }
+            tr { th { "Policies" } td #settings-policies {
+                "overlap " code { (spelled(&spec.overlap)) } "; missed slots " code { (spelled(&spec.missed)) }
+                @if spec.missed == telejob_core::policy::MissedPolicy::CatchUp { " (at most " (spec.catch_up_limit) ")" }
+                "; retries " (spec.max_retries)
+                @if spec.max_retries > 0 { " (first after " (spec.retry_backoff_seconds) " s, doubling" @if spec.retry_on_timeout { ", timeouts too" } ")" }
+                "; backfill " (spec.backfill_concurrency) " at a time"
+            } }
+            @if spec.start_at.is_some() || spec.end_at.is_some() {
+                tr { th { "Active" } td { "from " (when(spec.start_at)) " to " (when(spec.end_at)) } }
+            }
+            tr { th { "Notifications" } td #settings-notify {
+                @if spec.notify.is_empty() { "—" }
+                @if let Some(w) = &spec.notify.webhook { "webhook " code { (w) } br; }
+                @for e in &spec.notify.email { "email " (e) br; }
+            } }
+            tr { th { "Maintainers" } td { @if spec.maintainers.is_empty() { "—" } @else { (spec.maintainers.join(", ")) } } }
+        }
+    }
 }
 
 /// A job's page; a new job's page says what will happen, in plain words.
@@ -379,6 +458,7 @@ pub fn job_page(user: &str, csrf: &str, p: &JobPage<'_>) -> Markup {
         warnings,
         usual,
         late,
+        secrets,
     } = *p;
     let sched = j.spec.schedule.compile().ok();
     let words = sched.as_ref().map(|s| s.describe()).unwrap_or_default();
@@ -437,13 +517,35 @@ pub fn job_page(user: &str, csrf: &str, p: &JobPage<'_>) -> Markup {
                     }
                 }
             }
+            div.card { h2 { "Job settings" } (job_settings(j, secrets)) }
             (super::insight::warnings(warnings))
             h2 { "Durations" }
             (super::insight::chart(runs, usual, f64::from(j.spec.timeout_minutes) * 60.0, late))
             h2 { "Code versions" }
-            table {
-                tr { th { "sha256" } th { "bytes" } th { "uploaded" } th { "by" } }
-                @for v in versions { tr { td { code { (v.sha256) } } td { (v.size) } td { (v.uploaded_at) } td { (v.uploaded_by) } } }
+            table #code-versions {
+                tr { th { "sha256" } th { "bytes" } th { "uploaded" } th { "by" } th {} }
+                @for v in versions {
+                    @let current = j.code_key.as_deref() == Some(v.key.as_str());
+                    tr class=[current.then_some("current")] {
+                        td { code { (v.sha256) } @if current { " " strong.current-marker { "current" } } }
+                        td { (v.size) }
+                        td { (when(chrono::DateTime::parse_from_rfc3339(&v.uploaded_at).ok().map(|t| t.with_timezone(&chrono::Utc)))) }
+                        td { (v.uploaded_by) }
+                        td {
+                            @if can_manage {
+                                a.download href={ "/jobs/" (name) "/code/" (v.sha256) } download { "download" }
+                                @if !current {
+                                    " "
+                                    form.inline method="post" action={ "/jobs/" (name) "/use-code" } {
+                                        input type="hidden" name="csrf" value=(csrf);
+                                        input type="hidden" name="sha256" value=(v.sha256);
+                                        button.make-current type="submit" { "make current" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
             }
             h2 { "Runs" }
             table #runs {
@@ -469,8 +571,19 @@ fn span(
     b: Option<chrono::DateTime<chrono::Utc>>,
 ) -> String {
     match (a, b) {
-        (Some(a), Some(b)) => format!("{:.1} s", (b - a).num_milliseconds() as f64 / 1000.0),
+        (Some(a), Some(b)) => seconds((b - a).num_milliseconds()),
         _ => "—".into(),
+    }
+}
+
+/// A duration to the second: `under 1 s`, `14 s`, `2 min 5 s`, `1 h 2 min`.
+fn seconds(ms: i64) -> String {
+    let s = (ms + 500) / 1000;
+    match s {
+        _ if ms < 1000 => "under 1 s".into(),
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
     }
 }
 
@@ -483,6 +596,8 @@ pub struct RunPage<'a> {
     pub trigger: &'a str,
     /// Its log, for the job's owners and maintainers.
     pub log: Option<&'a str>,
+    /// The log's length in bytes as stored (where following it goes on from).
+    pub log_bytes: usize,
     /// Whether its output is public.
     pub public_data: bool,
     /// Whether the viewer may replay it.
@@ -491,20 +606,81 @@ pub struct RunPage<'a> {
     pub late: Option<&'a crate::server::db::LateMark>,
 }
 
-/// A run's page; the log only for the job's owners.
+/// When `t` was, as every page shows times: `2026-12-03 17:24:38 UTC`.
+pub fn when(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    t.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| "—".into())
+}
+
+/// A run's state and times: the part of its page that changes while it runs.
+pub fn run_summary(r: &Run, trigger: &str, late: Option<&crate::server::db::LateMark>) -> Markup {
+    html! {
+        table {
+            tr { th { "State" } td #run-state class={ "state-" (r.state) } { (r.state) } }
+            @if let Some(m) = late { tr { th { "Late" } td { (super::insight::late_note(r, m)) } } }
+            @if let Some(e) = &r.error { tr { th { "Error" } td #run-error { (e) } } }
+            tr { th { "Slot" } td { (r.scheduled_for.format("%Y-%m-%d %H:%M:%S UTC")) " (" (trigger) ")" } }
+            tr { th { "Fetch started" } td { (when(r.phases.fetch_started)) } }
+            tr { th { "Command started" } td { (when(r.phases.run_started)) } }
+            tr { th { "Command ended" } td { (when(r.phases.run_ended)) } }
+            tr { th { "Publish started" } td { (when(r.phases.publish_started)) } }
+            tr { th { "Finished" } td #run-finished { (when(r.phases.finished)) } }
+            tr { th { "Exit code" } td #run-exit { (r.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "—".into())) } }
+            tr { th { "Code sha256" } td { code { (r.code_sha256.as_deref().unwrap_or("—")) } } }
+            @if let Some(p) = &r.provenance {
+                tr { th { "Command as run" } td #run-command { code { (p.spec.command) } } }
+                tr { th { "Timeout" } td { (p.spec.timeout_seconds) " s" } }
+                @if !p.spec.env.is_empty() {
+                    tr { th { "Environment" } td { @for (k, v) in &p.spec.env { code { (k) "=" (v) } " " } } }
+                }
+                tr { th { "Spec sha256" } td #run-spec-sha { code { (p.spec_sha256) } } }
+                tr { th { "telejob" } td { (p.telejob_version) } }
+                @if let Some(c) = &p.compute { tr { th { "Ran on" } td { (c) } } }
+            }
+        }
+    }
+}
+
+/// What a run published (filled in once it has).
+pub fn run_published(r: &Run, public_data: bool) -> Markup {
+    html! {
+        @if r.published.is_empty() {
+            p #nothing-published { @if r.state.is_terminal() { "Nothing was published." } @else { "Nothing yet: files are published when the command has succeeded." } }
+        } @else {
+            @if public_data { p.warn { "These files are public: anyone can read them." } }
+            table #published {
+                tr { th { "File" } th { "Bytes" } th { "sha256" } }
+                @for f in &r.published {
+                    tr {
+                        td { @if public_data { a href={ "/public/" (f.key) } { (f.path) } } @else { (f.path) } }
+                        td { (f.size) }
+                        td { code { (f.sha256) } }
+                    }
+                }
+            }
+        }
+        @if !r.skipped.is_empty() {
+            h3 { "Not published" }
+            ul { @for s in &r.skipped { li { code { (s.path) } ": " (s.reason) } } }
+        }
+        @if let Some(m) = &r.manifest_key { p { "Manifest: " @if public_data { a href={ "/public/" (m) } { (m) } } @else { code { (m) } } } }
+    }
+}
+
+/// A run's page; the log only for the job's owners. While the run is in flight, the page's
+/// script streams the log (`/runs/{id}/log?follow=true&from=N`) and refreshes the state
+/// (`/runs/{id}/live`) without a reload.
 pub fn run_page(user: &str, csrf: &str, p: &RunPage<'_>) -> Markup {
     let RunPage {
         run: r,
         trigger,
         log,
+        log_bytes,
         public_data,
         manage,
         late,
     } = *p;
-    let ts = |t: Option<chrono::DateTime<chrono::Utc>>| {
-        t.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-            .unwrap_or_else(|| "—".into())
-    };
+    let live = !r.state.is_terminal();
     layout(
         &format!("Run {}", r.id),
         Some(user),
@@ -521,51 +697,21 @@ pub fn run_page(user: &str, csrf: &str, p: &RunPage<'_>) -> Markup {
                     button #replay type="submit" title="Run again with this run's code, command, environment and slot" { "Replay" }
                 }
             }
-            div.card {
-                table {
-                    tr { th { "State" } td #run-state class={ "state-" (r.state) } { (r.state) } }
-                    @if let Some(m) = late { tr { th { "Late" } td { (super::insight::late_note(r, m)) } } }
-                    @if let Some(e) = &r.error { tr { th { "Error" } td { (e) } } }
-                    tr { th { "Slot" } td { (r.scheduled_for.format("%Y-%m-%d %H:%M:%S UTC")) " (" (trigger) ")" } }
-                    tr { th { "Fetch started" } td { (ts(r.phases.fetch_started)) } }
-                    tr { th { "Command started" } td { (ts(r.phases.run_started)) } }
-                    tr { th { "Command ended" } td { (ts(r.phases.run_ended)) } }
-                    tr { th { "Publish started" } td { (ts(r.phases.publish_started)) } }
-                    tr { th { "Finished" } td { (ts(r.phases.finished)) } }
-                    tr { th { "Exit code" } td { (r.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "—".into())) } }
-                    tr { th { "Code sha256" } td { code { (r.code_sha256.as_deref().unwrap_or("—")) } } }
-                    @if let Some(p) = &r.provenance {
-                        tr { th { "Command as run" } td #run-command { code { (p.spec.command) } } }
-                        tr { th { "Timeout" } td { (p.spec.timeout_seconds) " s" } }
-                        @if !p.spec.env.is_empty() {
-                            tr { th { "Environment" } td { @for (k, v) in &p.spec.env { code { (k) "=" (v) } " " } } }
-                        }
-                        tr { th { "Spec sha256" } td #run-spec-sha { code { (p.spec_sha256) } } }
-                        tr { th { "telejob" } td { (p.telejob_version) } }
-                        @if let Some(c) = &p.compute { tr { th { "Ran on" } td { (c) } } }
-                    }
+            @if manage && live {
+                form.inline #cancel-form method="post" action={ "/jobs/" (r.job) "/cancel" } data-confirm="Cancel this run? Its processes are ended and nothing more is published." {
+                    input type="hidden" name="csrf" value=(csrf);
+                    input type="hidden" name="run" value=(r.id);
+                    button #cancel type="submit" { "Cancel" }
                 }
+            }
+            div.card #run-summary data-run=(r.id) data-live=[live.then_some("1")] {
+                (run_summary(r, trigger, late))
             }
             h2 { "Published files" }
-            @if public_data { p.warn { "These files are public: anyone can read them." } }
-            table #published {
-                tr { th { "File" } th { "Bytes" } th { "sha256" } }
-                @for f in &r.published {
-                    tr {
-                        td { @if public_data { a href={ "/public/" (f.key) } { (f.path) } } @else { (f.path) } }
-                        td { (f.size) }
-                        td { code { (f.sha256) } }
-                    }
-                }
-            }
-            @if !r.skipped.is_empty() {
-                h3 { "Not published" }
-                ul { @for s in &r.skipped { li { code { (s.path) } ": " (s.reason) } } }
-            }
-            @if let Some(m) = &r.manifest_key { p { "Manifest: " @if public_data { a href={ "/public/" (m) } { (m) } } @else { code { (m) } } } }
+            div #run-published { (run_published(r, public_data)) }
             h2 { "Log" }
             @match log {
-                Some(l) => pre #log { (l) },
+                Some(l) => pre #log data-from=(log_bytes) data-follow=[live.then_some("1")] { (l) },
                 None => p #no-log { "Only the job's owner and maintainers may read the log." },
             }
         },

@@ -1,15 +1,17 @@
 //! The job list, job pages (with their actions) and run pages.
 
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
-use telejob_core::run::RunId;
+use telejob_core::run::{Run, RunId};
 
 use super::session::{Browser, check_post};
 use super::*;
 use crate::server::app::jobs::{self, JobError};
+use crate::server::app::logs;
 use crate::server::app::state::AppState;
+use crate::server::db::{JobRow, User};
 
 pub(super) async fn index(State(s): State<AppState>, b: Browser) -> Response {
     let mut rows = Vec::new();
@@ -70,6 +72,7 @@ pub(super) async fn job_page(
     let late = s.db.late_marks(&name).await.unwrap_or_default();
     let usual = s.db.usual(&name).await.unwrap_or_default();
     let warnings = s.advisor.warnings(usual, &j.spec, &s.limits);
+    let secrets = s.db.secret_names(&name).await.unwrap_or_default();
     page(pages::job_page(
         &b.session.user.name,
         &b.session.csrf,
@@ -83,6 +86,7 @@ pub(super) async fn job_page(
             warnings: &warnings,
             usual,
             late: &late,
+            secrets: &secrets,
         },
     ))
 }
@@ -95,9 +99,12 @@ pub(super) struct ActionForm {
     csrf: String,
     #[serde(default)]
     purge_public: Option<String>,
-    /// The run to replay.
+    /// The run to replay or cancel.
     #[serde(default)]
     run: Option<String>,
+    /// The code version to make current.
+    #[serde(default)]
+    sha256: Option<String>,
 }
 
 pub(super) async fn job_action(
@@ -116,6 +123,14 @@ pub(super) async fn job_action(
             .await
             .map(|id| format!("/runs/{id}")),
         "replay" => jobs::replay(&s, user, f.run.as_deref().unwrap_or_default())
+            .await
+            .map(|id| format!("/runs/{id}")),
+        "use-code" => {
+            jobs::use_code_version(&s, user, &name, f.sha256.as_deref().unwrap_or_default())
+                .await
+                .map(|_| format!("/jobs/{name}"))
+        }
+        "cancel" => cancel(&s, user, &name, f.run.as_deref().unwrap_or_default())
             .await
             .map(|id| format!("/runs/{id}")),
         "pause" | "resume" => jobs::set_paused(&s, user, &name, action == "pause")
@@ -139,37 +154,95 @@ pub(super) async fn job_action(
     }
 }
 
+/// `GET /jobs/{name}/code/{sha256}`: a code version's tarball (owners and maintainers).
+pub(super) async fn code_download(
+    State(s): State<AppState>,
+    b: Browser,
+    Path((name, sha)): Path<(String, String)>,
+) -> Response {
+    let job = match managed_job(&s, &b, &name).await {
+        Ok(j) => j,
+        Err(r) => return r,
+    };
+    let Ok(Some(v)) = s.db.code_version(&job.spec.name, &sha).await else {
+        return not_found(&b);
+    };
+    let Ok(body) = s.stores.private.get(&v.key).await else {
+        return not_found(&b);
+    };
+    // Named for what it holds (the format is told by the content, as runs tell it).
+    let ext = match body.get(..4) {
+        Some([0x1f, 0x8b, ..]) => "tar.gz",
+        Some([0xfd, b'7', b'z', b'X']) => "tar.xz",
+        Some([0x28, 0xb5, 0x2f, 0xfd]) => "tar.zst",
+        Some([b'B', b'Z', b'h', _]) => "tar.bz2",
+        _ => "tar",
+    };
+    let file = format!("{name}-{}.{ext}", &v.sha256[..12.min(v.sha256.len())]);
+    (
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{file}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Cancels run `id` of job `name` (which the user must manage); returns its id.
+async fn cancel(s: &AppState, user: &User, name: &str, id: &str) -> Result<RunId, JobError> {
+    let job = jobs::managed(s, user, name).await?;
+    let run = RunId::parse(id).ok_or(JobError::NotFound)?;
+    match s.db.run(id).await {
+        Ok(Some((r, _))) if r.job.as_str() == job.spec.name => {
+            if !r.state.is_terminal() {
+                s.cluster.cancel_run(&job.spec.name, &run).await?;
+            }
+            Ok(run)
+        }
+        _ => Err(JobError::NotFound),
+    }
+}
+
+/// The run `id` and its job, if the user may see them.
+async fn visible_run(s: &AppState, b: &Browser, id: &str) -> Option<(Run, String, JobRow)> {
+    RunId::parse(id)?;
+    let (run, trigger) = s.db.run(id).await.ok()??;
+    let j = s.db.job(run.job.as_str()).await.ok()??;
+    j.can_see(&b.session.user).then_some((run, trigger, j))
+}
+
 pub(super) async fn run_page(
     State(s): State<AppState>,
     b: Browser,
     Path(id): Path<String>,
 ) -> Response {
-    if RunId::parse(&id).is_none() {
-        return not_found(&b);
-    }
-    let Ok(Some((run, trigger))) = s.db.run(&id).await else {
+    let Some((run, trigger, j)) = visible_run(&s, &b, &id).await else {
         return not_found(&b);
     };
-    let Ok(Some(j)) = s.db.job(run.job.as_str()).await else {
-        return not_found(&b);
-    };
-    if !j.can_see(&b.session.user) {
-        return not_found(&b);
-    }
-    let log = if j.can_manage(&b.session.user) {
-        match &run.log_key {
-            Some(k) => s
-                .stores
+    let raw = if j.can_manage(&b.session.user) {
+        Some(
+            s.stores
                 .private
-                .get(k)
+                .get(&logs::key(&run))
                 .await
-                .ok()
-                .map(|b| String::from_utf8_lossy(&b).into_owned()),
-            None => Some(String::from("(no log yet)")),
-        }
+                .unwrap_or_default(),
+        )
     } else {
         None
     };
+    let log = raw.as_ref().map(|b| {
+        if b.is_empty() && !run.state.is_terminal() {
+            String::new()
+        } else if b.is_empty() {
+            String::from("(no log)")
+        } else {
+            String::from_utf8_lossy(b).into_owned()
+        }
+    });
     let public = j.spec.output_visibility == telejob_core::job::Visibility::Public;
     let late = s.db.late_mark(&id).await.unwrap_or_default();
     page(pages::run_page(
@@ -179,9 +252,69 @@ pub(super) async fn run_page(
             run: &run,
             trigger: &trigger,
             log: log.as_deref(),
+            log_bytes: raw.as_ref().map_or(0, |b| b.len()),
             public_data: public,
             manage: j.can_manage(&b.session.user),
             late: late.as_ref(),
         },
     ))
+}
+
+/// `GET /runs/{id}/live`: the parts of a run's page that change while it runs, for its script.
+pub(super) async fn run_live(
+    State(s): State<AppState>,
+    b: Browser,
+    Path(id): Path<String>,
+) -> Response {
+    let Some((run, trigger, j)) = visible_run(&s, &b, &id).await else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let late = s.db.late_mark(&id).await.unwrap_or_default();
+    let public = j.spec.output_visibility == telejob_core::job::Visibility::Public;
+    axum::Json(serde_json::json!({
+        "state": run.state,
+        "ended": run.state.is_terminal(),
+        "summary": pages::run_summary(&run, &trigger, late.as_ref()).into_string(),
+        "published": pages::run_published(&run, public).into_string(),
+    }))
+    .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct FollowQuery {
+    #[serde(default)]
+    follow: Option<bool>,
+    #[serde(default)]
+    from: Option<usize>,
+}
+
+/// `GET /runs/{id}/log?follow=true&from=N`: the log from byte N on, streamed until the run ends
+/// (owners and maintainers).
+pub(super) async fn run_log(
+    State(s): State<AppState>,
+    b: Browser,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<FollowQuery>,
+) -> Response {
+    let Some((run, _, j)) = visible_run(&s, &b, &id).await else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if !j.can_manage(&b.session.user) {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    let text = [
+        (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+        (header::CACHE_CONTROL, "no-store"),
+    ];
+    if q.follow == Some(true) {
+        let stream = logs::follow(s.clone(), run, q.from.unwrap_or(0));
+        return (text, axum::body::Body::from_stream(stream)).into_response();
+    }
+    let body = s
+        .stores
+        .private
+        .get(&logs::key(&run))
+        .await
+        .unwrap_or_default();
+    (text, body).into_response()
 }
