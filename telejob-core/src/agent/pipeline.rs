@@ -526,7 +526,7 @@ impl Pipeline {
         // What the job sees: the work directory at JOB_ROOT inside its namespaces.
         let view = |p: &Path| job_view(ws.isolation.as_ref(), p);
         let output_abs = view(&ws.root.join(&req.output_dir));
-        let telejob_env = [
+        let mut telejob_env = vec![
             ("TELEJOB_JOB", req.job.to_string()),
             ("TELEJOB_RUN_ID", req.run_id.to_string()),
             (
@@ -535,6 +535,8 @@ impl Pipeline {
             ),
             ("TELEJOB_OUTPUT_DIR", output_abs.display().to_string()),
         ];
+        let (published, past) = self.past_output(req, ws);
+        telejob_env.extend(past);
         let job_tmp = if ws.isolation.is_some() {
             PathBuf::from("/tmp")
         } else {
@@ -575,6 +577,7 @@ impl Pipeline {
                     // A machine's disk is a file system of its limit: nothing to measure.
                     disk_root: ws.machine.is_none().then(|| ws.work.clone()),
                     machine: ws.machine.clone(),
+                    published,
                 },
             },
             &self.sandbox,
@@ -749,6 +752,51 @@ impl Pipeline {
     /// of runs interrupted by a crash or `kill -9`. Returns how many were removed.
     pub fn remove_orphaned_workspaces(&self) -> usize {
         RunDir::sweep(&self.scratch_dir)
+    }
+
+    /// Where the job reads what it published before: a host directory to bind read-only into
+    /// its namespaces (its own `<job>/data/` in a local store), and the `TELEJOB_PUBLISHED_DIR`
+    /// and `TELEJOB_PUBLIC_URL` it is told (the same data as a `file://` URL, or its public S3
+    /// URL).
+    fn past_output(
+        &self,
+        req: &RunRequest,
+        ws: &Workspace,
+    ) -> (Option<PathBuf>, Vec<(&'static str, String)>) {
+        let located = self
+            .output_store(req.visibility)
+            .locate(&format!("{}/data/", req.job));
+        let mut env = Vec::new();
+        if Path::new(&located).is_absolute() {
+            let dir = PathBuf::from(&located);
+            let view = if ws.isolation.is_some() {
+                let mount_point = ws.work.join("published");
+                let made = std::fs::create_dir_all(&dir)
+                    .and_then(|()| std::fs::create_dir_all(&mount_point));
+                if let Err(e) = made {
+                    tracing::warn!(run = %req.run_id, error = %e, "no view of the job's published data");
+                    return (None, env);
+                }
+                PathBuf::from(crate::agent::sandbox::exec::PUBLISHED_VIEW)
+            } else {
+                // Not isolated, the job is this host's process: it reads the store's own path.
+                dir.clone()
+            };
+            env.push(("TELEJOB_PUBLISHED_DIR", view.display().to_string()));
+            env.push(("TELEJOB_PUBLIC_URL", format!("file://{}/", view.display())));
+            return (ws.isolation.is_some().then_some(dir), env);
+        }
+        if req.visibility == Visibility::Public
+            && let Some((bucket, key)) = located
+                .strip_prefix("s3://")
+                .and_then(|r| r.split_once('/'))
+        {
+            env.push((
+                "TELEJOB_PUBLIC_URL",
+                format!("https://{bucket}.s3.amazonaws.com/{key}"),
+            ));
+        }
+        (None, env)
     }
 
     fn output_store(&self, v: Visibility) -> Arc<dyn Store> {

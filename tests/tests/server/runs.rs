@@ -583,3 +583,70 @@ async fn published_data_can_be_browsed_signed_out_and_private_jobs_are_never_lis
     assert_eq!(s, 200, "{body}");
     assert_eq!(json("/public/").await.1[0]["job"], "open");
 }
+
+#[tokio::test]
+async fn a_weekly_roll_up_reads_the_six_days_before_it_through_telejob_public_url() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = serve(dir.path(), &[]);
+    let api = Api::new(&srv, Some(&srv.token));
+    let day = |n: i64| {
+        (chrono::Utc::now() - chrono::Duration::days(n))
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    // As the original slowsql's run.sh: each day's file, and on the roll-up day the week's,
+    // made of the six days before it as published, read back from its own public data.
+    let script = r#"set -eu
+d=$(date -u -d "$TELEJOB_SCHEDULED_FOR" +%Y%m%d)
+mkdir -p output
+echo "$d,$TELEJOB_RUN_ID" > "output/daily-$d.csv"
+if [ "$d" = "$ROLL_UP_ON" ]; then
+  for i in 6 5 4 3 2 1; do
+    p=$(date -u -d "$TELEJOB_SCHEDULED_FOR - $i day" +%Y%m%d)
+    curl -fsS "${TELEJOB_PUBLIC_URL}daily-$p.csv" >> week.csv
+  done
+  cat "output/daily-$d.csv" >> week.csv
+  mv week.csv "output/weekly-$d.csv"
+  touch "$TELEJOB_PUBLISHED_DIR/overwritten.csv" 2>/dev/null && exit 9 || true
+fi
+"#;
+    let last = day(1).replace('-', "");
+    api.create_with_code(
+        json!({"name": "rollup", "env": {"ROLL_UP_ON": last},
+            "schedule": {"frequency": "daily", "time_of_day": "12:00"}}),
+        &[("run.sh", script, 0o755)],
+    )
+    .await;
+    let (s, v) = api
+        .post_json(
+            "/api/jobs/rollup/backfill",
+            &json!({"from": day(7), "to": day(1)}),
+        )
+        .await;
+    assert_eq!(s, 202, "{v}");
+    let ids: Vec<String> = v["slots"]
+        .as_array()
+        .expect("slots")
+        .iter()
+        .filter_map(|s| s["run_id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(ids.len(), 7, "{v}");
+    for id in &ids {
+        let run = api.wait_run(id).await;
+        assert_eq!(run["state"], "succeeded", "{run}");
+    }
+    let data = srv.data.join("public/rollup/data");
+    let week = std::fs::read_to_string(data.join(format!("weekly-{last}.csv"))).expect("weekly");
+    let expected: String = (1..=7)
+        .rev()
+        .map(|n| {
+            let d = day(n).replace('-', "");
+            std::fs::read_to_string(data.join(format!("daily-{d}.csv"))).expect("daily")
+        })
+        .collect();
+    assert_eq!(week, expected, "the week is the seven days as published");
+    assert!(
+        !data.join("overwritten.csv").exists(),
+        "the view of past output is read-only"
+    );
+}

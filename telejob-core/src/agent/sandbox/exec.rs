@@ -118,7 +118,13 @@ pub struct Confinement {
     /// The run is a machine of its own (an image, root in a user namespace, its own network
     /// and disk); `isolation` then says where its work directory is.
     pub machine: Option<std::sync::Arc<Machine>>,
+    /// A host directory the job reads at [`PUBLISHED_VIEW`] (its own published data), bound
+    /// read-only in its namespaces (isolated runs only).
+    pub published: Option<PathBuf>,
 }
+
+/// Where an isolated run sees its job's published data (read-only): `TELEJOB_PUBLISHED_DIR`.
+pub const PUBLISHED_VIEW: &str = "/run/telejob/work/published";
 
 /// pasta attaching to a run's network namespace, on a thread of its own.
 pub type PastaStart = tokio::task::JoinHandle<std::io::Result<super::network::Pasta>>;
@@ -541,6 +547,16 @@ fn plan(
         for (sub, dst) in PRIVATE_DIRS {
             let src = std::path::Path::new(JOB_ROOT).join(sub);
             plan.binds.push((c(&src)?, c(std::path::Path::new(dst))?));
+        }
+        if let Some(p) = &conf.published {
+            // A machine binds it onto its work directory (relative to the run directory)
+            // before that goes into the machine; a host run at its view directly.
+            let target = if conf.machine.is_some() {
+                PathBuf::from("disk/work/published")
+            } else {
+                PathBuf::from(PUBLISHED_VIEW)
+            };
+            plan.read_only.push((c(p)?, c(&target)?));
         }
     }
     if let Some(cg) = cgroup {

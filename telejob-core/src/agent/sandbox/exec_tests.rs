@@ -366,6 +366,7 @@ impl Isolated {
             limits,
             disk_root: Some(self.work.clone()),
             machine: None,
+            published: None,
         };
         spec
     }

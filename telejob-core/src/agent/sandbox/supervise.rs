@@ -72,6 +72,10 @@ pub struct Plan {
     /// `(source, target)` bind mounts, e.g. the run's `tmp` over `/tmp`, made after the work
     /// directory (so sources may lie in it). A missing target is skipped.
     pub binds: Vec<(CString, CString)>,
+    /// `(source, target)` read-only bind mounts (the job's own published data): on a host run
+    /// before `binds`; on a machine onto its work directory (relative to the run directory)
+    /// before that is bound into the machine.
+    pub read_only: Vec<(CString, CString)>,
     /// The job's working directory (entered again after the mounts, so it is the writable view).
     pub chdir: Option<CString>,
     /// The UID and GID to become; `None` keeps the current ones.
@@ -330,6 +334,7 @@ impl ChildState {
             {
                 self.fail("mounting the run's root file system (overlay)");
             }
+            self.bind_read_only(&self.plan.read_only);
             if libc::mount(
                 c"disk/work".as_ptr(),
                 c"root/run/telejob/work".as_ptr(),
@@ -423,6 +428,38 @@ impl ChildState {
                 libc::close(g.as_raw_fd());
             }
             self.watch(init, sp[0], kill_fd)
+        }
+    }
+
+    /// Binds each `(source, target)` read-only (and without set-uid, devices or execution).
+    unsafe fn bind_read_only(&self, binds: &[(CString, CString)]) {
+        let none = std::ptr::null::<libc::c_char>();
+        for (src, dst) in binds {
+            // SAFETY: mount(2) with NUL-terminated paths, in the run's own mount namespace.
+            let ok = unsafe {
+                libc::mount(
+                    src.as_ptr(),
+                    dst.as_ptr(),
+                    none,
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ) == 0
+                    && libc::mount(
+                        none,
+                        dst.as_ptr(),
+                        none,
+                        libc::MS_REMOUNT
+                            | libc::MS_BIND
+                            | libc::MS_RDONLY
+                            | libc::MS_NOSUID
+                            | libc::MS_NODEV
+                            | libc::MS_NOEXEC,
+                        std::ptr::null(),
+                    ) == 0
+            };
+            if !ok {
+                self.fail("binding the job's published data read-only");
+            }
         }
     }
 
@@ -559,6 +596,8 @@ impl ChildState {
                     self.fail("making the run's work directory writable");
                 }
             }
+            // Before the private directories: a source may be under the host's /tmp.
+            self.bind_read_only(&p.read_only);
             for (src, dst) in &p.binds {
                 if libc::mount(
                     src.as_ptr(),
