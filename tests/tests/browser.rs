@@ -233,6 +233,35 @@ async fn a_user_schedules_and_runs_a_job_from_the_form() {
     assert_eq!(value(&c, "command").await.as_deref(), Some("./run.sh"));
     assert_eq!(value(&c, "output_dir").await.as_deref(), Some("output"));
     assert_eq!(value(&c, "timeout_minutes").await.as_deref(), Some("120"));
+    // The advanced settings are folded; a local server has no EC2 field; an empty limit says
+    // what the server gives.
+    let advanced = c.find(Locator::Id("advanced")).await.expect("advanced");
+    assert_eq!(advanced.attr("open").await.expect("open"), None, "folded");
+    assert!(
+        !c.find(Locator::Id("limit_memory"))
+            .await
+            .expect("memory")
+            .is_displayed()
+            .await
+            .expect("shown?")
+    );
+    assert!(
+        c.find(Locator::Id("instance_type")).await.is_err(),
+        "no EC2 field here"
+    );
+    let processes = c
+        .find(Locator::Id("limit_processes"))
+        .await
+        .expect("processes");
+    assert_eq!(
+        processes
+            .attr("placeholder")
+            .await
+            .expect("placeholder")
+            .as_deref(),
+        Some("4096"),
+        "the server's default processes limit"
+    );
     // Fields that do not apply are hidden; choosing weekly shows the day.
     assert!(
         !c.find(Locator::Id("field-day_of_week"))

@@ -256,6 +256,38 @@ fn help_lists_every_command() {
 }
 
 #[test]
+fn each_verbs_help_lists_only_its_own_options() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let help = |args: &[&str]| stdout(&telejob!(dir.path(), args));
+    let shell = help(&["worker", "shell", "--help"]);
+    assert!(
+        shell.contains("--save-to") && shell.contains("--lifetime"),
+        "{shell}"
+    );
+    for other in ["--server", "--token", "--compute", "--config"] {
+        assert!(
+            !shell.contains(other),
+            "a local shell has no {other}: {shell}"
+        );
+    }
+    let launch = help(&["worker", "launch", "--help"]);
+    assert!(
+        launch.contains("--server") && launch.contains("--compute"),
+        "{launch}"
+    );
+    let list = help(&["jobs", "list", "--help"]);
+    assert!(
+        list.contains("--output") && list.contains("--server"),
+        "{list}"
+    );
+    let edit = help(&["jobs", "edit", "--help"]);
+    assert!(
+        edit.contains("--timeout") && edit.contains("--env") && !edit.contains("--timeout-minutes"),
+        "{edit}"
+    );
+}
+
+#[test]
 fn an_agent_told_to_refuse_records_the_run_as_failed_with_the_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     let req = serde_json::json!({

@@ -770,9 +770,13 @@ impl Pipeline {
         if Path::new(&located).is_absolute() {
             let dir = PathBuf::from(&located);
             let view = if ws.isolation.is_some() {
+                // The mount point, telejob's and read-only: with nothing published yet it stays
+                // an empty directory the job cannot write to (the store is not touched).
+                use std::os::unix::fs::PermissionsExt;
                 let mount_point = ws.work.join("published");
-                let made = std::fs::create_dir_all(&dir)
-                    .and_then(|()| std::fs::create_dir_all(&mount_point));
+                let made = std::fs::create_dir(&mount_point).and_then(|()| {
+                    std::fs::set_permissions(&mount_point, std::fs::Permissions::from_mode(0o555))
+                });
                 if let Err(e) = made {
                     tracing::warn!(run = %req.run_id, error = %e, "no view of the job's published data");
                     return (None, env);
@@ -784,7 +788,8 @@ impl Pipeline {
             };
             env.push(("TELEJOB_PUBLISHED_DIR", view.display().to_string()));
             env.push(("TELEJOB_PUBLIC_URL", format!("file://{}/", view.display())));
-            return (ws.isolation.is_some().then_some(dir), env);
+            let bind = (ws.isolation.is_some() && dir.is_dir()).then_some(dir);
+            return (bind, env);
         }
         if req.visibility == Visibility::Public
             && let Some((bucket, key)) = located

@@ -12,7 +12,7 @@ use telejob_core::run::RunState;
 use crate::error::bad;
 
 /// Where the server is and who we are.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
     /// The server's URL.
     #[arg(

@@ -16,17 +16,23 @@ use crate::error::bad;
 /// `telejob worker …`
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
+    #[command(subcommand)]
+    cmd: WorkerCmd,
+}
+
+/// Where the workers are: a server, or EC2 directly. The options of every verb but `shell`
+/// (a local worker, which needs neither).
+#[derive(Debug, Clone, Args)]
+pub struct Remote {
     #[command(flatten)]
     server: ServerArgs,
     /// Without a server: `ec2` launches and follows workers directly from --config's `[aws]`
     /// and `[ec2]` tables.
-    #[arg(long, global = true, value_name = "ec2")]
+    #[arg(long, value_name = "ec2")]
     compute: Option<String>,
     /// The config file (a server's) for --compute ec2.
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    #[command(subcommand)]
-    cmd: WorkerCmd,
 }
 
 #[derive(Debug, Subcommand)]
@@ -55,15 +61,24 @@ enum WorkerCmd {
         /// Print the worker as launched, without waiting for its address.
         #[arg(long)]
         no_wait: bool,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Your workers.
-    List(OutputArg),
+    List {
+        #[command(flatten)]
+        output: OutputArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// One worker.
     Show {
         /// The worker.
         name: String,
         #[command(flatten)]
         output: OutputArg,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Make a worker live longer (within the server's maximum lifetime from its launch).
     Extend {
@@ -72,11 +87,15 @@ enum WorkerCmd {
         /// How much longer (such as 2h).
         #[arg(long)]
         by: String,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// End a worker now.
     Terminate {
         /// The worker.
         name: String,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// A local worker: an interactive shell in a fresh workspace with the code unpacked, in
     /// the same sandbox as a run, ended with everything it started at its lifetime; on exit it
@@ -133,21 +152,32 @@ fn list(all: &[Value], format: Format) {
 
 /// Runs a `telejob worker` command.
 pub async fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
-    if let WorkerCmd::Shell(s) = a.cmd {
+    let remote = match &a.cmd {
+        WorkerCmd::Shell(_) => None,
+        WorkerCmd::Launch { remote, .. }
+        | WorkerCmd::List { remote, .. }
+        | WorkerCmd::Show { remote, .. }
+        | WorkerCmd::Extend { remote, .. }
+        | WorkerCmd::Terminate { remote, .. } => Some(remote.clone()),
+    };
+    let Some(remote) = remote else {
+        let WorkerCmd::Shell(s) = a.cmd else {
+            unreachable!("only shell has no remote")
+        };
         return super::run::shell(s).await;
-    }
-    match a.compute.as_deref() {
-        None => through_server(a).await,
-        Some("ec2") => direct(a).await,
+    };
+    match remote.compute.as_deref() {
+        None => through_server(remote, a.cmd).await,
+        Some("ec2") => direct(remote, a.cmd).await,
         Some(o) => Err(bad(format!(
             "--compute {o}: use ec2 (or no --compute, to go through a server); a local worker is `telejob worker shell`"
         ))),
     }
 }
 
-async fn through_server(a: WorkerArgs) -> anyhow::Result<ExitCode> {
-    let c = Client::new(&a.server)?;
-    match a.cmd {
+async fn through_server(remote: Remote, cmd: WorkerCmd) -> anyhow::Result<ExitCode> {
+    let c = Client::new(&remote.server)?;
+    match cmd {
         WorkerCmd::Launch {
             name,
             ssh_key,
@@ -156,6 +186,7 @@ async fn through_server(a: WorkerArgs) -> anyhow::Result<ExitCode> {
             webhook,
             email,
             no_wait,
+            ..
         } => {
             let key = read_key(&ssh_key)?;
             let mut body = json!({"ssh_key": key, "lifetime": lifetime});
@@ -200,16 +231,16 @@ async fn through_server(a: WorkerArgs) -> anyhow::Result<ExitCode> {
                 say!("{ssh}");
             }
         }
-        WorkerCmd::List(o) => {
+        WorkerCmd::List { output: o, .. } => {
             let all = c.json(c.http.get(c.url("/api/workers"))).await?;
             list(all.as_array().map_or(&[], Vec::as_slice), o.output);
         }
-        WorkerCmd::Show { name, output } => super::out::show(
+        WorkerCmd::Show { name, output, .. } => super::out::show(
             &c.json(c.http.get(c.url(&format!("/api/workers/{name}"))))
                 .await?,
             output.output,
         ),
-        WorkerCmd::Extend { name, by } => {
+        WorkerCmd::Extend { name, by, .. } => {
             let w = c
                 .json(
                     c.http
@@ -219,7 +250,7 @@ async fn through_server(a: WorkerArgs) -> anyhow::Result<ExitCode> {
                 .await?;
             say!("{}", line(&w));
         }
-        WorkerCmd::Terminate { name } => {
+        WorkerCmd::Terminate { name, .. } => {
             let w = c
                 .json(c.http.delete(c.url(&format!("/api/workers/{name}"))))
                 .await?;
@@ -235,8 +266,8 @@ fn instance_line(w: &WorkerInstance) -> String {
     line(&serde_json::to_value(w).unwrap_or_default())
 }
 
-async fn direct(a: WorkerArgs) -> anyhow::Result<ExitCode> {
-    let path = a
+async fn direct(remote: Remote, cmd: WorkerCmd) -> anyhow::Result<ExitCode> {
+    let path = remote
         .config
         .ok_or_else(|| bad("--compute ec2 needs --config FILE with [aws] and [ec2] tables"))?;
     let cfg = crate::config::Config::load(&path)?;
@@ -251,7 +282,7 @@ async fn direct(a: WorkerArgs) -> anyhow::Result<ExitCode> {
     let found = |name: &str, w: Option<WorkerInstance>| {
         w.ok_or_else(|| bad(format!("no live worker is named {name:?}")))
     };
-    match a.cmd {
+    match cmd {
         WorkerCmd::Launch {
             name,
             ssh_key,
@@ -291,7 +322,7 @@ async fn direct(a: WorkerArgs) -> anyhow::Result<ExitCode> {
                 say!("{ssh}");
             }
         }
-        WorkerCmd::List(o) => {
+        WorkerCmd::List { output: o, .. } => {
             let all: Vec<Value> = ec2
                 .list()
                 .await?
@@ -300,11 +331,11 @@ async fn direct(a: WorkerArgs) -> anyhow::Result<ExitCode> {
                 .collect();
             list(&all, o.output);
         }
-        WorkerCmd::Show { name, output } => super::out::show(
+        WorkerCmd::Show { name, output, .. } => super::out::show(
             &serde_json::to_value(found(&name, ec2.get(&name).await?)?)?,
             output.output,
         ),
-        WorkerCmd::Extend { name, by } => {
+        WorkerCmd::Extend { name, by, .. } => {
             let w = found(&name, ec2.get(&name).await?)?;
             let by = worker::parse_lifetime("by", &by)?;
             let now = chrono::Utc::now();
@@ -318,7 +349,7 @@ async fn direct(a: WorkerArgs) -> anyhow::Result<ExitCode> {
             let w = found(&name, ec2.get(&name).await?)?;
             say!("{}", instance_line(&w));
         }
-        WorkerCmd::Terminate { name } => {
+        WorkerCmd::Terminate { name, .. } => {
             let w = found(&name, ec2.get(&name).await?)?;
             ec2.terminate(&w.instance_id).await?;
             say!("terminated worker {name} ({})", w.instance_id);

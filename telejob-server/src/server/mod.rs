@@ -153,7 +153,11 @@ pub async fn build(settings: Settings) -> anyhow::Result<Server> {
             compute,
             clock: Arc::new(SystemClock),
             notifier: notifier.clone(),
-            observer: metrics.clone(),
+            observer: Arc::new(app::published::IndexWriter {
+                metrics: metrics.clone(),
+                public: stores.public.clone(),
+                db: db.clone(),
+            }),
             limits,
             max_running_per_owner: Some(quotas.max_running),
         },
@@ -209,7 +213,22 @@ pub async fn build(settings: Settings) -> anyhow::Result<Server> {
         .run(),
     );
     if settings.example {
-        app::example::ensure(&state).await?;
+        // The client verbs find this server as it was started: its data directory (for the
+        // admin token) and address, when they are not the defaults.
+        let mut flags = String::new();
+        if std::fs::canonicalize(settings::defaults::DATA_DIR)
+            .ok()
+            .as_ref()
+            != Some(&settings.data_dir)
+        {
+            flags.push_str(&format!(" --data-dir {}", settings.data_dir.display()));
+        }
+        if let Ok(addr) = listener.local_addr()
+            && addr.to_string() != settings::defaults::LISTEN
+        {
+            flags.push_str(&format!(" --server http://{addr}"));
+        }
+        app::example::ensure(&state, &flags).await?;
     }
     Ok(Server {
         listener,

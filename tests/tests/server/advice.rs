@@ -220,3 +220,43 @@ async fn a_slow_run_is_marked_late_once_and_a_fast_one_never() {
         "{page}"
     );
 }
+
+#[tokio::test]
+async fn warnings_that_predict_failure_stay_on_the_job_page_and_the_list() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = serve(dir.path(), &[]);
+    let api = Api::new(&srv, Some(&srv.token));
+    let (s, v) = api.post_json("/api/jobs", &json!({"name": "bare"})).await;
+    assert_eq!(s, 201, "{v}");
+    api.create_with_code(
+        json!({"name": "typo", "command": "./analyse.sh"}),
+        &[("analyze.sh", "mkdir -p output", 0o755)],
+    )
+    .await;
+    let (_, typo) = api.get("/api/jobs/typo").await;
+    assert_eq!(typo["code_warnings"][0]["field"], "command", "{typo}");
+    let (http, cookie) = telejob_e2e::dashboard_sign_in(&srv.base, &srv.token).await;
+    let list = telejob_e2e::page(&http, &format!("{}/", srv.base), &cookie).await;
+    assert!(
+        list.contains(">no code<") && list.contains(">script missing<"),
+        "{list}"
+    );
+    let page = telejob_e2e::page(&http, &format!("{}/jobs/typo", srv.base), &cookie).await;
+    assert!(
+        page.contains("id=\"badges\"") && page.contains("./analyse.sh is not in the uploaded code"),
+        "long after the save: {page}"
+    );
+    // Fixing the command clears it: the stored code is checked again.
+    let (s, v, _) = api
+        .call(
+            "PATCH",
+            "/api/jobs/typo",
+            Some(json!({"command": "./analyze.sh"}).to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (_, fixed) = api.get("/api/jobs/typo").await;
+    assert_eq!(fixed["code_warnings"], json!([]), "{fixed}");
+    let page = telejob_e2e::page(&http, &format!("{}/jobs/typo", srv.base), &cookie).await;
+    assert!(!page.contains("id=\"badges\""), "{page}");
+}

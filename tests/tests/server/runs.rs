@@ -555,6 +555,33 @@ async fn published_data_can_be_browsed_signed_out_and_private_jobs_are_never_lis
     let (s, manifest) = json("/public/open/latest/manifest.json").await;
     assert_eq!(s, 200);
     assert_eq!(manifest["run_id"], run["id"]);
+    // After each publish the job's prefix holds index.json, for readers that cannot list the
+    // store (a static page reading an S3 bucket); a private job gets none in the public store.
+    let index_at = srv.data.join("public/open/index.json");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !index_at.exists() {
+        assert!(Instant::now() < deadline, "no index.json");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(&index_at).expect("index")).expect("json");
+    let indexed: Vec<(&str, &Value)> = index["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(|f| Some((f["name"].as_str()?, &f["sha256"])))
+        .collect();
+    assert_eq!(
+        indexed,
+        [
+            ("agg.csv", &run["published"][0]["sha256"]),
+            ("sub/x.txt", &run["published"][1]["sha256"])
+        ],
+        "{index}"
+    );
+    assert!(!srv.data.join("public/hidden").exists());
+    let (s, _) = json("/public/open/index.json").await;
+    assert_eq!(s, 200, "served like the data");
     // The API lists the same, for any job the caller may see (private ones without links).
     let (s, listed) = admin.get("/api/jobs/open/files").await;
     assert_eq!(

@@ -284,7 +284,16 @@ async fn create(c: &Client, x: CreateArgs) -> anyhow::Result<()> {
     let mut body = settings::without_nulls(Value::Object(x.settings.patch()?));
     body["name"] = json!(x.name);
     let code = read_code(&x.code)?;
-    let job = c.json(c.http.post(c.url("/api/jobs")).json(&body)).await?;
+    let job = match c.json(c.http.post(c.url("/api/jobs")).json(&body)).await {
+        Ok(job) => job,
+        Err(e) if e.to_string().contains("exists already") => {
+            return Err(bad(format!(
+                "{e}; to change it: telejob jobs edit {n} --timeout 3h … (or jobs apply -f FILE), and telejob jobs code {n} DIR for new code",
+                n = x.name
+            )));
+        }
+        Err(e) => return Err(e),
+    };
     let name = job["name"].as_str().unwrap_or_default().to_string();
     let up = match upload(c, &name, code).await {
         Ok(up) => up,

@@ -28,11 +28,14 @@ pub fn tarball() -> anyhow::Result<Vec<u8>> {
     Ok(b.into_inner()?.finish()?)
 }
 
-/// Creates the `slowsql` job (owner admin, every minute) with its code, unless it exists.
-pub async fn ensure(s: &AppState) -> anyhow::Result<()> {
+/// Creates the `slowsql` job (owner admin, every minute) with its code, unless it exists; the
+/// hint it prints carries the client flags `flags` that reach this server.
+pub async fn ensure(s: &AppState, flags: &str) -> anyhow::Result<()> {
     let mut spec = JobSpec::new("slowsql");
     spec.schedule = ScheduleSpec::cron("* * * * *");
     spec.timeout_minutes = 5;
+    // Today is outside the bundled sample's days: read one of them, so each file has content.
+    spec.env.insert("SLOWSQL_MAP_TO_SAMPLE".into(), "1".into());
     let admin = User {
         name: "admin".into(),
         is_admin: true,
@@ -44,7 +47,7 @@ pub async fn ensure(s: &AppState) -> anyhow::Result<()> {
     let code = jobs::stage_bytes(tarball()?.into(), s.max_code_bytes, &s.uploads).await?;
     match jobs::create(s, &admin, &spec, Some(code), &Default::default()).await {
         Ok(_) => eprintln!(
-            "telejob: scheduled the example job slowsql every minute; watch it with `telejob runs list slowsql`"
+            "telejob: scheduled the example job slowsql every minute; watch it with `telejob runs list slowsql{flags}`"
         ),
         // Made meanwhile by another start on the same data.
         Err(JobError::NameTaken(_)) => {}

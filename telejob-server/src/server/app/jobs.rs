@@ -40,6 +40,7 @@ pub fn without_view_fields(
         "cron_line",
         "next_run",
         "code_sha256",
+        "code_warnings",
         "created_at",
         "updated_at",
         "code_versions",
@@ -293,7 +294,10 @@ pub async fn create(
     let made = async {
         s.db.change_secrets(&spec.name, secrets).await?;
         if let Some(code) = code {
+            let warnings =
+                crate::server::app::advice::script_warnings(code.file.path(), &spec.command).await;
             store_code(s, &spec.name, code, &owner.name).await?;
+            s.db.set_code_warnings(&spec.name, &warnings).await?;
         }
         rearm(s, &spec.name).await
     }
@@ -336,11 +340,31 @@ pub async fn update(
     // Secrets first: refused ones (too many in all) leave the code as it was.
     s.db.change_secrets(name, secrets).await?;
     if let Some(code) = code {
+        let warnings =
+            crate::server::app::advice::script_warnings(code.file.path(), &spec.command).await;
         store_code(s, name, code, &user.name).await?;
+        s.db.set_code_warnings(name, &warnings).await?;
+    } else if spec.command != old.spec.command
+        && let Some(key) = &old.code_key
+    {
+        recheck_code(s, name, key, &spec.command).await?;
     }
     s.db.update_job_spec(spec, old.cursor.max(Utc::now()))
         .await?;
     rearm(s, name).await
+}
+
+/// Checks the stored code at `key` against `command` again (the command or the code version
+/// changed) and records what it says.
+async fn recheck_code(s: &AppState, name: &str, key: &str, command: &str) -> Result<()> {
+    let mut reader = s.stores.private.get_stream(key).await?;
+    let tmp = tempfile::NamedTempFile::new_in(&s.uploads.dir)?;
+    let mut f = tokio::fs::File::from_std(tmp.reopen()?);
+    tokio::io::copy(&mut reader, &mut f).await?;
+    drop(f);
+    let warnings = crate::server::app::advice::script_warnings(tmp.path(), command).await;
+    s.db.set_code_warnings(name, &warnings).await?;
+    Ok(())
 }
 
 /// Makes a staged upload job `name`'s current code.
@@ -358,6 +382,7 @@ pub async fn upload_code(
     let warnings =
         crate::server::app::advice::script_warnings(code.file.path(), &job.spec.command).await;
     let mut stored = store_code(s, name, code, &user.name).await?;
+    s.db.set_code_warnings(name, &warnings).await?;
     stored.warnings = warnings;
     rearm(s, name).await?;
     Ok(stored)

@@ -70,6 +70,7 @@ const TABLES: &[(&str, &[(&str, Col)])] = &[
             ("created_at", Col::Text),
             ("updated_at", Col::Text),
             ("deleting_since", Col::OptText),
+            ("code_warnings", Col::OptText),
         ],
     ),
     (

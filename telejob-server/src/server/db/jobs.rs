@@ -23,7 +23,37 @@ impl Db {
             created_at: parse_ts("jobs.created_at", r.get("created_at"))?,
             updated_at: parse_ts("jobs.updated_at", r.get("updated_at"))?,
             deleting: r.get::<Option<String>, _>("deleting_since").is_some(),
+            code_warnings: r
+                .get::<Option<String>, _>("code_warnings")
+                .and_then(|t| serde_json::from_str::<Vec<serde_json::Value>>(&t).ok())
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|w| {
+                    Some(telejob_core::advice::Warning {
+                        field: w["field"].as_str()?.to_string(),
+                        message: w["message"].as_str()?.to_string(),
+                    })
+                })
+                .collect(),
         })
+    }
+
+    /// Records what job `job`'s current code says about its command.
+    pub async fn set_code_warnings(
+        &self,
+        job: &str,
+        warnings: &[telejob_core::advice::Warning],
+    ) -> Result<()> {
+        let text =
+            (!warnings.is_empty()).then(|| serde_json::to_string(warnings).unwrap_or_default());
+        sqlx::query("UPDATE jobs SET code_warnings = $1 WHERE name = $2")
+            .bind(text)
+            .bind(job)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        self.cache.forget(job);
+        Ok(())
     }
 
     /// Inserts a job; `Ok(false)` if the name is taken.

@@ -34,6 +34,9 @@ pub struct JobRow {
     pub updated_at: DateTime<Utc>,
     /// Being deleted: its runs are stopping and publish nothing more.
     pub deleting: bool,
+    /// What its current code says about its command (a script missing from it, or not
+    /// executable): its runs will fail.
+    pub code_warnings: Vec<telejob_core::advice::Warning>,
 }
 
 impl JobRow {

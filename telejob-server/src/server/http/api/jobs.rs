@@ -32,6 +32,8 @@ pub struct JobView {
     cron_line: String,
     next_run: Option<String>,
     code_sha256: Option<String>,
+    /// What the current code says about the command: its runs will fail.
+    code_warnings: Vec<telejob_core::advice::Warning>,
     created_at: String,
     updated_at: String,
 }
@@ -54,6 +56,7 @@ fn view(s: &AppState, j: &JobRow) -> JobView {
             .as_ref()
             .and_then(|k| k.rsplit('/').next())
             .map(|f| f.trim_end_matches(".tar").to_string()),
+        code_warnings: j.code_warnings.clone(),
         created_at: ts(j.created_at),
         updated_at: ts(j.updated_at),
     }

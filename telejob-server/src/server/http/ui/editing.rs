@@ -13,8 +13,7 @@ use crate::server::app::jobs::{self, JobError, StagedCode};
 use crate::server::app::state::AppState;
 
 pub(super) async fn new_job(State(s): State<AppState>, b: Browser) -> Response {
-    let mut f = JobForm::defaults();
-    f.images = image_choices(&s);
+    let f = server_form(&s, JobForm::defaults());
     page(pages::job_form(
         &b.session.user.name,
         &b.session.csrf,
@@ -29,13 +28,30 @@ fn image_choices(s: &AppState) -> Vec<String> {
     s.advisor.images.now().unwrap_or_default()
 }
 
+/// A form as this server fills it in: its images, instance types and default limits.
+fn server_form(s: &AppState, mut f: JobForm) -> JobForm {
+    f.images = image_choices(s);
+    f.machine_types = s.advisor.machine_types.clone();
+    f.limit_defaults = s.limits.resources.defaults;
+    f
+}
+
+/// A rejected form with a file chosen: browsers do not keep the file, so say to choose it again.
+fn choose_again(f: &mut JobForm, had_code: bool) {
+    if had_code && !f.errors.contains_key("code") {
+        f.errors.insert(
+            "code".into(),
+            "choose the tarball again: a browser does not keep a chosen file when the form comes back (the other fields are kept)".into(),
+        );
+    }
+}
+
 /// The submitted form: its fields, the uploaded tarball (if any), its CSRF token.
 pub(super) async fn read_form(
     s: &AppState,
     mut mp: Multipart,
 ) -> (JobForm, Option<StagedCode>, String) {
-    let mut f = JobForm::defaults();
-    f.images = image_choices(s);
+    let mut f = server_form(s, JobForm::defaults());
     f.values.remove("retry_on_timeout");
     let mut code: Option<Bytes> = None;
     let mut csrf = String::new();
@@ -167,14 +183,19 @@ pub(super) async fn create_job(
         f.errors
             .insert("code".into(), "choose the code tarball to upload".into());
     }
+    let had_code = code.is_some();
     let (Some(spec), Some(code), true) = (spec, code, f.errors.is_empty()) else {
+        choose_again(&mut f, had_code);
         return form_page(&b, StatusCode::UNPROCESSABLE_ENTITY, &f, None, None);
     };
     let warnings = crate::server::app::advice::script_warnings(code.path(), &spec.command).await;
     match jobs::create(&s, &b.session.user, &spec, Some(code), &secrets).await {
         Ok(_) if !warnings.is_empty() => saved_with_warnings(&b, &spec.name, &warnings, true),
         Ok(_) => Redirect::to(&format!("/jobs/{}?created=1", spec.name)).into_response(),
-        Err(e) => form_failed(&b, &mut f, e, None),
+        Err(e) => {
+            choose_again(&mut f, true);
+            form_failed(&b, &mut f, e, None)
+        }
     }
 }
 
@@ -187,8 +208,7 @@ pub(super) async fn edit_page(
         Ok(j) => j,
         Err(r) => return r,
     };
-    let mut f = JobForm::from_spec(&j.spec);
-    f.images = image_choices(&s);
+    let mut f = server_form(&s, JobForm::from_spec(&j.spec));
     if let Ok(names) = s.db.secret_names(&name).await {
         let names: Vec<String> = names
             .into_iter()
@@ -217,8 +237,10 @@ pub(super) async fn save_edit(
     let spec = f.check(&s.limits);
     let secrets = f.secret_changes();
     let (Some(spec), true) = (spec, f.errors.is_empty()) else {
+        choose_again(&mut f, code.is_some());
         return form_page(&b, StatusCode::UNPROCESSABLE_ENTITY, &f, None, Some(&name));
     };
+    let had_code = code.is_some();
     let warnings = match &code {
         Some(c) => crate::server::app::advice::script_warnings(c.path(), &spec.command).await,
         None => Vec::new(),
@@ -226,7 +248,10 @@ pub(super) async fn save_edit(
     match jobs::update(&s, &b.session.user, &name, &spec, code, &secrets).await {
         Ok(_) if !warnings.is_empty() => saved_with_warnings(&b, &name, &warnings, false),
         Ok(_) => Redirect::to(&format!("/jobs/{name}")).into_response(),
-        Err(e) => form_failed(&b, &mut f, e, Some(&name)),
+        Err(e) => {
+            choose_again(&mut f, had_code);
+            form_failed(&b, &mut f, e, Some(&name))
+        }
     }
 }
 
@@ -245,6 +270,8 @@ pub(super) async fn preview(
         values,
         errors: Default::default(),
         images: Vec::new(),
+        machine_types: None,
+        limit_defaults: Default::default(),
     };
     let body = match f
         .schedule()

@@ -144,8 +144,10 @@ pub(super) async fn public_file(
             None => return StatusCode::NOT_FOUND.into_response(),
         }
     } else {
-        // Only <job>/data/… and <job>/runs/<id>/manifest.json.
-        let ok_kind = kind == "data" || (kind == "runs" && path.ends_with("/manifest.json"));
+        // Only <job>/data/…, <job>/index.json and <job>/runs/<id>/manifest.json.
+        let ok_kind = kind == "data"
+            || path == published::index_key(job)
+            || (kind == "runs" && path.ends_with("/manifest.json"));
         if !ok_kind || telejob_core::store::validate_key(&path).is_err() {
             return StatusCode::NOT_FOUND.into_response();
         }

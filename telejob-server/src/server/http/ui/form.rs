@@ -18,9 +18,44 @@ pub struct JobForm {
     /// The images a job may name on this server (the "Image" select); empty: runs here are
     /// not machines of their own, and the select is not shown.
     pub images: Vec<String>,
+    /// The instance types of an EC2 server (`None`: runs are not instances, and the field is
+    /// not shown).
+    pub machine_types: Option<telejob_core::worker::MachineTypes>,
+    /// The limits a job that sets none gets here (the fields' placeholders).
+    pub limit_defaults: telejob_core::limits::ResourceLimits,
 }
 
 impl JobForm {
+    /// Whether an advanced setting (policies, notifications, limits, image, instance type)
+    /// differs from the defaults or has an error: the folded part of the form opens then.
+    pub fn advanced_matters(&self) -> bool {
+        const ADVANCED: [&str; 19] = [
+            "instance_type",
+            "image",
+            "overlap",
+            "missed",
+            "catch_up_limit",
+            "max_retries",
+            "retry_backoff_seconds",
+            "retry_on_timeout",
+            "backfill_concurrency",
+            "start_at",
+            "end_at",
+            "maintainers",
+            "notify_webhook",
+            "notify_email",
+            "limit_memory",
+            "limit_cpu",
+            "limit_processes",
+            "limit_disk",
+            "limit_network",
+        ];
+        let d = Self::defaults();
+        ADVANCED
+            .iter()
+            .any(|k| self.errors.contains_key(*k) || self.get(k) != d.get(k))
+    }
+
     /// The form's defaults: those of the original service.
     pub fn defaults() -> Self {
         let mut values = HashMap::new();
@@ -46,6 +81,8 @@ impl JobForm {
             values,
             errors: HashMap::new(),
             images: Vec::new(),
+            machine_types: None,
+            limit_defaults: telejob_core::limits::ResourceLimits::default(),
         }
     }
 

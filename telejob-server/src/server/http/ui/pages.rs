@@ -12,7 +12,7 @@ header{background:#1d3557;color:#fff;padding:.6em 1.2em;display:flex;gap:1.2em;a
 header a{color:#fff;text-decoration:none;font-weight:600}header .who{margin-left:auto;opacity:.85}
 main{max-width:980px;margin:1.2em auto;padding:0 1em}
 table{border-collapse:collapse;width:100%;background:#fff}th,td{text-align:left;padding:.4em .6em;border-bottom:1px solid #e3e6ea}
-.card{background:#fff;border:1px solid #e3e6ea;border-radius:6px;padding:1em 1.2em;margin:1em 0}
+.badge{background:#c62828;color:#fff;border-radius:3px;padding:0 .4em;font-size:.85em}.card{background:#fff;border:1px solid #e3e6ea;border-radius:6px;padding:1em 1.2em;margin:1em 0}
 label{display:block;font-weight:600;margin-top:.8em}label.inline{display:inline;font-weight:400}input[type=checkbox]{min-width:0}input,select{font:inherit;padding:.3em;min-width:16em}
 .help{color:#5c6670;font-size:.88em;margin:.15em 0}.error{color:#b00020;font-weight:600;font-size:.9em}
 .warn{background:#fff4e5;border:1px solid #f0b05a;padding:.6em .9em;border-radius:6px}
@@ -100,7 +100,8 @@ pub fn jobs(
                         tr {
                             td { a href={ "/jobs/" (job.spec.name) } { (job.spec.name) }
                                 @if job.paused { " (paused)" } @if job.expired { " (expired)" }
-                                @if late.contains(&job.spec.name) { " " span.late title="a run of this job is running late" { "running late" } } }
+                                @if late.contains(&job.spec.name) { " " span.late title="a run of this job is running late" { "running late" } }
+                                @for (badge, why) in badges(job) { " " span.badge title=(why) { (badge) } } }
                             td { (words) }
                             td { (next.as_deref().unwrap_or("—")) }
                             td {
@@ -115,6 +116,32 @@ pub fn jobs(
             }
         },
     )
+}
+
+/// What predicts that a job's runs will fail, as short badges with their reason: no code yet,
+/// or a command whose script the current code lacks (or has, not executable).
+pub fn badges(j: &JobRow) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if j.code_key.is_none() {
+        out.push((
+            "no code",
+            "no code is uploaded: its runs fail until there is (Edit, or telejob jobs code)".into(),
+        ));
+    }
+    for w in &j.code_warnings {
+        let label = if w.message.contains("not executable") {
+            "script not executable"
+        } else {
+            "script missing"
+        };
+        out.push((label, format!("{}: {}", w.field, w.message)));
+    }
+    out
+}
+
+/// A limit field's placeholder: the server's default, or that there is none.
+fn default_limit(v: Option<String>) -> String {
+    v.unwrap_or_else(|| "no limit".into())
 }
 
 fn field_error(f: &JobForm, k: &str) -> Markup {
@@ -149,6 +176,12 @@ pub fn job_form(
         ("sunday", "Sunday"),
     ];
     let title = editing.map_or_else(|| "Schedule a Job".to_string(), |n| format!("Edit {n}"));
+    let net_default = format!(
+        "this server's default ({})",
+        f.limit_defaults
+            .network
+            .map_or_else(|| "on".to_string(), |n| n.to_string())
+    );
     let action = editing.map_or_else(|| "/jobs".to_string(), |n| format!("/jobs/{n}/edit"));
     layout(
         &title,
@@ -227,9 +260,16 @@ pub fn job_form(
                     input #timeout_minutes name="timeout_minutes" type="number" min="1" value=(f.get("timeout_minutes"));
                     p.help { "The run and everything it started are killed after this. Set it a little above a typical run." }
                     (field_error(f, "timeout_minutes"))
-                    label for="instance_type" { "Instance type (EC2 servers only; empty: the default)" }
-                    input #instance_type name="instance_type" value=(f.get("instance_type")) placeholder="t3.medium";
-                    (field_error(f, "instance_type"))
+                }
+                details #advanced open[f.advanced_matters()] {
+                summary { "Advanced settings: policies, notifications, environment, secrets, limits" @if !f.images.is_empty() { ", image" } }
+                div.card {
+                    @if let Some(types) = &f.machine_types {
+                        label for="instance_type" { "Instance type (empty: " (types.default) ")" }
+                        input #instance_type name="instance_type" value=(f.get("instance_type")) placeholder=(types.default);
+                        @if !types.allowed.is_empty() { p.help { "Allowed here: " (types.allowed.join(", ")) "." } }
+                        (field_error(f, "instance_type"))
+                    }
                     @if !f.images.is_empty() {
                         label for="image" { "Image (what the run's machine starts from; it is root there and may install anything)" }
                         select #image name="image" {
@@ -292,22 +332,23 @@ pub fn job_form(
                     (field_error(f, "secrets"))
                 }
                 div.card {
-                    p.help { "Resource limits: leave a field empty for this server's default." }
+                    p.help { "Resource limits: leave a field empty for this server's default (shown greyed)." }
                     label for="limit_memory" { "Memory" }
-                    input #limit_memory name="limit_memory" value=(f.get("limit_memory")) placeholder="2GiB";
+                    input #limit_memory name="limit_memory" value=(f.get("limit_memory")) placeholder=(default_limit(f.limit_defaults.memory.map(|v| v.to_string())));
                     (field_error(f, "limit_memory"))
                     label for="limit_cpu" { "CPUs" }
-                    input #limit_cpu name="limit_cpu" value=(f.get("limit_cpu")) placeholder="1.5";
+                    input #limit_cpu name="limit_cpu" value=(f.get("limit_cpu")) placeholder=(default_limit(f.limit_defaults.cpu.map(|v| v.to_string())));
                     (field_error(f, "limit_cpu"))
                     label for="limit_processes" { "Processes at once" }
-                    input #limit_processes name="limit_processes" type="number" min="4" value=(f.get("limit_processes")) placeholder="256";
+                    input #limit_processes name="limit_processes" type="number" min="4" value=(f.get("limit_processes")) placeholder=(default_limit(f.limit_defaults.processes.map(|v| v.to_string())));
                     (field_error(f, "limit_processes"))
                     label for="limit_disk" { "Workspace disk space" }
-                    input #limit_disk name="limit_disk" value=(f.get("limit_disk")) placeholder="10GiB";
+                    input #limit_disk name="limit_disk" value=(f.get("limit_disk")) placeholder=(default_limit(f.limit_defaults.disk.map(|v| v.to_string())));
                     (field_error(f, "limit_disk"))
                     label for="limit_network" { "Network" }
-                    (select(f, "limit_network", &[("", "this server's default"), ("on", "on"), ("off", "off: loopback only")]))
+                    (select(f, "limit_network", &[("", &net_default), ("on", "on"), ("off", "off: loopback only")]))
                     (field_error(f, "limit_network"))
+                }
                 }
                 p { button #submit type="submit" { @if editing.is_some() { "Save" } @else { "Schedule the job" } } }
             }
@@ -472,6 +513,12 @@ pub fn job_page(user: &str, csrf: &str, p: &JobPage<'_>) -> Markup {
     html! {
         (layout(name, Some(user), Some(csrf), html! {
             h1 { "Job " (name) @if j.paused { " (paused)" } @if j.expired { " (expired)" } }
+            @let predicted = badges(j);
+            @if !predicted.is_empty() {
+                div.card.warnings #badges {
+                    @for (badge, why) in &predicted { p { span.badge { (badge) } " " (why) } }
+                }
+            }
             @if created {
                 div.card #what-happens {
                     h2 { "Scheduled. Here is what will happen" }
