@@ -15,6 +15,7 @@ mod progress;
 mod run;
 mod runs;
 mod schedule;
+mod shell;
 mod token;
 mod worker;
 

@@ -27,108 +27,108 @@ pub struct RunArgs {
     /// The code: a tarball (.tar.gz, .tgz, .tar.xz, .tar.zst, .tar.bz2, .tar — detected by
     /// content), a directory, or a file:// or http(s):// URL.
     #[arg(long, value_name = "TARBALL|DIR|URL")]
-    code: String,
+    pub(super) code: String,
     /// The bash command line, run from the root of the unpacked code. If the archive holds a
     /// single top-level directory, that directory is the root.
     #[arg(long, default_value = "./run.sh")]
-    command: String,
+    pub(super) command: String,
     /// The directory the command writes its results to, relative to the code root. Every file
     /// in it is published.
     #[arg(long, default_value = "output")]
-    output_dir: String,
+    pub(super) output_dir: String,
     /// Kill the run (and everything it started) after this long: 90s, 175m, 3h.
     #[arg(long, default_value = "120m", value_parser = parse_timeout, allow_hyphen_values = true)]
-    timeout: Duration,
+    pub(super) timeout: Duration,
     /// Where to publish: a directory or s3://bucket/prefix. Files go to
     /// <DIR>/<job-name>/data/ and the run's manifest to
     /// <DIR>/<job-name>/runs/<run-id>/manifest.json. Default: telejob-output, or the config
     /// file's public_store.
     #[arg(long, value_name = "DIR|URL")]
-    publish_to: Option<String>,
+    pub(super) publish_to: Option<String>,
     /// Where the run's code, log and status go (never published): a directory or
     /// s3://bucket/prefix. Default: telejob-private, or the config file's private_store.
     #[arg(long, value_name = "DIR|URL")]
-    private_to: Option<String>,
+    pub(super) private_to: Option<String>,
     /// Where the run executes: local (this machine) or ec2 (a fresh instance, configured by the
     /// [ec2] table of --config; stores must be s3://).
     #[arg(long, value_enum, default_value_t = ComputeKind::Local)]
-    compute: ComputeKind,
+    pub(super) compute: ComputeKind,
     /// A config file, as for `telejob serve`: stores, [aws], [s3], [ec2] (see docs/aws.md).
     #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
+    pub(super) config: Option<PathBuf>,
     /// The EC2 instance type (default: the config's; must be in its allowlist).
     #[arg(long, value_name = "TYPE")]
-    instance_type: Option<String>,
+    pub(super) instance_type: Option<String>,
     /// The job's name, also its publish prefix. Default: derived from --code
     /// (slowsql-0.3.tar.gz → slowsql).
     #[arg(long, value_name = "NAME")]
-    job_name: Option<String>,
+    pub(super) job_name: Option<String>,
     /// An environment variable for the job, KEY=VALUE; repeat for more. Nothing else of this
     /// shell's environment reaches the job but PATH, LANG, LC_* and TZ.
     #[arg(long = "env", value_name = "KEY=VALUE")]
-    env: Vec<String>,
+    pub(super) env: Vec<String>,
     /// Pass the variable NAME of this shell's environment to the job as a secret: its value is
     /// masked in the log and never on the command line. Repeat for more.
     #[arg(long = "secret", value_name = "NAME")]
-    secrets: Vec<String>,
+    pub(super) secrets: Vec<String>,
     /// The slot the run is for (TELEJOB_SCHEDULED_FOR), RFC 3339. Default: now.
     #[arg(long, value_name = "INSTANT")]
-    scheduled_for: Option<String>,
+    pub(super) scheduled_for: Option<String>,
     /// Run the job, but only list what would be published; upload nothing.
     #[arg(long)]
-    dry_run: bool,
+    pub(super) dry_run: bool,
     /// public: anyone may read the output; private: only the job's owners.
     #[arg(long, value_enum, default_value_t = VisibilityArg::Public)]
-    visibility: VisibilityArg,
+    pub(super) visibility: VisibilityArg,
     /// Time between SIGTERM and SIGKILL when the timeout expires.
     #[arg(long, default_value = "10s", value_parser = parse_timeout)]
-    kill_grace: Duration,
+    pub(super) kill_grace: Duration,
     /// Put the run in a cgroup v2 of its own: auto (where possible), off, required.
     #[arg(long, default_value = "auto", value_name = "auto|off|required")]
-    cgroup: CgroupMode,
+    pub(super) cgroup: CgroupMode,
     /// Run the job as this existing user. Default when telejob runs as root: a UID of the run's
     /// own from --uid-range.
     #[arg(long, value_name = "USER", conflicts_with = "uid_range")]
-    run_as: Option<String>,
+    pub(super) run_as: Option<String>,
     /// The range run UIDs are leased from when telejob runs as root (FIRST-LAST; default
     /// 1879048192-1879113727).
     #[arg(long, value_name = "FIRST-LAST")]
-    uid_range: Option<String>,
+    pub(super) uid_range: Option<String>,
     /// Give the run mount, PID, IPC (and, with --network off, network) namespaces of its own:
     /// auto (where possible: as root), off, required.
     #[arg(long, default_value = "auto", value_name = "auto|off|required")]
-    namespaces: NamespaceMode,
+    pub(super) namespaces: NamespaceMode,
     /// The most memory the run may use, e.g. 2GiB (needs a memory cgroup).
     #[arg(long, value_name = "SIZE", value_parser = Bytes::parse)]
-    memory: Option<Bytes>,
+    pub(super) memory: Option<Bytes>,
     /// CPU time as a number of CPUs, e.g. 1.5 (needs a cpu cgroup).
     #[arg(long, value_name = "N", value_parser = Cpus::parse)]
-    cpus: Option<Cpus>,
+    pub(super) cpus: Option<Cpus>,
     /// The most processes and threads at once.
     #[arg(long, value_name = "N")]
-    processes: Option<u32>,
+    pub(super) processes: Option<u32>,
     /// The most space the workspace (code, output, home, /tmp) may take, e.g. 10GiB.
     #[arg(long, value_name = "SIZE", value_parser = Bytes::parse)]
-    disk: Option<Bytes>,
+    pub(super) disk: Option<Bytes>,
     /// on, or off: the run gets loopback only (needs namespaces: telejob runs as root).
     #[arg(long, value_name = "on|off")]
-    network: Option<Network>,
+    pub(super) network: Option<Network>,
     /// The image the run's machine starts from (as root: see `telejob image list`); `host` is
     /// this host's own root file system. Default: the config's image, or `default`, built on
     /// first use.
     #[arg(long, value_name = "NAME")]
-    image: Option<String>,
+    pub(super) image: Option<String>,
     /// Where images are (default: TELEJOB_IMAGES_DIR, the config's images_dir, or
     /// ./telejob-data/images).
     #[arg(long, value_name = "DIR")]
-    images_dir: Option<PathBuf>,
+    pub(super) images_dir: Option<PathBuf>,
     /// Don't echo the job's output (it is still logged).
     #[arg(long, short)]
-    quiet: bool,
+    pub(super) quiet: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum VisibilityArg {
+pub(super) enum VisibilityArg {
     Public,
     Private,
 }
@@ -175,182 +175,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     run_with(a, false, None).await
 }
 
-/// `telejob worker shell`: an interactive shell in a fresh workspace with the code unpacked,
-/// in the same sandbox as a run (user, cgroup, namespaces, environment, `TELEJOB_*`
-/// variables), killed with everything it started at its lifetime. When it exits, what the
-/// output directory would publish is listed, and the workspace is removed.
-#[derive(Debug, Args)]
-pub struct ShellArgs {
-    /// The code: a tarball, a directory, or a file:// or http(s):// URL.
-    #[arg(long, value_name = "TARBALL|DIR|URL")]
-    code: String,
-    /// How long the shell may live; it and everything it started are killed then.
-    #[arg(long, default_value = "4h", value_parser = parse_timeout)]
-    lifetime: Duration,
-    /// The output directory whose files are listed when the shell exits.
-    #[arg(long, default_value = "output")]
-    output_dir: String,
-    /// An environment variable, KEY=VALUE; repeat for more.
-    #[arg(long = "env", value_name = "KEY=VALUE")]
-    env: Vec<String>,
-    /// The job name the workspace is for (default: derived from --code).
-    #[arg(long, value_name = "NAME")]
-    job_name: Option<String>,
-    /// Run the shell as this existing user (default as root: a UID of its own).
-    #[arg(long, value_name = "USER")]
-    run_as: Option<String>,
-    /// The image the worker's machine starts from (as root; default: `default`).
-    #[arg(long, value_name = "NAME")]
-    image: Option<String>,
-    /// When the shell ends (or its lifetime does), copy the code directory back here: each
-    /// file written whole, files removed in the worker removed, `.git` untouched; a file
-    /// changed here during the session is not overwritten (without --force).
-    #[arg(long, value_name = "DIR")]
-    save_to: Option<PathBuf>,
-    /// When the shell ends, pack the code directory into this tarball (checked as `telejob
-    /// package` does).
-    #[arg(long, value_name = "FILE")]
-    package: Option<PathBuf>,
-    /// With --save-to or --package: overwrite what changed on this host during the session.
-    #[arg(long)]
-    force: bool,
-}
-
-/// The lifetime warnings of a worker shell: 10 minutes and 1 minute before its end.
-fn warn_before_the_end(
-    lifetime: Duration,
-    keep: &super::keep::Keep,
-) -> tokio::task::JoinHandle<()> {
-    let start = tokio::time::Instant::now();
-    let end = chrono::Utc::now() + chrono::Duration::from_std(lifetime).unwrap_or_default();
-    let then = if keep.is_nothing() {
-        "exit and keep your work: the workspace is discarded (--save-to and --package keep it)"
-    } else {
-        "exit, or it ends for you (your work is kept as asked)"
-    }
-    .to_string();
-    tokio::spawn(async move {
-        for before in [Duration::from_secs(600), Duration::from_secs(60)] {
-            if lifetime <= before {
-                continue;
-            }
-            tokio::time::sleep_until(start + (lifetime - before)).await;
-            eprint!(
-                "\r\ntelejob: this worker ends in {} (at {} UTC), with everything it started: {then}\r\n",
-                humantime::format_duration(before),
-                end.format("%H:%M:%S")
-            );
-        }
-    })
-}
-
-/// Runs `telejob worker shell`.
-pub async fn shell(a: ShellArgs) -> anyhow::Result<ExitCode> {
-    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-        return Err(bad(
-            "telejob worker shell needs a terminal on stdin; to run a command, use `telejob run --command …`",
-        ));
-    }
-    let mut env = a.env;
-    // The terminal's type, so that line editing works; nothing else of this environment.
-    if let Ok(t) = std::env::var("TERM")
-        && !t.is_empty()
-        && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    {
-        env.push(format!("TERM={t}"));
-    }
-    // Nothing is published (a dry run); the run's status and empty log go to a scratch
-    // directory removed afterwards.
-    let scratch = tempfile::Builder::new()
-        .prefix("telejob-shell-")
-        .tempdir()
-        .map_err(|e| anyhow::anyhow!("cannot make a scratch directory: {e}"))?;
-    let place = |sub: &str| scratch.path().join(sub).display().to_string();
-    let args = RunArgs {
-        code: a.code,
-        // The shell's own exit status does not fail the session: its output is listed anyway.
-        command: r"PS1='[telejob worker] \w\$ ' bash --noprofile --norc -i; exit 0".into(),
-        output_dir: a.output_dir,
-        timeout: a.lifetime,
-        publish_to: Some(place("public")),
-        private_to: Some(place("private")),
-        compute: ComputeKind::Local,
-        config: None,
-        instance_type: None,
-        job_name: a.job_name,
-        env,
-        secrets: Vec::new(),
-        scheduled_for: None,
-        dry_run: true,
-        visibility: VisibilityArg::Public,
-        kill_grace: Duration::from_secs(2),
-        cgroup: CgroupMode::Auto,
-        run_as: a.run_as,
-        uid_range: None,
-        namespaces: NamespaceMode::Auto,
-        memory: None,
-        cpus: None,
-        processes: None,
-        disk: None,
-        network: None,
-        image: a.image,
-        images_dir: None,
-        quiet: true,
-    };
-    let keep = super::keep::Keep {
-        save_to: a.save_to,
-        package: a.package,
-        force: a.force,
-        since: std::time::SystemTime::now(),
-    };
-    let kept = Arc::new(std::sync::Mutex::new(None));
-    let hook = (!keep.is_nothing()).then(|| {
-        let (keep, kept) = (keep.clone(), kept.clone());
-        telejob_core::agent::pipeline::AfterCommand::new(move |code: &std::path::Path| {
-            let r = keep.keep(code);
-            *kept
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
-        })
-    });
-    match (&keep.save_to, &keep.package) {
-        (None, None) => eprintln!(
-            "telejob: the workspace is discarded when the shell ends: keep your work with --save-to DIR (the code directory copied back) or --package FILE"
-        ),
-        (Some(d), _) => eprintln!(
-            "telejob: when the shell ends, the code directory is saved to {}",
-            d.display()
-        ),
-        (None, Some(f)) => eprintln!(
-            "telejob: when the shell ends, the code directory is packed into {}",
-            f.display()
-        ),
-    }
-    let warnings = warn_before_the_end(a.lifetime, &keep);
-    let r = run_with(args, true, hook).await;
-    warnings.abort();
-    drop(scratch);
-    let outcome = kept
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .take();
-    match outcome {
-        Some(Ok(done)) => {
-            for d in done {
-                eprintln!("telejob: {d}");
-            }
-        }
-        Some(Err(e)) => {
-            eprintln!("telejob: {e}");
-            return Ok(ExitCode::from(1));
-        }
-        None if keep.is_nothing() => eprintln!("telejob: the workspace is discarded"),
-        None => {}
-    }
-    r
-}
-
-async fn run_with(
+pub(super) async fn run_with(
     a: RunArgs,
     interactive: bool,
     after_command: Option<telejob_core::agent::pipeline::AfterCommand>,

@@ -100,7 +100,7 @@ enum WorkerCmd {
     /// A local worker: an interactive shell in a fresh workspace with the code unpacked, in
     /// the same sandbox as a run, ended with everything it started at its lifetime; on exit it
     /// lists what the output directory would publish and removes the workspace.
-    Shell(super::run::ShellArgs),
+    Shell(super::shell::ShellArgs),
 }
 
 /// The text of `--ssh-key FILE`.
@@ -164,7 +164,7 @@ pub async fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
         let WorkerCmd::Shell(s) = a.cmd else {
             unreachable!("only shell has no remote")
         };
-        return super::run::shell(s).await;
+        return super::shell::shell(s).await;
     };
     match remote.compute.as_deref() {
         None => through_server(remote, a.cmd).await,

@@ -187,6 +187,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<Server> {
         ),
         metrics,
         sessions: app::sessions::Sessions::new(db.clone()),
+        drafts: Arc::default(),
         advisor: advisor.clone(),
         workers: workers.clone(),
         notifier: notifier.clone(),

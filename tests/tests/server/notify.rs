@@ -79,6 +79,9 @@ async fn a_slot_retried_once_is_told_failed_once_with_its_run_page_and_log_tail(
             .expect("the slot fires within the minute");
         events.push(serde_json::from_str::<Value>(&body).expect("json"));
     }
+    // A new client: the old one's pooled connection idled past the server's timeout while this
+    // thread blocked on the sink.
+    let api = Api::new(&srv, Some(&srv.token));
     assert_eq!(
         api.post_json("/api/jobs/flaky/pause", &json!({})).await.0,
         200

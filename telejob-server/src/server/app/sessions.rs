@@ -180,3 +180,80 @@ mod tests {
         );
     }
 }
+
+/// How long a rejected form is kept for the page after its redirect.
+const DRAFT_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The most rejected forms kept at once (the oldest go first).
+const MAX_DRAFTS: usize = 1000;
+
+/// A rejected form, as the page after the redirect shows it again.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    /// The session that sent it (only that session sees it).
+    pub session: String,
+    /// What was typed.
+    pub values: std::collections::HashMap<String, String>,
+    /// The problems, by field.
+    pub errors: std::collections::HashMap<String, String>,
+    /// A problem of no field.
+    pub general: Option<String>,
+    at: std::time::Instant,
+}
+
+impl Draft {
+    /// A draft of `session`'s rejected form.
+    pub fn new(
+        session: &str,
+        values: std::collections::HashMap<String, String>,
+        errors: std::collections::HashMap<String, String>,
+        general: Option<String>,
+    ) -> Self {
+        Self {
+            session: hash(session),
+            values,
+            errors,
+            general,
+            at: std::time::Instant::now(),
+        }
+    }
+}
+
+/// Rejected forms kept a few minutes, so that a failed submit answers with a redirect to a
+/// page that shows it again (Post/Redirect/Get: a reload never posts it twice). In memory, on
+/// the replica that took the post; a draft another replica does not have shows an empty form.
+#[derive(Debug, Default)]
+pub struct Drafts(std::sync::Mutex<std::collections::HashMap<String, Draft>>);
+
+impl Drafts {
+    /// Keeps `d`; returns its id.
+    pub fn keep(&self, d: Draft) -> String {
+        let mut id = [0u8; 16];
+        let _ = getrandom::fill(&mut id);
+        let id = hex::encode(id);
+        let mut all = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        all.retain(|_, d| d.at.elapsed() < DRAFT_TTL);
+        while all.len() >= MAX_DRAFTS {
+            let Some(oldest) = all.iter().min_by_key(|(_, d)| d.at).map(|(k, _)| k.clone()) else {
+                break;
+            };
+            all.remove(&oldest);
+        }
+        all.insert(id.clone(), d);
+        id
+    }
+
+    /// The draft `id` of `session`, while it is kept (a reload shows it again).
+    pub fn get(&self, id: &str, session: &str) -> Option<Draft> {
+        let all = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        all.get(id)
+            .filter(|d| d.session == hash(session) && d.at.elapsed() < DRAFT_TTL)
+            .cloned()
+    }
+}

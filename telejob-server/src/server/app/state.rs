@@ -31,6 +31,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Dashboard sessions.
     pub sessions: Sessions,
+    /// Rejected dashboard forms, for the page after their redirect.
+    pub drafts: Arc<crate::server::app::sessions::Drafts>,
     /// Save-time warnings and running-late thresholds.
     pub advisor: Arc<crate::server::app::advice::Advisor>,
     /// Analysis workers.

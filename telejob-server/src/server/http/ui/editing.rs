@@ -12,13 +12,17 @@ use super::*;
 use crate::server::app::jobs::{self, JobError, StagedCode};
 use crate::server::app::state::AppState;
 
-pub(super) async fn new_job(State(s): State<AppState>, b: Browser) -> Response {
-    let f = server_form(&s, JobForm::defaults());
+pub(super) async fn new_job(
+    State(s): State<AppState>,
+    b: Browser,
+    Query(q): Query<DraftQuery>,
+) -> Response {
+    let (f, general) = with_draft(&s, &b, &q, server_form(&s, JobForm::defaults()));
     page(pages::job_form(
         &b.session.user.name,
         &b.session.csrf,
         &f,
-        None,
+        general.as_deref(),
         None,
     ))
 }
@@ -120,6 +124,7 @@ pub(super) fn code_error(e: JobError) -> String {
 
 /// Shows a failed create or edit: field errors next to their fields, others above the form.
 pub(super) fn form_failed(
+    s: &AppState,
     b: &Browser,
     f: &mut JobForm,
     e: JobError,
@@ -128,16 +133,17 @@ pub(super) fn form_failed(
     match e {
         JobError::NameTaken(_) | JobError::NameReserved(_) => {
             f.errors.insert("name".into(), e.to_string());
-            form_page(b, StatusCode::CONFLICT, f, None, editing)
+            form_page(s, b, StatusCode::CONFLICT, f, None, editing)
         }
         JobError::Invalid(e) => {
             for (field, m) in e.field_errors() {
                 f.errors.insert(field.to_string(), m.to_string());
             }
-            form_page(b, StatusCode::UNPROCESSABLE_ENTITY, f, None, editing)
+            form_page(s, b, StatusCode::UNPROCESSABLE_ENTITY, f, None, editing)
         }
         JobError::NotFound | JobError::Forbidden => job_error(b, e),
         e => form_page(
+            s,
             b,
             StatusCode::INTERNAL_SERVER_ERROR,
             f,
@@ -147,24 +153,55 @@ pub(super) fn form_failed(
     }
 }
 
+/// The form page: shown as it is (`OK`), or, for a rejected submit, kept as a draft and
+/// redirected to (Post/Redirect/Get: a reload shows the errors again and posts nothing).
 pub(super) fn form_page(
+    s: &AppState,
     b: &Browser,
     status: StatusCode,
     f: &JobForm,
     general: Option<&str>,
     editing: Option<&str>,
 ) -> Response {
-    (
-        status,
-        page(pages::job_form(
-            &b.session.user.name,
-            &b.session.csrf,
-            f,
-            general,
-            editing,
-        )),
-    )
-        .into_response()
+    if status != StatusCode::OK {
+        let id = s.drafts.keep(crate::server::app::sessions::Draft::new(
+            &b.id,
+            f.values.clone(),
+            f.errors.clone(),
+            general.map(str::to_string),
+        ));
+        let to = editing.map_or_else(|| "/jobs/new".to_string(), |n| format!("/jobs/{n}/edit"));
+        return Redirect::to(&format!("{to}?draft={id}")).into_response();
+    }
+    page(pages::job_form(
+        &b.session.user.name,
+        &b.session.csrf,
+        f,
+        general,
+        editing,
+    ))
+}
+
+/// `?draft=ID`: the rejected form to show again.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct DraftQuery {
+    #[serde(default)]
+    draft: Option<String>,
+}
+
+/// `f` with draft `q.draft` of `b`'s session over it, and the draft's general error.
+fn with_draft(
+    s: &AppState,
+    b: &Browser,
+    q: &DraftQuery,
+    mut f: JobForm,
+) -> (JobForm, Option<String>) {
+    let Some(d) = q.draft.as_deref().and_then(|id| s.drafts.get(id, &b.id)) else {
+        return (f, None);
+    };
+    f.values = d.values;
+    f.errors = d.errors;
+    (f, d.general)
 }
 
 pub(super) async fn create_job(
@@ -186,7 +223,7 @@ pub(super) async fn create_job(
     let had_code = code.is_some();
     let (Some(spec), Some(code), true) = (spec, code, f.errors.is_empty()) else {
         choose_again(&mut f, had_code);
-        return form_page(&b, StatusCode::UNPROCESSABLE_ENTITY, &f, None, None);
+        return form_page(&s, &b, StatusCode::UNPROCESSABLE_ENTITY, &f, None, None);
     };
     let warnings = crate::server::app::advice::script_warnings(code.path(), &spec.command).await;
     match jobs::create(&s, &b.session.user, &spec, Some(code), &secrets).await {
@@ -194,7 +231,7 @@ pub(super) async fn create_job(
         Ok(_) => Redirect::to(&format!("/jobs/{}?created=1", spec.name)).into_response(),
         Err(e) => {
             choose_again(&mut f, true);
-            form_failed(&b, &mut f, e, None)
+            form_failed(&s, &b, &mut f, e, None)
         }
     }
 }
@@ -203,6 +240,7 @@ pub(super) async fn edit_page(
     State(s): State<AppState>,
     b: Browser,
     Path(name): Path<String>,
+    Query(q): Query<DraftQuery>,
 ) -> Response {
     let j = match managed_job(&s, &b, &name).await {
         Ok(j) => j,
@@ -212,11 +250,20 @@ pub(super) async fn edit_page(
     if let Ok(names) = s.db.secret_names(&name).await {
         let names: Vec<String> = names
             .into_iter()
-            .map(|i| format!("{} (set {})", i.name, i.set_at.format("%Y-%m-%d %H:%M UTC")))
+            .map(|i| format!("{} (set {})", i.name, pages::when(Some(i.set_at))))
             .collect();
         f.values.insert("secret_names".into(), names.join(", "));
     }
-    form_page(&b, StatusCode::OK, &f, None, Some(&name))
+    let secret_names = f.get("secret_names").to_string();
+    let (mut f, general) = with_draft(&s, &b, &q, f);
+    f.values.insert("secret_names".into(), secret_names);
+    page(pages::job_form(
+        &b.session.user.name,
+        &b.session.csrf,
+        &f,
+        general.as_deref(),
+        Some(&name),
+    ))
 }
 
 pub(super) async fn save_edit(
@@ -238,7 +285,14 @@ pub(super) async fn save_edit(
     let secrets = f.secret_changes();
     let (Some(spec), true) = (spec, f.errors.is_empty()) else {
         choose_again(&mut f, code.is_some());
-        return form_page(&b, StatusCode::UNPROCESSABLE_ENTITY, &f, None, Some(&name));
+        return form_page(
+            &s,
+            &b,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &f,
+            None,
+            Some(&name),
+        );
     };
     let had_code = code.is_some();
     let warnings = match &code {
@@ -250,7 +304,7 @@ pub(super) async fn save_edit(
         Ok(_) => Redirect::to(&format!("/jobs/{name}")).into_response(),
         Err(e) => {
             choose_again(&mut f, had_code);
-            form_failed(&b, &mut f, e, Some(&name))
+            form_failed(&s, &b, &mut f, e, Some(&name))
         }
     }
 }

@@ -25,10 +25,7 @@ pub(super) async fn index(State(s): State<AppState>, b: Browser) -> Response {
             .compile()
             .map(|c| c.describe())
             .unwrap_or_default();
-        let next = s
-            .cluster
-            .next_fire(&j)
-            .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string());
+        let next = s.cluster.next_fire(&j).map(|t| pages::when(Some(t)));
         let last =
             s.db.runs_of(&j.spec.name, 1)
                 .await
@@ -65,10 +62,7 @@ pub(super) async fn job_page(
     }
     let versions = s.db.code_versions(&name).await.unwrap_or_default();
     let runs = s.db.runs_of(&name, 50).await.unwrap_or_default();
-    let next = s
-        .cluster
-        .next_fire(&j)
-        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string());
+    let next = s.cluster.next_fire(&j).map(|t| pages::when(Some(t)));
     let late = s.db.late_marks(&name).await.unwrap_or_default();
     let usual = s.db.usual(&name).await.unwrap_or_default();
     let warnings = s.advisor.warnings(usual, &j.spec, &s.limits);
