@@ -339,6 +339,10 @@ async fn a_job_is_changed_from_the_cli_by_get_apply_and_edit() {
     let (_, v) = api.get("/api/jobs/copied").await;
     assert_eq!(v["schedule"], before["schedule"]);
     assert!(v["code_sha256"].is_string(), "{v}");
+    assert_eq!(
+        v["code_versions"][0]["file_name"], "code/",
+        "named after what was uploaded"
+    );
     // Lists and shows as JSON, for scripts.
     let (rc, out, _) = cli(&["jobs", "list", "-o", "json"], None);
     assert_eq!(rc, Some(0));

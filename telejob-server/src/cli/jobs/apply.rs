@@ -187,9 +187,9 @@ pub async fn apply(c: &Client, a: ApplyArgs) -> anyhow::Result<()> {
     } else {
         Value::Null
     };
-    let up = match new_code {
-        Some(code) => upload(c, &name, code).await?,
-        None => Value::Null,
+    let up = match (new_code, &a.code) {
+        (Some(code), Some(from)) => upload(c, &name, code, from).await?,
+        _ => Value::Null,
     };
     warn(&[&saved, &up]);
     say!(

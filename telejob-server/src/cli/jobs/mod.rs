@@ -130,7 +130,7 @@ pub async fn jobs(a: ServerArgs, cmd: JobsCmd) -> anyhow::Result<ExitCode> {
         JobsCmd::Apply(a) => apply::apply(&c, a).await?,
         JobsCmd::Edit(a) => apply::edit(&c, *a).await?,
         JobsCmd::Code { name, code } => {
-            let up = upload(&c, &name, read_code(&code)?).await?;
+            let up = upload(&c, &name, read_code(&code)?, &code).await?;
             warn(&[&up]);
             say!(
                 "{name}: code {} is current",
@@ -254,11 +254,32 @@ fn read_code(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-/// Uploads `code` as job `name`'s new current code version.
-async fn upload(c: &Client, name: &str, code: Vec<u8>) -> anyhow::Result<Value> {
+/// Uploads `code` (read from `from`) as job `name`'s new current code version, named after
+/// its file (a directory as `DIR/`).
+async fn upload(
+    c: &Client,
+    name: &str,
+    code: Vec<u8>,
+    from: &std::path::Path,
+) -> anyhow::Result<Value> {
+    let mut file = from
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if from.is_dir() {
+        file.push('/');
+    }
+    let file: String = file
+        .chars()
+        .filter(|c| *c != '"' && !c.is_control())
+        .collect();
     c.json(
         c.http
             .put(c.url(&format!("/api/jobs/{name}/code")))
+            .header(
+                reqwest::header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{file}\""),
+            )
             .body(code),
     )
     .await
@@ -295,7 +316,7 @@ async fn create(c: &Client, x: CreateArgs) -> anyhow::Result<()> {
         Err(e) => return Err(e),
     };
     let name = job["name"].as_str().unwrap_or_default().to_string();
-    let up = match upload(c, &name, code).await {
+    let up = match upload(c, &name, code, &x.code).await {
         Ok(up) => up,
         Err(e) => {
             // Leave nothing half-made behind.

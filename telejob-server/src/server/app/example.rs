@@ -44,7 +44,9 @@ pub async fn ensure(s: &AppState, flags: &str) -> anyhow::Result<()> {
         // Made at an earlier start; the scheduler armed it when it loaded the jobs.
         return Ok(());
     }
-    let code = jobs::stage_bytes(tarball()?.into(), s.max_code_bytes, &s.uploads).await?;
+    let code = jobs::stage_bytes(tarball()?.into(), s.max_code_bytes, &s.uploads)
+        .await?
+        .named("slowsql.tar.gz");
     match jobs::create(s, &admin, &spec, Some(code), &Default::default()).await {
         Ok(_) => eprintln!(
             "telejob: scheduled the example job slowsql every minute; watch it with `telejob runs list slowsql{flags}`"

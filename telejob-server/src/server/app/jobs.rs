@@ -99,12 +99,32 @@ pub struct StagedCode {
     file: tempfile::NamedTempFile,
     sha256: String,
     size: u64,
+    file_name: Option<String>,
 }
 
 impl StagedCode {
     /// The staged file.
     pub fn path(&self) -> &std::path::Path {
         self.file.path()
+    }
+
+    /// Names the file it was uploaded as: its last path component, without control characters,
+    /// at most 255 characters (the dashboard shows it).
+    pub fn named(mut self, file_name: &str) -> Self {
+        // A packed directory is named `DIR/`: its name, and the slash that says what it was.
+        let dir = file_name.ends_with('/');
+        let trimmed = file_name.trim_end_matches('/');
+        let base = trimmed.rsplit(['/', '\\']).next().unwrap_or_default();
+        let mut clean: String = base.chars().filter(|c| !c.is_control()).take(254).collect();
+        if clean.trim().is_empty() {
+            self.file_name = None;
+            return self;
+        }
+        if dir {
+            clean.push('/');
+        }
+        self.file_name = Some(clean);
+        self
     }
 }
 
@@ -196,7 +216,12 @@ async fn check(
     .await
     .map_err(|e| JobError::Failed(telejob_core::Error::task("checking the code upload", e)))?;
     match unpacked {
-        Ok(()) => Ok(StagedCode { file, sha256, size }),
+        Ok(()) => Ok(StagedCode {
+            file,
+            sha256,
+            size,
+            file_name: None,
+        }),
         Err(e @ telejob_core::Error::Io { .. }) => Err(JobError::Failed(e)),
         Err(e) => Err(JobError::Invalid(telejob_core::Error::invalid(
             "code",
@@ -216,6 +241,9 @@ async fn store_code(s: &AppState, name: &str, code: StagedCode, by: &str) -> Res
         .await?;
     s.db.add_code(name, &code.sha256, &key, code.size, by)
         .await?;
+    if let Some(f) = &code.file_name {
+        s.db.name_code_version(name, &code.sha256, f).await?;
+    }
     Ok(StoredCode {
         sha256: code.sha256,
         size: code.size,

@@ -82,6 +82,7 @@ const TABLES: &[(&str, &[(&str, Col)])] = &[
             ("size", Col::Int),
             ("uploaded_by", Col::Text),
             ("uploaded_at", Col::Text),
+            ("file_name", Col::OptText),
         ],
     ),
     (

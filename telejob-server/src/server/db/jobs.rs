@@ -277,6 +277,22 @@ impl Db {
         r.map_err(db_err)
     }
 
+    /// Records the name of the file code version `sha256` of `job` was uploaded as, if it has
+    /// none yet (the same bytes uploaded again keep their first name).
+    pub async fn name_code_version(&self, job: &str, sha256: &str, file_name: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE code_versions SET file_name = $1 WHERE job = $2 AND sha256 = $3 AND file_name IS NULL",
+        )
+        .bind(file_name)
+        .bind(job)
+        .bind(sha256)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        self.cache.forget(job);
+        Ok(())
+    }
+
     /// The code version of `job` with this SHA-256, if it is still recorded.
     pub async fn code_version(&self, job: &str, sha256: &str) -> Result<Option<CodeVersion>> {
         Ok(self
@@ -295,7 +311,7 @@ impl Db {
             }
             g.generation
         };
-        let rows = sqlx::query("SELECT sha256, key, size, uploaded_by, uploaded_at FROM code_versions WHERE job = $1 ORDER BY uploaded_at DESC")
+        let rows = sqlx::query("SELECT sha256, key, size, uploaded_by, uploaded_at, file_name FROM code_versions WHERE job = $1 ORDER BY uploaded_at DESC")
             .bind(job)
             .all(&self.pool)
             .await?;
@@ -307,6 +323,7 @@ impl Db {
                 size: r.get(2),
                 uploaded_by: r.get(3),
                 uploaded_at: r.get(4),
+                file_name: r.get(5),
             })
             .collect();
         self.cache

@@ -93,4 +93,6 @@ pub struct CodeVersion {
     pub uploaded_by: String,
     /// When.
     pub uploaded_at: String,
+    /// The name of the file it was uploaded as, when one was given.
+    pub file_name: Option<String>,
 }

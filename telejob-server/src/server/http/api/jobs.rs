@@ -301,7 +301,19 @@ pub async fn upload_code(
         return Err(jobs::JobError::TooLarge(s.max_code_bytes).into());
     }
     jobs::managed(&s, &caller, &name).await?;
-    let staged = jobs::stage_stream(body.into_data_stream(), s.max_code_bytes, &s.uploads).await?;
+    let mut staged =
+        jobs::stage_stream(body.into_data_stream(), s.max_code_bytes, &s.uploads).await?;
+    // `Content-Disposition: attachment; filename="slowsql-0.3.tar.gz"` names the version.
+    if let Some(name) = headers
+        .get(header::CONTENT_DISPOSITION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split(';')
+                .find_map(|p| p.trim().strip_prefix("filename="))
+        })
+    {
+        staged = staged.named(name.trim_matches('"'));
+    }
     let stored = jobs::upload_code(&s, &caller, &name, staged).await?;
     Ok((StatusCode::OK, Json(stored)).into_response())
 }

@@ -58,6 +58,7 @@ pub(super) async fn read_form(
     let mut f = server_form(s, JobForm::defaults());
     f.values.remove("retry_on_timeout");
     let mut code: Option<Bytes> = None;
+    let mut file_name = String::new();
     let mut csrf = String::new();
     loop {
         match mp.next_field().await {
@@ -65,6 +66,7 @@ pub(super) async fn read_form(
                 let name = field.name().unwrap_or_default().to_string();
                 if name == "code" {
                     let has_file = field.file_name().is_some_and(|n| !n.is_empty());
+                    file_name = field.file_name().unwrap_or_default().to_string();
                     match field.bytes().await {
                         Ok(bytes) if has_file && !bytes.is_empty() => code = Some(bytes),
                         Ok(_) => {}
@@ -100,7 +102,7 @@ pub(super) async fn read_form(
     }
     let staged = match code {
         Some(c) => match jobs::stage_bytes(c, s.max_code_bytes, &s.uploads).await {
-            Ok(staged) => Some(staged),
+            Ok(staged) => Some(staged.named(&file_name)),
             Err(e) => {
                 f.errors.insert("code".into(), code_error(e));
                 None

@@ -168,11 +168,12 @@ pub fn job_page(user: &str, csrf: &str, p: &JobPage<'_>) -> Markup {
             (super::insight::chart(runs, usual, f64::from(j.spec.timeout_minutes) * 60.0, late))
             h2 { "Code versions" }
             table #code-versions {
-                tr { th { "sha256" } th { "bytes" } th { "uploaded" } th { "by" } th {} }
+                tr { th { "sha256" } th { "file" } th { "bytes" } th { "uploaded" } th { "by" } th {} }
                 @for v in versions {
                     @let current = j.code_key.as_deref() == Some(v.key.as_str());
                     tr class=[current.then_some("current")] {
                         td { code { (v.sha256) } @if current { " " strong.current-marker { "current" } } }
+                        td.file-name { (v.file_name.as_deref().unwrap_or("—")) }
                         td { (v.size) }
                         td { (when(chrono::DateTime::parse_from_rfc3339(&v.uploaded_at).ok().map(|t| t.with_timezone(&chrono::Utc)))) }
                         td { (v.uploaded_by) }
