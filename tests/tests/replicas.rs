@@ -564,3 +564,51 @@ async fn a_purge_asked_of_a_follower_during_a_publish_leaves_nothing_behind() {
     let left = telejob_e2e::files_below(&public);
     assert!(left.is_empty(), "{} files landed after the 204", left.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_streams_the_log_of_a_run_on_the_leader_as_it_prints() {
+    let Some(pg) = postgres() else { return };
+    let url = pg.new_database();
+    let (_tmp, a, b, api) = two_replicas(&url);
+    assert!(a.is_leader().await && !b.is_leader().await);
+    let spec = json!({"name": "talks", "command": "./run.sh", "output_dir": "out"});
+    let (s, v) = api.call_json(&a, "POST", "/api/jobs", &spec).await;
+    assert_eq!(s, 201, "{v}");
+    let code = tarball(&[(
+        "run.sh",
+        "echo first; sleep 5; echo second; mkdir -p out; echo 1 > out/x",
+        0o755,
+    )]);
+    let (s, v) = api
+        .call(&a, "PUT", "/api/jobs/talks/code", Some(code))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = api
+        .call_json(&a, "POST", "/api/jobs/talks/runs", &json!({}))
+        .await;
+    assert_eq!(s, 202, "{v}");
+    let id = v["run_id"].as_str().expect("run id").to_string();
+    // Followed through the replica that does not run it.
+    let mut r = reqwest::Client::new()
+        .get(format!("{}/api/runs/{id}/log?follow=true", b.base))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .expect("follow");
+    assert_eq!(r.status().as_u16(), 200);
+    let mut seen = String::new();
+    while !seen.contains("first") {
+        let part = tokio::time::timeout(Duration::from_secs(30), r.chunk())
+            .await
+            .expect("a part within 30 s")
+            .expect("chunk")
+            .expect("the stream goes on while the run prints");
+        seen.push_str(&String::from_utf8_lossy(&part));
+    }
+    assert_eq!(run_state(&api, &b, &id).await, "running", "{seen}");
+    while let Some(part) = r.chunk().await.expect("chunk") {
+        seen.push_str(&String::from_utf8_lossy(&part));
+    }
+    assert!(seen.contains("second"), "to the end: {seen}");
+    assert_eq!(run_state(&api, &b, &id).await, "succeeded");
+}

@@ -98,21 +98,8 @@ pub struct RunArgs {
     /// auto (where possible: as root), off, required.
     #[arg(long, default_value = "auto", value_name = "auto|off|required")]
     pub(super) namespaces: NamespaceMode,
-    /// The most memory the run may use, e.g. 2GiB (needs a memory cgroup).
-    #[arg(long, value_name = "SIZE", value_parser = Bytes::parse)]
-    pub(super) memory: Option<Bytes>,
-    /// CPU time as a number of CPUs, e.g. 1.5 (needs a cpu cgroup).
-    #[arg(long, value_name = "N", value_parser = Cpus::parse)]
-    pub(super) cpus: Option<Cpus>,
-    /// The most processes and threads at once.
-    #[arg(long, value_name = "N")]
-    pub(super) processes: Option<u32>,
-    /// The most space the workspace (code, output, home, /tmp) may take, e.g. 10GiB.
-    #[arg(long, value_name = "SIZE", value_parser = Bytes::parse)]
-    pub(super) disk: Option<Bytes>,
-    /// on, or off: the run gets loopback only (needs namespaces: telejob runs as root).
-    #[arg(long, value_name = "on|off")]
-    pub(super) network: Option<Network>,
+    #[command(flatten)]
+    pub(super) limits: LimitArgs,
     /// The image the run's machine starts from (as root: see `telejob image list`); `host` is
     /// this host's own root file system. Default: the config's image, or `default`, built on
     /// first use.
@@ -131,6 +118,39 @@ pub struct RunArgs {
 pub(super) enum VisibilityArg {
     Public,
     Private,
+}
+
+/// Resource limits as flags: `run` and `jobs create|edit` take the same.
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct LimitArgs {
+    /// The most memory a run may use, e.g. 2GiB (needs a memory cgroup).
+    #[arg(long, value_name = "SIZE", value_parser = Bytes::parse)]
+    pub(super) memory: Option<Bytes>,
+    /// CPU time as a number of CPUs, e.g. 1.5 (needs a cpu cgroup).
+    #[arg(long, value_name = "N", value_parser = Cpus::parse)]
+    pub(super) cpus: Option<Cpus>,
+    /// The most processes and threads at once.
+    #[arg(long, value_name = "N")]
+    pub(super) processes: Option<u32>,
+    /// The most space a run's workspace (code, output, home, /tmp) may take, e.g. 10GiB.
+    #[arg(long, value_name = "SIZE", value_parser = Bytes::parse)]
+    pub(super) disk: Option<Bytes>,
+    /// on, or off: runs get loopback only (needs namespaces: telejob runs as root).
+    #[arg(long, value_name = "on|off")]
+    pub(super) network: Option<Network>,
+}
+
+impl LimitArgs {
+    /// The limits given.
+    pub fn limits(&self) -> ResourceLimits {
+        ResourceLimits {
+            memory: self.memory,
+            cpu: self.cpus,
+            processes: self.processes,
+            disk: self.disk,
+            network: self.network,
+        }
+    }
 }
 
 /// Parses `90s`, `175m`, `3h`, `1h30m`. A bare number is refused, naming the fix: `90` could
@@ -362,13 +382,7 @@ fn request(a: &RunArgs) -> anyhow::Result<RunRequest> {
             .with_timezone(&Utc),
         None => Utc::now(),
     };
-    let limits = ResourceLimits {
-        memory: a.memory,
-        cpu: a.cpus,
-        processes: a.processes,
-        disk: a.disk,
-        network: a.network,
-    };
+    let limits = a.limits.limits();
     if let Err(errs) = limits.validate() {
         return Err(bad(format!(
             "--{}",

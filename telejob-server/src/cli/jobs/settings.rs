@@ -2,7 +2,6 @@
 
 use clap::Args;
 use serde_json::{Map, Value, json};
-use telejob_core::limits::{Bytes, Cpus, Network};
 
 use crate::error::bad;
 
@@ -58,21 +57,8 @@ pub struct SettingsArgs {
     /// Remove the secret NAME; repeat for more.
     #[arg(long = "remove-secret", value_name = "NAME")]
     remove_secrets: Vec<String>,
-    /// The most memory a run may use, e.g. 2GiB.
-    #[arg(long, value_name = "SIZE", value_parser = Bytes::parse)]
-    memory: Option<Bytes>,
-    /// CPU time as a number of CPUs, e.g. 1.5.
-    #[arg(long, value_name = "N", value_parser = Cpus::parse)]
-    cpus: Option<Cpus>,
-    /// The most processes and threads at once.
-    #[arg(long, value_name = "N")]
-    processes: Option<u32>,
-    /// The most space a run's workspace may take, e.g. 10GiB.
-    #[arg(long, value_name = "SIZE", value_parser = Bytes::parse)]
-    disk: Option<Bytes>,
-    /// on, or off: runs get loopback only.
-    #[arg(long, value_name = "on|off")]
-    network: Option<Network>,
+    #[command(flatten)]
+    limits: crate::cli::run::LimitArgs,
     /// Retries of a failed run (0–10).
     #[arg(long, value_name = "N")]
     max_retries: Option<u32>,
@@ -125,20 +111,9 @@ impl SettingsArgs {
         if let Some(s) = self.schedule() {
             p.insert("schedule".into(), s);
         }
-        let mut limits = Map::new();
-        for (k, v) in [
-            ("memory", self.memory.map(|b| json!(b))),
-            ("cpu", self.cpus.map(|c| json!(c))),
-            ("processes", self.processes.map(Value::from)),
-            ("disk", self.disk.map(|b| json!(b))),
-            ("network", self.network.map(|n| json!(n))),
-        ] {
-            if let Some(v) = v {
-                limits.insert(k.into(), v);
-            }
-        }
+        let limits = self.limits.limits();
         if !limits.is_empty() {
-            p.insert("limits".into(), Value::Object(limits));
+            p.insert("limits".into(), json!(limits));
         }
         let mut env = Map::new();
         for kv in &self.env {
