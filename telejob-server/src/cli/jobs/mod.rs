@@ -269,20 +269,24 @@ async fn upload(
     if from.is_dir() {
         file.push('/');
     }
-    let file: String = file
+    // A header carries visible ASCII: the name as it is in `filename*` (RFC 5987, UTF-8,
+    // percent-encoded), and its ASCII characters alone in `filename` for other readers.
+    let ascii: String = file
         .chars()
-        .filter(|c| *c != '"' && !c.is_control())
+        .filter(|c| (c.is_ascii_graphic() || *c == ' ') && *c != '"' && *c != '\\')
         .collect();
-    c.json(
-        c.http
-            .put(c.url(&format!("/api/jobs/{name}/code")))
-            .header(
-                reqwest::header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{file}\""),
-            )
-            .body(code),
-    )
-    .await
+    let encoded: String = form_urlencoded::byte_serialize(file.as_bytes()).collect();
+    let mut req = c
+        .http
+        .put(c.url(&format!("/api/jobs/{name}/code")))
+        .body(code);
+    if !file.trim().is_empty() {
+        req = req.header(
+            reqwest::header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"),
+        );
+    }
+    c.json(req).await
 }
 
 /// Prints the `warnings` of each answer on standard error: they never block.

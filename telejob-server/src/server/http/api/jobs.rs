@@ -307,15 +307,53 @@ pub async fn upload_code(
     if let Some(name) = headers
         .get(header::CONTENT_DISPOSITION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.split(';')
-                .find_map(|p| p.trim().strip_prefix("filename="))
-        })
+        .and_then(upload_file_name)
     {
-        staged = staged.named(name.trim_matches('"'));
+        staged = staged.named(&name);
     }
     let stored = jobs::upload_code(&s, &caller, &name, staged).await?;
     Ok((StatusCode::OK, Json(stored)).into_response())
+}
+
+/// The file name of a `Content-Disposition` value: `filename*` (RFC 5987: `UTF-8''` and
+/// percent-encoded) over `filename` (quoted or not).
+fn upload_file_name(v: &str) -> Option<String> {
+    let params: Vec<(&str, &str)> = v
+        .split(';')
+        .filter_map(|p| p.trim().split_once('='))
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .collect();
+    let extended = params.iter().find_map(|(k, v)| {
+        let rest = k.eq_ignore_ascii_case("filename*").then_some(*v)?;
+        let (charset, encoded) = rest.split_once("''")?;
+        if !charset.eq_ignore_ascii_case("utf-8") {
+            return None;
+        }
+        form_urlencoded::parse(format!("n={encoded}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+    });
+    extended.or_else(|| {
+        params
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("filename"))
+            .map(|(_, v)| v.trim_matches('"').to_string())
+    })
+}
+
+#[cfg(test)]
+#[test]
+fn an_uploads_file_name_is_read_from_either_parameter() {
+    assert_eq!(
+        upload_file_name("attachment; filename=\"nave/\"; filename*=UTF-8''na%C3%AFve%2F")
+            .as_deref(),
+        Some("naïve/")
+    );
+    assert_eq!(
+        upload_file_name("attachment; filename=\"slowsql-0.3.tar.gz\"").as_deref(),
+        Some("slowsql-0.3.tar.gz")
+    );
+    assert_eq!(upload_file_name("inline"), None);
 }
 
 #[derive(Debug, Deserialize)]
