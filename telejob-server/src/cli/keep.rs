@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::Context;
-use telejob_core::agent::unpack::{UnpackLimits, unpack};
 
 use crate::error::bad;
 
@@ -69,15 +68,10 @@ impl Keep {
             .prefix(".telejob-save-")
             .tempdir_in(parent.unwrap_or(Path::new(".")))
             .with_context(|| format!("--save-to {shown}"))?;
-        let tarball = staging.path().join("code.tar.gz");
-        super::package::pack_checked_now(code, &tarball)?;
+        // Packed and unpacked by the runs' unpacker: what lands here passed its checks.
         let tree = staging.path().join("code");
         std::fs::create_dir(&tree)?;
-        unpack(
-            std::io::BufReader::new(std::fs::File::open(&tarball)?),
-            &tree,
-            &UnpackLimits::default(),
-        )?;
+        super::package::pack_checked_into(code, &staging.path().join("code.tar.gz"), &tree)?;
         let theirs = files(&tree)?;
         let ours = files(dir)?;
         let conflicts: Vec<&PathBuf> = ours

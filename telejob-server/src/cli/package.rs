@@ -70,13 +70,22 @@ pub(super) fn pack_checked_now(
     dir: &std::path::Path,
     out: &std::path::Path,
 ) -> anyhow::Result<(String, u64, u64)> {
+    let check = tempfile::tempdir()?;
+    pack_checked_into(dir, out, check.path())
+}
+
+/// [`pack_checked_now`], keeping what the check unpacked in the empty directory `into`.
+pub(super) fn pack_checked_into(
+    dir: &std::path::Path,
+    out: &std::path::Path,
+    into: &std::path::Path,
+) -> anyhow::Result<(String, u64, u64)> {
     let tmp_out = out.with_extension("tmp-telejob");
     let summary = (|| -> anyhow::Result<(String, u64, u64)> {
         let f = std::fs::File::create(&tmp_out).with_context(|| tmp_out.display().to_string())?;
         pack_dir(dir, BufWriter::new(f))?;
-        let check = tempfile::tempdir()?;
         let mut r = HashingReader::new(std::io::BufReader::new(std::fs::File::open(&tmp_out)?));
-        let s = unpack(&mut r, check.path(), &UnpackLimits::default())?;
+        let s = unpack(&mut r, into, &UnpackLimits::default())?;
         std::io::copy(&mut r, &mut std::io::sink())?;
         let (sha, size) = r.finish();
         Ok((sha, size, s.files))

@@ -427,7 +427,7 @@ pub async fn use_code_version(
     name: &str,
     sha256: &str,
 ) -> Result<JobRow> {
-    managed(s, user, name).await?;
+    let job = managed(s, user, name).await?;
     let v =
         s.db.code_version(name, sha256)
             .await?
@@ -441,7 +441,25 @@ pub async fn use_code_version(
         &v.uploaded_by,
     )
     .await?;
+    // What that version says about the command, as its badges show.
+    recheck_code(s, name, &v.key, &job.spec.command).await?;
     rearm(s, name).await
+}
+
+/// Cancels run `id` if it is in flight (a run that has ended is left as it is); returns its id.
+///
+/// # Errors
+///
+/// [`JobError::NotFound`] for no such run (or one `user` may not see), [`JobError::Forbidden`]
+/// when `user` may see its job but not manage it, or a failure of the scheduler.
+pub async fn cancel_run(s: &AppState, user: &User, id: &str) -> Result<RunId> {
+    let run_id = RunId::parse(id).ok_or(JobError::NotFound)?;
+    let (run, _) = s.db.run(id).await?.ok_or(JobError::NotFound)?;
+    let job = managed_even_deleting(s, user, run.job.as_str()).await?;
+    if !run.state.is_terminal() {
+        s.cluster.cancel_run(&job.spec.name, &run_id).await?;
+    }
+    Ok(run_id)
 }
 
 /// Pauses or resumes job `name`.

@@ -84,8 +84,12 @@ impl ServerNotifier {
         Some((url, tail))
     }
 
-    async fn webhook(&self, url: &str, ev: &JobEvent) -> Result<(), String> {
-        let details = self.run_details(ev).await;
+    async fn webhook(
+        &self,
+        url: &str,
+        ev: &JobEvent,
+        details: Option<&(String, String)>,
+    ) -> Result<(), String> {
         let mut body = match ev.kind {
             EventKind::WorkerEndingSoon | EventKind::WorkerEnded => json!({
                 "event": ev.kind,
@@ -120,7 +124,12 @@ impl ServerNotifier {
         }
     }
 
-    async fn email(&self, to: &[String], ev: &JobEvent) -> Result<(), String> {
+    async fn email(
+        &self,
+        to: &[String],
+        ev: &JobEvent,
+        details: Option<&(String, String)>,
+    ) -> Result<(), String> {
         let Some(cfg) = &self.smtp else {
             return Err(
                 "no [smtp] configured on the server; email notifications are not sent".into(),
@@ -134,7 +143,7 @@ impl ServerNotifier {
             b = b.to(t.parse().map_err(|e| format!("{t}: {e}"))?);
         }
         let mut text = format!("{}\n\nAt: {}\nJob: {}\n", ev.message, ev.at, ev.job);
-        if let Some((run_url, tail)) = self.run_details(ev).await {
+        if let Some((run_url, tail)) = details {
             text.push_str(&format!("Run: {run_url}\n"));
             if !tail.is_empty() {
                 text.push_str(&format!(
@@ -231,13 +240,16 @@ impl Notifier for ServerNotifier {
         }
         let me = self.clone();
         tokio::spawn(async move {
+            // Read once for every attempt of every target.
+            let details = me.run_details(&ev).await;
             if let Some(url) = ev.notify.webhook.clone() {
-                me.with_retries(&key, "webhook", || me.webhook(&url, &ev))
+                me.with_retries(&key, "webhook", || me.webhook(&url, &ev, details.as_ref()))
                     .await;
             }
             if !ev.notify.email.is_empty() {
                 let to = ev.notify.email.clone();
-                me.with_retries(&key, "email", || me.email(&to, &ev)).await;
+                me.with_retries(&key, "email", || me.email(&to, &ev, details.as_ref()))
+                    .await;
             }
         });
     }

@@ -4,16 +4,16 @@ use axum::Json;
 use axum::extract::State;
 
 use super::body::ApiPath as Path;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use telejob_core::run::{Run, RunId};
+use telejob_core::run::Run;
 
 use super::body::ApiQuery;
 use super::caller::Caller;
 use super::error::{ApiError, ApiResult};
+use crate::server::app::jobs;
 use crate::server::app::state::AppState;
-use crate::server::app::{jobs, logs};
 use crate::server::db::{JobRow, User};
 
 #[derive(Debug, Deserialize)]
@@ -118,22 +118,9 @@ pub async fn log(
             "only the job's owner and maintainers may read its logs",
         ));
     }
-    let text = [
-        (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-        (header::CACHE_CONTROL, "no-store"),
-    ];
-    if q.follow == Some(true) {
-        let stream = logs::follow(s.clone(), run, 0);
-        return Ok((text, axum::body::Body::from_stream(stream)).into_response());
-    }
-    let body = match s.stores.private.get(&logs::key(&run)).await {
-        Ok(body) => body,
-        Err(telejob_core::Error::NotFound(_)) => {
-            return Err(ApiError::not_found("log (the run has not printed yet)"));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    Ok((text, body).into_response())
+    crate::server::http::log_response(&s, run, q.follow == Some(true), 0)
+        .await?
+        .ok_or_else(|| ApiError::not_found("log (the run has not printed yet)"))
 }
 
 /// `POST /api/runs/{id}/cancel`.
@@ -142,20 +129,15 @@ pub async fn cancel(
     Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let (run, _, job) = run_and_job(&s, &caller, &id).await?;
-    if !job.can_manage(&caller) {
-        return Err(ApiError::forbidden(
-            "only the job's owner and maintainers may cancel its runs",
-        ));
-    }
-    if !run.state.is_terminal() {
-        s.cluster
-            .cancel_run(
-                &job.spec.name,
-                &RunId::parse(&id).ok_or_else(|| ApiError::not_found("run"))?,
-            )
-            .await?;
-    }
+    jobs::cancel_run(&s, &caller, &id)
+        .await
+        .map_err(|e| match e {
+            jobs::JobError::NotFound => ApiError::not_found("run"),
+            jobs::JobError::Forbidden => {
+                ApiError::forbidden("only the job's owner and maintainers may cancel its runs")
+            }
+            e => e.into(),
+        })?;
     Ok(StatusCode::ACCEPTED)
 }
 

@@ -11,7 +11,7 @@ use super::*;
 use crate::server::app::jobs::{self, JobError};
 use crate::server::app::logs;
 use crate::server::app::state::AppState;
-use crate::server::db::{JobRow, User};
+use crate::server::db::JobRow;
 
 pub(super) async fn index(State(s): State<AppState>, b: Browser) -> Response {
     let mut rows = Vec::new();
@@ -124,7 +124,7 @@ pub(super) async fn job_action(
                 .await
                 .map(|_| format!("/jobs/{name}"))
         }
-        "cancel" => cancel(&s, user, &name, f.run.as_deref().unwrap_or_default())
+        "cancel" => jobs::cancel_run(&s, user, f.run.as_deref().unwrap_or_default())
             .await
             .map(|id| format!("/runs/{id}")),
         "pause" | "resume" => jobs::set_paused(&s, user, &name, action == "pause")
@@ -184,21 +184,6 @@ pub(super) async fn code_download(
         body,
     )
         .into_response()
-}
-
-/// Cancels run `id` of job `name` (which the user must manage); returns its id.
-async fn cancel(s: &AppState, user: &User, name: &str, id: &str) -> Result<RunId, JobError> {
-    let job = jobs::managed(s, user, name).await?;
-    let run = RunId::parse(id).ok_or(JobError::NotFound)?;
-    match s.db.run(id).await {
-        Ok(Some((r, _))) if r.job.as_str() == job.spec.name => {
-            if !r.state.is_terminal() {
-                s.cluster.cancel_run(&job.spec.name, &run).await?;
-            }
-            Ok(run)
-        }
-        _ => Err(JobError::NotFound),
-    }
 }
 
 /// The run `id` and its job, if the user may see them.
@@ -296,19 +281,11 @@ pub(super) async fn run_log(
     if !j.can_manage(&b.session.user) {
         return StatusCode::FORBIDDEN.into_response();
     }
-    let text = [
-        (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-        (header::CACHE_CONTROL, "no-store"),
-    ];
-    if q.follow == Some(true) {
-        let stream = logs::follow(s.clone(), run, q.from.unwrap_or(0));
-        return (text, axum::body::Body::from_stream(stream)).into_response();
-    }
-    let body = s
-        .stores
-        .private
-        .get(&logs::key(&run))
+    match crate::server::http::log_response(&s, run, q.follow == Some(true), q.from.unwrap_or(0))
         .await
-        .unwrap_or_default();
-    (text, body).into_response()
+    {
+        Ok(Some(r)) => r,
+        // Nothing printed yet, or the store failed: an empty log, the page's script goes on.
+        Ok(None) | Err(_) => String::new().into_response(),
+    }
 }
