@@ -259,4 +259,36 @@ async fn warnings_that_predict_failure_stay_on_the_job_page_and_the_list() {
     assert_eq!(fixed["code_warnings"], json!([]), "{fixed}");
     let page = telejob_e2e::page(&http, &format!("{}/jobs/typo", srv.base), &cookie).await;
     assert!(!page.contains("id=\"badges\""), "{page}");
+    // A new version without the script draws the badge; making the old one current again
+    // checks that one, and clears it.
+    let first = fixed["code_sha256"].as_str().expect("sha").to_string();
+    let (s, _) = api
+        .put_code("typo", tarball(&[("other.sh", "true", 0o755)]))
+        .await;
+    assert_eq!(s, 200);
+    let (_, broken) = api.get("/api/jobs/typo").await;
+    assert_eq!(broken["code_warnings"][0]["field"], "command", "{broken}");
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("csrf field")
+        .to_string();
+    let r = http
+        .post(format!("{}/jobs/typo/use-code", srv.base))
+        .header("Cookie", cookie.clone())
+        .header("Origin", srv.base.clone())
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}&sha256={first}"))
+        .send()
+        .await
+        .expect("make current");
+    assert!(
+        r.status().is_redirection() || r.status().is_success(),
+        "{}",
+        r.status()
+    );
+    let (_, rolled) = api.get("/api/jobs/typo").await;
+    assert_eq!(rolled["code_sha256"], first.as_str());
+    assert_eq!(rolled["code_warnings"], json!([]), "{rolled}");
 }
