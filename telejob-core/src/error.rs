@@ -227,6 +227,18 @@ impl Error {
         }
     }
 
+    /// The error of a scheduler's write refused because its process lost the right to
+    /// schedule (another process took the lease over): see [`Error::is_fenced`].
+    pub fn fenced(source: impl Into<BoxError>) -> Self {
+        Self::persistence("fence", source, false)
+    }
+
+    /// Whether this is a write refused by the fence ([`Error::fenced`]): trying it again, in
+    /// any form, is refused too.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, Self::Persistence { op: "fence", .. })
+    }
+
     /// Builds an [`Error::Task`].
     pub fn task(what: &'static str, source: tokio::task::JoinError) -> Self {
         Self::Task { what, source }

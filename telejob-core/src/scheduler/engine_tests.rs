@@ -632,3 +632,151 @@ async fn a_backfill_runs_its_slots_oldest_first_at_most_n_at_a_time() {
     );
     s.shutdown().await;
 }
+
+/// A memory store that records its batch calls and can refuse a batch's rows.
+#[derive(Debug, Default)]
+struct BatchSpy {
+    mem: MemorySchedulerStore,
+    /// Rows per `insert_runs` call.
+    batches: StdMutex<Vec<usize>>,
+    singles: std::sync::atomic::AtomicUsize,
+    /// Refuse every other row of a batch, unstored: `Some(false)` as a passing fault (to be
+    /// retried alone), `Some(true)` as fenced.
+    refuse: Option<bool>,
+}
+
+#[async_trait]
+impl SchedulerStore for BatchSpy {
+    async fn load_jobs(&self) -> Result<Vec<JobState>> {
+        self.mem.load_jobs().await
+    }
+    async fn insert_run(&self, row: &RunRow) -> Result<bool> {
+        self.singles
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.refuse == Some(true) {
+            return Err(Error::fenced("lease lost"));
+        }
+        self.mem.insert_run(row).await
+    }
+    async fn insert_runs(&self, rows: &[RunRow]) -> Vec<Result<bool>> {
+        self.batches.lock().expect("lock").push(rows.len());
+        let mut out = Vec::new();
+        for (i, row) in rows.iter().enumerate() {
+            out.push(match self.refuse {
+                Some(fenced) if i % 2 == 1 => Err(if fenced {
+                    Error::fenced("lease lost")
+                } else {
+                    Error::persistence("query", "database is locked", false)
+                }),
+                _ => self.mem.insert_run(row).await,
+            });
+        }
+        out
+    }
+    async fn update_run(&self, run: &Run) -> Result<()> {
+        self.mem.update_run(run).await
+    }
+    async fn set_cursor(&self, job: &JobName, cursor: DateTime<Utc>) -> Result<()> {
+        self.mem.set_cursor(job, cursor).await
+    }
+    async fn set_expired(&self, job: &JobName) -> Result<()> {
+        self.mem.set_expired(job).await
+    }
+}
+
+/// 300 every-minute jobs due at 12:00 over `spy`: the scheduler, started, and the compute.
+async fn burst_over(spy: Arc<BatchSpy>) -> (Scheduler, Arc<Scripted>) {
+    let clock = Arc::new(TokioClock::starting_at(t("2014-03-08T11:59:30Z")));
+    for i in 0..300 {
+        spy.mem
+            .put_job(JobState {
+                spec: job(&format!("b{i}"), ScheduleSpec::cron("* * * * *"), "ok 1"),
+                owner: format!("owner{}", i % 3),
+                code: Some("/code.tgz".into()),
+                paused: false,
+                expired: false,
+                cursor: t("2014-03-08T11:59:00Z"),
+                last_failed: false,
+            })
+            .expect("job");
+    }
+    let compute = Arc::new(Scripted::default());
+    let s = Scheduler::new(SchedulerParts {
+        store: spy,
+        compute: compute.clone(),
+        clock: clock.clone(),
+        notifier: Arc::new(Recorder::default()),
+        observer: Arc::new(NoObserver),
+        limits: ValidationLimits::default(),
+        max_running_per_owner: None,
+    });
+    s.start().await.expect("start");
+    let d = (t("2014-03-08T12:00:00.500Z") - clock.now())
+        .to_std()
+        .expect("forward");
+    tokio::time::sleep(d).await;
+    for _ in 0..200 {
+        tokio::task::yield_now().await;
+    }
+    (s, compute)
+}
+
+fn runs_per_job(mem: &MemorySchedulerStore) -> Vec<usize> {
+    (0..300).map(|i| mem.runs(&format!("b{i}")).len()).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn jobs_due_at_one_instant_are_recorded_in_one_batch_and_each_runs_once() {
+    let spy = Arc::new(BatchSpy::default());
+    let (s, compute) = burst_over(spy.clone()).await;
+    assert_eq!(
+        *spy.batches.lock().expect("lock"),
+        [300],
+        "the burst's 300 slots are one batch"
+    );
+    assert_eq!(
+        spy.singles.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no slot of the burst is inserted alone"
+    );
+    assert_eq!(compute.launched.lock().expect("lock").len(), 300);
+    assert!(runs_per_job(&spy.mem).iter().all(|n| *n == 1));
+    for i in 0..300 {
+        assert_eq!(
+            spy.mem.job(&format!("b{i}")).expect("job").cursor,
+            t("2014-03-08T12:00:00Z"),
+            "the cursor moved with the batch"
+        );
+    }
+    s.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn rows_a_batch_could_not_store_are_inserted_alone_once_unless_the_lease_is_lost() {
+    let spy = Arc::new(BatchSpy {
+        refuse: Some(false),
+        ..BatchSpy::default()
+    });
+    let (s, compute) = burst_over(spy.clone()).await;
+    assert_eq!(
+        spy.singles.load(std::sync::atomic::Ordering::SeqCst),
+        150,
+        "the 150 rows the batch refused are inserted alone"
+    );
+    assert_eq!(compute.launched.lock().expect("lock").len(), 300);
+    assert!(
+        runs_per_job(&spy.mem).iter().all(|n| *n == 1),
+        "every slot runs once"
+    );
+    s.shutdown().await;
+
+    // Fenced: the rows are not tried again (the lease is another scheduler's).
+    let spy = Arc::new(BatchSpy {
+        refuse: Some(true),
+        ..BatchSpy::default()
+    });
+    let (s, compute) = burst_over(spy.clone()).await;
+    assert_eq!(spy.singles.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(compute.launched.lock().expect("lock").len(), 150);
+    s.shutdown().await;
+}

@@ -22,7 +22,8 @@ pub(super) struct Gate {
 struct GateState {
     running: usize,
     by_owner: HashMap<String, usize>,
-    waiting: HashMap<String, VecDeque<oneshot::Sender<()>>>,
+    /// Each owner's waiting runs, by key (the run id), oldest first.
+    waiting: HashMap<String, VecDeque<(String, oneshot::Sender<()>)>>,
     /// Owners with runs waiting, in turn order.
     turns: VecDeque<String>,
 }
@@ -97,9 +98,9 @@ impl Gate {
         }
     }
 
-    /// Waits for a slot for a run of `owner`. Cancel-safe: dropped while waiting, it leaves
-    /// nothing taken.
-    pub(super) async fn acquire(self: &Arc<Self>, owner: &str) -> Slot {
+    /// Waits for a slot for the run `key` of `owner`. Cancel-safe: dropped while waiting, it
+    /// leaves nothing taken.
+    pub(super) async fn acquire(self: &Arc<Self>, owner: &str, key: &str) -> Slot {
         let rx = {
             let mut st = self.lock();
             let nobody_waits = st.waiting.get(owner).is_none_or(VecDeque::is_empty);
@@ -112,7 +113,7 @@ impl Gate {
             }
             let (tx, rx) = oneshot::channel();
             let q = st.waiting.entry(owner.to_string()).or_default();
-            q.push_back(tx);
+            q.push_back((key.to_string(), tx));
             if q.len() == 1 {
                 st.turns.push_back(owner.to_string());
             }
@@ -158,7 +159,7 @@ impl Gate {
             let Some(q) = st.waiting.get_mut(&owner) else {
                 continue;
             };
-            let Some(tx) = q.pop_front() else {
+            let Some((_, tx)) = q.pop_front() else {
                 st.waiting.remove(&owner);
                 continue;
             };
@@ -182,6 +183,42 @@ impl Gate {
         }
     }
 
+    /// Where the run `key` waits, if it does: its place (1 = the next to start, when a slot
+    /// frees, the owners taking turns) and how many runs wait in all.
+    pub(super) fn position(&self, key: &str) -> Option<(usize, usize)> {
+        let st = self.lock();
+        let live = |q: &VecDeque<(String, oneshot::Sender<()>)>| {
+            q.iter().filter(|(_, tx)| !tx.is_closed()).count()
+        };
+        let (owner, k) = st.waiting.iter().find_map(|(o, q)| {
+            q.iter()
+                .filter(|(_, tx)| !tx.is_closed())
+                .position(|(k, _)| k == key)
+                .map(|k| (o.clone(), k))
+        })?;
+        let turn = st.turns.iter().position(|o| *o == owner)?;
+        // A round gives each owner in turn one slot: before this run start the k runs of its
+        // own owner ahead of it, and up to k (owners after it in the turn) or k + 1 (owners
+        // before it) runs of every other owner.
+        let ahead: usize = st
+            .turns
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let n = st.waiting.get(o).map_or(0, live);
+                if *o == owner {
+                    k
+                } else if i < turn {
+                    n.min(k + 1)
+                } else {
+                    n.min(k)
+                }
+            })
+            .sum();
+        let total = st.waiting.values().map(live).sum();
+        Some((ahead + 1, total))
+    }
+
     /// Runs of `owner` waiting for a slot.
     #[cfg(test)]
     pub(super) fn waiting_of(&self, owner: &str) -> usize {
@@ -195,7 +232,7 @@ mod tests {
     use std::time::Duration;
 
     async fn held(gate: &Arc<Gate>, owner: &str) -> Option<Slot> {
-        tokio::time::timeout(Duration::from_millis(50), gate.acquire(owner))
+        tokio::time::timeout(Duration::from_millis(50), gate.acquire(owner, "run"))
             .await
             .ok()
     }
@@ -203,7 +240,7 @@ mod tests {
     #[tokio::test]
     async fn free_slots_go_round_robin_by_owner() {
         let gate = Gate::new(Some(1), None);
-        let first = gate.acquire("flood").await;
+        let first = gate.acquire("flood", "first").await;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let mut tasks = Vec::new();
         // The flooder queues five runs before the other owner queues one.
@@ -213,7 +250,7 @@ mod tests {
         {
             let (gate, tx) = (gate.clone(), tx.clone());
             tasks.push(tokio::spawn(async move {
-                let slot = gate.acquire(owner).await;
+                let slot = gate.acquire(owner, &format!("{owner}-{i}")).await;
                 tx.send((i, owner)).expect("send");
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 drop(slot);
@@ -221,6 +258,16 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(gate.waiting_of("flood"), 5);
+        // Places in the queue are the order they will start in.
+        assert_eq!(gate.position("flood-0"), Some((1, 6)));
+        assert_eq!(gate.position("other-5"), Some((2, 6)));
+        assert_eq!(gate.position("flood-1"), Some((3, 6)));
+        assert_eq!(gate.position("flood-4"), Some((6, 6)));
+        assert_eq!(
+            gate.position("first"),
+            None,
+            "a run holding a slot does not wait"
+        );
         drop(first);
         for t in tasks {
             t.await.expect("task");
@@ -238,8 +285,8 @@ mod tests {
     #[tokio::test]
     async fn an_owner_at_its_cap_waits_while_others_run() {
         let gate = Gate::new(Some(4), Some(2));
-        let a1 = gate.acquire("a").await;
-        let _a2 = gate.acquire("a").await;
+        let a1 = gate.acquire("a", "a1").await;
+        let _a2 = gate.acquire("a", "a2").await;
         assert!(held(&gate, "a").await.is_none(), "a third run of a waits");
         let b = held(&gate, "b").await;
         assert!(b.is_some(), "another owner gets a free slot");
@@ -250,7 +297,7 @@ mod tests {
     #[tokio::test]
     async fn a_waiter_that_gives_up_leaves_nothing_taken() {
         let gate = Gate::new(Some(1), None);
-        let first = gate.acquire("a").await;
+        let first = gate.acquire("a", "first").await;
         assert!(held(&gate, "b").await.is_none());
         drop(first);
         // Both slots' worth is free again: the abandoned wait took nothing.

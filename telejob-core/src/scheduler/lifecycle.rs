@@ -48,7 +48,7 @@ impl Scheduler {
             return Ok(None); // this slot already has its run: exactly once
         };
         let run_id = req.run_id.clone();
-        self.begin(entry, req, run, trigger, attempt, None).await?;
+        self.begin(entry, req, run, trigger, attempt, None);
         Ok(Some(run_id))
     }
 
@@ -96,38 +96,33 @@ impl Scheduler {
     }
 
     /// Queues a recorded run for its fair turn at a slot, then launches it and follows it on a
-    /// task of its own; `permit` (a backfill's share) is held until the run ends.
-    pub(super) async fn begin(
+    /// task of its own; `permit` (a backfill's share) is held until the run ends. Returns at
+    /// once: a burst of runs is handed over without waiting for any of them.
+    pub(super) fn begin(
         &self,
         entry: Entry,
-        mut req: RunRequest,
+        req: RunRequest,
         mut run: Run,
         trigger: Trigger,
         attempt: u32,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    ) -> Result<()> {
-        let job = entry.job.name().clone();
-        let job = &job;
-        let run_id = req.run_id.clone();
+    ) {
+        let me = self.clone();
         if req.code.is_empty() {
-            run.state = RunState::Failed;
-            run.error = Some("the job has no code yet: upload a code tarball first".into());
-            run.phases.finished = Some(self.inner.parts.clock.now());
-            self.inner.parts.store.update_run(&run).await?;
-            self.finished(&entry, run, trigger, attempt).await;
-            return Ok(());
-        }
-        match self.inner.parts.store.secrets(job).await {
-            Ok(secrets) => req.secrets = secrets,
-            Err(e) => {
+            self.inner.tasks.spawn(async move {
                 run.state = RunState::Failed;
-                run.error = Some(format!("cannot read the job's secrets: {e}"));
-                run.phases.finished = Some(self.inner.parts.clock.now());
-                self.inner.parts.store.update_run(&run).await?;
-                self.finished(&entry, run, trigger, attempt).await;
-                return Ok(());
-            }
+                run.error = Some("the job has no code yet: upload a code tarball first".into());
+                run.phases.finished = Some(me.inner.parts.clock.now());
+                if let Err(e) = me.save_run(&run).await {
+                    tracing::warn!(run = %run.id, error = %e, "cannot record the run's end");
+                }
+                me.finished(&entry, run, trigger, attempt).await;
+                drop(permit);
+            });
+            return;
         }
+        let job = entry.job.name().clone();
+        let run_id = req.run_id.clone();
         let wait = CancellationToken::new();
         {
             let mut st = self.lock();
@@ -138,7 +133,6 @@ impl Scheduler {
             st.waiting.insert(run_id.clone(), wait.clone());
         }
         self.inner.parts.observer.queued(1);
-        let me = self.clone();
         self.inner.tasks.spawn(async move {
             let slot = match me.turn(&entry, &run_id, &wait).await {
                 Ok(slot) => slot,
@@ -155,7 +149,6 @@ impl Scheduler {
             drop(slot);
             drop(permit);
         });
-        Ok(())
     }
 
     /// Waits for the run's fair turn at a slot; an error when the run was cancelled or the
@@ -167,7 +160,7 @@ impl Scheduler {
         wait: &CancellationToken,
     ) -> std::result::Result<super::fair::Slot, Stop> {
         let slot = tokio::select! {
-            s = self.inner.gate.acquire(&entry.owner) => s,
+            s = self.inner.gate.acquire(&entry.owner, run.as_str()) => s,
             () = wait.cancelled() => return Err(Stop::Cancelled),
             () = self.inner.shutdown.cancelled() => {
                 self.lock().waiting.remove(run);
@@ -186,7 +179,7 @@ impl Scheduler {
         run.state = RunState::Cancelled;
         run.error = Some("cancelled before it started".into());
         run.phases.finished = Some(self.inner.parts.clock.now());
-        if let Err(e) = self.inner.parts.store.update_run(&run).await {
+        if let Err(e) = self.save_run(&run).await {
             tracing::warn!(run = %run.id, error = %e, "cannot record the run's end");
         }
         self.finished(entry, run, trigger, attempt).await;
@@ -196,13 +189,29 @@ impl Scheduler {
     async fn launch_now(
         &self,
         entry: Entry,
-        req: RunRequest,
+        mut req: RunRequest,
         mut run: Run,
         trigger: Trigger,
         attempt: u32,
     ) {
         let job = entry.job.name().clone();
         let run_id = req.run_id.clone();
+        // Read when the run starts, not when it was queued: a secret changed meanwhile counts.
+        match self.inner.parts.store.secrets(&job).await {
+            Ok(secrets) => req.secrets = secrets,
+            Err(e) => {
+                self.inner.parts.observer.queued(-1);
+                run.state = RunState::Failed;
+                run.error = Some(format!("cannot read the job's secrets: {e}"));
+                run.phases.finished = Some(self.inner.parts.clock.now());
+                if let Err(e) = self.save_run(&run).await {
+                    tracing::warn!(run = %run.id, error = %e, "cannot record the run's end");
+                }
+                self.forget_active(&job, &run_id);
+                self.finished(&entry, run, trigger, attempt).await;
+                return;
+            }
+        }
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<RunState>();
         let sink = EventSink::new(move |e| {
             if let RunEvent::State(s) = e {
@@ -220,7 +229,7 @@ impl Scheduler {
             run.state = RunState::Failed;
             run.error = Some(format!("launch failed: {e}"));
             run.phases.finished = Some(self.inner.parts.clock.now());
-            if let Err(e) = self.inner.parts.store.update_run(&run).await {
+            if let Err(e) = self.save_run(&run).await {
                 tracing::warn!(run = %run.id, error = %e, "cannot record the run's end");
             }
             self.forget_active(&job, &run_id);
@@ -252,7 +261,7 @@ impl Scheduler {
             run.state = RunState::Cancelled;
             run.error = Some("the job was deleted before this backfill run started".into());
             run.phases.finished = Some(self.inner.parts.clock.now());
-            if let Err(e) = self.inner.parts.store.update_run(&run).await {
+            if let Err(e) = self.save_run(&run).await {
                 tracing::warn!(run = %run.id, error = %e, "cannot record the run's end");
             }
             return;
@@ -260,13 +269,7 @@ impl Scheduler {
         // The job as it is now: what the run records it ran with.
         let req = self.request(&entry, run.scheduled_for, run.id.clone());
         run.provenance = Some(crate::run::Provenance::of(&req));
-        let id = run.id.clone();
-        if let Err(e) = self
-            .begin(entry, req, run, Trigger::Backfill, attempt, Some(permit))
-            .await
-        {
-            tracing::error!(run = %id, error = %e, "backfill run not launched");
-        }
+        self.begin(entry, req, run, Trigger::Backfill, attempt, Some(permit));
     }
 
     pub(super) fn forget_active(&self, job: &JobName, run: &RunId) {
@@ -289,7 +292,6 @@ impl Scheduler {
         trigger: Trigger,
         attempt: u32,
     ) {
-        let store = self.inner.parts.store.clone();
         let compute = self.inner.parts.compute.clone();
         let mut queued = true;
         let wait = compute.wait(&id);
@@ -311,7 +313,7 @@ impl Scheduler {
                             RunState::Publishing => run.phases.publish_started = Some(now),
                             _ => {}
                         }
-                        if let Err(e) = store.update_run(&run).await {
+                        if let Err(e) = self.save_run(&run).await {
                             tracing::warn!(run = %id, error = %e, "cannot record the run's phase");
                         }
                     }
@@ -334,7 +336,7 @@ impl Scheduler {
         };
         // The backend's record knows the request, not what the scheduler knows of the run.
         fin.replay_of = fin.replay_of.or(replay_of);
-        if let Err(e) = store.update_run(&fin).await {
+        if let Err(e) = self.save_run(&fin).await {
             tracing::error!(run = %id, error = %e, "cannot record the run's outcome");
         }
         self.forget_active(&job, &id);

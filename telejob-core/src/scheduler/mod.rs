@@ -25,6 +25,7 @@ pub mod notify;
 pub mod persist;
 mod slots;
 mod timer;
+mod writer;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -155,6 +156,16 @@ impl NewRun {
     }
 }
 
+/// Where a recorded run waits for one of the run slots (`max_concurrent_runs`, shared between
+/// owners in turn).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct QueuePosition {
+    /// 1 for the next run to start when a slot frees.
+    pub position: usize,
+    /// Runs waiting in all.
+    pub waiting: usize,
+}
+
 /// Jobs whose slots are handled at once when many fire together.
 const FIRE_CONCURRENCY: usize = 64;
 
@@ -203,6 +214,8 @@ struct Inner {
     tasks: TaskTracker,
     /// The slots runs wait for, shared fairly between owners.
     gate: Arc<fair::Gate>,
+    /// Run records on their way to the store, by group commit.
+    writer: writer::RunWriter,
 }
 
 /// The scheduler. Cheap to clone; all clones drive the same engine.
@@ -221,6 +234,7 @@ impl Scheduler {
         Self {
             inner: Arc::new(Inner {
                 gate,
+                writer: writer::RunWriter::new(parts.store.clone()),
                 parts,
                 state: Mutex::new(State::default()),
                 wake: Notify::new(),
@@ -229,6 +243,11 @@ impl Scheduler {
                 tasks: TaskTracker::new(),
             }),
         }
+    }
+
+    /// Saves a run's latest record (batched with the others saved at the same time).
+    async fn save_run(&self, run: &Run) -> Result<()> {
+        self.inner.writer.save(run).await
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -388,7 +407,7 @@ impl Scheduler {
             r.state = RunState::Cancelled;
             r.error = Some("cancelled before it started".into());
             r.phases.finished = Some(self.inner.parts.clock.now());
-            return self.inner.parts.store.update_run(&r).await;
+            return self.save_run(&r).await;
         }
         let waiting = self.lock().waiting.remove(run);
         if let Some(t) = waiting {
@@ -396,6 +415,12 @@ impl Scheduler {
             return Ok(());
         }
         self.inner.parts.compute.cancel(run).await
+    }
+
+    /// Where run `id` waits for a run slot, if it does: see [`QueuePosition`].
+    pub fn queue_position(&self, id: &RunId) -> Option<QueuePosition> {
+        let (position, waiting) = self.inner.gate.position(id.as_str())?;
+        Some(QueuePosition { position, waiting })
     }
 
     /// Runs in flight, per job, with backfill runs waiting for their turn.

@@ -139,8 +139,29 @@ pub trait SchedulerStore: Send + Sync + Debug + 'static {
     /// Inserts a run row (moving the cursor for a slot's first attempt, see above); `Ok(false)`
     /// if the job has one with this slot key.
     async fn insert_run(&self, row: &RunRow) -> Result<bool>;
+    /// Inserts many rows, each as [`SchedulerStore::insert_run`] inserts one: the answer per
+    /// row, in order (`Ok(true)` stored, `Ok(false)` the job has a row with that key, `Err` not
+    /// stored — such a row may be inserted again alone, it is never stored twice). This is how
+    /// slots due at one instant are recorded: a store writes them in as few fenced transactions
+    /// as its limits allow. The default inserts them one by one.
+    async fn insert_runs(&self, rows: &[RunRow]) -> Vec<Result<bool>> {
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push(self.insert_run(row).await);
+        }
+        out
+    }
     /// Saves a run's latest record.
     async fn update_run(&self, run: &Run) -> Result<()>;
+    /// Saves many runs' latest records (at most one record per run), as
+    /// [`SchedulerStore::update_run`] saves one. On an error some may be saved; saving them
+    /// again is harmless. The default saves them one by one.
+    async fn update_runs(&self, runs: &[Run]) -> Result<()> {
+        for run in runs {
+            self.update_run(run).await?;
+        }
+        Ok(())
+    }
     /// Records the last slot handled for a job.
     async fn set_cursor(&self, job: &JobName, cursor: DateTime<Utc>) -> Result<()>;
     /// Marks a job expired.

@@ -9,11 +9,36 @@ use futures::StreamExt;
 use super::notify::{EventKind, JobEvent};
 use super::persist::{RunRow, Trigger};
 use super::slots::{SlotAction, plan_due};
-use super::{FIRE_CONCURRENCY, NewRun, Scheduler, Timer, effective_cursor, next_fire};
+use super::{Entry, FIRE_CONCURRENCY, NewRun, Scheduler, Timer, effective_cursor, next_fire};
 use crate::error::Result;
 use crate::job::JobName;
 use crate::policy::OverlapPolicy;
-use crate::run::{Run, RunId, RunState};
+use crate::run::{Run, RunId, RunRequest, RunState};
+
+/// A job's fire, planned: its due slots, and the cursor and next fire after them.
+#[derive(Debug)]
+pub(super) struct FirePlan {
+    generation: u64,
+    entry: Entry,
+    actions: Vec<SlotAction>,
+    cursor: DateTime<Utc>,
+    next: Option<DateTime<Utc>>,
+}
+
+/// A row to record, and what follows once it is stored.
+#[derive(Debug)]
+pub(super) struct Recorded {
+    row: RunRow,
+    then: Then,
+}
+
+#[derive(Debug)]
+enum Then {
+    /// A missed slot: the event says why.
+    Missed(String),
+    /// A run to launch.
+    Launch(Box<(RunRequest, Run)>),
+}
 
 impl Scheduler {
     pub(super) async fn run_loop(&self) {
@@ -57,49 +82,40 @@ impl Scheduler {
         }
     }
 
-    /// Handles the timers that came due together, each job's in order, different jobs
-    /// concurrently. A burst (many jobs at one instant) is shared out between the runtime's
-    /// worker threads, so that its last job does not wait for all the others on one thread.
+    /// Handles the timers that came due together. The jobs' fires are planned in memory and
+    /// their slots recorded together, in one call to the store ([`SchedulerStore::insert_runs`]:
+    /// ten thousand jobs due at noon are a few transactions, not ten thousand), then launched
+    /// without waiting for any run; retries follow, each job's in order.
+    ///
+    /// [`SchedulerStore::insert_runs`]: super::persist::SchedulerStore::insert_runs
     pub(super) async fn handle_burst(&self, groups: Vec<Vec<Timer>>, now: DateTime<Utc>) {
-        let workers = tokio::runtime::Handle::current()
-            .metrics()
-            .num_workers()
-            .clamp(1, groups.len().max(1));
-        let run = |me: Scheduler, part: Vec<Vec<Timer>>| async move {
-            futures::stream::iter(part)
-                .for_each_concurrent(FIRE_CONCURRENCY.div_ceil(workers), |timers| {
-                    let me = &me;
-                    async move {
-                        for timer in timers {
-                            me.handle(timer, now).await;
-                        }
-                    }
-                })
-                .await;
-        };
-        if workers == 1 {
-            return run(self.clone(), groups).await;
-        }
-        let per = groups.len().div_ceil(workers);
-        let mut parts = tokio::task::JoinSet::new();
-        let mut groups = groups.into_iter();
-        loop {
-            let part: Vec<Vec<Timer>> = groups.by_ref().take(per).collect();
-            if part.is_empty() {
-                break;
-            }
-            parts.spawn(run(self.clone(), part));
-        }
-        while let Some(r) = parts.join_next().await {
-            if let Err(e) = r {
-                tracing::error!(error = %e, "a share of due timers failed");
+        let mut fires = Vec::new();
+        let mut others = Vec::new();
+        for timers in groups {
+            let (f, o): (Vec<Timer>, Vec<Timer>) = timers
+                .into_iter()
+                .partition(|t| matches!(t, Timer::Fire { .. }));
+            fires.extend(f.into_iter().filter_map(|t| match t {
+                Timer::Fire { job, generation } => Some((job, generation)),
+                Timer::Retry { .. } => None,
+            }));
+            if !o.is_empty() {
+                others.push(o);
             }
         }
+        self.fire_all(fires, now).await;
+        futures::stream::iter(others)
+            .for_each_concurrent(FIRE_CONCURRENCY, |timers| async move {
+                for timer in timers {
+                    self.handle(timer, now).await;
+                }
+            })
+            .await;
     }
 
     pub(super) async fn handle(&self, timer: Timer, now: DateTime<Utc>) {
         match timer {
-            Timer::Fire { job, generation } => self.fire(&job, generation, now).await,
+            Timer::Fire { job, generation } => self.fire_all(vec![(job, generation)], now).await,
             Timer::Retry { job, slot, attempt } => {
                 if let Err(e) = self
                     .fire_slot(&job, slot, attempt, Trigger::Retry, true)
@@ -111,16 +127,57 @@ impl Scheduler {
         }
     }
 
-    pub(super) async fn fire(&self, job: &JobName, generation: u64, now: DateTime<Utc>) {
-        let Some(entry) = self
+    /// Fires every `(job, generation)` due at `now`: plans each job's due slots, records all
+    /// their rows in one batch, launches the runs recorded, then moves and re-arms each job.
+    pub(super) async fn fire_all(&self, fires: Vec<(JobName, u64)>, now: DateTime<Utc>) {
+        let mut plans = Vec::with_capacity(fires.len());
+        let mut rows: Vec<(usize, Recorded)> = Vec::new();
+        for (job, generation) in fires {
+            let Some(plan) = self.plan(job, generation, now) else {
+                continue; // replaced, paused or removed since armed
+            };
+            let p = plans.len();
+            for r in self.rows_of(&plan, now).await {
+                rows.push((p, r));
+            }
+            plans.push(plan);
+        }
+        let batch: Vec<RunRow> = rows.iter().map(|(_, r)| r.row.clone()).collect();
+        let answers = if batch.is_empty() {
+            Vec::new()
+        } else {
+            self.inner.parts.store.insert_runs(&batch).await
+        };
+        for ((p, rec), answer) in rows.into_iter().zip(answers) {
+            let job = plans[p].entry.job.name().clone();
+            let answer = match answer {
+                // Not stored (the batch failed, and not because the lease is lost): alone, it
+                // is stored once or refused.
+                Err(e) if !e.is_fenced() => {
+                    tracing::warn!(job = %job, error = %e, "slot not recorded in its batch; alone");
+                    self.inner.parts.store.insert_run(&rec.row).await
+                }
+                ok => ok,
+            };
+            match answer {
+                Ok(true) => self.recorded(&plans[p].entry, rec).await,
+                Ok(false) => {} // this slot already has its run: exactly once
+                Err(e) => tracing::error!(job = %job, error = %e, "slot not handled"),
+            }
+        }
+        for plan in plans {
+            self.advance(plan).await;
+        }
+    }
+
+    /// The due slots of `job` at `now`, if its timer is still current.
+    fn plan(&self, job: JobName, generation: u64, now: DateTime<Utc>) -> Option<FirePlan> {
+        let entry = self
             .lock()
             .jobs
-            .get(job)
+            .get(&job)
             .filter(|e| e.generation == generation && !e.paused && !e.expired)
-            .cloned()
-        else {
-            return; // replaced, paused or removed since armed
-        };
+            .cloned()?;
         let spec = entry.job.spec();
         let (actions, cursor, next) = plan_due(
             entry.job.schedule(),
@@ -130,35 +187,113 @@ impl Scheduler {
             spec.missed,
             spec.catch_up_limit,
         );
-        let last_slot = actions.last().map(|a| match a {
-            SlotAction::Miss(t) | SlotAction::Run(t) => *t,
-        });
+        Some(FirePlan {
+            generation,
+            entry,
+            actions,
+            cursor,
+            next,
+        })
+    }
+
+    /// The rows a plan records: a missed row per missed slot (or slot skipped by the overlap
+    /// policy), a pending row per slot to run. Applies `replace` (cancels the job's runs).
+    async fn rows_of(&self, plan: &FirePlan, now: DateTime<Utc>) -> Vec<Recorded> {
+        let entry = &plan.entry;
+        let job = entry.job.name();
+        let spec = entry.job.spec();
+        let mut out = Vec::with_capacity(plan.actions.len());
         // Slots run in one batch (catch-up) are not held back by each other's overlap.
         let mut first_run = true;
-        for a in actions {
-            let r = match a {
+        for a in &plan.actions {
+            match *a {
                 SlotAction::Miss(slot) => {
                     let why = format!(
                         "missed: telejob was not running at {} (missed = {:?})",
                         slot.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                         spec.missed
                     );
-                    self.record_missed(job, slot, why).await
+                    out.push(self.missed_row(entry, slot, why));
                 }
                 SlotAction::Run(slot) => {
                     self.inner
                         .parts
                         .observer
                         .fired((now - slot).to_std().unwrap_or_default());
-                    let check = std::mem::replace(&mut first_run, false);
-                    self.fire_slot(job, slot, 0, Trigger::Scheduled, check)
-                        .await
+                    if std::mem::replace(&mut first_run, false) {
+                        let active = self.lock().active.get(job).cloned().unwrap_or_default();
+                        if !active.is_empty() {
+                            match spec.overlap {
+                                OverlapPolicy::Forbid => {
+                                    let why = format!(
+                                        "skipped: run {} of this job was still going (overlap = forbid)",
+                                        active.first().map(RunId::to_string).unwrap_or_default()
+                                    );
+                                    out.push(self.missed_row(entry, slot, why));
+                                    continue;
+                                }
+                                OverlapPolicy::Replace => {
+                                    for r in &active {
+                                        if let Err(e) = self.inner.parts.compute.cancel(r).await {
+                                            tracing::warn!(run = %r, error = %e, "cannot cancel the run it replaces");
+                                        }
+                                    }
+                                }
+                                OverlapPolicy::Allow => {}
+                            }
+                        }
+                    }
+                    let req = self.request(entry, slot, RunId::new());
+                    let run = Run::pending(&req);
+                    out.push(Recorded {
+                        row: RunRow {
+                            run: run.clone(),
+                            slot_key: RunRow::slot_key(slot, 0),
+                            trigger: Trigger::Scheduled,
+                            attempt: 0,
+                        },
+                        then: Then::Launch(Box::new((req, run))),
+                    });
                 }
-            };
-            if let Err(e) = r {
-                tracing::error!(job = %job, error = %e, "slot not handled");
             }
         }
+        out
+    }
+
+    /// What follows a row once it is stored: the missed event, or the launch.
+    async fn recorded(&self, entry: &Entry, rec: Recorded) {
+        match rec.then {
+            Then::Missed(why) => {
+                self.event(
+                    EventKind::Missed,
+                    entry.job.name(),
+                    Some(rec.row.run),
+                    why,
+                    entry.job.spec().notify.clone(),
+                )
+                .await;
+            }
+            Then::Launch(launch) => {
+                let (req, run) = *launch;
+                self.begin(entry.clone(), req, run, Trigger::Scheduled, 0, None);
+            }
+        }
+    }
+
+    /// After a fire: the cursor past the planned slots, the next fire armed (or the job
+    /// expired).
+    async fn advance(&self, plan: FirePlan) {
+        let FirePlan {
+            generation,
+            entry,
+            actions,
+            cursor,
+            next,
+        } = plan;
+        let job = entry.job.name();
+        let last_slot = actions.last().map(|a| match a {
+            SlotAction::Miss(t) | SlotAction::Run(t) => *t,
+        });
         // Each slot's first row moved the stored cursor up to that slot with it, in one
         // transaction (a crash between the two can lose no slot); a separate write is needed
         // only when the planning passed slots after the last one it made a row for.
@@ -237,6 +372,24 @@ impl Scheduler {
         self.inner.parts.notifier.notify(ev).await;
     }
 
+    /// The row of a slot that does not run, and why.
+    fn missed_row(&self, entry: &Entry, slot: DateTime<Utc>, why: String) -> Recorded {
+        let req = self.request(entry, slot, RunId::new());
+        let mut run = Run::pending(&req);
+        run.state = RunState::Missed;
+        run.error = Some(why.clone());
+        run.phases.finished = Some(self.inner.parts.clock.now());
+        Recorded {
+            row: RunRow {
+                run,
+                slot_key: RunRow::slot_key(slot, 0),
+                trigger: Trigger::Scheduled,
+                attempt: 0,
+            },
+            then: Then::Missed(why),
+        }
+    }
+
     pub(super) async fn record_missed(
         &self,
         job: &JobName,
@@ -246,26 +399,9 @@ impl Scheduler {
         let Some(entry) = self.lock().jobs.get(job).cloned() else {
             return Ok(());
         };
-        let req = self.request(&entry, slot, RunId::new());
-        let mut run = Run::pending(&req);
-        run.state = RunState::Missed;
-        run.error = Some(why.clone());
-        run.phases.finished = Some(self.inner.parts.clock.now());
-        let row = RunRow {
-            run: run.clone(),
-            slot_key: RunRow::slot_key(slot, 0),
-            trigger: Trigger::Scheduled,
-            attempt: 0,
-        };
-        if self.inner.parts.store.insert_run(&row).await? {
-            self.event(
-                EventKind::Missed,
-                job,
-                Some(run),
-                why,
-                entry.job.spec().notify.clone(),
-            )
-            .await;
+        let rec = self.missed_row(&entry, slot, why);
+        if self.inner.parts.store.insert_run(&rec.row).await? {
+            self.recorded(&entry, rec).await;
         }
         Ok(())
     }

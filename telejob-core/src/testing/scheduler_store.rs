@@ -28,6 +28,9 @@ pub const SCHEDULER_STORE_CHECKS: &[&str] = &[
     "cursor_moves_with_the_first_attempt",
     "update_run",
     "cursor_and_expiry",
+    "batch_once",
+    "batch_of_a_burst",
+    "update_runs",
 ];
 
 /// Runs every scheduler store check against `fx`, each on jobs of its own; returns the names
@@ -39,6 +42,9 @@ pub async fn scheduler_store_conformance(fx: &dyn SchedulerStoreFixture) -> Vec<
     scheduler_store_cursor_moves_with_the_first_attempt(fx).await;
     scheduler_store_update_run(fx).await;
     scheduler_store_cursor_and_expiry(fx).await;
+    scheduler_store_batch_once(fx).await;
+    scheduler_store_batch_of_a_burst(fx).await;
+    scheduler_store_update_runs(fx).await;
     SCHEDULER_STORE_CHECKS.to_vec()
 }
 
@@ -219,4 +225,127 @@ pub async fn scheduler_store_cursor_and_expiry(fx: &dyn SchedulerStoreFixture) {
         cursor_of(fx, &job).await.expired,
         "cursor_and_expiry: set_expired is read back"
     );
+}
+
+/// `insert_runs` answers each row as `insert_run` would: a new slot is stored, a slot stored
+/// before and the same slot twice in one batch are refused and not stored, another job's slot
+/// and a slot's retry are their own; each job's cursor moves to its latest first attempt.
+pub async fn scheduler_store_batch_once(fx: &dyn SchedulerStoreFixture) {
+    let (a, b) = (
+        job(fx, "batch", "2014-03-08T00:00:00Z").await,
+        job(fx, "batch", "2014-03-08T00:00:00Z").await,
+    );
+    let store = fx.store();
+    let before = slot_row(&a, "2014-03-08T06:00:00Z", 0, Trigger::Scheduled);
+    assert!(store.insert_run(&before).await.expect("insert"));
+    let rows = vec![
+        slot_row(&a, "2014-03-08T12:00:00Z", 0, Trigger::Scheduled),
+        slot_row(&a, "2014-03-08T06:00:00Z", 0, Trigger::Scheduled),
+        slot_row(&b, "2014-03-08T12:00:00Z", 0, Trigger::Scheduled),
+        slot_row(&a, "2014-03-08T12:00:00Z", 0, Trigger::Scheduled),
+        slot_row(&a, "2014-03-08T06:00:00Z", 1, Trigger::Retry),
+    ];
+    let answers: Vec<bool> = store
+        .insert_runs(&rows)
+        .await
+        .into_iter()
+        .map(|r| r.expect("insert_runs"))
+        .collect();
+    assert_eq!(
+        answers,
+        [true, false, true, false, true],
+        "batch_once: new, stored before, another job's, twice in the batch, a retry"
+    );
+    for (row, stored) in rows.iter().zip(&answers) {
+        assert_eq!(
+            fx.run(&row.run.id).await.is_some(),
+            *stored,
+            "batch_once: a row is stored exactly when its answer says so ({})",
+            row.slot_key
+        );
+    }
+    for j in [&a, &b] {
+        assert_eq!(
+            cursor_of(fx, j).await.cursor,
+            at("2014-03-08T12:00:00Z"),
+            "batch_once: the cursor moves with the batch's first attempts"
+        );
+    }
+}
+
+/// A burst bigger than any one statement: 1,200 slots of three jobs (a catch-up of 400 hours
+/// each) are all stored once, and each cursor ends at its job's latest slot.
+pub async fn scheduler_store_batch_of_a_burst(fx: &dyn SchedulerStoreFixture) {
+    let jobs = [
+        job(fx, "burst", "2014-03-01T00:00:00Z").await,
+        job(fx, "burst", "2014-03-01T00:00:00Z").await,
+        job(fx, "burst", "2014-03-01T00:00:00Z").await,
+    ];
+    let start = at("2014-03-01T01:00:00Z");
+    let slot = |h: i64| {
+        (start + chrono::Duration::hours(h)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let rows: Vec<RunRow> = (0..400)
+        .flat_map(|h| {
+            jobs.iter()
+                .map(move |j| slot_row(j, &slot(h), 0, Trigger::Scheduled))
+        })
+        .collect();
+    let answers = fx.store().insert_runs(&rows).await;
+    assert_eq!(
+        answers.len(),
+        rows.len(),
+        "batch_of_a_burst: one answer per row"
+    );
+    assert!(
+        answers.into_iter().all(|r| r.expect("insert_runs")),
+        "batch_of_a_burst: every new slot is stored"
+    );
+    for row in rows.iter().step_by(37) {
+        assert!(
+            fx.run(&row.run.id).await.is_some(),
+            "batch_of_a_burst: {} of {} is stored",
+            row.slot_key,
+            row.run.job
+        );
+    }
+    for j in &jobs {
+        assert_eq!(
+            cursor_of(fx, j).await.cursor,
+            at(&slot(399)),
+            "batch_of_a_burst: the cursor ends at the latest slot"
+        );
+    }
+    let again = fx.store().insert_runs(&rows[..10]).await;
+    assert!(
+        again.into_iter().all(|r| !r.expect("insert_runs again")),
+        "batch_of_a_burst: the burst again stores nothing"
+    );
+}
+
+/// `update_runs` saves each run's latest record.
+pub async fn scheduler_store_update_runs(fx: &dyn SchedulerStoreFixture) {
+    let job = job(fx, "updates", "2014-03-08T00:00:00Z").await;
+    let store = fx.store();
+    let mut runs = Vec::new();
+    for h in ["2014-03-08T10:00:00Z", "2014-03-08T11:00:00Z"] {
+        let row = slot_row(&job, h, 0, Trigger::Scheduled);
+        assert!(store.insert_run(&row).await.expect("insert"));
+        runs.push(row.run);
+    }
+    runs[0].state = RunState::Succeeded;
+    runs[1].state = RunState::TimedOut;
+    runs[1].error = Some("timed out after 1 minute".into());
+    store.update_runs(&runs).await.expect("update_runs");
+    for run in &runs {
+        let back = fx
+            .run(&run.id)
+            .await
+            .expect("update_runs: the run is stored");
+        assert_eq!(
+            (back.state, back.error),
+            (run.state, run.error.clone()),
+            "update_runs: the latest record is what is read back"
+        );
+    }
 }

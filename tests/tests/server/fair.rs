@@ -91,6 +91,24 @@ async fn a_flooders_backfill_and_run_now_do_not_starve_another_owner() {
 
     // Bob's run now, behind some 26 runs of alice's: the next slot but one is his.
     let mine = bob.start_run("mine").await;
+    // While it waits, its record says where: next or next but one (the owners take turns),
+    // not behind the whole flood.
+    let mut queue = None;
+    for _ in 0..50 {
+        let (s, r) = bob.get(&format!("/api/runs/{mine}")).await;
+        assert_eq!(s, 200, "{r}");
+        if r["state"] != "pending" {
+            break;
+        }
+        if r["queue"].is_object() {
+            queue = Some(r["queue"].clone());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let q = queue.expect("bob's run waits behind alice's: its record shows its place");
+    assert!(matches!(q["position"].as_u64(), Some(1 | 2)), "{q}");
+    assert!(q["waiting"].as_u64() >= Some(2), "{q}");
     let mine = bob.wait_run(&mine).await;
     assert_eq!(mine["state"], "succeeded", "{mine}");
     let (queued, started) = (at(&mine, "created_at"), at(&mine, "fetch_started"));

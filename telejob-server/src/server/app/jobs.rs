@@ -754,3 +754,15 @@ pub async fn release(s: &AppState, user: &User, name: &str) -> Result<()> {
     purge(s.stores.public.as_ref(), name).await?;
     Ok(s.db.remove_tombstone(name).await?)
 }
+
+/// Where a pending run waits for a run slot, when this replica leads (the leader's scheduler
+/// holds the queue; a follower answers `None`).
+pub fn queue_position(
+    s: &AppState,
+    run: &telejob_core::run::Run,
+) -> Option<telejob_core::scheduler::QueuePosition> {
+    if run.state != telejob_core::run::RunState::Pending {
+        return None;
+    }
+    s.cluster.scheduler()?.queue_position(&run.id)
+}

@@ -123,11 +123,17 @@ impl Db {
     /// The condition, as SQL over parameters `$a` (holder) and `$b` (epoch), that the lease is
     /// still this fence's; always true without a fence.
     pub(super) fn fence_sql(&self, a: usize, b: usize) -> String {
+        self.fence_condition(&format!("${a}"), &format!("${b}"))
+    }
+
+    /// [`Db::fence_sql`] over the placeholders `holder` and `epoch` as written (a batch on
+    /// SQLite uses positional `?`: see [`Db::placeholders`]).
+    pub(super) fn fence_condition(&self, holder: &str, epoch: &str) -> String {
         if self.fence.is_none() {
             return "1 = 1".into();
         }
         format!(
-            "EXISTS (SELECT 1 FROM leases WHERE name = 'scheduler' AND holder = ${a} AND epoch = ${b} AND expires_ms > {}{})",
+            "EXISTS (SELECT 1 FROM leases WHERE name = 'scheduler' AND holder = {holder} AND epoch = {epoch} AND expires_ms > {}{})",
             self.backend.now_ms(),
             self.backend.for_share()
         )
@@ -142,10 +148,8 @@ impl Db {
 
     /// The error of a write the fence refused.
     pub(super) fn fenced_out(&self) -> Error {
-        Error::persistence(
-            "fence",
+        Error::fenced(
             "this server no longer holds the scheduler lease; another replica has taken over",
-            false,
         )
     }
 

@@ -321,6 +321,20 @@ async fn the_lease_passes_on_expiry_and_fences_a_stale_leaders_writes() {
             .await
             .expect_err("fenced");
         leader_a.set_expired(&name).await.expect_err("fenced");
+        // A stale leader's batch (a burst's slots) is refused row by row, as fenced: the
+        // scheduler does not retry such rows alone.
+        let burst = [
+            scheduled("j", "2014-03-08T03:00:00Z", 0),
+            scheduled("j", "2014-03-08T04:00:00Z", 0),
+        ];
+        let answers = leader_a.insert_runs(&burst).await;
+        assert_eq!(answers.len(), 2);
+        for a in answers {
+            assert!(a.expect_err("fenced").is_fenced());
+        }
+        for r in &burst {
+            assert!(db.run(r.run.id.as_str()).await.expect("read").is_none());
+        }
         let j = db.job_fresh("j").await.expect("read").expect("job");
         assert_eq!(
             j.cursor,
@@ -333,12 +347,24 @@ async fn the_lease_passes_on_expiry_and_fences_a_stale_leaders_writes() {
             epoch: b,
         });
         assert!(leader_b.insert_run(&stale).await.expect("b fires"));
-        let epoch: i64 = sqlx::query_scalar("SELECT epoch FROM runs WHERE id = $1")
-            .bind(stale.run.id.as_str())
-            .fetch_one(&db.pool)
-            .await
-            .expect("epoch");
-        assert_eq!(epoch, b);
+        let answers = leader_b.insert_runs(&burst).await;
+        assert!(
+            answers.into_iter().all(|a| a.expect("b's batch")),
+            "the new leader's batch is stored"
+        );
+        for id in [&stale.run.id, &burst[0].run.id, &burst[1].run.id] {
+            let epoch: i64 = sqlx::query_scalar("SELECT epoch FROM runs WHERE id = $1")
+                .bind(id.as_str())
+                .fetch_one(&db.pool)
+                .await
+                .expect("epoch");
+            assert_eq!(epoch, b, "rows are stamped with the leader's epoch");
+        }
+        assert_eq!(
+            db.job_fresh("j").await.expect("read").expect("job").cursor,
+            parse_ts("t", "2014-03-08T04:00:00Z").expect("time"),
+            "the batch moved the cursor to its latest slot"
+        );
         // An expired lease is free; a released one at once.
         let fb = Fence {
             holder: "b".into(),

@@ -29,6 +29,10 @@ pub struct RunView {
     /// Set once the run passed its job's usual duration by the margin.
     #[serde(skip_serializing_if = "Option::is_none")]
     late: Option<crate::server::db::LateMark>,
+    /// A recorded run waiting for a run slot: its place in the queue (on the leader, which
+    /// holds the queue; `GET /api/runs/{id}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queue: Option<telejob_core::scheduler::QueuePosition>,
 }
 
 /// `GET /api/jobs/{name}/runs`.
@@ -51,6 +55,7 @@ pub async fn list(
                 late: late.remove(run.id.as_str()),
                 run,
                 trigger,
+                queue: None,
             })
             .collect(),
     ))
@@ -95,7 +100,13 @@ pub async fn show(
                 .ok_or_else(|| ApiError::not_found("run"))?;
     }
     let late = s.db.late_mark(&id).await?;
-    Ok(Json(RunView { run, trigger, late }))
+    let queue = jobs::queue_position(&s, &run);
+    Ok(Json(RunView {
+        run,
+        trigger,
+        late,
+        queue,
+    }))
 }
 
 #[derive(Debug, Deserialize)]

@@ -22,6 +22,8 @@ pub struct RunPage<'a> {
     pub manage: bool,
     /// Its late mark.
     pub late: Option<&'a crate::server::db::LateMark>,
+    /// Where it waits for a run slot, if it does (on the leader).
+    pub queue: Option<telejob_core::scheduler::QueuePosition>,
 }
 
 /// When `t` was, as every page shows times: `2026-12-03 17:24:38 UTC`.
@@ -31,10 +33,18 @@ pub fn when(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
 }
 
 /// A run's state and times: the part of its page that changes while it runs.
-pub fn run_summary(r: &Run, trigger: &str, late: Option<&crate::server::db::LateMark>) -> Markup {
+pub fn run_summary(
+    r: &Run,
+    trigger: &str,
+    late: Option<&crate::server::db::LateMark>,
+    queue: Option<telejob_core::scheduler::QueuePosition>,
+) -> Markup {
     html! {
         table {
             tr { th { "State" } td #run-state class={ "state-" (r.state) } { (r.state) } }
+            @if let Some(q) = queue {
+                tr { th { "Queued" } td #run-queue { "waiting for a run slot: " (q.position) " of " (q.waiting) " waiting" } }
+            }
             @if let Some(m) = late { tr { th { "Late" } td { (super::insight::late_note(r, m)) } } }
             @if let Some(e) = &r.error { tr { th { "Error" } td #run-error { (e) } } }
             tr { th { "Slot" } td { (r.scheduled_for.format("%Y-%m-%d %H:%M:%S UTC")) " (" (trigger) ")" } }
@@ -97,6 +107,7 @@ pub fn run_page(user: &str, csrf: &str, p: &RunPage<'_>) -> Markup {
         public_data,
         manage,
         late,
+        queue,
     } = *p;
     let live = !r.state.is_terminal();
     layout(
@@ -123,7 +134,7 @@ pub fn run_page(user: &str, csrf: &str, p: &RunPage<'_>) -> Markup {
                 }
             }
             div.card #run-summary data-run=(r.id) data-live=[live.then_some("1")] {
-                (run_summary(r, trigger, late))
+                (run_summary(r, trigger, late, queue))
             }
             h2 { "Published files" }
             div #run-published { (run_published(r, public_data)) }

@@ -235,6 +235,7 @@ pub(super) async fn run_page(
             public_data: public,
             manage: j.can_manage(&b.session.user),
             late: late.as_ref(),
+            queue: crate::server::app::jobs::queue_position(&s, &run),
         },
     ))
 }
@@ -253,7 +254,13 @@ pub(super) async fn run_live(
     axum::Json(serde_json::json!({
         "state": run.state,
         "ended": run.state.is_terminal(),
-        "summary": pages::run_summary(&run, &trigger, late.as_ref()).into_string(),
+        "summary": pages::run_summary(
+            &run,
+            &trigger,
+            late.as_ref(),
+            crate::server::app::jobs::queue_position(&s, &run),
+        )
+        .into_string(),
         "published": pages::run_published(&run, public).into_string(),
     }))
     .into_response()
