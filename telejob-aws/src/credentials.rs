@@ -5,9 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use chrono::{DateTime, Utc};
 use object_store::CredentialProvider;
 use object_store::aws::AwsCredential;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 /// Renew credentials this long before they expire.
@@ -64,5 +67,40 @@ impl CredentialProvider for ChainCredentials {
         });
         *cached = Some((c.clone(), creds.expiry()));
         Ok(c)
+    }
+}
+
+/// Temporary credentials for one run, as the agent receives them.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunCredentials {
+    /// The access key id (`ASIA…` for session credentials).
+    pub access_key_id: String,
+    /// The secret key.
+    pub secret_access_key: String,
+    /// The session token.
+    pub session_token: String,
+    /// When they stop working.
+    pub expires: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for RunCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunCredentials {
+    /// A credentials provider for the SDK and the S3 store that always answers these.
+    pub fn provider(&self) -> SharedCredentialsProvider {
+        SharedCredentialsProvider::new(Credentials::new(
+            &self.access_key_id,
+            &self.secret_access_key,
+            Some(self.session_token.clone()),
+            Some(self.expires.into()),
+            "telejob-run",
+        ))
     }
 }

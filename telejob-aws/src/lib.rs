@@ -13,18 +13,23 @@
 //!
 //! Credentials always come from the standard AWS chain; see [`AwsOptions`].
 //!
+//! [`Ec2Compute`] and [`Ec2Workers`] are behind the default `ec2` feature: the EC2 SDK is by far
+//! the largest crate telejob builds (nine minutes of a first build on two cores), and S3 alone
+//! does not need it.
+//!
 //! With the `testing` feature, [`testing::Moto`] starts a local AWS endpoint for tests.
 #![warn(missing_docs)]
 
 mod config;
 mod credentials;
+#[cfg(feature = "ec2")]
 pub mod ec2;
 mod s3;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use config::AwsOptions;
-pub use ec2::{
-    Ec2Compute, Ec2ComputeBuilder, Ec2Settings, Ec2Workers, RunCredentials, worker_user_data,
-};
+pub use credentials::RunCredentials;
+#[cfg(feature = "ec2")]
+pub use ec2::{Ec2Compute, Ec2ComputeBuilder, Ec2Settings, Ec2Workers, worker_user_data};
 pub use s3::{DEFAULT_MAX_CONCURRENCY, DEFAULT_PART_SIZE, S3Store, S3StoreBuilder};

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
-use telejob_aws::{Ec2ComputeBuilder, Ec2Workers, S3Store, S3StoreBuilder};
+#[cfg(feature = "ec2")]
+use telejob_aws::{Ec2ComputeBuilder, Ec2Workers};
+use telejob_aws::{S3Store, S3StoreBuilder};
 use telejob_core::agent::RunStores;
 use telejob_core::agent::sandbox::image::{self, BuildOptions};
 use telejob_core::agent::sandbox::{CgroupMode, Identity, MachineOptions, SandboxOptions};
@@ -53,9 +55,26 @@ impl AwsTable {
 
 /// The `[ec2]` table: what an operator configures for runs on EC2 instances (AMI, instance
 /// types, network, instance profile; docs/aws.md).
+#[cfg(feature = "ec2")]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(transparent)]
 pub struct InstanceTable(telejob_aws::Ec2Settings);
+
+/// The `[ec2]` table, kept as written: this binary was built without EC2 (the `ec2` feature),
+/// so a config that has one still loads, and using it says how to get EC2.
+#[cfg(not(feature = "ec2"))]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct InstanceTable(#[allow(dead_code)] toml::Table);
+
+/// The error of an EC2 setting on a binary built without EC2.
+#[cfg(not(feature = "ec2"))]
+fn no_ec2(what: &str) -> anyhow::Error {
+    bad(format!(
+        "{what}: this telejob was built without EC2; install it with \
+         `cargo install --path telejob-server --features ec2` (see docs/aws.md)"
+    ))
+}
 
 /// What a server's compute is made of: the config's `compute`, `[aws]`, `[s3]`, `[ec2]`, and
 /// for local compute the sandbox settings and the scratch directory.
@@ -409,24 +428,32 @@ pub async fn remote_compute(
     instance_type: Option<&str>,
     launcher: Option<&str>,
 ) -> anyhow::Result<Arc<dyn Compute>> {
-    let mut settings = cfg.ec2.clone().map(|t| t.0).ok_or_else(|| {
-        bad("config: EC2 runs need an [ec2] table with at least ami = \"ami-…\" (see docs/aws.md)")
-    })?;
-    require_s3("public store", public)?;
-    require_s3("private store", private)?;
-    if let Some(l) = launcher {
-        settings.launcher = l.to_string();
+    #[cfg(not(feature = "ec2"))]
+    {
+        let _ = (cfg, public, private, instance_type, launcher);
+        Err(no_ec2("compute = \"ec2\""))
     }
-    let mut b = Ec2ComputeBuilder::new(
-        settings,
-        s3_store(public, cfg).await?,
-        s3_store(private, cfg).await?,
-    )
-    .with_aws(cfg.aws.0.clone().or_env("EC2"));
-    if let Some(t) = instance_type {
-        b = b.with_instance_type(t);
+    #[cfg(feature = "ec2")]
+    {
+        let mut settings = cfg.ec2.clone().map(|t| t.0).ok_or_else(|| {
+            bad("config: EC2 runs need an [ec2] table with at least ami = \"ami-…\" (see docs/aws.md)")
+        })?;
+        require_s3("public store", public)?;
+        require_s3("private store", private)?;
+        if let Some(l) = launcher {
+            settings.launcher = l.to_string();
+        }
+        let mut b = Ec2ComputeBuilder::new(
+            settings,
+            s3_store(public, cfg).await?,
+            s3_store(private, cfg).await?,
+        )
+        .with_aws(cfg.aws.0.clone().or_env("EC2"));
+        if let Some(t) = instance_type {
+            b = b.with_instance_type(t);
+        }
+        Ok(Arc::new(b.build().await?))
     }
-    Ok(Arc::new(b.build().await?))
 }
 
 /// Analysis workers on EC2 without a server, from `cfg`'s `[aws]` and `[ec2]` tables (the CLI's
@@ -436,11 +463,19 @@ pub async fn remote_compute(
 ///
 /// No `[ec2]` table, or settings EC2 refuses.
 pub async fn remote_workers(cfg: &AwsConfig) -> anyhow::Result<Arc<dyn WorkerBackend>> {
-    let settings = cfg
-        .ec2
-        .clone()
-        .ok_or_else(|| bad("config: add an [ec2] table"))?;
-    Ok(Arc::new(Ec2Workers::new(settings.0, &cfg.aws.0).await?))
+    #[cfg(not(feature = "ec2"))]
+    {
+        let _ = cfg;
+        Err(no_ec2("telejob worker --compute ec2"))
+    }
+    #[cfg(feature = "ec2")]
+    {
+        let settings = cfg
+            .ec2
+            .clone()
+            .ok_or_else(|| bad("config: add an [ec2] table"))?;
+        Ok(Arc::new(Ec2Workers::new(settings.0, &cfg.aws.0).await?))
+    }
 }
 
 /// Builds image `name`, printing one progress line (rewritten in place on a terminal).

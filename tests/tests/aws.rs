@@ -3,6 +3,10 @@
 //! directory, as cloud-init would on the instance. The job runs through `telejob agent` and its
 //! output and manifest land in S3: what proves an EC2 run works. Then: a run that never reports
 //! is terminated at its deadline.
+//!
+//! Built only with the `ec2` feature (`.ci/run` passes `--features telejob-server/ec2`): the
+//! default binary has no EC2.
+#![cfg(feature = "ec2")]
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;

@@ -575,6 +575,8 @@ async fn a_user_schedules_and_runs_a_job_from_the_form() {
     c.close().await.expect("close");
 }
 
+// EC2 workers: only in a binary built with the `ec2` feature (as .ci/run builds it).
+#[cfg(feature = "ec2")]
 #[tokio::test]
 async fn a_user_launches_a_worker_from_the_form_and_terminates_it() {
     let Some((chromium, driver)) = tools() else {

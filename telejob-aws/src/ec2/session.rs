@@ -17,15 +17,13 @@
 
 use std::time::Duration;
 
-use aws_credential_types::Credentials;
-use aws_credential_types::provider::SharedCredentialsProvider;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use telejob_core::job::Visibility;
 use telejob_core::run::{RunRequest, keys};
 use telejob_core::{Error, Result};
 
+pub use crate::credentials::RunCredentials;
 use crate::s3::S3Store;
 
 /// The shortest and longest sessions STS grants (AssumeRole's `DurationSeconds`). A session
@@ -33,41 +31,6 @@ use crate::s3::S3Store;
 /// when the server itself runs on assumed-role credentials (role chaining).
 pub const SESSION_BOUNDS: (Duration, Duration) =
     (Duration::from_secs(900), Duration::from_secs(12 * 3600));
-
-/// Temporary credentials for one run, as the agent receives them.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunCredentials {
-    /// The access key id (`ASIA…` for session credentials).
-    pub access_key_id: String,
-    /// The secret key.
-    pub secret_access_key: String,
-    /// The session token.
-    pub session_token: String,
-    /// When they stop working.
-    pub expires: DateTime<Utc>,
-}
-
-impl std::fmt::Debug for RunCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunCredentials")
-            .field("access_key_id", &self.access_key_id)
-            .field("expires", &self.expires)
-            .finish_non_exhaustive()
-    }
-}
-
-impl RunCredentials {
-    /// A credentials provider for the SDK and the S3 store that always answers these.
-    pub fn provider(&self) -> SharedCredentialsProvider {
-        SharedCredentialsProvider::new(Credentials::new(
-            &self.access_key_id,
-            &self.secret_access_key,
-            Some(self.session_token.clone()),
-            Some(self.expires.into()),
-            "telejob-run",
-        ))
-    }
-}
 
 /// The AWS partition of `region` (ARNs differ in China and GovCloud).
 fn partition(region: &str) -> &'static str {

@@ -288,9 +288,6 @@ pub struct Db {
     pub(super) fence: Option<Fence>,
 }
 
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-
 /// A path as sqlx's SQLite URL parser reads it back (it percent-decodes).
 fn sqlite_url(path: &Path) -> String {
     let mut out = String::from("sqlite://");
@@ -383,8 +380,8 @@ impl Db {
         };
         let pool = open(if backend == Backend::Sqlite { 8 } else { 16 }).await?;
         let migrator = match backend {
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
-            Backend::Postgres => &POSTGRES_MIGRATIONS,
+            Backend::Sqlite => &*super::migrations::SQLITE_MIGRATIONS,
+            Backend::Postgres => &*super::migrations::POSTGRES_MIGRATIONS,
         };
         migrator.run(&pool).await.map_err(|e| {
             use sqlx::migrate::MigrateError;

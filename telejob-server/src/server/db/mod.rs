@@ -6,6 +6,7 @@ mod conn;
 mod copy;
 mod jobs;
 mod lease;
+mod migrations;
 mod notifications;
 mod rows;
 mod runs;
