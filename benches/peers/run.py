@@ -344,6 +344,43 @@ def server(bins, work, tiny):
         srv.wait()
 
 
+def fleet(bins, tiny):
+    """tj-fleet: bursts of jobs through the real server on SQLite and PostgreSQL."""
+    print("== fleet: a burst of jobs at one instant (and spread over the hour), row insert and "
+          "command start lateness, API latency during the burst", flush=True)
+    cases = [(200, False, 1)] if tiny else [(10_000, False, 2), (10_000, True, 2),
+                                           (100_000, False, 1), (100_000, True, 2)]
+    goals = {(10_000, "sqlite"): 250, (10_000, "postgres"): 500,
+             (100_000, "sqlite"): 2000, (100_000, "postgres"): 2000}
+    for jobs, spread, minutes in cases:
+        cmd = [bins["tj-fleet"], bins["telejob"], str(jobs), str(minutes), "--coded",
+               "5" if tiny else "20"] + (["--spread"] if spread else [])
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        how = f"{jobs:,} jobs " + ("spread over the hour" if spread else "at one instant")
+        for line in out.stdout.splitlines():
+            m = json.loads(line)
+            db = m.get("database", "")
+            case = f"{how}, {db}"
+            if m["bench"] == "fire_lateness":
+                goal = goals.get((jobs, db), 250 if db == "sqlite" else 500)
+                row("fleet", f"{case}: row insert p99 ({m['n']} slots)",
+                    f"{m['p99_ms']:.0f} ms (p50 {m['p50_ms']:.0f}, max {m['max_ms']:.0f})",
+                    "-", "-", f"<= {goal} ms", m["p99_ms"] <= goal)
+                row("fleet", f"{case}: slots lost / doubled", f"{m['lost']} / {m['doubled']}",
+                    "-", "-", "0 / 0", m["lost"] == 0 and m["doubled"] == 0)
+            elif m["bench"] == "command_start":
+                row("fleet", f"{case}: command start of {m['coded']} coded jobs, p99",
+                    f"{m['p99_ms']:.0f} ms (p50 {m['p50_ms']:.0f})", "-", "-", "reported", True)
+            elif m["bench"] == "api_during_burst":
+                row("fleet", f"{case}: API p99 during the burst ({m['n']} requests)",
+                    f"{m['p99_ms']:.1f} ms (max {m['max_ms']:.0f})", "-", "-", "<= 50 ms",
+                    m["p99_ms"] <= 50)
+            elif m["bench"] == "api_throughput" and db == "postgres" and not spread:
+                row("fleet", f"GET /api/jobs/{{name}} on PostgreSQL with {jobs:,} jobs",
+                    f"{m['requests_per_s']:.0f} req/s (p99 {m['p99_ms']:.1f} ms)", "-", "-",
+                    "reported", True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--tiny", action="store_true", help="tiny inputs (CI smoke run)")
@@ -351,12 +388,12 @@ def main():
     ap.add_argument("--scheduler-bench", required=True, help="the scheduler bench executable")
     ap.add_argument("--s3s-fs", required=True)
     ap.add_argument("--aws", required=True)
-    ap.add_argument("--only", default="unpack,publish,scheduler,overhead,server")
+    ap.add_argument("--only", default="unpack,publish,scheduler,overhead,server,fleet")
     ap.add_argument("--work", default=None, help="scratch directory (default: a temp dir)")
     a = ap.parse_args()
     d = Path(a.bins)
     bins = {k: str(d / k) for k in ["telejob", "tj-unpack", "tj-publish", "tj-sleep-baseline",
-                                    "tj-run-overhead"]}
+                                    "tj-run-overhead", "tj-fleet"]}
     bins["scheduler-bench"] = [a.scheduler_bench] + ([] if a.tiny else ["--bench"])
     peers = {"s3s-fs": a.s3s_fs, "aws": a.aws}
     only = set(a.only.split(","))
@@ -395,6 +432,8 @@ def run_sections(a, bins, peers, only):
             run_overhead(bins, work, a.tiny)
         if "server" in only:
             server(bins, work, a.tiny)
+        if "fleet" in only:
+            fleet(bins, a.tiny)
 
 
 if __name__ == "__main__":
