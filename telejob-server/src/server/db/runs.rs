@@ -334,23 +334,51 @@ impl SchedulerStore for Db {
     }
 
     async fn insert_runs(&self, rows: &[RunRow]) -> Vec<Result<bool>> {
-        let mut out = Vec::with_capacity(rows.len());
-        for chunk in rows.chunks(BATCH_ROWS) {
-            match self.insert_chunk(chunk).await {
-                Ok(answers) => out.extend(answers.into_iter().map(Ok)),
+        use futures::StreamExt;
+        let (chunks, whole) = chunks_by_job(rows);
+        // PostgreSQL takes the chunks on several connections at once when no job's rows span
+        // two of them (their cursor moves then touch disjoint job rows, so the transactions
+        // cannot wait on each other); SQLite has one writer.
+        let at_once = match self.backend {
+            super::conn::Backend::Postgres if whole => CHUNKS_AT_ONCE,
+            _ => 1,
+        };
+        let done: Vec<(Vec<usize>, Result<Vec<bool>>)> = futures::stream::iter(chunks)
+            .map(|idx| async move {
+                let chunk: Vec<&RunRow> = idx.iter().map(|&i| &rows[i]).collect();
+                let r = self.insert_chunk(&chunk).await;
+                (idx, r)
+            })
+            .buffer_unordered(at_once)
+            .collect()
+            .await;
+        let mut out: Vec<Option<Result<bool>>> = (0..rows.len()).map(|_| None).collect();
+        for (idx, r) in done {
+            match r {
+                Ok(answers) => {
+                    for (i, a) in idx.into_iter().zip(answers) {
+                        out[i] = Some(Ok(a));
+                    }
+                }
                 Err(e) => {
                     let msg = e.to_string();
-                    out.extend(chunk.iter().map(|_| {
-                        Err(if e.is_fenced() {
+                    for i in idx {
+                        out[i] = Some(Err(if e.is_fenced() {
                             telejob_core::Error::fenced(msg.clone())
                         } else {
                             telejob_core::Error::persistence("runs", msg.clone(), e.is_retryable())
-                        })
-                    }));
+                        }));
+                    }
                 }
             }
         }
-        out
+        out.into_iter()
+            .map(|a| {
+                a.unwrap_or_else(|| {
+                    Err(telejob_core::Error::persistence("runs", "no answer", true))
+                })
+            })
+            .collect()
     }
 
     async fn update_runs(&self, runs: &[Run]) -> Result<()> {
@@ -401,6 +429,46 @@ impl SchedulerStore for Db {
     }
 }
 
+/// Chunks of a batch written at once on PostgreSQL.
+const CHUNKS_AT_ONCE: usize = 4;
+
+/// The rows' indices in chunks of at most [`BATCH_ROWS`], each job's rows in one chunk where
+/// they fit; `true` when no job's rows span two chunks.
+fn chunks_by_job(rows: &[RunRow]) -> (Vec<Vec<usize>>, bool) {
+    let mut order: Vec<&str> = Vec::new();
+    let mut by_job: std::collections::HashMap<&str, Vec<usize>> = Default::default();
+    for (i, r) in rows.iter().enumerate() {
+        by_job
+            .entry(r.run.job.as_str())
+            .or_insert_with(|| {
+                order.push(r.run.job.as_str());
+                Vec::new()
+            })
+            .push(i);
+    }
+    let mut chunks: Vec<Vec<usize>> = Vec::new();
+    let mut whole = true;
+    let mut current: Vec<usize> = Vec::new();
+    for job in order {
+        let group = by_job.remove(job).unwrap_or_default();
+        if current.len() + group.len() > BATCH_ROWS && !current.is_empty() {
+            chunks.push(std::mem::take(&mut current));
+        }
+        if group.len() > BATCH_ROWS {
+            whole = false;
+            for part in group.chunks(BATCH_ROWS) {
+                chunks.push(part.to_vec());
+            }
+        } else {
+            current.extend(group);
+        }
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    (chunks, whole)
+}
+
 /// Rows in one statement of a batch: 500 rows of ten values stay far below SQLite's 32,766 and
 /// PostgreSQL's 65,535 parameters, and keep each fenced transaction short (the lease's renewal,
 /// on its own pool, waits for at most one of them).
@@ -447,7 +515,7 @@ impl Db {
     /// One transaction of a batch insert: the rows that are new, and the cursor of each job
     /// with a slot's first attempt among them moved up to its latest such slot — all under
     /// the fence ([`Db::fence_sql`], as for one row). The answer per row, in order.
-    async fn insert_chunk(&self, rows: &[RunRow]) -> Result<Vec<bool>> {
+    async fn insert_chunk(&self, rows: &[&RunRow]) -> Result<Vec<bool>> {
         const WIDTH: usize = 10;
         let (holder, epoch) = self.fence_binds();
         let fenced = self.fence.is_some();
@@ -561,5 +629,55 @@ impl Db {
             return Err(self.fenced_out());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(jobs: &[(&str, usize)]) -> Vec<RunRow> {
+        let mut out = Vec::new();
+        for (job, n) in jobs {
+            for i in 0..*n {
+                let req = telejob_core::run::RunRequest::new(
+                    JobName::new(*job).expect("name"),
+                    "store:c",
+                    "true",
+                );
+                out.push(RunRow {
+                    run: Run::pending(&req),
+                    slot_key: format!("manual:{i}"),
+                    trigger: Trigger::Manual,
+                    attempt: 0,
+                });
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_batch_is_chunked_with_each_jobs_rows_together_where_they_fit() {
+        let r = rows(&[("a", 300), ("b", 300), ("c", 1), ("a2", 499)]);
+        let (chunks, whole) = chunks_by_job(&r);
+        assert!(whole);
+        let jobs = |c: &Vec<usize>| {
+            let mut j: Vec<&str> = c.iter().map(|&i| r[i].run.job.as_str()).collect();
+            j.dedup();
+            j
+        };
+        assert_eq!(
+            chunks.iter().map(jobs).collect::<Vec<_>>(),
+            [vec!["a"], vec!["b", "c"], vec!["a2"]]
+        );
+        let mut all: Vec<usize> = chunks.concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..r.len()).collect::<Vec<_>>(), "every row once");
+        // A job with more rows than a chunk holds is split, and the batch says so.
+        let r = rows(&[("big", BATCH_ROWS + 1), ("x", 2)]);
+        let (chunks, whole) = chunks_by_job(&r);
+        assert!(!whole);
+        assert!(chunks.iter().all(|c| c.len() <= BATCH_ROWS));
+        assert_eq!(chunks.concat().len(), r.len());
     }
 }
