@@ -8,7 +8,7 @@
 //!   and **doubled** (two rows of one job and slot). Jobs fire every minute, all at :00 (the
 //!   noon case: every job at one instant), or with `--spread` each at its own minute of the
 //!   hour (JOBS / 60 per minute: telejob schedules by the minute, so this is how a fleet
-//!   spreads).
+//!   spreads; the coded jobs below still fire every minute).
 //! - `command_start`: the first K jobs (`--coded`, default 10) have real code (`./run.sh`, a
 //!   shell script that exits 0, run as a host process); when each of their commands started −
 //!   the slot. The others have no code, so their runs end at once ("no code yet") and what is
@@ -123,7 +123,8 @@ async fn create_jobs(api: &Api, o: &Opts) {
     let made = Instant::now();
     futures::stream::iter(0..o.jobs)
         .for_each_concurrent(32, |i| async move {
-            let cron = if o.spread {
+            // Coded jobs fire every minute in both modes, so that each measured minute starts some.
+            let cron = if o.spread && i >= o.coded {
                 format!("{} * * * *", minute_of(i))
             } else {
                 "* * * * *".to_string()
@@ -206,7 +207,9 @@ async fn fleet(bin: &Path, label: &str, database: &str, dir: &Path, o: &Opts) {
             use chrono::Timelike;
             let minute = (first + chrono::Duration::minutes(m)).minute();
             if o.spread {
-                (0..o.jobs).filter(|i| minute_of(*i) == minute).count() as i64
+                (0..o.jobs)
+                    .filter(|i| *i < o.coded || minute_of(*i) == minute)
+                    .count() as i64
             } else {
                 o.jobs as i64
             }
@@ -216,9 +219,10 @@ async fn fleet(bin: &Path, label: &str, database: &str, dir: &Path, o: &Opts) {
     // would slow the burst it measures).
     sleep_until(end + chrono::Duration::seconds(20)).await;
     let pool = read_pool(database).await;
+    // As the server writes timestamps (`2026-12-03T12:00:00.000000Z`): compared as text.
     let (first_s, end_s) = (
-        first.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        first.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        end.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
     );
     // Every slot of the window recorded, or 60 s passed.
     let waited = Instant::now();
