@@ -200,16 +200,8 @@ impl Scheduler {
         match self.inner.parts.store.secrets(&job).await {
             Ok(secrets) => req.secrets = secrets,
             Err(e) => {
-                self.inner.parts.observer.queued(-1);
-                run.state = RunState::Failed;
-                run.error = Some(format!("cannot read the job's secrets: {e}"));
-                run.phases.finished = Some(self.inner.parts.clock.now());
-                if let Err(e) = self.save_run(&run).await {
-                    tracing::warn!(run = %run.id, error = %e, "cannot record the run's end");
-                }
-                self.forget_active(&job, &run_id);
-                self.finished(&entry, run, trigger, attempt).await;
-                return;
+                let why = format!("cannot read the job's secrets: {e}");
+                return self.not_launched(entry, run, why, trigger, attempt).await;
             }
         }
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<RunState>();
@@ -225,18 +217,30 @@ impl Scheduler {
             .launch(req, LaunchOptions::default().with_events(sink))
             .await
         {
-            self.inner.parts.observer.queued(-1);
-            run.state = RunState::Failed;
-            run.error = Some(format!("launch failed: {e}"));
-            run.phases.finished = Some(self.inner.parts.clock.now());
-            if let Err(e) = self.save_run(&run).await {
-                tracing::warn!(run = %run.id, error = %e, "cannot record the run's end");
-            }
-            self.forget_active(&job, &run_id);
-            self.finished(&entry, run, trigger, attempt).await;
-            return;
+            let why = format!("launch failed: {e}");
+            return self.not_launched(entry, run, why, trigger, attempt).await;
         }
         self.monitor(job, run_id, run, rx, trigger, attempt).await;
+    }
+
+    /// Records a run that had its turn but could not be launched, and why.
+    async fn not_launched(
+        &self,
+        entry: Entry,
+        mut run: Run,
+        why: String,
+        trigger: Trigger,
+        attempt: u32,
+    ) {
+        self.inner.parts.observer.queued(-1);
+        run.state = RunState::Failed;
+        run.error = Some(why);
+        run.phases.finished = Some(self.inner.parts.clock.now());
+        if let Err(e) = self.save_run(&run).await {
+            tracing::warn!(run = %run.id, error = %e, "cannot record the run's end");
+        }
+        self.forget_active(entry.job.name(), &run.id);
+        self.finished(&entry, run, trigger, attempt).await;
     }
 
     /// A queued backfill run's turn: launched, unless it was cancelled or its job removed.

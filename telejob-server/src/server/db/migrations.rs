@@ -12,28 +12,19 @@ use std::sync::LazyLock;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
-macro_rules! files {
-    ($dir:literal: $($name:literal),* $(,)?) => {
-        &[$(($name, include_str!(concat!("../../../migrations/", $dir, "/", $name)))),*]
+/// The migration files, by name, in order: the same names in both directories.
+macro_rules! migrations {
+    ($($name:literal),* $(,)?) => {
+        /// The SQLite migrations: (file name, SQL), in order.
+        pub(super) const SQLITE: &[(&str, &str)] =
+            &[$(($name, include_str!(concat!("../../../migrations/sqlite/", $name)))),*];
+        /// The PostgreSQL migrations: (file name, SQL), in order.
+        pub(super) const POSTGRES: &[(&str, &str)] =
+            &[$(($name, include_str!(concat!("../../../migrations/postgres/", $name)))),*];
     };
 }
 
-/// The SQLite migrations: (file name, SQL), in order.
-pub(super) const SQLITE: &[(&str, &str)] = files!("sqlite":
-    "0001_init.sql",
-    "0002_tombstones.sql",
-    "0003_secrets.sql",
-    "0004_sessions.sql",
-    "0005_replicas.sql",
-    "0006_running_late.sql",
-    "0007_workers.sql",
-    "0008_deleting.sql",
-    "0009_code_warnings.sql",
-    "0010_code_file_name.sql",
-);
-
-/// The PostgreSQL migrations: (file name, SQL), in order.
-pub(super) const POSTGRES: &[(&str, &str)] = files!("postgres":
+migrations!(
     "0001_init.sql",
     "0002_tombstones.sql",
     "0003_secrets.sql",

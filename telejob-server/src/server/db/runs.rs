@@ -285,17 +285,7 @@ impl SchedulerStore for Db {
         let moves_cursor = row.trigger == Trigger::Scheduled && row.attempt == 0;
         let r = async {
             let mut tx = self.pool.begin().await?;
-            let mut q = sqlx::query(&insert)
-                .bind(row.run.id.as_str())
-                .bind(row.run.job.as_str())
-                .bind(&row.slot_key)
-                .bind(row.trigger.as_str())
-                .bind(i64::from(row.attempt))
-                .bind(ts(row.run.scheduled_for))
-                .bind(row.run.state.as_str())
-                .bind(serde_json::to_string(&row.run).unwrap_or_default())
-                .bind(ts(Utc::now()))
-                .bind(epoch);
+            let mut q = bind_row(sqlx::query(&insert), row, ts(Utc::now()), epoch);
             if fenced {
                 q = q.bind(holder.clone()).bind(epoch);
             }
@@ -429,6 +419,23 @@ impl SchedulerStore for Db {
     }
 }
 
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds `row`'s ten columns in the order of the runs insert: id, job, slot_key, trigger,
+/// attempt, scheduled_for, state, record, created_at, epoch.
+fn bind_row<'q>(q: AnyQuery<'q>, row: &'q RunRow, created: String, epoch: i64) -> AnyQuery<'q> {
+    q.bind(row.run.id.as_str())
+        .bind(row.run.job.as_str())
+        .bind(&row.slot_key)
+        .bind(row.trigger.as_str())
+        .bind(i64::from(row.attempt))
+        .bind(ts(row.run.scheduled_for))
+        .bind(row.run.state.as_str())
+        .bind(serde_json::to_string(&row.run).unwrap_or_default())
+        .bind(created)
+        .bind(epoch)
+}
+
 /// Chunks of a batch written at once on PostgreSQL.
 const CHUNKS_AT_ONCE: usize = 4;
 
@@ -548,17 +555,7 @@ impl Db {
             let mut tx = self.pool.begin().await?;
             let mut q = sqlx::query(&insert);
             for row in rows {
-                q = q
-                    .bind(row.run.id.as_str())
-                    .bind(row.run.job.as_str())
-                    .bind(&row.slot_key)
-                    .bind(row.trigger.as_str())
-                    .bind(i64::from(row.attempt))
-                    .bind(ts(row.run.scheduled_for))
-                    .bind(row.run.state.as_str())
-                    .bind(serde_json::to_string(&row.run).unwrap_or_default())
-                    .bind(created.clone())
-                    .bind(epoch);
+                q = bind_row(q, row, created.clone(), epoch);
             }
             if fenced {
                 q = q.bind(holder.clone()).bind(epoch);
