@@ -190,7 +190,7 @@ impl Scheduler {
         &self,
         entry: Entry,
         mut req: RunRequest,
-        mut run: Run,
+        run: Run,
         trigger: Trigger,
         attempt: u32,
     ) {
