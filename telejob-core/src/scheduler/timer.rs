@@ -1,7 +1,7 @@
 //! The timer: one loop over the heap of due times; fires, retries, missed slots, expiry.
 
 use std::cmp::Reverse;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -36,8 +36,8 @@ pub(super) struct Recorded {
 enum Then {
     /// A missed slot: the event says why.
     Missed(String),
-    /// A run to launch.
-    Launch(Box<(RunRequest, Run)>),
+    /// A run to launch (its pending record is the row's).
+    Launch(Box<RunRequest>),
 }
 
 impl Scheduler {
@@ -70,8 +70,11 @@ impl Scheduler {
                 }
                 due
             };
-            // Timers of different jobs are handled concurrently; one job's in order.
-            let mut by_job: HashMap<JobName, Vec<Timer>> = HashMap::new();
+            // Timers of different jobs are handled concurrently; one job's in order. By name,
+            // so that a burst's rows reach the store in the order of its (job, slot) index:
+            // a B-tree insert in key order touches each page once, in random order every page
+            // again (BENCHMARKS.md, the fleet: 100,000 jobs at noon, 2.5 times faster on SQLite).
+            let mut by_job: BTreeMap<JobName, Vec<Timer>> = BTreeMap::new();
             for timer in due {
                 let job = match &timer {
                     Timer::Fire { job, .. } | Timer::Retry { job, .. } => job.clone(),
@@ -142,25 +145,26 @@ impl Scheduler {
             }
             plans.push(plan);
         }
-        let batch: Vec<RunRow> = rows.iter().map(|(_, r)| r.row.clone()).collect();
+        let (batch, thens): (Vec<RunRow>, Vec<(usize, Then)>) =
+            rows.into_iter().map(|(p, r)| (r.row, (p, r.then))).unzip();
         let answers = if batch.is_empty() {
             Vec::new()
         } else {
             self.inner.parts.store.insert_runs(&batch).await
         };
-        for ((p, rec), answer) in rows.into_iter().zip(answers) {
+        for ((row, (p, then)), answer) in batch.into_iter().zip(thens).zip(answers) {
             let job = plans[p].entry.job.name().clone();
             let answer = match answer {
                 // Not stored (the batch failed, and not because the lease is lost): alone, it
                 // is stored once or refused.
                 Err(e) if !e.is_fenced() => {
                     tracing::warn!(job = %job, error = %e, "slot not recorded in its batch; alone");
-                    self.inner.parts.store.insert_run(&rec.row).await
+                    self.inner.parts.store.insert_run(&row).await
                 }
                 ok => ok,
             };
             match answer {
-                Ok(true) => self.recorded(&plans[p].entry, rec).await,
+                Ok(true) => self.recorded(&plans[p].entry, row, then).await,
                 Ok(false) => {} // this slot already has its run: exactly once
                 Err(e) => tracing::error!(job = %job, error = %e, "slot not handled"),
             }
@@ -244,15 +248,14 @@ impl Scheduler {
                         }
                     }
                     let req = self.request(entry, slot, RunId::new());
-                    let run = Run::pending(&req);
                     out.push(Recorded {
                         row: RunRow {
-                            run: run.clone(),
+                            run: Run::pending(&req),
                             slot_key: RunRow::slot_key(slot, 0),
                             trigger: Trigger::Scheduled,
                             attempt: 0,
                         },
-                        then: Then::Launch(Box::new((req, run))),
+                        then: Then::Launch(Box::new(req)),
                     });
                 }
             }
@@ -261,21 +264,20 @@ impl Scheduler {
     }
 
     /// What follows a row once it is stored: the missed event, or the launch.
-    async fn recorded(&self, entry: &Entry, rec: Recorded) {
-        match rec.then {
+    async fn recorded(&self, entry: &Entry, row: RunRow, then: Then) {
+        match then {
             Then::Missed(why) => {
                 self.event(
                     EventKind::Missed,
                     entry.job.name(),
-                    Some(rec.row.run),
+                    Some(row.run),
                     why,
                     entry.job.spec().notify.clone(),
                 )
                 .await;
             }
-            Then::Launch(launch) => {
-                let (req, run) = *launch;
-                self.begin(entry.clone(), req, run, Trigger::Scheduled, 0, None);
+            Then::Launch(req) => {
+                self.begin(entry.clone(), *req, row.run, Trigger::Scheduled, 0, None);
             }
         }
     }
@@ -401,7 +403,7 @@ impl Scheduler {
         };
         let rec = self.missed_row(&entry, slot, why);
         if self.inner.parts.store.insert_run(&rec.row).await? {
-            self.recorded(&entry, rec).await;
+            self.recorded(&entry, rec.row, rec.then).await;
         }
         Ok(())
     }

@@ -385,6 +385,7 @@ impl SchedulerStore for Db {
                     .bind(run.state.as_str())
                     .bind(serde_json::to_string(run).unwrap_or_default());
             }
+            let _turn = self.bulk_write_turn().await;
             q.exec(&self.pool).await?;
         }
         Ok(())
@@ -476,10 +477,12 @@ fn chunks_by_job(rows: &[RunRow]) -> (Vec<Vec<usize>>, bool) {
     (chunks, whole)
 }
 
-/// Rows in one statement of a batch: 500 rows of ten values stay far below SQLite's 32,766 and
-/// PostgreSQL's 65,535 parameters, and keep each fenced transaction short (the lease's renewal,
-/// on its own pool, waits for at most one of them).
-const BATCH_ROWS: usize = 500;
+/// Rows in one statement of a batch: 2,000 rows of ten values (20,002 parameters with the
+/// fence's) stay below SQLite's 32,766 and PostgreSQL's 65,535, and keep each fenced
+/// transaction short, tens of milliseconds (the lease's renewal, on its own pool, waits for at
+/// most one of them). Fewer, larger chunks are what a burst on SQLite's one writer needs: each
+/// transaction costs a commit and a turn.
+const BATCH_ROWS: usize = 2000;
 
 impl Db {
     /// The `n`th parameter of a batch statement written in order: `$n` on PostgreSQL, a
@@ -552,6 +555,7 @@ impl Db {
         );
         let created = ts(Utc::now());
         let stored: std::collections::HashSet<String> = async {
+            let _turn = self.bulk_write_turn().await;
             let mut tx = self.pool.begin().await?;
             let mut q = sqlx::query(&insert);
             for row in rows {
@@ -655,7 +659,8 @@ mod tests {
 
     #[test]
     fn a_batch_is_chunked_with_each_jobs_rows_together_where_they_fit() {
-        let r = rows(&[("a", 300), ("b", 300), ("c", 1), ("a2", 499)]);
+        let most = BATCH_ROWS * 3 / 5;
+        let r = rows(&[("a", most), ("b", most), ("c", 1), ("a2", BATCH_ROWS - 1)]);
         let (chunks, whole) = chunks_by_job(&r);
         assert!(whole);
         let jobs = |c: &Vec<usize>| {
