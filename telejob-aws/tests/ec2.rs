@@ -57,6 +57,17 @@ async fn compute(e: &Env, launcher: &str, margin: u64) -> Ec2Compute {
         .expect("compute")
 }
 
+/// A compute of the `telejob` launcher with `margin` seconds past each deadline, and run
+/// `job` (of `timeout` seconds) launched on it.
+async fn launched(e: &Env, margin: u64, job: &str, timeout: u64) -> (Ec2Compute, RunRequest) {
+    let c = compute(e, "telejob", margin).await;
+    let r = req(job, Duration::from_secs(timeout));
+    c.launch(r.clone(), LaunchOptions::default())
+        .await
+        .expect("launch");
+    (c, r)
+}
+
 fn req(job: &str, timeout: Duration) -> RunRequest {
     let mut r = request(job, "store:code/x.tar.gz", "./run.sh", timeout);
     r.owner = Some("alice".into());
@@ -102,11 +113,7 @@ async fn write_status(c: &Env, r: &RunRequest, state: RunState) {
 #[tokio::test]
 async fn launch_tags_the_instance_and_never_starts_a_second_one() {
     let Some(e) = env() else { return };
-    let c = compute(&e, "telejob", 900).await;
-    let r = req("tagged", Duration::from_secs(600));
-    c.launch(r.clone(), LaunchOptions::default())
-        .await
-        .expect("launch");
+    let (c, r) = launched(&e, 900, "tagged", 600).await;
     let id = c.instance_of(&r.run_id).expect("instance");
     let desc = e.moto.boto3(&format!(
         "i = ec2.describe_instances(InstanceIds=['{id}'])['Reservations'][0]['Instances'][0]\n\
@@ -167,11 +174,7 @@ async fn this_endpoint_ignores_client_tokens() {
 #[tokio::test]
 async fn a_run_past_its_deadline_is_terminated_and_timed_out() {
     let Some(e) = env() else { return };
-    let c = compute(&e, "telejob", 1).await;
-    let r = req("slow", Duration::from_secs(1));
-    c.launch(r.clone(), LaunchOptions::default())
-        .await
-        .expect("launch");
+    let (c, r) = launched(&e, 1, "slow", 1).await;
     let run = ended(&c, &r).await;
     assert_eq!(run.state, RunState::TimedOut);
     assert!(
@@ -192,11 +195,7 @@ async fn a_run_past_its_deadline_is_terminated_and_timed_out() {
 #[tokio::test]
 async fn the_agents_status_ends_the_run_and_the_instance() {
     let Some(e) = env() else { return };
-    let c = compute(&e, "telejob", 900).await;
-    let r = req("quick", Duration::from_secs(600));
-    c.launch(r.clone(), LaunchOptions::default())
-        .await
-        .expect("launch");
+    let (c, r) = launched(&e, 900, "quick", 600).await;
     // The request and the code pointer are in the private store for the agent.
     let private = private_store(&e).await;
     let staged: RunRequest = private
@@ -242,11 +241,7 @@ async fn the_agents_status_ends_the_run_and_the_instance() {
 #[tokio::test]
 async fn an_instance_that_ends_without_a_result_interrupts_the_run() {
     let Some(e) = env() else { return };
-    let c = compute(&e, "telejob", 900).await;
-    let r = req("lost", Duration::from_secs(600));
-    c.launch(r.clone(), LaunchOptions::default())
-        .await
-        .expect("launch");
+    let (c, r) = launched(&e, 900, "lost", 600).await;
     let id = c.instance_of(&r.run_id).expect("instance");
     e.moto
         .boto3(&format!("ec2.terminate_instances(InstanceIds=['{id}'])"));
@@ -261,11 +256,7 @@ async fn an_instance_that_ends_without_a_result_interrupts_the_run() {
 #[tokio::test]
 async fn cancel_terminates_the_instance() {
     let Some(e) = env() else { return };
-    let c = compute(&e, "telejob", 900).await;
-    let r = req("cancelled", Duration::from_secs(600));
-    c.launch(r.clone(), LaunchOptions::default())
-        .await
-        .expect("launch");
+    let (c, r) = launched(&e, 900, "cancelled", 600).await;
     c.cancel(&r.run_id).await.expect("cancel");
     let run = c.wait(&r.run_id).await.expect("wait");
     assert_eq!(run.state, RunState::Cancelled);

@@ -21,6 +21,21 @@ macro_rules! telejob {
     };
 }
 
+/// Runs `telejob run --code c.tgz more…` in `cwd` (a [`code_dir`], say) and returns its output.
+#[macro_export]
+macro_rules! telejob_run {
+    ($cwd:expr, $more:expr $(,)?) => {
+        $crate::run_code($crate::telejob_bin!(), $cwd, $more)
+    };
+}
+
+/// Runs `bin run --code c.tgz more…` in `cwd` and returns its output.
+pub fn run_code(bin: &Path, cwd: &Path, more: &[&str]) -> Output {
+    let mut args = vec!["run", "--code", "c.tgz"];
+    args.extend_from_slice(more);
+    run_bin(bin, cwd, &args)
+}
+
 /// Runs `bin args…` in `cwd` and returns its output.
 pub fn run_bin(bin: &Path, cwd: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(bin);
@@ -89,6 +104,85 @@ pub fn code_dir(files: &[(&str, &str, u32)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("c.tgz"), tarball(files)).expect("write c.tgz");
     dir
+}
+
+/// Asserts that `got`, an API answer (status, JSON body), is a refusal with `status` whose
+/// body names `field` (when given) and whose message contains `words`.
+///
+/// # Panics
+///
+/// When it is not.
+#[track_caller]
+pub fn assert_refused(
+    got: (u16, &serde_json::Value),
+    status: u16,
+    field: Option<&str>,
+    words: &str,
+) {
+    let (s, v) = got;
+    assert_eq!(s, status, "{v}");
+    if let Some(f) = field {
+        assert_eq!(v["field"], f, "{v}");
+    }
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains(words)),
+        "the error should say {words:?}: {v}"
+    );
+}
+
+/// The run ids of a backfill's answer (`slots[].run_id`), in its order.
+pub fn slot_run_ids(v: &serde_json::Value) -> Vec<String> {
+    v["slots"]
+        .as_array()
+        .expect("slots")
+        .iter()
+        .filter_map(|s| s["run_id"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The date `n` days before today (UTC), as a backfill's `from` or `to` takes it.
+pub fn days_ago(n: i64) -> String {
+    (chrono::Utc::now() - chrono::Duration::days(n))
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+/// The CSRF token of the dashboard form in `html`.
+///
+/// # Panics
+///
+/// When the page has none.
+pub fn csrf_of(html: &str) -> String {
+    html.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("csrf field")
+        .to_string()
+}
+
+/// Asserts that `dir` holds nothing (a run's or a worker's workspace was removed).
+///
+/// # Panics
+///
+/// When something is left.
+#[track_caller]
+pub fn assert_workspace_gone(dir: &Path) {
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .expect("scratch")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "the workspace is gone: {left:?}");
+}
+
+/// Writes a tarball holding `run.sh` with `script` (mode 0755) to `path`; the path.
+///
+/// # Panics
+///
+/// When it cannot be written.
+pub fn write_script_tarball(path: PathBuf, script: &str) -> PathBuf {
+    std::fs::write(&path, tarball(&[("run.sh", script, 0o755)])).expect("write the tarball");
+    path
 }
 
 /// Every file below `root` that is not a directory (none when it does not exist).

@@ -297,6 +297,16 @@ impl Api {
         (s, v)
     }
 
+    /// Creates the job `spec` (without code).
+    ///
+    /// # Panics
+    ///
+    /// When it is refused.
+    pub async fn create(&self, spec: Value) {
+        let (s, v) = self.post_json("/api/jobs", &spec).await;
+        assert_eq!(s, 201, "{v}");
+    }
+
     /// Creates the job `spec` and uploads a tarball of `files` as its code.
     ///
     /// # Panics
@@ -304,10 +314,38 @@ impl Api {
     /// When either is refused.
     pub async fn create_with_code(&self, spec: Value, files: &[(&str, &str, u32)]) {
         let name = spec["name"].as_str().expect("name").to_string();
-        let (s, v) = self.post_json("/api/jobs", &spec).await;
-        assert_eq!(s, 201, "{v}");
+        self.create(spec).await;
         let (s, v) = self.put_code(&name, crate::tarball(files)).await;
         assert_eq!(s, 200, "{v}");
+    }
+
+    /// Creates the job `spec` with `run.sh` holding `script` as its code.
+    ///
+    /// # Panics
+    ///
+    /// When either is refused.
+    pub async fn create_with_script(&self, spec: Value, script: &str) {
+        self.create_with_code(spec, &[("run.sh", script, 0o755)])
+            .await;
+    }
+
+    /// `POST /api/jobs/{job}/backfill` with `body`.
+    pub async fn backfill(&self, job: &str, body: &Value) -> (u16, Value) {
+        self.post_json(&format!("/api/jobs/{job}/backfill"), body)
+            .await
+    }
+
+    /// Backfills `job` from `from` to `to` (dates): the ids of the runs it started.
+    ///
+    /// # Panics
+    ///
+    /// When it is refused.
+    pub async fn backfilled(&self, job: &str, from: &str, to: &str) -> Vec<String> {
+        let (s, v) = self
+            .backfill(job, &serde_json::json!({"from": from, "to": to}))
+            .await;
+        assert_eq!(s, 202, "{v}");
+        crate::slot_run_ids(&v)
     }
 
     /// Starts a run of `job` now; its id.

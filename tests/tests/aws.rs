@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use telejob_aws::testing::Moto;
 use telejob_aws::{Ec2ComputeBuilder, Ec2Settings, S3StoreBuilder};
-use telejob_e2e::{tarball, telejob_bin};
+use telejob_e2e::{tarball, telejob_bin, write_script_tarball};
 
 fn write_config(dir: &Path, moto: &Moto, ami: &str, margin: u64) -> std::path::PathBuf {
     let cfg = dir.join("aws.toml");
@@ -131,17 +131,11 @@ fn an_ec2_run_boots_from_its_user_data_and_publishes_to_s3() {
     };
     let dir = tmp.path();
     let cfg = write_config(dir, &moto, &ami, 600);
-    let code = dir.join("bootjob-1.0.tar.gz");
-    std::fs::write(
-        &code,
-        tarball(&[(
-            "run.sh",
-            "#!/bin/bash\nset -e\nmkdir -p output\necho \"day,$TELEJOB_JOB\" > output/result.csv\n\
+    let code = write_script_tarball(
+        dir.join("bootjob-1.0.tar.gz"),
+        "#!/bin/bash\nset -e\nmkdir -p output\necho \"day,$TELEJOB_JOB\" > output/result.csv\n\
              echo ran as $(id -un)\n",
-            0o755,
-        )]),
-    )
-    .expect("tarball");
+    );
     let child = spawn_run(&moto, dir, &cfg, &code, "5m");
     let id = instance_for(&moto, "bootjob");
 
@@ -287,12 +281,7 @@ fn an_ec2_run_that_never_reports_is_terminated_at_its_deadline() {
     };
     let dir = tmp.path();
     let cfg = write_config(dir, &moto, &ami, 1);
-    let code = dir.join("stuck.tar.gz");
-    std::fs::write(
-        &code,
-        tarball(&[("run.sh", "#!/bin/bash\nsleep 1000\n", 0o755)]),
-    )
-    .expect("tarball");
+    let code = write_script_tarball(dir.join("stuck.tar.gz"), "#!/bin/bash\nsleep 1000\n");
     let child = spawn_run(&moto, dir, &cfg, &code, "1s");
     let id = instance_for(&moto, "stuck");
     let out = child.wait_with_output().expect("telejob run ends");
@@ -306,8 +295,7 @@ fn an_ec2_run_that_never_reports_is_terminated_at_its_deadline() {
 #[test]
 fn ec2_runs_need_s3_stores_and_an_ec2_table() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let code = tmp.path().join("x.tar.gz");
-    std::fs::write(&code, tarball(&[("run.sh", "true\n", 0o755)])).expect("tarball");
+    write_script_tarball(tmp.path().join("x.tar.gz"), "true\n");
     let out = telejob_e2e::telejob!(
         tmp.path(),
         &["run", "--compute", "ec2", "--code", "x.tar.gz"]

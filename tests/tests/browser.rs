@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use telejob_e2e::{tarball, telejob_bin};
+use telejob_e2e::{days_ago, tarball, telejob_bin, write_script_tarball};
 
 struct Kill(Child);
 
@@ -20,6 +20,8 @@ impl Drop for Kill {
     }
 }
 
+/// Chromium and its WebDriver, or none (the test is skipped, and says so) when they are not
+/// installed and not required.
 fn tools() -> Option<(PathBuf, PathBuf)> {
     let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .into_iter()
@@ -34,7 +36,10 @@ fn tools() -> Option<(PathBuf, PathBuf)> {
         _ if std::env::var_os("TELEJOB_REQUIRE_BROWSER").is_some() => {
             panic!("TELEJOB_REQUIRE_BROWSER is set but chromium or chromedriver is missing")
         }
-        _ => None,
+        _ => {
+            eprintln!("skipped: chromium and chromedriver are not installed");
+            None
+        }
     }
 }
 
@@ -126,49 +131,30 @@ async fn sign_in(c: &Client, base: &str, token: &str) {
         .expect("signed in");
 }
 
+/// The element with id `id`, once it is there.
+async fn element(c: &Client, id: &str) -> fantoccini::elements::Element {
+    c.wait().for_element(Locator::Id(id)).await.expect(id)
+}
+
 /// Types `text` into the field with id `id` (a file input takes a path).
 async fn type_into(c: &Client, id: &str, text: &str) {
-    c.wait()
-        .for_element(Locator::Id(id))
-        .await
-        .expect(id)
-        .send_keys(text)
-        .await
-        .expect("type");
+    element(c, id).await.send_keys(text).await.expect("type");
 }
 
 /// Replaces the content of the field with id `id`.
 async fn set_field(c: &Client, id: &str, text: &str) {
-    c.wait()
-        .for_element(Locator::Id(id))
-        .await
-        .expect(id)
-        .clear()
-        .await
-        .expect("clear");
+    element(c, id).await.clear().await.expect("clear");
     type_into(c, id, text).await;
 }
 
 /// Clicks the element with id `id`.
 async fn click(c: &Client, id: &str) {
-    c.wait()
-        .for_element(Locator::Id(id))
-        .await
-        .expect(id)
-        .click()
-        .await
-        .expect("click");
+    element(c, id).await.click().await.expect("click");
 }
 
 /// The value of the form field with id `id`.
 async fn value(c: &Client, id: &str) -> Option<String> {
-    c.wait()
-        .for_element(Locator::Id(id))
-        .await
-        .expect(id)
-        .prop("value")
-        .await
-        .expect("value")
+    element(c, id).await.prop("value").await.expect("value")
 }
 
 /// The text of the element `css`, waiting for it to appear (pages load after clicks). A page
@@ -209,23 +195,16 @@ fn count_pixels(png_bytes: &[u8], rgb: [u8; 3]) -> usize {
 #[tokio::test]
 async fn a_user_schedules_and_runs_a_job_from_the_form() {
     let Some((chromium, driver)) = tools() else {
-        eprintln!("skipped: chromium and chromedriver are not installed");
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let (_srv, base, admin) = serve(&data, &[], Vec::new());
     let (_driver, c) = start_browser(&chromium, &driver).await;
-    let code = dir.path().join("job.tar.gz");
-    std::fs::write(
-        &code,
-        tarball(&[(
-            "run.sh",
-            "mkdir -p output; echo from-the-browser; echo 1,2 > output/result.csv",
-            0o755,
-        )]),
-    )
-    .expect("write");
+    let code = write_script_tarball(
+        dir.path().join("job.tar.gz"),
+        "mkdir -p output; echo from-the-browser; echo 1,2 > output/result.csv",
+    );
 
     sign_in(&c, &base, &admin).await;
     c.goto(&format!("{base}/jobs/new")).await.expect("form");
@@ -302,14 +281,7 @@ async fn a_user_schedules_and_runs_a_job_from_the_form() {
     set_field(&c, "command", "bash run.sh").await;
     type_into(&c, "code", code.to_str().expect("utf8")).await;
     click(&c, "submit").await;
-    let err = c
-        .wait()
-        .for_element(Locator::Id("error-name"))
-        .await
-        .expect("field error")
-        .text()
-        .await
-        .expect("text");
+    let err = text(&c, "#error-name").await;
     assert!(err.contains("not a job name"), "{err}");
     assert_eq!(value(&c, "name").await.as_deref(), Some("Not Valid"));
     assert_eq!(value(&c, "command").await.as_deref(), Some("bash run.sh"));
@@ -319,14 +291,7 @@ async fn a_user_schedules_and_runs_a_job_from_the_form() {
     set_field(&c, "name", "browserjob").await;
     type_into(&c, "code", code.to_str().expect("utf8")).await;
     click(&c, "submit").await;
-    let what = c
-        .wait()
-        .for_element(Locator::Id("what-happens"))
-        .await
-        .expect("what will happen")
-        .text()
-        .await
-        .expect("text");
+    let what = text(&c, "#what-happens").await;
     assert!(
         what.contains("weekly on monday at 12:00 UTC")
             && what.contains("120 minutes")
@@ -400,10 +365,7 @@ async fn a_user_schedules_and_runs_a_job_from_the_form() {
     t.clear().await.expect("clear");
     t.send_keys("175").await.expect("type");
     click(&c, "submit").await;
-    c.wait()
-        .for_element(Locator::Id("runs"))
-        .await
-        .expect("back on the job page");
+    element(&c, "runs").await;
     assert!(c.source().await.expect("source").contains("175 minutes"));
     // The job page draws the last runs' durations: one bar per run, coloured by outcome, on a
     // labelled time axis; the timeout (175 min, far above runs of seconds) is marked off the
@@ -470,15 +432,10 @@ async fn a_user_schedules_and_runs_a_job_from_the_form() {
 
     // The backfill list: the weekly slots of the last two weeks, never run, ticked; "Run these"
     // runs them, each for its own slot.
-    let day = |n: i64| {
-        (chrono::Utc::now() - chrono::Duration::days(n))
-            .format("%Y-%m-%d")
-            .to_string()
-    };
     c.goto(&format!(
         "{base}/jobs/browserjob/backfill?from={}&to={}",
-        day(14),
-        day(1)
+        days_ago(14),
+        days_ago(1)
     ))
     .await
     .expect("backfill page");
@@ -501,10 +458,7 @@ async fn a_user_schedules_and_runs_a_job_from_the_form() {
     )
     .expect("save");
     click(&c, "run-these").await;
-    c.wait()
-        .for_element(Locator::Id("runs"))
-        .await
-        .expect("back on the job page");
+    element(&c, "runs").await;
     let runs = text(&c, "#runs").await;
     assert_eq!(
         runs.matches("backfill").count(),
@@ -580,7 +534,6 @@ async fn a_user_schedules_and_runs_a_job_from_the_form() {
 #[tokio::test]
 async fn a_user_launches_a_worker_from_the_form_and_terminates_it() {
     let Some((chromium, driver)) = tools() else {
-        eprintln!("skipped: chromium and chromedriver are not installed");
         return;
     };
     let Some(moto) = telejob_aws::testing::Moto::start() else {
@@ -737,7 +690,6 @@ async fn until_text(c: &Client, css: &str, ok: impl Fn(&str) -> bool, within: Du
 #[tokio::test]
 async fn the_dashboard_shows_every_setting_rolls_back_code_and_follows_a_run_live() {
     let Some((chromium, driver)) = tools() else {
-        eprintln!("skipped: chromium and chromedriver are not installed");
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -745,11 +697,11 @@ async fn the_dashboard_shows_every_setting_rolls_back_code_and_follows_a_run_liv
     let api = srv.admin();
     let script = "for i in 1 2 3; do echo \"tick $i\"; sleep 1; done; sleep 3; echo done; \
                   mkdir -p output; echo 1 > output/r.csv";
-    api.create_with_code(
+    api.create_with_script(
         serde_json::json!({"name": "live", "env": {"REGION": "eu"}, "secrets": {"API_KEY": "k-1"},
             "limits": {"memory": "1GiB", "processes": 64}, "overlap": "allow", "missed": "skip",
             "max_retries": 2, "maintainers": ["bob"]}),
-        &[("run.sh", script, 0o755)],
+        script,
     )
     .await;
     let (_, first) = api.get("/api/jobs/live").await;
@@ -802,10 +754,7 @@ async fn the_dashboard_shows_every_setting_rolls_back_code_and_follows_a_run_liv
     .click()
     .await
     .expect("click");
-    c.wait()
-        .for_element(Locator::Id("code-versions"))
-        .await
-        .expect("back");
+    element(&c, "code-versions").await;
     let current = text(&c, "#code-versions tr.current").await;
     assert!(current.contains(&first_sha), "rolled back: {current}");
     let (_, now) = api.get("/api/jobs/live").await;
@@ -840,9 +789,9 @@ async fn the_dashboard_shows_every_setting_rolls_back_code_and_follows_a_run_liv
     )
     .await;
     // Cancel, from the page of a run in flight.
-    api.create_with_code(
+    api.create_with_script(
         serde_json::json!({"name": "sleepy", "command": "sleep 300"}),
-        &[("run.sh", "true", 0o755)],
+        "true",
     )
     .await;
     let id = api.start_run("sleepy").await;

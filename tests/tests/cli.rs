@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use telejob_e2e::{processes_with, repo_root, telejob};
+use telejob_e2e::{assert_workspace_gone, processes_with, repo_root, telejob, telejob_run};
 
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -74,19 +74,16 @@ fn the_example_job_publishes_its_dated_file_and_the_manifest() {
 fn a_timeout_ends_within_seconds_with_124_and_no_process_left() {
     let dir = telejob_e2e::code_dir(&[("run.sh", "true", 0o755)]);
     let started = Instant::now();
-    let o = telejob!(
+    let o = telejob_run!(
         dir.path(),
         &[
-            "run",
-            "--code",
-            "c.tgz",
             "--command",
             "setsid sleep 600.4242 & sleep 600.4242",
             "--timeout",
             "2s",
             "--kill-grace",
             "1s",
-        ],
+        ]
     );
     assert_eq!(o.status.code(), Some(124), "{}", stderr(&o));
     assert!(
@@ -159,10 +156,7 @@ fn a_symlink_to_a_secret_in_the_output_is_not_published() {
         "mkdir output; echo ok > output/ok.txt; ln -s /etc/passwd output/passwd",
         0o755,
     )]);
-    let o = telejob!(
-        dir.path(),
-        &["run", "--code", "c.tgz", "--job-name", "leak"],
-    );
+    let o = telejob_run!(dir.path(), &["--job-name", "leak"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let data = dir.path().join("telejob-output/leak/data");
     assert!(data.join("ok.txt").is_file());
@@ -185,10 +179,7 @@ fn a_failing_command_exits_1_and_publishes_nothing() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("status 7"));
     assert!(!dir.path().join("telejob-output/c/data/x").exists());
-    let o = telejob!(
-        dir.path(),
-        &["run", "--code", "c.tgz", "--command", "./not-there.sh"],
-    );
+    let o = telejob_run!(dir.path(), &["--command", "./not-there.sh"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("command not found"), "{}", stderr(&o));
 }
@@ -197,7 +188,7 @@ fn a_failing_command_exits_1_and_publishes_nothing() {
 fn dry_run_lists_without_publishing() {
     let dir =
         telejob_e2e::code_dir(&[("run.sh", "mkdir output; echo 12345 > output/a.csv", 0o755)]);
-    let o = telejob!(dir.path(), &["run", "--code", "c.tgz", "--dry-run"]);
+    let o = telejob_run!(dir.path(), &["--dry-run"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
         stdout(&o).contains("would publish 1 file (6 B)"),
@@ -492,12 +483,7 @@ fn worker_shell_opens_a_sandboxed_shell_and_lists_the_output_on_exit() {
         shown.contains("would publish 1 file") && shown.contains("result.csv"),
         "the listing on exit: {shown}"
     );
-    let left: Vec<_> = std::fs::read_dir(&scratch)
-        .expect("scratch")
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert!(left.is_empty(), "the workspace is gone: {left:?}");
+    assert_workspace_gone(&scratch);
 }
 
 #[test]
@@ -560,12 +546,7 @@ fn worker_shell_saves_the_work_back_and_warns_before_its_end() {
         listed.contains("lib/helper.py") && listed.contains("run.sh"),
         "{listed}"
     );
-    let left: Vec<_> = std::fs::read_dir(&scratch)
-        .expect("scratch")
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert!(left.is_empty(), "the workspace is gone: {left:?}");
+    assert_workspace_gone(&scratch);
 }
 
 #[test]

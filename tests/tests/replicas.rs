@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use telejob_e2e::postgres::{Postgres, Proxy, postgres};
-use telejob_e2e::{ServeCommand, tarball, telejob_bin};
+use telejob_e2e::{ServeCommand, days_ago, slot_run_ids, tarball, telejob_bin};
 
 /// The lease the tests run with (seconds): short, so that failovers fit in a test.
 const LEASE: u64 = 4;
@@ -59,17 +59,36 @@ impl Api {
             .await
     }
 
-    /// Creates a job that runs every minute, with its code.
-    async fn minutely(&self, r: &Replica, name: &str) {
-        let spec = json!({"name": name, "command": "./run.sh", "output_dir": "out",
-            "schedule": {"frequency": "cron", "cron": "* * * * *"}, "timeout_minutes": 1});
+    /// Creates the job `spec` on replica `r` with `run.sh` holding `script` as its code.
+    async fn create_with_script(&self, r: &Replica, spec: Value, script: &str) {
+        let name = spec["name"].as_str().expect("name").to_string();
         let (s, v) = self.call_json(r, "POST", "/api/jobs", &spec).await;
         assert_eq!(s, 201, "{v}");
-        let code = tarball(&[("run.sh", "mkdir -p out && date > out/at.txt", 0o755)]);
+        let code = tarball(&[("run.sh", script, 0o755)]);
         let (s, v) = self
             .call(r, "PUT", &format!("/api/jobs/{name}/code"), Some(code))
             .await;
         assert_eq!(s, 200, "{v}");
+    }
+
+    /// Creates a job that runs every minute, with its code.
+    async fn minutely(&self, r: &Replica, name: &str) {
+        let spec = json!({"name": name, "command": "./run.sh", "output_dir": "out",
+            "schedule": {"frequency": "cron", "cron": "* * * * *"}, "timeout_minutes": 1});
+        self.create_with_script(r, spec, "mkdir -p out && date > out/at.txt")
+            .await;
+    }
+
+    /// Creates the job `name` (`./run.sh`, output in `out`) with `script` on replica `r`, and
+    /// starts a run of it there: the run's id.
+    async fn start_script(&self, r: &Replica, name: &str, script: &str) -> String {
+        let spec = json!({"name": name, "command": "./run.sh", "output_dir": "out"});
+        self.create_with_script(r, spec, script).await;
+        let (s, v) = self
+            .call_json(r, "POST", &format!("/api/jobs/{name}/runs"), &json!({}))
+            .await;
+        assert_eq!(s, 202, "{v}");
+        v["run_id"].as_str().expect("run id").to_string()
     }
 }
 
@@ -401,22 +420,12 @@ async fn replicas_share_sessions_and_refuse_unshared_stores_and_other_keys() {
     }
     // A backfill asked of the follower: the leader records both slots at once, runs one at a
     // time, and a cancel of the queued one (asked of the follower too) ends it before it starts.
-    let day = |n: i64| {
-        (chrono::Utc::now() - chrono::Duration::days(n))
-            .format("%Y-%m-%d")
-            .to_string()
-    };
-    let body = json!({"from": day(3), "to": day(2)});
+    let body = json!({"from": days_ago(3), "to": days_ago(2)});
     let (st, v) = api
         .call_json(&b, "POST", "/api/jobs/sleeper/backfill", &body)
         .await;
     assert_eq!(st, 202, "{v}");
-    let ids: Vec<String> = v["slots"]
-        .as_array()
-        .expect("slots")
-        .iter()
-        .filter_map(|s| s["run_id"].as_str().map(str::to_string))
-        .collect();
+    let ids = slot_run_ids(&v);
     assert_eq!(ids.len(), 2, "{v}");
     let deadline = Instant::now() + Duration::from_secs(30);
     while run_state(&api, &b, &ids[0]).await != "running" {
@@ -533,21 +542,13 @@ async fn a_purge_asked_of_a_follower_during_a_publish_leaves_nothing_behind() {
     let (tmp, a, b, api) = two_replicas(&url);
     let dir = tmp.path();
     assert!(a.is_leader().await && !b.is_leader().await);
-    let spec = json!({"name": "big", "command": "./run.sh", "output_dir": "out"});
-    let (s, v) = api.call_json(&a, "POST", "/api/jobs", &spec).await;
-    assert_eq!(s, 201, "{v}");
-    let code = tarball(&[(
-        "run.sh",
-        "mkdir -p out && cd out && seq 1 20000 | xargs touch",
-        0o755,
-    )]);
-    let (s, v) = api.call(&a, "PUT", "/api/jobs/big/code", Some(code)).await;
-    assert_eq!(s, 200, "{v}");
-    let (s, v) = api
-        .call_json(&a, "POST", "/api/jobs/big/runs", &json!({}))
+    let id = api
+        .start_script(
+            &a,
+            "big",
+            "mkdir -p out && cd out && seq 1 20000 | xargs touch",
+        )
         .await;
-    assert_eq!(s, 202, "{v}");
-    let id = v["run_id"].as_str().expect("run id").to_string();
     let deadline = Instant::now() + Duration::from_secs(120);
     while run_state(&api, &a, &id).await != "publishing" {
         assert!(Instant::now() < deadline, "never publishing");
@@ -571,23 +572,13 @@ async fn a_follower_streams_the_log_of_a_run_on_the_leader_as_it_prints() {
     let url = pg.new_database();
     let (_tmp, a, b, api) = two_replicas(&url);
     assert!(a.is_leader().await && !b.is_leader().await);
-    let spec = json!({"name": "talks", "command": "./run.sh", "output_dir": "out"});
-    let (s, v) = api.call_json(&a, "POST", "/api/jobs", &spec).await;
-    assert_eq!(s, 201, "{v}");
-    let code = tarball(&[(
-        "run.sh",
-        "echo first; sleep 5; echo second; mkdir -p out; echo 1 > out/x",
-        0o755,
-    )]);
-    let (s, v) = api
-        .call(&a, "PUT", "/api/jobs/talks/code", Some(code))
+    let id = api
+        .start_script(
+            &a,
+            "talks",
+            "echo first; sleep 5; echo second; mkdir -p out; echo 1 > out/x",
+        )
         .await;
-    assert_eq!(s, 200, "{v}");
-    let (s, v) = api
-        .call_json(&a, "POST", "/api/jobs/talks/runs", &json!({}))
-        .await;
-    assert_eq!(s, 202, "{v}");
-    let id = v["run_id"].as_str().expect("run id").to_string();
     // Followed through the replica that does not run it.
     let mut r = reqwest::Client::new()
         .get(format!("{}/api/runs/{id}/log?follow=true", b.base))

@@ -3,7 +3,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use telejob_e2e::{tarball, telejob, telejob_bin};
+use telejob_e2e::{tarball, telejob_bin, telejob_run, write_script_tarball};
 
 fn is_root() -> bool {
     std::fs::metadata("/proc/self")
@@ -32,12 +32,9 @@ fn a_host_image_run_is_a_uid_of_its_own_and_cannot_read_root_files() {
         "mkdir output; id -u > output/who; cat {} > output/stolen",
         secret.display()
     );
-    let o = telejob!(
+    let o = telejob_run!(
         dir.path(),
         &[
-            "run",
-            "--code",
-            "c.tgz",
             "--command",
             &cmd,
             "--job-name",
@@ -46,7 +43,7 @@ fn a_host_image_run_is_a_uid_of_its_own_and_cannot_read_root_files() {
             // without root, under a UID of its own (tests/tests/machine.rs has the machines).
             "--image",
             "host",
-        ],
+        ]
     );
     assert_eq!(
         o.status.code(),
@@ -81,8 +78,7 @@ fn a_same_user_job_cannot_read_telejobs_environment() {
     let bin = dir.path().join("telejob");
     std::fs::copy(telejob_bin!(), &bin).expect("copy binary");
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let code = dir.path().join("c.tgz");
-    std::fs::write(&code, tarball(&[("run.sh", "true", 0o755)])).expect("write");
+    let code = write_script_tarball(dir.path().join("c.tgz"), "true");
     std::fs::set_permissions(&code, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let job = "mkdir output; env > output/env.txt; (cat /proc/$PPID/environ || echo DENIED) > output/parent.txt 2>&1";
     let o = Command::new("setpriv")

@@ -335,14 +335,7 @@ impl Pipeline {
             Identity::Dynamic(_) => leased.map(|uid| format!("telejob-{uid}")),
             Identity::Current => None,
         };
-        let support = self.sandbox.limit_support();
-        let unenforced = support.unenforced(&req.limits);
-        if !unenforced.is_empty() {
-            ctx.emit(RunEvent::Warning(format!(
-                "this host cannot enforce {}; the run goes on without",
-                unenforced.join(", ")
-            )));
-        }
+        let support = self.limit_support_told(ctx);
         if req.limits.network == Some(crate::limits::Network::Off) && !support.network {
             return Err(Error::spawn(
                 "limits.network = off needs network namespaces, which this host does not give \
@@ -364,6 +357,20 @@ impl Pipeline {
         Ok(ws)
     }
 
+    /// What this host can enforce of the run's limits; a warning in the run's events names
+    /// each one it asks for that cannot be.
+    fn limit_support_told(&self, ctx: &Ctx<'_>) -> crate::limits::LimitSupport {
+        let support = self.sandbox.limit_support();
+        let unenforced = support.unenforced(&ctx.req.limits);
+        if !unenforced.is_empty() {
+            ctx.emit(RunEvent::Warning(format!(
+                "this host cannot enforce {}; the run goes on without",
+                unenforced.join(", ")
+            )));
+        }
+        support
+    }
+
     /// [`prepare`](Self::prepare) for a machine: its disk and directories on UID block `base`,
     /// its user namespace, the image it starts from.
     async fn prepare_machine(&self, ctx: &mut Ctx<'_>, dir: &Path, base: u32) -> Result<Workspace> {
@@ -373,14 +380,7 @@ impl Pipeline {
             .machine_image(req.image.as_deref())
             .ok_or_else(|| Error::config("namespaces", "runs cannot be machines here"))?;
         let image = m.images.resolve(&image_name)?;
-        let support = self.sandbox.limit_support();
-        let unenforced = support.unenforced(&req.limits);
-        if !unenforced.is_empty() {
-            ctx.emit(RunEvent::Warning(format!(
-                "this host cannot enforce {}; the run goes on without",
-                unenforced.join(", ")
-            )));
-        }
+        let support = self.limit_support_told(ctx);
         let limits = support.keep_enforced(&req.limits);
         let outbound = limits.network != Some(crate::limits::Network::Off);
         if outbound && let Some(why) = crate::agent::sandbox::network::outbound_unavailable() {

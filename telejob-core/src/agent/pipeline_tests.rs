@@ -4,7 +4,7 @@ use std::time::Duration;
 use super::*;
 use crate::agent::inprocess::InProcessCompute;
 use crate::store::MemoryStore;
-use crate::testing::{request, sample_tarball};
+use crate::testing::{exists, request, sample_tarball};
 
 struct Fx {
     tmp: tempfile::TempDir,
@@ -55,6 +55,25 @@ impl Fx {
         (req, out)
     }
 
+    /// The sample tarball ([`sample_tarball`]) written out: its path.
+    fn sample(&self) -> String {
+        let path = self.tmp.path().join("sample.tgz");
+        std::fs::write(&path, sample_tarball()).expect("write");
+        path.display().to_string()
+    }
+
+    /// A request of job `job` to run `./run.sh` of the sample tarball under 30 s.
+    fn sample_request(&self, job: &str) -> RunRequest {
+        request(job, &self.sample(), "./run.sh", Duration::from_secs(30))
+    }
+
+    /// Runs `./run.sh` holding `script` as job `job`, under 30 s.
+    async fn script(&self, job: &str, script: &str) -> (RunRequest, RunOutcome) {
+        let files = [("run.sh", script, 0o755)];
+        self.run_code("c.tgz", &files, job, "./run.sh", Duration::from_secs(30))
+            .await
+    }
+
     async fn run(&self, req: &RunRequest) -> RunOutcome {
         self.pipeline.run(req, None, CancellationToken::new()).await
     }
@@ -79,12 +98,10 @@ impl Fx {
 #[tokio::test]
 async fn reference_backends_pass_the_compute_conformance_suite() {
     let fx = Fx::new();
-    let code = fx.tmp.path().join("sample.tar.gz");
-    std::fs::write(&code, sample_tarball()).expect("write");
     let compute = InProcessCompute::new(fx.pipeline.clone(), 4);
     let ran = crate::testing::compute_conformance(
         &compute,
-        &code.display().to_string(),
+        &fx.sample(),
         fx.public.as_ref(),
         fx.private.as_ref(),
     )
@@ -120,15 +137,7 @@ async fn the_job_gets_its_slot_and_runs_in_a_single_top_level_directory() {
 #[tokio::test]
 async fn a_missing_output_directory_fails_the_run_as_the_jobs_fault() {
     let fx = Fx::new();
-    let code = fx.tarball("c.tgz", &[("run.sh", "echo no output", 0o755)]);
-    let out = fx
-        .run(&request(
-            "noout",
-            &code,
-            "./run.sh",
-            Duration::from_secs(30),
-        ))
-        .await;
+    let (_, out) = fx.script("noout", "echo no output").await;
     assert_eq!(out.run.state, RunState::Failed);
     assert_eq!(out.failure, Some(FailureKind::Job));
     let err = out.run.error.expect("error");
@@ -237,15 +246,7 @@ async fn links_to_secrets_in_the_output_are_not_published() {
 #[tokio::test]
 async fn an_output_directory_that_links_outside_publishes_nothing() {
     let fx = Fx::new();
-    let code = fx.tarball("c.tgz", &[("run.sh", "ln -s /etc output", 0o755)]);
-    let out = fx
-        .run(&request(
-            "outlink",
-            &code,
-            "./run.sh",
-            Duration::from_secs(30),
-        ))
-        .await;
+    let (_, out) = fx.script("outlink", "ln -s /etc output").await;
     assert_eq!(out.run.state, RunState::Failed);
     assert!(
         out.run
@@ -262,14 +263,7 @@ async fn an_output_directory_that_links_outside_publishes_nothing() {
 #[tokio::test]
 async fn dry_runs_list_but_do_not_upload() {
     let fx = Fx::new();
-    let code = fx.tmp.path().join("sample.tgz");
-    std::fs::write(&code, sample_tarball()).expect("write");
-    let mut req = request(
-        "dry",
-        &code.display().to_string(),
-        "./run.sh",
-        Duration::from_secs(30),
-    );
+    let mut req = fx.sample_request("dry");
     req.dry_run = true;
     let out = fx.run(&req).await;
     assert_eq!(out.run.state, RunState::Succeeded);
@@ -293,25 +287,12 @@ async fn dry_runs_list_but_do_not_upload() {
 #[tokio::test]
 async fn private_output_goes_to_the_private_store_only() {
     let fx = Fx::new();
-    let code = fx.tmp.path().join("sample.tgz");
-    std::fs::write(&code, sample_tarball()).expect("write");
-    let mut req = request(
-        "secret",
-        &code.display().to_string(),
-        "./run.sh",
-        Duration::from_secs(30),
-    );
+    let mut req = fx.sample_request("secret");
     req.visibility = Visibility::Private;
     let out = fx.run(&req).await;
     assert_eq!(out.run.state, RunState::Succeeded);
     assert!(fx.public.list("").await.expect("list").is_empty());
-    assert!(
-        fx.private
-            .head("secret/data/hello.txt")
-            .await
-            .expect("head")
-            .is_some()
-    );
+    assert!(exists(&*fx.private, "secret/data/hello.txt").await);
 }
 
 #[tokio::test]
@@ -414,14 +395,7 @@ async fn a_failing_store_fails_the_publish_and_writes_no_manifest() {
     let mut fx = Fx::new();
     let broken = Arc::new(Broken(MemoryStore::new()));
     fx.pipeline.stores.public = broken.clone();
-    let code = fx.tmp.path().join("sample.tgz");
-    std::fs::write(&code, sample_tarball()).expect("write");
-    let req = request(
-        "broken",
-        &code.display().to_string(),
-        "./run.sh",
-        Duration::from_secs(30),
-    );
+    let req = fx.sample_request("broken");
     let out = fx.run(&req).await;
     assert_eq!(out.run.state, RunState::Failed);
     assert!(
@@ -431,13 +405,7 @@ async fn a_failing_store_fails_the_publish_and_writes_no_manifest() {
             .unwrap_or_default()
             .contains("disk on fire")
     );
-    assert!(
-        broken
-            .head(&keys::manifest(&req.job, &req.run_id))
-            .await
-            .expect("head")
-            .is_none()
-    );
+    assert!(!exists(&*broken, &keys::manifest(&req.job, &req.run_id)).await);
 }
 
 #[tokio::test]

@@ -46,8 +46,7 @@ impl Workspace {
     /// run directory `dir`, confined as nothing yet.
     pub(crate) fn lay_out(dir: &Path) -> Result<Self> {
         let work = dir.join("work");
-        let code = work.join("code");
-        let (home, tmp) = (work.join("home"), work.join("tmp"));
+        let (code, home) = (work.join("code"), work.join("home"));
         for d in [&work, &code, &home]
             .into_iter()
             .cloned()
@@ -55,14 +54,21 @@ impl Workspace {
         {
             std::fs::create_dir(&d).map_err(|e| Error::io(&d, e))?;
         }
-        Ok(Self {
+        Ok(Self::at(dir, work))
+    }
+
+    /// The workspace of run directory `dir` with the work directory `work` (holding `code`,
+    /// `home` and `tmp`), confined as nothing yet.
+    fn at(dir: &Path, work: PathBuf) -> Self {
+        let code = work.join("code");
+        Self {
             dir: dir.to_path_buf(),
             root: code.clone(),
             code,
             log: dir.join("run.log"),
+            home: work.join("home"),
+            tmp: work.join("tmp"),
             work,
-            home,
-            tmp,
             isolation: None,
             ids: None,
             dedicated_ids: false,
@@ -71,7 +77,7 @@ impl Workspace {
             machine: None,
             disk: None,
             preamble: String::new(),
-        })
+        }
     }
 
     /// Lays out a machine's run directory `dir` (blocking): its disk (`limits.disk` bytes, or
@@ -109,21 +115,11 @@ impl Workspace {
             std::fs::create_dir(d).map_err(|e| Error::io(d, e))?;
         }
         Ok(Self {
-            dir: dir.to_path_buf(),
-            root: code.clone(),
-            code,
-            log: dir.join("run.log"),
-            work,
-            home,
-            tmp,
-            isolation: None,
             ids: Some((base, base)),
             dedicated_ids: true,
             user: Some("root".into()),
-            limits: ResourceLimits::default(),
-            machine: None,
             disk: Some(disk),
-            preamble: String::new(),
+            ..Self::at(dir, work)
         })
     }
 }

@@ -198,6 +198,14 @@ fn noon(name: &str, command: &str) -> JobSpec {
     )
 }
 
+/// [`noon`] with `retries` retries, 60 s apart at first.
+fn retried(name: &str, command: &str, retries: u32) -> JobSpec {
+    let mut spec = noon(name, command);
+    spec.max_retries = retries;
+    spec.retry_backoff_seconds = 60;
+    spec
+}
+
 fn job(name: &str, schedule: ScheduleSpec, command: &str) -> JobSpec {
     let mut s = JobSpec::new(name);
     s.schedule = schedule;
@@ -336,9 +344,7 @@ async fn overlap_policies() {
 #[tokio::test(start_paused = true)]
 async fn failures_retry_with_exponential_backoff_and_timeouts_only_when_asked() {
     let fx = Fx::new("2014-03-08T11:59:00Z");
-    let mut spec = noon("r", "fail 1");
-    spec.max_retries = 2;
-    spec.retry_backoff_seconds = 60;
+    let spec = retried("r", "fail 1", 2);
     fx.add(spec, "2014-03-08T11:00:00Z");
     let mut spec = noon("t", "timeout 1");
     spec.max_retries = 2;
@@ -396,9 +402,7 @@ async fn failures_retry_with_exponential_backoff_and_timeouts_only_when_asked() 
 #[tokio::test(start_paused = true)]
 async fn retries_wait_out_their_backoff() {
     let fx = Fx::new("2014-03-08T11:59:00Z");
-    let mut spec = noon("b", "fail 1");
-    spec.max_retries = 2;
-    spec.retry_backoff_seconds = 60;
+    let spec = retried("b", "fail 1", 2);
     fx.add(spec, "2014-03-08T11:00:00Z");
     let s = fx.started().await;
     // Attempt 0 at 12:00:00 fails at :01; retry 1 at 12:01:01 fails at :02; retry 2 at 12:03:02.
@@ -547,9 +551,7 @@ async fn an_abandoning_scheduler_kills_its_runs_but_records_nothing_more() {
 #[tokio::test(start_paused = true)]
 async fn a_recovered_interrupted_run_is_retried_per_policy_and_a_manual_one_is_not() {
     let fx = Fx::new("2014-03-08T12:00:30Z");
-    let mut spec = noon("i", "ok 1");
-    spec.max_retries = 1;
-    spec.retry_backoff_seconds = 60;
+    let spec = retried("i", "ok 1", 1);
     fx.add(spec, "2014-03-08T12:00:00Z");
     let s = fx.started().await;
     let mut run = Run::pending(

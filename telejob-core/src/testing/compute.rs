@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::fixtures::request;
 use crate::compute::{Compute, LaunchOptions};
-use crate::run::{Manifest, RunId, RunState, keys};
+use crate::run::{Manifest, RunId, RunRequest, RunState, keys};
 use crate::store::{Store, StoreExt};
 
 /// The compute checks, by name, in the order [`compute_conformance`] runs them.
@@ -53,11 +53,11 @@ pub async fn compute_run_publishes(
     public: &dyn Store,
     private: &dyn Store,
 ) {
-    let req = request("conformance-ok", code, "./run.sh", Duration::from_secs(60));
-    compute
-        .launch(req.clone(), LaunchOptions::default())
-        .await
-        .expect("launch");
+    let req = launch(
+        compute,
+        request("conformance-ok", code, "./run.sh", Duration::from_secs(60)),
+    )
+    .await;
     // Launching the same run again never starts a second execution.
     compute
         .launch(req.clone(), LaunchOptions::default())
@@ -82,11 +82,7 @@ pub async fn compute_run_publishes(
         "TELEJOB_JOB reaches the job"
     );
     assert!(
-        public
-            .head(&format!("{data}sub/n.txt"))
-            .await
-            .expect("head")
-            .is_some(),
+        exists(public, &format!("{data}sub/n.txt")).await,
         "nested files are published"
     );
     let manifest: Manifest = public
@@ -116,12 +112,7 @@ pub async fn compute_run_publishes(
     );
     let same_store = std::ptr::addr_eq(public as *const dyn Store, private as *const dyn Store);
     assert!(
-        same_store
-            || public
-                .head(&keys::log(&req.job, &req.run_id))
-                .await
-                .expect("head")
-                .is_none(),
+        same_store || !exists(public, &keys::log(&req.job, &req.run_id)).await,
         "logs never go to the public store"
     );
     let status: crate::run::Run = private
@@ -149,6 +140,24 @@ pub async fn compute_unknown_status(compute: &dyn Compute) {
     );
 }
 
+/// Launches `req` on `compute`; the request.
+async fn launch(compute: &dyn Compute, req: RunRequest) -> RunRequest {
+    compute
+        .launch(req.clone(), LaunchOptions::default())
+        .await
+        .expect("launch");
+    req
+}
+
+/// Whether `store` holds `key`.
+///
+/// # Panics
+///
+/// When the store cannot answer.
+pub async fn exists(store: &dyn Store, key: &str) -> bool {
+    store.head(key).await.expect("head").is_some()
+}
+
 /// A failing command fails the run, publishes nothing, keeps the log.
 pub async fn compute_failure(
     compute: &dyn Compute,
@@ -156,16 +165,16 @@ pub async fn compute_failure(
     public: &dyn Store,
     private: &dyn Store,
 ) {
-    let req = request(
-        "conformance-fail",
-        code,
-        "./fail.sh",
-        Duration::from_secs(60),
-    );
-    compute
-        .launch(req.clone(), LaunchOptions::default())
-        .await
-        .expect("launch");
+    let req = launch(
+        compute,
+        request(
+            "conformance-fail",
+            code,
+            "./fail.sh",
+            Duration::from_secs(60),
+        ),
+    )
+    .await;
     let run = compute.wait(&req.run_id).await.expect("wait");
     assert_eq!(run.state, RunState::Failed);
     assert_eq!(run.exit_code, Some(3));
@@ -178,19 +187,11 @@ pub async fn compute_failure(
         "a failed run publishes nothing"
     );
     assert!(
-        public
-            .head(&keys::manifest(&req.job, &req.run_id))
-            .await
-            .expect("head")
-            .is_none(),
+        !exists(public, &keys::manifest(&req.job, &req.run_id)).await,
         "no manifest for a failed run"
     );
     assert!(
-        private
-            .head(&keys::log(&req.job, &req.run_id))
-            .await
-            .expect("head")
-            .is_some(),
+        exists(private, &keys::log(&req.job, &req.run_id)).await,
         "a failed run keeps its log"
     );
 }
@@ -219,16 +220,16 @@ pub async fn compute_timeout(compute: &dyn Compute, code: &str) {
 
 /// `cancel` ends a run in flight as `cancelled`; cancelling it again is a no-op.
 pub async fn compute_cancel(compute: &dyn Compute, code: &str) {
-    let req = request(
-        "conformance-cancel",
-        code,
-        "echo started; sleep 600",
-        Duration::from_secs(600),
-    );
-    compute
-        .launch(req.clone(), LaunchOptions::default())
-        .await
-        .expect("launch");
+    let req = launch(
+        compute,
+        request(
+            "conformance-cancel",
+            code,
+            "echo started; sleep 600",
+            Duration::from_secs(600),
+        ),
+    )
+    .await;
     // Wait until it runs.
     loop {
         let s = compute
@@ -266,16 +267,16 @@ pub async fn compute_reattach(compute: &dyn Compute, code: &str) {
         "reattach: a run that was never launched is not found"
     );
     if compute.capabilities().reattach {
-        let req = request(
-            "conformance-reattach",
-            code,
-            "./run.sh",
-            Duration::from_secs(60),
-        );
-        compute
-            .launch(req.clone(), LaunchOptions::default())
-            .await
-            .expect("launch");
+        let req = launch(
+            compute,
+            request(
+                "conformance-reattach",
+                code,
+                "./run.sh",
+                Duration::from_secs(60),
+            ),
+        )
+        .await;
         let run = compute.wait(&req.run_id).await.expect("wait");
         assert!(
             compute.reattach(&run).await.expect("reattach"),

@@ -63,6 +63,16 @@ async fn job(fx: &dyn SchedulerStoreFixture, check: &str, cursor: &str) -> JobNa
     JobName::new(name).expect("a valid job name")
 }
 
+/// Two new jobs of `check` with the cursor 2014-03-08T00:00:00Z, and the store.
+async fn two_jobs<'f>(
+    fx: &'f dyn SchedulerStoreFixture,
+    check: &str,
+) -> (JobName, JobName, &'f dyn SchedulerStore) {
+    let a = job(fx, check, "2014-03-08T00:00:00Z").await;
+    let b = job(fx, check, "2014-03-08T00:00:00Z").await;
+    (a, b, fx.store())
+}
+
 /// The row of `slot`'s attempt `attempt` of `job`.
 fn slot_row(job: &JobName, slot: &str, attempt: u32, trigger: Trigger) -> RunRow {
     let req = RunRequest::new(job.clone(), "store:code", "true").with_scheduled_for(at(slot));
@@ -103,11 +113,7 @@ pub async fn scheduler_store_jobs_load(fx: &dyn SchedulerStoreFixture) {
 /// A slot key is inserted once: a second insert answers `false` and stores nothing, while the
 /// same key of another job and another key of the same job are free.
 pub async fn scheduler_store_slot_once(fx: &dyn SchedulerStoreFixture) {
-    let (a, b) = (
-        job(fx, "once", "2014-03-08T00:00:00Z").await,
-        job(fx, "once", "2014-03-08T00:00:00Z").await,
-    );
-    let store = fx.store();
+    let (a, b, store) = two_jobs(fx, "once").await;
     let first = slot_row(&a, "2014-03-08T12:00:00Z", 0, Trigger::Scheduled);
     assert!(
         store.insert_run(&first).await.expect("insert"),
@@ -231,11 +237,7 @@ pub async fn scheduler_store_cursor_and_expiry(fx: &dyn SchedulerStoreFixture) {
 /// before and the same slot twice in one batch are refused and not stored, another job's slot
 /// and a slot's retry are their own; each job's cursor moves to its latest first attempt.
 pub async fn scheduler_store_batch_once(fx: &dyn SchedulerStoreFixture) {
-    let (a, b) = (
-        job(fx, "batch", "2014-03-08T00:00:00Z").await,
-        job(fx, "batch", "2014-03-08T00:00:00Z").await,
-    );
-    let store = fx.store();
+    let (a, b, store) = two_jobs(fx, "batch").await;
     let before = slot_row(&a, "2014-03-08T06:00:00Z", 0, Trigger::Scheduled);
     assert!(store.insert_run(&before).await.expect("insert"));
     let rows = vec![

@@ -4,9 +4,7 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn saving_a_job_returns_warnings_that_never_block() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let srv = serve(dir.path(), &[]);
-    let api = Api::new(&srv, Some(&srv.token));
+    let (_dir, _srv, api) = fresh();
     let fields = |v: &Value| -> Vec<String> {
         v["warnings"]
             .as_array()
@@ -110,15 +108,10 @@ async fn saving_a_job_returns_warnings_that_never_block() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_run_is_marked_late_once_and_a_fast_one_never() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("telejob.toml");
-    std::fs::write(
-        &cfg,
+    let (_dir, srv) = configured(
         "late_factor = 1.5\nlate_margin_seconds = 1\nlate_check_seconds = 1\n\
          [notify]\nallow_private_targets = true   # the test's webhook is on loopback\n",
-    )
-    .expect("config");
-    let srv = serve(dir.path(), &["--config", cfg.to_str().expect("utf8")]);
+    );
     let api = Api::new(&srv, Some(&srv.token));
     let (url, rx) = webhook_sink();
     let spec = |delay: &str| {
@@ -129,13 +122,9 @@ async fn a_slow_run_is_marked_late_once_and_a_fast_one_never() {
         json!({"name": "steady", "env": env, "notify": {"webhook": url},
             "schedule": {"frequency": "daily", "time_of_day": "12:00"}})
     };
-    api.create_with_code(
+    api.create_with_script(
         spec("0.1"),
-        &[(
-            "run.sh",
-            "sleep \"$DELAY\"; [ -z \"$FAIL\" ] || exit 1; mkdir -p output; echo ok > output/x",
-            0o755,
-        )],
+        "sleep \"$DELAY\"; [ -z \"$FAIL\" ] || exit 1; mkdir -p output; echo ok > output/x",
     )
     .await;
     // Four successes are not a history: a slow run then is not late.
@@ -223,9 +212,7 @@ async fn a_slow_run_is_marked_late_once_and_a_fast_one_never() {
 
 #[tokio::test]
 async fn warnings_that_predict_failure_stay_on_the_job_page_and_the_list() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let srv = serve(dir.path(), &[]);
-    let api = Api::new(&srv, Some(&srv.token));
+    let (_dir, srv, api) = fresh();
     let (s, v) = api.post_json("/api/jobs", &json!({"name": "bare"})).await;
     assert_eq!(s, 201, "{v}");
     api.create_with_code(
@@ -268,12 +255,7 @@ async fn warnings_that_predict_failure_stay_on_the_job_page_and_the_list() {
     assert_eq!(s, 200);
     let (_, broken) = api.get("/api/jobs/typo").await;
     assert_eq!(broken["code_warnings"][0]["field"], "command", "{broken}");
-    let csrf = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .expect("csrf field")
-        .to_string();
+    let csrf = csrf_of(&page);
     let r = http
         .post(format!("{}/jobs/typo/use-code", srv.base))
         .header("Cookie", cookie.clone())

@@ -4,9 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn bad_requests_name_the_field_and_store_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let srv = serve(dir.path(), &[]);
-    let api = Api::new(&srv, Some(&srv.token));
+    let (_dir, srv, api) = fresh();
     let cases: Vec<(&[u8], u16, Option<&str>)> = vec![
         (b"{\"name\":", 400, Some("body")),
         (b"not json", 400, Some("body")),
@@ -107,13 +105,7 @@ async fn fifty_concurrent_creates_of_one_name_make_one_job() {
 
 #[tokio::test]
 async fn json_bodies_need_their_content_type_and_uploads_their_length() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("telejob.toml");
-    std::fs::write(&cfg, "max_code_bytes = 4096\n").expect("config");
-    let srv = serve(
-        &dir.path().join("data"),
-        &["--config", cfg.to_str().expect("utf8")],
-    );
+    let (_dir, srv) = configured("max_code_bytes = 4096\n");
     let http = reqwest::Client::new();
     let post = |ct: Option<&'static str>| {
         let mut r = http
@@ -169,17 +161,8 @@ async fn json_bodies_need_their_content_type_and_uploads_their_length() {
 
 #[tokio::test]
 async fn slow_clients_are_cut_off_by_the_read_timeouts() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("telejob.toml");
-    std::fs::write(
-        &cfg,
-        "header_read_timeout_seconds = 1\nbody_read_timeout_seconds = 1\n",
-    )
-    .expect("config");
-    let srv = serve(
-        &dir.path().join("data"),
-        &["--config", cfg.to_str().expect("utf-8")],
-    );
+    let (_dir, srv) =
+        configured("header_read_timeout_seconds = 1\nbody_read_timeout_seconds = 1\n");
     let addr = srv.base.trim_start_matches("http://").to_string();
     // Ends within `within`: the server closed the connection (after an error response, or not).
     let ends_within = |mut c: std::net::TcpStream, within: Duration| {
@@ -217,22 +200,13 @@ async fn slow_clients_are_cut_off_by_the_read_timeouts() {
 
 #[tokio::test]
 async fn a_local_server_has_no_ec2_workers_and_keeps_a_profile() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let srv = serve(dir.path(), &[]);
-    let api = Api::new(&srv, Some(&srv.token));
+    let (_dir, _srv, api) = fresh();
     let key =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILM+rvN+ot98qgEN796jTiQfZfG1KaT0PtFDJ/XFSqti me@host";
     let (s, v) = api
         .post_json("/api/workers", &json!({"ssh_key": key}))
         .await;
-    assert_eq!(s, 422, "{v}");
-    assert_eq!(v["field"], "compute", "{v}");
-    assert!(
-        v["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("telejob worker shell")),
-        "{v}"
-    );
+    assert_refused((s, &v), 422, Some("compute"), "telejob worker shell");
     let (s, v) = api.get("/api/workers").await;
     assert_eq!((s, v), (200, json!([])));
     let (s, v) = api.get("/api/workers/none").await;
@@ -254,9 +228,7 @@ async fn a_local_server_has_no_ec2_workers_and_keeps_a_profile() {
 
 #[tokio::test]
 async fn sizes_past_16_eib_and_keys_given_twice_are_refused_naming_them() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let srv = serve(dir.path(), &[]);
-    let api = Api::new(&srv, Some(&srv.token));
+    let (_dir, _srv, api) = fresh();
     for (limits, field) in [
         (
             json!({"memory": "99999999999999999999GiB"}),
@@ -335,9 +307,7 @@ async fn concurrent_bomb_uploads_are_refused_within_the_servers_own_bounded_scra
 
 #[tokio::test]
 async fn patch_merges_put_replaces_and_says_what_it_reset_and_get_round_trips() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let srv = serve(dir.path(), &[]);
-    let api = Api::new(&srv, Some(&srv.token));
+    let (_dir, _srv, api) = fresh();
     let (s, v) = api
         .post_json(
             "/api/jobs",

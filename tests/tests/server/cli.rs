@@ -6,16 +6,10 @@ use super::*;
 async fn the_cli_verbs_drive_the_server() {
     let dir = tempfile::tempdir().expect("tempdir");
     let srv = serve(&dir.path().join("data"), &[]);
-    let code = dir.path().join("c.tgz");
-    std::fs::write(
-        &code,
-        tarball(&[(
-            "run.sh",
-            "mkdir output; echo hi; echo 1 > output/one.csv",
-            0o755,
-        )]),
-    )
-    .expect("write");
+    let code = write_script_tarball(
+        dir.path().join("c.tgz"),
+        "mkdir output; echo hi; echo 1 > output/one.csv",
+    );
     let cli = |args: &[&str]| {
         Command::new(telejob_bin!())
             .args(args)
@@ -24,13 +18,14 @@ async fn the_cli_verbs_drive_the_server() {
             .output()
             .expect("telejob")
     };
+    let code_arg = code.to_str().expect("utf8");
     let o = cli(&[
         "jobs",
         "create",
         "--name",
         "viacli",
         "--code",
-        code.to_str().expect("utf8"),
+        code_arg,
         "--frequency",
         "weekly",
         "--day-of-week",
@@ -51,7 +46,7 @@ async fn the_cli_verbs_drive_the_server() {
         "--name",
         "warned",
         "--code",
-        code.to_str().expect("utf8"),
+        code_arg,
         "--command",
         "./missing.sh",
         "--at",
@@ -65,12 +60,7 @@ async fn the_cli_verbs_drive_the_server() {
         "{err}"
     );
     // Backfill from the command line: the plan, then the runs, waited for.
-    let day = |n: i64| {
-        (chrono::Utc::now() - chrono::Duration::days(n))
-            .format("%Y-%m-%d")
-            .to_string()
-    };
-    let (from, to) = (day(15), day(1));
+    let (from, to) = (days_ago(15), days_ago(1));
     let o = cli(&[
         "jobs",
         "backfill",
@@ -129,14 +119,7 @@ async fn the_cli_verbs_drive_the_server() {
     assert_eq!(lines.collect::<Vec<_>>(), ["hi"], "{log}");
     let o = cli(&["runs", "list", "viacli"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("succeeded"));
-    let o = cli(&[
-        "jobs",
-        "create",
-        "--name",
-        "viacli",
-        "--code",
-        code.to_str().expect("utf8"),
-    ]);
+    let o = cli(&["jobs", "create", "--name", "viacli", "--code", code_arg]);
     assert_eq!(
         o.status.code(),
         Some(2),
@@ -364,16 +347,10 @@ async fn a_job_is_changed_from_the_cli_by_get_apply_and_edit() {
 
 #[tokio::test]
 async fn runs_log_follow_prints_lines_while_the_run_prints_and_ends_with_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let srv = serve(&dir.path().join("data"), &[]);
-    let api = srv.admin();
-    api.create_with_code(
+    let (_dir, srv, api) = fresh();
+    api.create_with_script(
         json!({"name": "talker"}),
-        &[(
-            "run.sh",
-            "mkdir -p output; echo first; sleep 6; echo second",
-            0o755,
-        )],
+        "mkdir -p output; echo first; sleep 6; echo second",
     )
     .await;
     let id = api.start_run("talker").await;
@@ -416,9 +393,6 @@ async fn runs_log_follow_prints_lines_while_the_run_prints_and_ends_with_it() {
 
 /// A job whose runs sleep until cancelled.
 async fn admin_sleeper(api: &Api) {
-    api.create_with_code(
-        json!({"name": "sleeper", "command": "sleep 300"}),
-        &[("run.sh", "true", 0o755)],
-    )
-    .await;
+    api.create_with_script(json!({"name": "sleeper", "command": "sleep 300"}), "true")
+        .await;
 }

@@ -4,16 +4,9 @@ use super::*;
 
 #[tokio::test]
 async fn code_uploads_are_checked_and_capped() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("telejob.toml");
-    std::fs::write(&cfg, "max_code_bytes = 4096\n").expect("config");
-    let data = dir.path().join("data");
-    let srv = serve(&data, &["--config", cfg.to_str().expect("utf8")]);
+    let (_dir, srv) = configured("max_code_bytes = 4096\n");
     let api = Api::new(&srv, Some(&srv.token));
-    assert_eq!(
-        api.post_json("/api/jobs", &json!({"name": "up"})).await.0,
-        201
-    );
+    api.create(json!({"name": "up"})).await;
     let (s, v, _) = api
         .call(
             "PUT",
@@ -71,13 +64,8 @@ fn traversal_tarball(name: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn an_unsafe_upload_is_refused_naming_the_entry() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let srv = serve(dir.path(), &[]);
-    let api = Api::new(&srv, Some(&srv.token));
-    assert_eq!(
-        api.post_json("/api/jobs", &json!({"name": "evil"})).await.0,
-        201
-    );
+    let (_dir, _srv, api) = fresh();
+    api.create(json!({"name": "evil"})).await;
     let (s, v, _) = api
         .call(
             "PUT",
@@ -85,13 +73,7 @@ async fn an_unsafe_upload_is_refused_naming_the_entry() {
             Some(traversal_tarball("a/../../escape")),
         )
         .await;
-    assert_eq!((s, v["field"].as_str()), (422, Some("code")), "{v}");
-    assert!(
-        v["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("a/../../escape")),
-        "{v}"
-    );
+    assert_refused((s, &v), 422, Some("code"), "a/../../escape");
     let (_, job) = api.get("/api/jobs/evil").await;
     assert_eq!(job["code_versions"], json!([]), "nothing was stored");
 }

@@ -58,12 +58,7 @@ async fn the_dashboard_refuses_cross_site_posts() {
         .await
         .expect("get");
     let html = page.text().await.expect("html");
-    let csrf = html
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .expect("csrf field")
-        .to_string();
+    let csrf = csrf_of(&html);
     assert_eq!(
         post("http://evil.example", &csrf)
             .await

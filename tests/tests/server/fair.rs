@@ -12,58 +12,33 @@ fn at(run: &Value, phase: &str) -> chrono::DateTime<chrono::Utc> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flooders_backfill_and_run_now_do_not_starve_another_owner() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("telejob.toml");
-    std::fs::write(
-        &cfg,
+    let (_dir, srv) = configured(
         "max_concurrent_runs = 2\n\
          [quotas]\nmax_backfill_pending = 40\nmax_queued = 8\nrun_now_per_minute = 4\n",
-    )
-    .expect("config");
-    let data = dir.path().join("data");
-    let srv = serve(&data, &["--config", cfg.to_str().expect("utf-8")]);
+    );
     let admin = Api::new(&srv, Some(&srv.token));
     let (alice, bob) = (admin.user("alice").await, admin.user("bob").await);
     let script = "sleep 1; mkdir -p output; echo x > output/x";
     alice
-        .create_with_code(
+        .create_with_script(
             json!({"name": "flood", "backfill_concurrency": 16,
                 "schedule": {"frequency": "cron", "cron": "0 * * * *"}}),
-            &[("run.sh", script, 0o755)],
+            script,
         )
         .await;
-    bob.create_with_code(json!({"name": "mine"}), &[("run.sh", script, 0o755)])
+    bob.create_with_script(json!({"name": "mine"}), script)
         .await;
 
     // A day of hourly slots: 24 runs pending, two of them running.
-    let day = |n: i64| {
-        (chrono::Utc::now() - chrono::Duration::days(n))
-            .format("%Y-%m-%d")
-            .to_string()
-    };
     let (s, v) = alice
-        .post_json(
-            "/api/jobs/flood/backfill",
-            &json!({"from": day(3), "to": day(3)}),
-        )
+        .backfill("flood", &json!({"from": days_ago(3), "to": days_ago(3)}))
         .await;
     assert_eq!(s, 202, "{v}");
     // A second day would hold more than the cap: refused naming the field, nothing recorded.
     let (s, v) = alice
-        .post_json(
-            "/api/jobs/flood/backfill",
-            &json!({"from": day(5), "to": day(4)}),
-        )
+        .backfill("flood", &json!({"from": days_ago(5), "to": days_ago(4)}))
         .await;
-    assert_eq!(s, 422, "{v}");
-    assert_eq!(v["field"], "to", "{v}");
-    assert!(
-        v["error"]
-            .as_str()
-            .unwrap_or("")
-            .contains("max_backfill_pending"),
-        "{v}"
-    );
+    assert_refused((s, &v), 422, Some("to"), "max_backfill_pending");
     // Run now past the rate: 429 with Retry-After.
     let mut refused = None;
     for _ in 0..6 {

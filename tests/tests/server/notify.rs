@@ -4,16 +4,13 @@ use super::*;
 
 #[tokio::test]
 async fn failures_are_sent_to_the_webhook_once_and_a_dead_webhook_changes_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
     // The test's webhooks are on loopback: an operator's internal hooks.
-    let cfg = dir.path().join("telejob.toml");
-    std::fs::write(&cfg, "[notify]\nallow_private_targets = true\n").expect("config");
-    let srv = serve(dir.path(), &["--config", cfg.to_str().expect("utf8")]);
+    let (_dir, srv) = configured("[notify]\nallow_private_targets = true\n");
     let api = Api::new(&srv, Some(&srv.token));
     let (url, rx) = webhook_sink();
-    api.create_with_code(
+    api.create_with_script(
         json!({"name": "hooked", "notify": {"webhook": url}}),
-        &[("run.sh", "exit 3", 0o755)],
+        "exit 3",
     )
     .await;
     let run = api.run_to_end("hooked").await;
@@ -33,15 +30,15 @@ async fn failures_are_sent_to_the_webhook_once_and_a_dead_webhook_changes_nothin
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let dead = format!("http://{}/hook", closed.local_addr().expect("addr"));
     drop(closed);
-    api.create_with_code(
+    api.create_with_script(
         json!({"name": "deadhook", "notify": {"webhook": dead}}),
-        &[("run.sh", "mkdir output; echo 1 > output/x", 0o755)],
+        "mkdir output; echo 1 > output/x",
     )
     .await;
     assert_eq!(api.run_to_end("deadhook").await["state"], "succeeded");
-    api.create_with_code(
+    api.create_with_script(
         json!({"name": "deadhook2", "notify": {"webhook": "http://127.0.0.1:9/x"}}),
-        &[("run.sh", "exit 1", 0o755)],
+        "exit 1",
     )
     .await;
     assert_eq!(api.run_to_end("deadhook2").await["state"], "failed");
@@ -50,25 +47,17 @@ async fn failures_are_sent_to_the_webhook_once_and_a_dead_webhook_changes_nothin
 
 #[tokio::test]
 async fn a_slot_retried_once_is_told_failed_once_with_its_run_page_and_log_tail() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("telejob.toml");
-    std::fs::write(
-        &cfg,
+    let (_dir, srv) = configured(
         "public_url = \"https://telejob.example.org/\"\n[notify]\nallow_private_targets = true\n",
-    )
-    .expect("config");
-    let srv = serve(
-        &dir.path().join("data"),
-        &["--config", cfg.to_str().expect("utf8")],
     );
     let api = Api::new(&srv, Some(&srv.token));
     let (url, rx) = webhook_sink();
     let script = "for i in $(seq 1 30); do echo \"line $i\"; done; echo 'it broke' >&2; exit 3";
-    api.create_with_code(
+    api.create_with_script(
         json!({"name": "flaky", "notify": {"webhook": url}, "max_retries": 1,
             "retry_backoff_seconds": 1,
             "schedule": {"frequency": "cron", "cron": "* * * * *"}}),
-        &[("run.sh", script, 0o755)],
+        script,
     )
     .await;
     // The first slot: its attempt, then the retry; one event each, the last one `failed`.
@@ -160,18 +149,14 @@ fn smtp_sink() -> (u16, std::sync::mpsc::Receiver<String>) {
 
 #[tokio::test]
 async fn failures_are_emailed_through_the_configured_relay() {
-    let dir = tempfile::tempdir().expect("tempdir");
     let (port, rx) = smtp_sink();
-    let cfg = dir.path().join("telejob.toml");
-    std::fs::write(&cfg, format!("[smtp]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nfrom = \"telejob@example.com\"\n")).expect("config");
-    let srv = serve(
-        &dir.path().join("data"),
-        &["--config", cfg.to_str().expect("utf8")],
-    );
+    let (_dir, srv) = configured(format!(
+        "[smtp]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nfrom = \"telejob@example.com\"\n"
+    ));
     let api = Api::new(&srv, Some(&srv.token));
-    api.create_with_code(
+    api.create_with_script(
         json!({"name": "mailed", "notify": {"email": ["ops@example.com"]}}),
-        &[("run.sh", "exit 4", 0o755)],
+        "exit 4",
     )
     .await;
     assert_eq!(api.run_to_end("mailed").await["state"], "failed");
@@ -185,9 +170,7 @@ async fn failures_are_emailed_through_the_configured_relay() {
 
 #[tokio::test]
 async fn webhooks_to_the_servers_own_networks_are_refused() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let srv = serve(dir.path(), &[]);
-    let api = Api::new(&srv, Some(&srv.token));
+    let (_dir, _srv, api) = fresh();
     for hook in [
         "http://127.0.0.1:8080/x",
         "http://169.254.169.254/latest/meta-data/",
@@ -212,9 +195,7 @@ async fn webhooks_to_the_servers_own_networks_are_refused() {
 
 #[tokio::test]
 async fn a_jobs_secrets_are_bounded_in_number_and_size() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let srv = serve(dir.path(), &[]);
-    let api = Api::new(&srv, Some(&srv.token));
+    let (_dir, _srv, api) = fresh();
     let many: serde_json::Map<String, Value> = (0..65)
         .map(|i| (format!("S{i}"), json!("a secret value")))
         .collect();

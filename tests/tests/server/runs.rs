@@ -4,23 +4,17 @@ use super::*;
 
 #[tokio::test]
 async fn a_run_now_publishes_and_only_owners_read_logs() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let srv = serve(dir.path(), &[]);
-    let admin = Api::new(&srv, Some(&srv.token));
+    let (_dir, srv, admin) = fresh();
     admin
-        .create_with_code(
+        .create_with_script(
             json!({"name": "pub", "schedule": {"frequency": "daily", "time_of_day": "03:00"}}),
-            &[(
-                "run.sh",
-                "mkdir -p output; echo \"secret-log-line $TELEJOB_JOB\"; echo a,b > output/agg.csv",
-                0o755,
-            )],
+            "mkdir -p output; echo \"secret-log-line $TELEJOB_JOB\"; echo a,b > output/agg.csv",
         )
         .await;
     admin
-        .create_with_code(
+        .create_with_script(
             json!({"name": "priv", "output_visibility": "private"}),
-            &[("run.sh", "mkdir -p output; echo x > output/x", 0o755)],
+            "mkdir -p output; echo x > output/x",
         )
         .await;
     let run = admin.run_to_end("pub").await;
@@ -90,11 +84,8 @@ async fn a_run_now_publishes_and_only_owners_read_logs() {
         403
     );
     // Bob's own job is his to manage.
-    bob.create_with_code(
-        json!({"name": "bobs"}),
-        &[("run.sh", "mkdir output", 0o755)],
-    )
-    .await;
+    bob.create_with_script(json!({"name": "bobs"}), "mkdir output")
+        .await;
     assert_eq!(
         bob.post_json("/api/jobs/bobs/pause", &json!({})).await.0,
         200
@@ -110,13 +101,8 @@ async fn a_run_now_publishes_and_only_owners_read_logs() {
 
 #[tokio::test]
 async fn after_kill_9_runs_in_flight_are_interrupted_killed_and_schedules_rearmed() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let srv = serve(dir.path(), &[]);
-    let api = Api::new(&srv, Some(&srv.token));
-    api.create_with_code(
-        json!({"name": "victim", "command": "sleep 600.9191", "schedule": {"frequency": "daily", "time_of_day": "06:00"}}),
-        &[("run.sh", "true", 0o755)],
-    )
+    let (_dir, srv, api) = fresh();
+    api.create_with_script(json!({"name": "victim", "command": "sleep 600.9191", "schedule": {"frequency": "daily", "time_of_day": "06:00"}}), "true")
     .await;
     let (_, v) = api.post_json("/api/jobs/victim/runs", &json!({})).await;
     let id = v["run_id"].as_str().expect("id").to_string();
@@ -191,16 +177,10 @@ async fn after_kill_9_runs_in_flight_are_interrupted_killed_and_schedules_rearme
 
 #[tokio::test]
 async fn a_scheduled_run_happens_on_its_minute() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let srv = serve(dir.path(), &[]);
-    let api = Api::new(&srv, Some(&srv.token));
-    api.create_with_code(
+    let (_dir, srv, api) = fresh();
+    api.create_with_script(
         json!({"name": "minutely", "schedule": {"frequency": "cron", "cron": "* * * * *"}}),
-        &[(
-            "run.sh",
-            "mkdir -p output; echo \"$TELEJOB_SCHEDULED_FOR\" > output/slot.txt",
-            0o755,
-        )],
+        "mkdir -p output; echo \"$TELEJOB_SCHEDULED_FOR\" > output/slot.txt",
     )
     .await;
     let (_, job) = api.get("/api/jobs/minutely").await;
@@ -263,21 +243,15 @@ async fn a_scheduled_run_happens_on_its_minute() {
 
 #[tokio::test]
 async fn a_replay_reruns_a_run_exactly_and_says_when_it_cannot() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let srv = serve(dir.path(), &[]);
-    let api = Api::new(&srv, Some(&srv.token));
+    let (_dir, srv, api) = fresh();
     let spec = |greeting: &str| {
         json!({"name": "replayed", "command": "./run.sh", "output_dir": "output",
             "env": {"GREETING": greeting},
             "schedule": {"frequency": "daily", "time_of_day": "06:00"}})
     };
-    api.create_with_code(
+    api.create_with_script(
         spec("one"),
-        &[(
-            "run.sh",
-            "mkdir -p output && echo \"$TELEJOB_SCHEDULED_FOR $GREETING v1\" > output/day.txt",
-            0o755,
-        )],
+        "mkdir -p output && echo \"$TELEJOB_SCHEDULED_FOR $GREETING v1\" > output/day.txt",
     )
     .await;
     let first = api.run_to_end("replayed").await;
@@ -339,36 +313,18 @@ async fn a_replay_reruns_a_run_exactly_and_says_when_it_cannot() {
     let (s, v) = api
         .post_json(&format!("/api/runs/{id}/replay"), &json!({}))
         .await;
-    assert_eq!(s, 422, "{v}");
-    assert_eq!(v["field"], "run", "{v}");
-    assert!(
-        v["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("has been deleted")),
-        "{v}"
-    );
+    assert_refused((s, &v), 422, Some("run"), "has been deleted");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backfill_runs_a_weeks_gap_in_order_with_its_own_dates_and_skips_what_succeeded() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let srv = serve(dir.path(), &[]);
-    let api = Api::new(&srv, Some(&srv.token));
-    api.create_with_code(
+    let (_dir, srv, api) = fresh();
+    api.create_with_script(
         json!({"name": "gap", "command": "./run.sh", "output_dir": "output",
             "schedule": {"frequency": "daily", "time_of_day": "06:00"}}),
-        &[(
-            "run.sh",
-            "mkdir -p output && d=\"${TELEJOB_SCHEDULED_FOR%%T*}\" && echo \"$d\" > \"output/$d.txt\"",
-            0o755,
-        )],
+        "mkdir -p output && d=\"${TELEJOB_SCHEDULED_FOR%%T*}\" && echo \"$d\" > \"output/$d.txt\"",
     )
     .await;
-    let day = |n: i64| {
-        (chrono::Utc::now() - chrono::Duration::days(n))
-            .format("%Y-%m-%d")
-            .to_string()
-    };
     let backfill = |from: String, to: String, extra: Value| {
         let mut body = json!({"from": from, "to": to});
         for (k, v) in extra.as_object().expect("object") {
@@ -376,30 +332,19 @@ async fn a_backfill_runs_a_weeks_gap_in_order_with_its_own_dates_and_skips_what_
         }
         body
     };
-    let ids = |v: &Value| -> Vec<String> {
-        v["slots"]
-            .as_array()
-            .expect("slots")
-            .iter()
-            .filter_map(|s| s["run_id"].as_str().map(str::to_string))
-            .collect()
-    };
     // One day of the gap ran already, and succeeded.
     let (s, v) = api
-        .post_json(
-            "/api/jobs/gap/backfill",
-            &backfill(day(6), day(6), json!({})),
-        )
+        .backfill("gap", &backfill(days_ago(6), days_ago(6), json!({})))
         .await;
     assert_eq!(s, 202, "{v}");
-    let first = ids(&v);
+    let first = slot_run_ids(&v);
     assert_eq!(first.len(), 1, "{v}");
     assert_eq!(api.wait_run(&first[0]).await["state"], "succeeded");
     // A dry run says what the week would do, and runs nothing.
     let (s, plan) = api
-        .post_json(
-            "/api/jobs/gap/backfill",
-            &backfill(day(9), day(3), json!({"dry_run": true})),
+        .backfill(
+            "gap",
+            &backfill(days_ago(9), days_ago(3), json!({"dry_run": true})),
         )
         .await;
     assert_eq!(s, 200, "{plan}");
@@ -421,16 +366,13 @@ async fn a_backfill_runs_a_weeks_gap_in_order_with_its_own_dates_and_skips_what_
             "missed"
         ]
     );
-    assert!(ids(&plan).is_empty(), "a dry run starts nothing");
+    assert!(slot_run_ids(&plan).is_empty(), "a dry run starts nothing");
     // The week: 7 slots, the succeeded one skipped, the others run oldest first.
     let (s, v) = api
-        .post_json(
-            "/api/jobs/gap/backfill",
-            &backfill(day(9), day(3), json!({})),
-        )
+        .backfill("gap", &backfill(days_ago(9), days_ago(3), json!({})))
         .await;
     assert_eq!(s, 202, "{v}");
-    let week = ids(&v);
+    let week = slot_run_ids(&v);
     assert_eq!(week.len(), 6, "{v}");
     let skipped = &v["slots"][3];
     assert!(
@@ -450,7 +392,17 @@ async fn a_backfill_runs_a_weeks_gap_in_order_with_its_own_dates_and_skips_what_
         .iter()
         .map(|r| r["scheduled_for"].as_str().expect("slot")[..10].to_string())
         .collect();
-    assert_eq!(slots, [day(9), day(8), day(7), day(5), day(4), day(3)]);
+    assert_eq!(
+        slots,
+        [
+            days_ago(9),
+            days_ago(8),
+            days_ago(7),
+            days_ago(5),
+            days_ago(4),
+            days_ago(3)
+        ]
+    );
     // Oldest first, one at a time (backfill_concurrency 1): each began after the previous ended.
     for w in runs.windows(2) {
         let ended = w[0]["phases"]["finished"].as_str().expect("finished");
@@ -458,67 +410,70 @@ async fn a_backfill_runs_a_weeks_gap_in_order_with_its_own_dates_and_skips_what_
         assert!(began >= ended, "{ended} then {began}");
     }
     for n in [9, 8, 7, 6, 5, 4, 3] {
-        let f = srv.data.join(format!("public/gap/data/{}.txt", day(n)));
+        let f = srv
+            .data
+            .join(format!("public/gap/data/{}.txt", days_ago(n)));
         assert_eq!(
             std::fs::read_to_string(&f).expect("published").trim(),
-            day(n)
+            days_ago(n)
         );
     }
     // Nothing is left to do; --only failed finds nothing, --force runs the day again as its
     // next attempt (not a second first attempt).
     let (s, v) = api
-        .post_json(
-            "/api/jobs/gap/backfill",
-            &backfill(day(9), day(3), json!({"only": "failed"})),
+        .backfill(
+            "gap",
+            &backfill(days_ago(9), days_ago(3), json!({"only": "failed"})),
         )
         .await;
     assert_eq!(s, 202, "{v}");
-    assert!(ids(&v).is_empty(), "{v}");
+    assert!(slot_run_ids(&v).is_empty(), "{v}");
     let (s, v) = api
-        .post_json(
-            "/api/jobs/gap/backfill",
-            &backfill(day(6), day(6), json!({"force": true})),
+        .backfill(
+            "gap",
+            &backfill(days_ago(6), days_ago(6), json!({"force": true})),
         )
         .await;
     assert_eq!(s, 202, "{v}");
     assert_eq!(v["slots"][0]["attempt"], 1, "{v}");
-    let again = api.wait_run(&ids(&v)[0]).await;
+    let again = api.wait_run(&slot_run_ids(&v)[0]).await;
     assert_eq!(again["state"], "succeeded", "{again}");
     // Bad input names the field; another user may not backfill.
     for (body, field) in [
-        (backfill("2026-13-01".into(), day(3), json!({})), "from"),
-        (backfill(day(3), day(9), json!({})), "to"),
-        (backfill(day(400), day(3), json!({})), "to"),
-        (backfill(day(9), day(3), json!({"only": "late"})), "only"),
+        (
+            backfill("2026-13-01".into(), days_ago(3), json!({})),
+            "from",
+        ),
+        (backfill(days_ago(3), days_ago(9), json!({})), "to"),
+        (backfill(days_ago(400), days_ago(3), json!({})), "to"),
+        (
+            backfill(days_ago(9), days_ago(3), json!({"only": "late"})),
+            "only",
+        ),
     ] {
-        let (s, v) = api.post_json("/api/jobs/gap/backfill", &body).await;
+        let (s, v) = api.backfill("gap", &body).await;
         assert_eq!(s, 422, "{v}");
         assert_eq!(v["field"], field, "{v}");
     }
     let bob = api.user("bob").await;
     let (s, _) = bob
-        .post_json(
-            "/api/jobs/gap/backfill",
-            &backfill(day(9), day(3), json!({})),
-        )
+        .backfill("gap", &backfill(days_ago(9), days_ago(3), json!({})))
         .await;
     assert_eq!(s, 403);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn published_data_can_be_browsed_signed_out_and_private_jobs_are_never_listed() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let srv = serve(dir.path(), &[]);
-    let admin = Api::new(&srv, Some(&srv.token));
+    let (_dir, srv, admin) = fresh();
     let anyone = Api::new(&srv, None);
     let script = "mkdir -p output/sub; echo a,b > output/agg.csv; echo x > output/sub/x.txt";
     admin
-        .create_with_code(json!({"name": "open"}), &[("run.sh", script, 0o755)])
+        .create_with_script(json!({"name": "open"}), script)
         .await;
     admin
-        .create_with_code(
+        .create_with_script(
             json!({"name": "hidden", "output_visibility": "private"}),
-            &[("run.sh", script, 0o755)],
+            script,
         )
         .await;
     let run = admin.run_to_end("open").await;
@@ -613,14 +568,7 @@ async fn published_data_can_be_browsed_signed_out_and_private_jobs_are_never_lis
 
 #[tokio::test]
 async fn a_weekly_roll_up_reads_the_six_days_before_it_through_telejob_public_url() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let srv = serve(dir.path(), &[]);
-    let api = Api::new(&srv, Some(&srv.token));
-    let day = |n: i64| {
-        (chrono::Utc::now() - chrono::Duration::days(n))
-            .format("%Y-%m-%d")
-            .to_string()
-    };
+    let (_dir, srv, api) = fresh();
     // As the original slowsql's run.sh: each day's file, and on the roll-up day the week's,
     // made of the six days before it as published, read back from its own public data.
     let script = r#"set -eu
@@ -637,26 +585,18 @@ if [ "$d" = "$ROLL_UP_ON" ]; then
   touch "$TELEJOB_PUBLISHED_DIR/overwritten.csv" 2>/dev/null && exit 9 || true
 fi
 "#;
-    let last = day(1).replace('-', "");
-    api.create_with_code(
+    let last = days_ago(1).replace('-', "");
+    api.create_with_script(
         json!({"name": "rollup", "env": {"ROLL_UP_ON": last},
             "schedule": {"frequency": "daily", "time_of_day": "12:00"}}),
-        &[("run.sh", script, 0o755)],
+        script,
     )
     .await;
     let (s, v) = api
-        .post_json(
-            "/api/jobs/rollup/backfill",
-            &json!({"from": day(7), "to": day(1)}),
-        )
+        .backfill("rollup", &json!({"from": days_ago(7), "to": days_ago(1)}))
         .await;
     assert_eq!(s, 202, "{v}");
-    let ids: Vec<String> = v["slots"]
-        .as_array()
-        .expect("slots")
-        .iter()
-        .filter_map(|s| s["run_id"].as_str().map(str::to_string))
-        .collect();
+    let ids = slot_run_ids(&v);
     assert_eq!(ids.len(), 7, "{v}");
     for id in &ids {
         let run = api.wait_run(id).await;
@@ -667,7 +607,7 @@ fi
     let expected: String = (1..=7)
         .rev()
         .map(|n| {
-            let d = day(n).replace('-', "");
+            let d = days_ago(n).replace('-', "");
             std::fs::read_to_string(data.join(format!("daily-{d}.csv"))).expect("daily")
         })
         .collect();

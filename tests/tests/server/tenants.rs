@@ -108,13 +108,9 @@ async fn a_purge_during_a_publish_leaves_nothing_for_the_next_owner_of_the_name(
     let admin = srv.admin();
     let (alice, bob) = (admin.user("alice").await, admin.user("bob").await);
     alice
-        .create_with_code(
+        .create_with_script(
             json!({"name": "big"}),
-            &[(
-                "run.sh",
-                "mkdir -p output && cd output && seq 1 20000 | xargs touch",
-                0o755,
-            )],
+            "mkdir -p output && cd output && seq 1 20000 | xargs touch",
         )
         .await;
     let run = alice.start_run("big").await;
@@ -144,13 +140,9 @@ async fn a_purge_during_a_publish_leaves_nothing_for_the_next_owner_of_the_name(
         left.len()
     );
     // The name is free; its new owner finds nothing of the old job, then or later.
-    bob.create_with_code(
+    bob.create_with_script(
         json!({"name": "big"}),
-        &[(
-            "run.sh",
-            "mkdir -p output; echo bob > output/bob.csv",
-            0o755,
-        )],
+        "mkdir -p output; echo bob > output/bob.csv",
     )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -215,10 +207,7 @@ async fn two_tenants_running_at_once_cannot_reach_each_other() {
     // Alice's job holds a secret in its environment and its workspace while it runs.
     let victim = "#!/bin/bash\nmkdir -p output\necho \"$VICTIM_TOKEN\" > private.txt\necho victim > output/result.txt\necho \"token=$VICTIM_TOKEN\"\nsleep 6\n";
     alice
-        .create_with_code(
-            json!({"name": "victim", "secrets": {"VICTIM_TOKEN": SECRET}, "env": {"PLAIN": "visible"}}),
-            &[("run.sh", victim, 0o755)],
-        )
+        .create_with_script(json!({"name": "victim", "secrets": {"VICTIM_TOKEN": SECRET}, "env": {"PLAIN": "visible"}}), victim)
         .await;
     // Bob's job looks everywhere it can think of, and tries to write into alice's output.
     let thief = format!(
@@ -360,17 +349,17 @@ async fn runs_over_their_limits_fail_with_the_reason_beside_a_good_run() {
             continue;
         }
         admin
-            .create_with_code(
+            .create_with_script(
                 json!({"name": name, "command": cmd, "limits": limits}),
-                &[("run.sh", "true", 0o755)],
+                "true",
             )
             .await;
         started.push((*name, admin.start_run(name).await));
     }
     admin
-        .create_with_code(
+        .create_with_script(
             json!({"name": "good", "command": "mkdir -p output && echo fine > output/ok.txt"}),
-            &[("run.sh", "true", 0o755)],
+            "true",
         )
         .await;
     let good = admin.start_run("good").await;
@@ -440,14 +429,8 @@ fn command_time(run: &Value) -> Duration {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn secrets_shaped_to_stall_the_masker_cost_no_more_than_output_without_secrets() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("telejob.toml");
     // A short lease: a stalled renewal would show within the run.
-    std::fs::write(&cfg, "lease_seconds = 2\n").expect("config");
-    let srv = serve(
-        &dir.path().join("data"),
-        &["--config", cfg.to_str().expect("utf-8")],
-    );
+    let (_dir, srv) = configured("lease_seconds = 2\n");
     let api = srv.admin();
     // Three secrets of 64 KiB sharing a 65,535-byte prefix, and ~10 MB of output (under the log cap) repeating the
     // prefix with a wrong last byte: a naive masker compares ~64 KiB per secret per byte.

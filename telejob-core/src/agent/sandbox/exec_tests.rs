@@ -19,6 +19,16 @@ impl Fixture {
         }
     }
 
+    /// Runs `command` under 30 s with the host's default containment.
+    async fn run(&self, command: &str) -> ExecOutcome {
+        execute(
+            self.spec(command, Duration::from_secs(30)),
+            &opts(CgroupMode::Auto),
+        )
+        .await
+        .expect("runs")
+    }
+
     fn spec(&self, command: &str, timeout: Duration) -> ExecSpec {
         let run_id = crate::run::RunId::new().to_string();
         let env = job_environment(
@@ -208,12 +218,7 @@ async fn output_floods_are_drained_and_capped_visibly() {
 #[tokio::test]
 async fn the_job_sees_only_the_allowlisted_environment() {
     let f = Fixture::new();
-    let out = execute(
-        f.spec("env", Duration::from_secs(30)),
-        &opts(CgroupMode::Auto),
-    )
-    .await
-    .expect("runs");
+    let out = f.run("env").await;
     assert_eq!(out.exit, ExitKind::Exited(0));
     let log = f.log();
     let keys: Vec<&str> = log
@@ -252,15 +257,7 @@ async fn the_job_sees_only_the_allowlisted_environment() {
 async fn many_runs_leave_no_zombies() {
     for _ in 0..30 {
         let f = Fixture::new();
-        let out = execute(
-            f.spec(
-                "(sleep 0.01 &) ; sleep 0.01 & true",
-                Duration::from_secs(30),
-            ),
-            &opts(CgroupMode::Auto),
-        )
-        .await
-        .expect("runs");
+        let out = f.run("(sleep 0.01 &) ; sleep 0.01 & true").await;
         assert_eq!(out.exit, ExitKind::Exited(0));
     }
     let me = std::process::id().to_string();
@@ -294,12 +291,7 @@ async fn many_runs_leave_no_zombies() {
 #[tokio::test]
 async fn a_missing_command_is_the_jobs_failure() {
     let f = Fixture::new();
-    let out = execute(
-        f.spec("./no-such-script.sh", Duration::from_secs(30)),
-        &opts(CgroupMode::Auto),
-    )
-    .await
-    .expect("runs");
+    let out = f.run("./no-such-script.sh").await;
     assert_eq!(out.exit, ExitKind::Exited(127));
     assert!(
         f.log().contains("no-such-script.sh"),

@@ -239,18 +239,7 @@ impl ChildState {
                 return self.machine(m, kill_fd);
             }
             close_all_but(&[self.lifeline_r, self.report_w.as_raw_fd(), kill_fd]);
-            let flags = p.namespaces.flags();
-            if flags != 0 && libc::unshare(flags) != 0 {
-                self.fail("creating the run's namespaces (unshare)");
-            }
-            let mut sp = [0 as RawFd; 2];
-            if libc::pipe2(sp.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
-                self.fail("creating the status pipe");
-            }
-            let init = libc::fork();
-            if init < 0 {
-                self.fail("forking the run's init");
-            }
+            let (init, sp) = self.fork_init(p.namespaces.flags());
             if init == 0 {
                 libc::close(sp[0]);
                 return self.init(sp[1]);
@@ -263,6 +252,27 @@ impl ChildState {
     /// S for a machine: the root file system (the image id-mapped onto the run's UID block,
     /// the overlay, the work directory), then the run's namespaces, then the init. Returns
     /// only in the init's process, to exec the init program.
+    /// S: enters the new namespaces `flags` (none when 0), makes the status pipe and forks
+    /// the run's init: what the fork answered (0 in the init) and the pipe (read, write end).
+    /// Any error fails the run's setup.
+    unsafe fn fork_init(&self, flags: libc::c_int) -> (libc::pid_t, [RawFd; 2]) {
+        // SAFETY: unshare(2), pipe2(2) into a stack array and fork(2), async-signal-safe.
+        unsafe {
+            if flags != 0 && libc::unshare(flags) != 0 {
+                self.fail("creating the run's namespaces (unshare)");
+            }
+            let mut sp = [0 as RawFd; 2];
+            if libc::pipe2(sp.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+                self.fail("creating the status pipe");
+            }
+            let init = libc::fork();
+            if init < 0 {
+                self.fail("forking the run's init");
+            }
+            (init, sp)
+        }
+    }
+
     unsafe fn machine(&self, m: &MachinePlan, kill_fd: RawFd) -> io::Result<()> {
         let none = std::ptr::null::<libc::c_char>();
         // SAFETY: as in `supervisor`.
@@ -372,17 +382,7 @@ impl ChildState {
                 | net
                 | libc::CLONE_NEWUTS
                 | libc::CLONE_NEWCGROUP;
-            if libc::unshare(flags) != 0 {
-                self.fail("creating the run's namespaces (unshare)");
-            }
-            let mut sp = [0 as RawFd; 2];
-            if libc::pipe2(sp.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
-                self.fail("creating the status pipe");
-            }
-            let init = libc::fork();
-            if init < 0 {
-                self.fail("forking the run's init");
-            }
+            let (init, sp) = self.fork_init(flags);
             if init == 0 {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
                 libc::close(sp[0]);

@@ -223,16 +223,21 @@ fn scheduled(job: &str, slot: &str, attempt: u32) -> RunRow {
     r
 }
 
+/// Stores user `ann` and her job `name` (cursor 2014-03-08T00:00:00Z).
+async fn with_job(db: &Db, name: &str) {
+    db.ensure_user("ann", false).await.expect("user");
+    let t0 = parse_ts("t", "2014-03-08T00:00:00Z").expect("time");
+    assert!(
+        db.insert_job(&JobSpec::new(name), "ann", t0)
+            .await
+            .expect("job")
+    );
+}
+
 #[tokio::test]
 async fn a_slots_first_row_and_the_cursor_move_together() {
     for (db, _keep) in databases().await {
-        db.ensure_user("ann", false).await.expect("user");
-        let t0 = parse_ts("t", "2014-03-08T00:00:00Z").expect("time");
-        assert!(
-            db.insert_job(&JobSpec::new("j"), "ann", t0)
-                .await
-                .expect("job")
-        );
+        with_job(&db, "j").await;
         let cursor = || async { db.job_fresh("j").await.expect("read").expect("job").cursor };
         let first = scheduled("j", "2014-03-08T06:00:00Z", 0);
         assert!(db.insert_run(&first).await.expect("insert"));
@@ -270,13 +275,7 @@ async fn a_slots_first_row_and_the_cursor_move_together() {
 #[tokio::test]
 async fn the_lease_passes_on_expiry_and_fences_a_stale_leaders_writes() {
     for (db, _keep) in databases().await {
-        db.ensure_user("ann", false).await.expect("user");
-        let t0 = parse_ts("t", "2014-03-08T00:00:00Z").expect("time");
-        assert!(
-            db.insert_job(&JobSpec::new("j"), "ann", t0)
-                .await
-                .expect("job")
-        );
+        with_job(&db, "j").await;
         let a = db
             .acquire_lease("a", 60_000, None)
             .await
@@ -317,7 +316,7 @@ async fn the_lease_passes_on_expiry_and_fences_a_stale_leaders_writes() {
         assert!(db.run(stale.run.id.as_str()).await.expect("read").is_none());
         let name = JobName::new("j").expect("name");
         leader_a
-            .set_cursor(&name, t0 + chrono::Duration::days(9))
+            .set_cursor(&name, stale.run.scheduled_for + chrono::Duration::days(9))
             .await
             .expect_err("fenced");
         leader_a.set_expired(&name).await.expect_err("fenced");
