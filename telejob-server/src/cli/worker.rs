@@ -20,6 +20,35 @@ pub struct WorkerArgs {
     cmd: WorkerCmd,
 }
 
+// `telejob worker launch`'s options (a plain comment: clap would take a doc comment for the
+// verb's help, which is the variant's).
+#[derive(Debug, Args)]
+struct LaunchArgs {
+    /// Its name (default: made up).
+    #[arg(long)]
+    name: Option<String>,
+    /// Your OpenSSH public key file (such as ~/.ssh/id_ed25519.pub).
+    #[arg(long, value_name = "FILE")]
+    ssh_key: PathBuf,
+    /// How long it lives (such as 4h, 90m).
+    #[arg(long, default_value = "4h")]
+    lifetime: String,
+    /// An allowed instance type (default: the server's default).
+    #[arg(long)]
+    instance_type: Option<String>,
+    /// A webhook for "ends in 1 hour" and "ended" (default: your profile's).
+    #[arg(long)]
+    webhook: Option<String>,
+    /// An email address for them (repeatable).
+    #[arg(long)]
+    email: Vec<String>,
+    /// Print the worker as launched, without waiting for its address.
+    #[arg(long)]
+    no_wait: bool,
+    #[command(flatten)]
+    remote: Remote,
+}
+
 /// Where the workers are: a server, or EC2 directly. The options of every verb but `shell`
 /// (a local worker, which needs neither).
 #[derive(Debug, Clone, Args)]
@@ -39,31 +68,7 @@ pub struct Remote {
 enum WorkerCmd {
     /// Launch a worker: a fresh machine like a run's with your SSH key, ended at its lifetime.
     /// Prints its address and a ready ssh command line once it runs.
-    Launch {
-        /// Its name (default: made up).
-        #[arg(long)]
-        name: Option<String>,
-        /// Your OpenSSH public key file (such as ~/.ssh/id_ed25519.pub).
-        #[arg(long, value_name = "FILE")]
-        ssh_key: PathBuf,
-        /// How long it lives (such as 4h, 90m).
-        #[arg(long, default_value = "4h")]
-        lifetime: String,
-        /// An allowed instance type (default: the server's default).
-        #[arg(long)]
-        instance_type: Option<String>,
-        /// A webhook for "ends in 1 hour" and "ended" (default: your profile's).
-        #[arg(long)]
-        webhook: Option<String>,
-        /// An email address for them (repeatable).
-        #[arg(long)]
-        email: Vec<String>,
-        /// Print the worker as launched, without waiting for its address.
-        #[arg(long)]
-        no_wait: bool,
-        #[command(flatten)]
-        remote: Remote,
-    },
+    Launch(LaunchArgs),
     /// Your workers.
     List {
         #[command(flatten)]
@@ -154,7 +159,7 @@ fn list(all: &[Value], format: Format) {
 pub async fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
     let remote = match &a.cmd {
         WorkerCmd::Shell(_) => None,
-        WorkerCmd::Launch { remote, .. }
+        WorkerCmd::Launch(LaunchArgs { remote, .. })
         | WorkerCmd::List { remote, .. }
         | WorkerCmd::Show { remote, .. }
         | WorkerCmd::Extend { remote, .. }
@@ -178,7 +183,7 @@ pub async fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
 async fn through_server(remote: Remote, cmd: WorkerCmd) -> anyhow::Result<ExitCode> {
     let c = Client::new(&remote.server)?;
     match cmd {
-        WorkerCmd::Launch {
+        WorkerCmd::Launch(LaunchArgs {
             name,
             ssh_key,
             lifetime,
@@ -187,7 +192,7 @@ async fn through_server(remote: Remote, cmd: WorkerCmd) -> anyhow::Result<ExitCo
             email,
             no_wait,
             ..
-        } => {
+        }) => {
             let key = read_key(&ssh_key)?;
             let mut body = json!({"ssh_key": key, "lifetime": lifetime});
             if let Some(n) = name {
@@ -283,14 +288,14 @@ async fn direct(remote: Remote, cmd: WorkerCmd) -> anyhow::Result<ExitCode> {
         w.ok_or_else(|| bad(format!("no live worker is named {name:?}")))
     };
     match cmd {
-        WorkerCmd::Launch {
+        WorkerCmd::Launch(LaunchArgs {
             name,
             ssh_key,
             lifetime,
             instance_type,
             no_wait,
             ..
-        } => {
+        }) => {
             let key = SshPublicKey::parse(&read_key(&ssh_key)?)?;
             let life = worker::parse_lifetime("lifetime", &lifetime)?;
             worker::check_lifetime("lifetime", life, policy.max_lifetime)?;

@@ -330,6 +330,9 @@ impl Drop for Checkpointer {
     }
 }
 
+/// A query with its parameters bound.
+pub(super) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
 /// A path as sqlx's SQLite URL parser reads it back (it percent-decodes).
 fn sqlite_url(path: &Path) -> String {
     let mut out = String::from("sqlite://");
@@ -473,6 +476,15 @@ impl Db {
             Backend::Sqlite => Some(self.bulk_writes.lock().await),
             Backend::Postgres => None,
         }
+    }
+
+    /// Runs `q`, a write of job `job`'s row, and drops the row from the read cache (whether
+    /// the write took or not: the cache is never ahead of the database).
+    pub(super) async fn write_job_row(&self, job: &str, q: AnyQuery<'_>) -> Result<()> {
+        let r = q.execute(&self.pool).await;
+        self.cache.forget(job);
+        r.map_err(db_err)?;
+        Ok(())
     }
 
     /// Closes the connections.

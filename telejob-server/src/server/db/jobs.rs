@@ -79,32 +79,24 @@ impl Db {
 
     /// Replaces a job's spec and moves its cursor.
     pub async fn update_job_spec(&self, spec: &JobSpec, cursor: DateTime<Utc>) -> Result<()> {
-        let r = sqlx::query(
+        let q = sqlx::query(
             "UPDATE jobs SET spec = $1, cursor = $2, expired = 0, updated_at = $3 WHERE name = $4",
         )
         .bind(serde_json::to_string(spec).unwrap_or_default())
         .bind(ts(cursor))
         .bind(ts(Utc::now()))
-        .bind(&spec.name)
-        .execute(&self.pool)
-        .await;
-        self.cache.forget(&spec.name);
-        r.map_err(db_err)?;
-        Ok(())
+        .bind(&spec.name);
+        self.write_job_row(&spec.name, q).await
     }
 
     /// Sets the paused flag; resuming moves the cursor up to `now`, so that slots that passed
     /// while paused are not made up.
     pub async fn set_paused(&self, job: &str, paused: bool, now: DateTime<Utc>) -> Result<()> {
-        let r = sqlx::query("UPDATE jobs SET paused = $1, updated_at = $2, cursor = CASE WHEN $1 = 0 AND cursor < $2 THEN $2 ELSE cursor END WHERE name = $3")
+        let q = sqlx::query("UPDATE jobs SET paused = $1, updated_at = $2, cursor = CASE WHEN $1 = 0 AND cursor < $2 THEN $2 ELSE cursor END WHERE name = $3")
             .bind(i64::from(paused))
             .bind(ts(now))
-            .bind(job)
-            .execute(&self.pool)
-            .await;
-        self.cache.forget(job);
-        r.map_err(db_err)?;
-        Ok(())
+            .bind(job);
+        self.write_job_row(job, q).await
     }
 
     /// A job (from the read cache when it holds it).
@@ -143,16 +135,12 @@ impl Db {
     /// Marks a job as being deleted: from now on its runs publish nothing more
     /// ([`Db::may_publish`]).
     pub async fn mark_deleting(&self, name: &str) -> Result<()> {
-        let r = sqlx::query(
+        let q = sqlx::query(
             "UPDATE jobs SET deleting_since = $1 WHERE name = $2 AND deleting_since IS NULL",
         )
         .bind(ts(Utc::now()))
-        .bind(name)
-        .execute(&self.pool)
-        .await;
-        self.cache.forget(name);
-        r.map_err(db_err)?;
-        Ok(())
+        .bind(name);
+        self.write_job_row(name, q).await
     }
 
     /// Whether run `run` of job `job` may still write published output: the run is recorded

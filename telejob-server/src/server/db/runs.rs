@@ -8,7 +8,7 @@ use telejob_core::job::JobName;
 use telejob_core::run::{Run, RunState};
 use telejob_core::scheduler::persist::{JobState, RunRow, SchedulerStore, Trigger};
 
-use super::conn::{Db, Exec, Fetch, db_err, decode_err, ts};
+use super::conn::{AnyQuery, Db, Exec, Fetch, db_err, decode_err, ts};
 
 /// Why a run counts as late: when it was marked, the job's usual (p95) command duration and the
 /// threshold it passed, in milliseconds.
@@ -420,8 +420,6 @@ impl SchedulerStore for Db {
     }
 }
 
-type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
-
 /// Binds `row`'s ten columns in the order of the runs insert: id, job, slot_key, trigger,
 /// attempt, scheduled_for, state, record, created_at, epoch.
 fn bind_row<'q>(q: AnyQuery<'q>, row: &'q RunRow, created: String, epoch: i64) -> AnyQuery<'q> {
@@ -600,14 +598,10 @@ impl Db {
 
     /// Moves a job's cursor up to `slot` unless it is past it already.
     async fn set_cursor_if_behind(&self, job: &str, slot: DateTime<Utc>) -> Result<()> {
-        let r = sqlx::query("UPDATE jobs SET cursor = $1 WHERE name = $2 AND cursor < $1")
+        let q = sqlx::query("UPDATE jobs SET cursor = $1 WHERE name = $2 AND cursor < $1")
             .bind(ts(slot))
-            .bind(job)
-            .execute(&self.pool)
-            .await;
-        self.cache.forget(job);
-        r.map_err(db_err)?;
-        Ok(())
+            .bind(job);
+        self.write_job_row(job, q).await
     }
 
     /// A scheduler's update of a job row (`sql` binds `value` if any, then the job's name),
