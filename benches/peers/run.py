@@ -71,6 +71,24 @@ def wait_port(port, proc, what):
     sys.exit(f"{what} did not listen")
 
 
+def wait_healthy(port, proc, what):
+    """Waits until `proc` answers GET /healthz on `port`: telejob serve binds its port before
+    it opens the database and writes admin.token, so an open port is not yet a server."""
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"{what} exited early")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    sys.exit(f"{what} did not answer /healthz")
+
+
 # ---------------------------------------------------------------- inputs
 
 
@@ -310,7 +328,7 @@ def server(bins, work, tiny):
                             f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            env=dict(os.environ, TELEJOB_MAX_CONCURRENT="1"))
     try:
-        wait_port(port, srv, "telejob serve")
+        wait_healthy(port, srv, "telejob serve")
         token = (data / "admin.token").read_text().strip()
         n = 200 if tiny else 10_000
         conn = http.client.HTTPConnection("127.0.0.1", port)
