@@ -15,6 +15,13 @@ use crate::job::JobName;
 use crate::policy::OverlapPolicy;
 use crate::run::{Run, RunId, RunRequest, RunState};
 
+/// Jobs of a burst planned and recorded together: a batch of about this many rows is a few
+/// store transactions, and the first is written after this many jobs are planned, not all.
+const FIRE_GROUP: usize = 1000;
+
+/// Groups of a burst in flight at once (planning, writing, launching).
+const FIRE_GROUPS_AT_ONCE: usize = 4;
+
 /// A job's fire, planned: its due slots, and the cursor and next fire after them.
 #[derive(Debug)]
 pub(super) struct FirePlan {
@@ -23,6 +30,15 @@ pub(super) struct FirePlan {
     actions: Vec<SlotAction>,
     cursor: DateTime<Utc>,
     next: Option<DateTime<Utc>>,
+}
+
+/// A group of a burst, recorded: its plans, its rows with what follows each (by plan), and
+/// the store's answer per row.
+struct Group {
+    plans: Vec<FirePlan>,
+    batch: Vec<RunRow>,
+    thens: Vec<(usize, Then)>,
+    answers: Vec<Result<bool>>,
 }
 
 /// A row to record, and what follows once it is stored.
@@ -130,9 +146,29 @@ impl Scheduler {
         }
     }
 
-    /// Fires every `(job, generation)` due at `now`: plans each job's due slots, records all
-    /// their rows in one batch, launches the runs recorded, then moves and re-arms each job.
+    /// Fires every `(job, generation)` due at `now`: plans each job's due slots and records
+    /// their rows in batches of [`FIRE_GROUP`] jobs, up to [`FIRE_GROUPS_AT_ONCE`] at once (a
+    /// batch is planned while the one before it is written; PostgreSQL writes several at
+    /// once), then launches the runs recorded and moves and re-arms each job. Nothing launches
+    /// before the whole burst is stored: the launches' own writes would delay its last rows.
     pub(super) async fn fire_all(&self, fires: Vec<(JobName, u64)>, now: DateTime<Utc>) {
+        let mut fires = fires.into_iter();
+        let groups = std::iter::from_fn(|| {
+            let group: Vec<_> = fires.by_ref().take(FIRE_GROUP).collect();
+            (!group.is_empty()).then_some(group)
+        });
+        let recorded: Vec<_> = futures::stream::iter(groups)
+            .map(|group| self.record_group(group, now))
+            .buffered(FIRE_GROUPS_AT_ONCE)
+            .collect()
+            .await;
+        for group in recorded {
+            self.launch_group(group).await;
+        }
+    }
+
+    /// Plans a group of jobs due at `now` and records their rows in one batch.
+    async fn record_group(&self, fires: Vec<(JobName, u64)>, now: DateTime<Utc>) -> Group {
         let mut plans = Vec::with_capacity(fires.len());
         let mut rows: Vec<(usize, Recorded)> = Vec::new();
         for (job, generation) in fires {
@@ -152,6 +188,24 @@ impl Scheduler {
         } else {
             self.inner.parts.store.insert_runs(&batch).await
         };
+        Group {
+            plans,
+            batch,
+            thens,
+            answers,
+        }
+    }
+
+    /// What follows a group's batch: each row stored is launched (or its missed event told),
+    /// a row the batch did not store for another reason than a lost lease is tried alone;
+    /// then each job moves on.
+    async fn launch_group(&self, group: Group) {
+        let Group {
+            plans,
+            batch,
+            thens,
+            answers,
+        } = group;
         for ((row, (p, then)), answer) in batch.into_iter().zip(thens).zip(answers) {
             let job = plans[p].entry.job.name().clone();
             let answer = match answer {
