@@ -6,6 +6,7 @@ use bytes::Bytes;
 use telejob_aws::testing::Moto;
 use telejob_aws::{S3Store, S3StoreBuilder};
 use telejob_core::store::{PutOptions, Store};
+use telejob_core::testing::FailingReader;
 
 async fn store(moto: &Moto, url: &str) -> S3Store {
     S3StoreBuilder::from_url(url)
@@ -61,27 +62,6 @@ async fn large_objects_go_up_in_parts_and_come_back_whole() {
     assert!(etag.trim().trim_matches('"').ends_with("-3"), "{etag}");
 }
 
-/// A reader that fails after `ok` bytes.
-struct Failing {
-    left: usize,
-}
-
-impl tokio::io::AsyncRead for Failing {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        if self.left == 0 {
-            return std::task::Poll::Ready(Err(std::io::Error::other("disk on fire")));
-        }
-        let n = self.left.min(buf.remaining());
-        buf.put_slice(&vec![7u8; n]);
-        self.left -= n;
-        std::task::Poll::Ready(Ok(()))
-    }
-}
-
 #[tokio::test]
 async fn a_failed_multipart_upload_is_aborted_and_leaves_nothing() {
     let Some(moto) = Moto::start() else { return };
@@ -90,7 +70,7 @@ async fn a_failed_multipart_upload_is_aborted_and_leaves_nothing() {
     let err = s
         .put_stream(
             "half.bin",
-            Box::new(Failing { left: 11 << 20 }),
+            Box::new(FailingReader::new(vec![7u8; 11 << 20], "disk on fire")),
             PutOptions::default(),
         )
         .await

@@ -141,9 +141,21 @@ pub async fn store_streaming_put(store: &dyn Store, base: &str) {
     }
 }
 
-/// A reader that yields `good` bytes, then fails.
-struct FailingReader {
+/// A reader that yields `good` bytes, then fails with `why` (a broken upload, a disk on fire).
+#[derive(Debug)]
+pub struct FailingReader {
     good: std::io::Cursor<Vec<u8>>,
+    why: &'static str,
+}
+
+impl FailingReader {
+    /// A reader of `good`, then the error `why`.
+    pub fn new(good: Vec<u8>, why: &'static str) -> Self {
+        Self {
+            good: std::io::Cursor::new(good),
+            why,
+        }
+    }
 }
 
 impl tokio::io::AsyncRead for FailingReader {
@@ -155,7 +167,7 @@ impl tokio::io::AsyncRead for FailingReader {
         if self.good.position() < self.good.get_ref().len() as u64 {
             return std::pin::Pin::new(&mut self.good).poll_read(cx, buf);
         }
-        std::task::Poll::Ready(Err(std::io::Error::other("the upload broke off")))
+        std::task::Poll::Ready(Err(std::io::Error::other(self.why)))
     }
 }
 
@@ -167,9 +179,7 @@ pub async fn store_atomic_put(store: &dyn Store, base: &str) {
         .await
         .expect("put");
     for (key, size) in [(&old_key, 100usize), (&new_key, 100), (&new_key, 9 << 20)] {
-        let reader = FailingReader {
-            good: std::io::Cursor::new(vec![7u8; size]),
-        };
+        let reader = FailingReader::new(vec![7u8; size], "the upload broke off");
         assert!(
             store
                 .put_stream(key, Box::new(reader), PutOptions::default())
