@@ -19,7 +19,8 @@ use crate::run::{Run, RunId, RunRequest, RunState};
 /// store transactions, and the first is written after this many jobs are planned, not all.
 const FIRE_GROUP: usize = 1000;
 
-/// Groups of a burst in flight at once (planning, writing, launching).
+/// Groups of a burst in flight at once (being planned or written); they launch in order once
+/// all are stored.
 const FIRE_GROUPS_AT_ONCE: usize = 4;
 
 /// A job's fire, planned: its due slots, and the cursor and next fire after them.
@@ -89,7 +90,7 @@ impl Scheduler {
             // Timers of different jobs are handled concurrently; one job's in order. By name,
             // so that a burst's rows reach the store in the order of its (job, slot) index:
             // a B-tree insert in key order touches each page once, in random order every page
-            // again (BENCHMARKS.md, the fleet: 100,000 jobs at noon, 2.5 times faster on SQLite).
+            // again.
             let mut by_job: BTreeMap<JobName, Vec<Timer>> = BTreeMap::new();
             for timer in due {
                 let job = match &timer {
