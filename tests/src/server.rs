@@ -335,19 +335,6 @@ impl Api {
             .await
     }
 
-    /// Backfills `job` from `from` to `to` (dates): the ids of the runs it started.
-    ///
-    /// # Panics
-    ///
-    /// When it is refused.
-    pub async fn backfilled(&self, job: &str, from: &str, to: &str) -> Vec<String> {
-        let (s, v) = self
-            .backfill(job, &serde_json::json!({"from": from, "to": to}))
-            .await;
-        assert_eq!(s, 202, "{v}");
-        crate::slot_run_ids(&v)
-    }
-
     /// Starts a run of `job` now; its id.
     pub async fn start_run(&self, job: &str) -> String {
         let (s, v) = self
