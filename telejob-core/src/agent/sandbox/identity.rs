@@ -37,6 +37,26 @@ impl Default for UidRange {
     }
 }
 
+/// The error of a UID range setting: `setting` named, with the text and `why`.
+pub(super) fn range_error(setting: &str, s: &str, why: &str) -> Error {
+    Error::config(setting, format!("{s:?}: {why}"))
+}
+
+/// Splits a UID range `FIRST-LAST` (inclusive) into its numbers; `example` shows the form.
+pub(super) fn uid_span(setting: &str, s: &str, example: &str) -> Result<(u64, u64)> {
+    let bad = |why: String| range_error(setting, s, &why);
+    let (a, b) = s
+        .trim()
+        .split_once('-')
+        .ok_or_else(|| bad(format!("write the range as FIRST-LAST, e.g. {example}")))?;
+    let number = |t: &str, which: &str| {
+        t.trim()
+            .parse::<u64>()
+            .map_err(|_| bad(format!("{which} is not a number")))
+    };
+    Ok((number(a, "FIRST")?, number(b, "LAST")?))
+}
+
 impl UidRange {
     /// The default range's first UID.
     pub const DEFAULT_FIRST: u32 = 0x7000_0000;
@@ -50,13 +70,8 @@ impl UidRange {
     /// [`Error::Config`] naming `setting` when the text is not such a range, is empty, or starts
     /// below 1000 (system accounts).
     pub fn parse(setting: &str, s: &str) -> Result<Self> {
-        let bad = |why: &str| Error::config(setting, format!("{s:?}: {why}"));
-        let (a, b) = s
-            .trim()
-            .split_once('-')
-            .ok_or_else(|| bad("write the range as FIRST-LAST, e.g. 1879048192-1879113727"))?;
-        let first: u32 = a.trim().parse().map_err(|_| bad("FIRST is not a number"))?;
-        let last: u32 = b.trim().parse().map_err(|_| bad("LAST is not a number"))?;
+        let bad = |why: &str| range_error(setting, s, why);
+        let (first, last) = uid_span(setting, s, "1879048192-1879113727")?;
         if last < first {
             return Err(bad("LAST is below FIRST"));
         }
@@ -65,6 +80,9 @@ impl UidRange {
                 "the range must start at 1000 or above, clear of system accounts",
             ));
         }
+        let (Ok(first), Ok(last)) = (u32::try_from(first), u32::try_from(last)) else {
+            return Err(bad("LAST must be below 4294967295"));
+        };
         if last == u32::MAX {
             return Err(bad("4294967295 is not a valid UID"));
         }

@@ -176,11 +176,34 @@ fn mount(src: &str, dst: &Path, fstype: &str, flags: libc::c_ulong, data: &str) 
     })
 }
 
+/// Makes the directory `dir` and mounts a new file system of type `fstype` on it (its source
+/// named like its type), failing at `step`.
+fn mount_fresh(
+    step: &'static str,
+    dir: &Path,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> Step<()> {
+    at(step, std::fs::create_dir_all(dir))?;
+    at(step, mount(fstype, dir, fstype, flags, data))
+}
+
+/// The pointers of `strings` followed by a null pointer, as execve(2) takes them.
+fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain([std::ptr::null()])
+        .collect()
+}
+
 fn bind(src: &Path, dst: &Path) -> io::Result<()> {
     mount_flags(src, dst, libc::MS_BIND)
 }
 
-/// A bind mount (`MS_BIND`, with `flags`).
+/// mount(2) of `src` on `dst` with `flags`, no type and no data: a bind (`MS_BIND` in
+/// `flags`), or a change of propagation (where `src` is ignored).
 fn mount_flags(src: &Path, dst: &Path, flags: libc::c_ulong) -> io::Result<()> {
     let (s, d) = (cstr(src)?, cstr(dst)?);
     // SAFETY: mount(2) with NUL-terminated strings that live through the call.
@@ -281,24 +304,9 @@ fn exec_job(plan: &JobPlan, job: &JobArgs, programs: &[seccompiler::BpfProgram])
     };
     // SAFETY (block): system calls on this process with arguments made before the fork.
     unsafe {
-        for s in [
-            libc::SIGTERM,
-            libc::SIGINT,
-            libc::SIGHUP,
-            libc::SIGQUIT,
-            libc::SIGPIPE,
-        ] {
-            libc::signal(s, libc::SIG_DFL);
-        }
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-        for &(res, v) in &plan.rlimits {
-            let l = libc::rlimit {
-                rlim_cur: v,
-                rlim_max: v,
-            };
-            if libc::setrlimit(res as libc::__rlimit_resource_t, &l) != 0 {
-                fail("setting the run's resource limits");
-            }
+        let limits = plan.rlimits.iter().map(|&(res, v)| (res as _, v));
+        if !super::supervise::job_process_defaults(limits) {
+            fail("setting the run's resource limits");
         }
         if libc::chdir(job.cwd.as_ptr()) != 0 {
             fail("entering the code directory");
@@ -313,18 +321,7 @@ fn exec_job(plan: &JobPlan, job: &JobArgs, programs: &[seccompiler::BpfProgram])
             report("installing the system call filter", &e);
             libc::_exit(SETUP_FAILED);
         }
-        let argv: Vec<*const libc::c_char> = job
-            .argv
-            .iter()
-            .map(|a| a.as_ptr())
-            .chain([std::ptr::null()])
-            .collect();
-        let envp: Vec<*const libc::c_char> = job
-            .env
-            .iter()
-            .map(|a| a.as_ptr())
-            .chain([std::ptr::null()])
-            .collect();
+        let (argv, envp) = (null_terminated(&job.argv), null_terminated(&job.env));
         libc::execve(argv[0], argv.as_ptr(), envp.as_ptr());
         fail("starting /bin/bash in the machine (does the image have bash?)");
     }
@@ -353,19 +350,13 @@ fn reap(job: libc::pid_t) -> i32 {
 /// Steps 1–3: the machine's mounts, its root, its name and loopback.
 fn machine(plan: &InitPlan) -> Step<()> {
     let root = &plan.root;
-    let none = std::ptr::null::<libc::c_char>();
-    // SAFETY: mount(2) changing propagation of this namespace's tree.
     at(
         "making the run's mounts private",
-        check(unsafe {
-            libc::mount(
-                none,
-                c"/".as_ptr(),
-                none,
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            )
-        }),
+        mount_flags(
+            Path::new("none"),
+            Path::new("/"),
+            libc::MS_REC | libc::MS_PRIVATE,
+        ),
     )?;
     // The root as telejob mounted it is locked in this namespace (made by the host's), and a
     // locked mount cannot become the root: a bind of it, made here, can.
@@ -385,16 +376,12 @@ fn machine(plan: &InitPlan) -> Step<()> {
         ),
     )?;
     let dev = root.join("dev");
-    at("making the machine's /dev", std::fs::create_dir_all(&dev))?;
-    at(
+    mount_fresh(
         "mounting the machine's /dev",
-        mount(
-            "tmpfs",
-            &dev,
-            "tmpfs",
-            libc::MS_NOSUID | libc::MS_NOEXEC,
-            "mode=755,size=4m",
-        ),
+        &dev,
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        "mode=755,size=4m",
     )?;
     for n in ["null", "zero", "full", "random", "urandom", "tty"] {
         let node = dev.join(n);
@@ -404,17 +391,12 @@ fn machine(plan: &InitPlan) -> Step<()> {
             bind(&Path::new("/dev").join(n), &node),
         )?;
     }
-    let pts = dev.join("pts");
-    at("making the machine's /dev/pts", std::fs::create_dir(&pts))?;
-    at(
+    mount_fresh(
         "mounting the machine's /dev/pts",
-        mount(
-            "devpts",
-            &pts,
-            "devpts",
-            libc::MS_NOSUID | libc::MS_NOEXEC,
-            "newinstance,ptmxmode=0666,mode=0620",
-        ),
+        &dev.join("pts"),
+        "devpts",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620",
     )?;
     let links = [
         ("pts/ptmx", "ptmx"),
@@ -429,17 +411,12 @@ fn machine(plan: &InitPlan) -> Step<()> {
             std::os::unix::fs::symlink(target, dev.join(name)),
         )?;
     }
-    let shm = dev.join("shm");
-    at("making the machine's /dev/shm", std::fs::create_dir(&shm))?;
-    at(
+    mount_fresh(
         "mounting the machine's /dev/shm",
-        mount(
-            "tmpfs",
-            &shm,
-            "tmpfs",
-            nosuid,
-            &format!("mode=1777,size={}", plan.shm_bytes.max(1 << 20)),
-        ),
+        &dev.join("shm"),
+        "tmpfs",
+        nosuid,
+        &format!("mode=1777,size={}", plan.shm_bytes.max(1 << 20)),
     )?;
     // /sys and the run's cgroup: best effort (a host without them still runs jobs).
     let sys = root.join("sys");

@@ -23,7 +23,7 @@
 //! Everything the children need is allocated before the fork: between fork and exec only
 //! async-signal-safe system calls are made.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
@@ -189,7 +189,79 @@ const SHIELDED: [libc::c_int; 5] = [
     libc::SIGPIPE,
 ];
 
+/// mount(2) with optional strings (`None`: a null pointer): whether it succeeded (errno says
+/// why not). Async-signal-safe, like the call it makes.
+fn try_mount(
+    source: Option<&CStr>,
+    target: &CStr,
+    fstype: Option<&CStr>,
+    flags: libc::c_ulong,
+    data: Option<&CStr>,
+) -> bool {
+    let ptr = |s: Option<&CStr>| s.map_or(std::ptr::null(), CStr::as_ptr);
+    // SAFETY: every pointer is null or a NUL-terminated string that outlives the call.
+    unsafe {
+        libc::mount(
+            ptr(source),
+            target.as_ptr(),
+            ptr(fstype),
+            flags,
+            ptr(data).cast(),
+        ) == 0
+    }
+}
+
+/// The job's process just before exec, in the host's sandbox and in a machine's init alike:
+/// the [`SHIELDED`] signals back to their defaults, death with its parent, and `rlimits` (soft
+/// and hard). Whether every limit was set (errno says why not). Async-signal-safe.
+pub(super) fn job_process_defaults(
+    rlimits: impl IntoIterator<Item = (libc::__rlimit_resource_t, u64)>,
+) -> bool {
+    // SAFETY: signal(2), prctl(2) and setrlimit(2) on this process, with values on the stack.
+    unsafe {
+        for s in SHIELDED {
+            libc::signal(s, libc::SIG_DFL);
+        }
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        for (res, v) in rlimits {
+            let l = libc::rlimit {
+                rlim_cur: v,
+                rlim_max: v,
+            };
+            if libc::setrlimit(res, &l) != 0 {
+                return false;
+            }
+        }
+    }
+    true
+}
+
 impl ChildState {
+    /// [`try_mount`], or the setup fails at `step`.
+    fn mount(
+        &self,
+        source: Option<&CStr>,
+        target: &CStr,
+        fstype: Option<&CStr>,
+        flags: libc::c_ulong,
+        step: &str,
+    ) {
+        if !try_mount(source, target, fstype, flags, None) {
+            self.fail(step);
+        }
+    }
+
+    /// Makes every mount of this (new) mount namespace private: what is mounted here stays here.
+    fn make_mounts_private(&self) {
+        self.mount(
+            None,
+            c"/",
+            None,
+            libc::MS_REC | libc::MS_PRIVATE,
+            "making the run's mounts private",
+        );
+    }
+
     /// Reports `step` with the current errno and exits. Never returns.
     fn fail(&self, step: &str) -> ! {
         let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
@@ -274,7 +346,6 @@ impl ChildState {
     }
 
     unsafe fn machine(&self, m: &MachinePlan, kill_fd: RawFd) -> io::Result<()> {
-        let none = std::ptr::null::<libc::c_char>();
         // SAFETY: as in `supervisor`.
         unsafe {
             // A mount namespace of the host's, private: what is mounted here is the run's and
@@ -282,16 +353,7 @@ impl ChildState {
             if libc::unshare(libc::CLONE_NEWNS) != 0 {
                 self.fail("making a mount namespace for the run's machine");
             }
-            if libc::mount(
-                none,
-                c"/".as_ptr(),
-                none,
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            ) != 0
-            {
-                self.fail("making the run's mounts private");
-            }
+            self.make_mounts_private();
             {
                 let image = &m.image;
                 let tree = libc::syscall(
@@ -334,27 +396,23 @@ impl ChildState {
                 }
                 libc::close(tree);
             }
-            if libc::mount(
-                c"overlay".as_ptr(),
-                c"root".as_ptr(),
-                c"overlay".as_ptr(),
+            if !try_mount(
+                Some(c"overlay"),
+                c"root",
+                Some(c"overlay"),
                 libc::MS_NODEV,
-                m.overlay.as_ptr().cast(),
-            ) != 0
-            {
+                Some(&m.overlay),
+            ) {
                 self.fail("mounting the run's root file system (overlay)");
             }
             self.bind_read_only(&self.plan.read_only);
-            if libc::mount(
-                c"disk/work".as_ptr(),
-                c"root/run/telejob/work".as_ptr(),
-                none,
+            self.mount(
+                Some(c"disk/work"),
+                c"root/run/telejob/work",
+                None,
                 libc::MS_BIND | libc::MS_REC,
-                std::ptr::null(),
-            ) != 0
-            {
-                self.fail("binding the run's work directory");
-            }
+                "binding the run's work directory",
+            );
             if libc::setns(m.userns.as_raw_fd(), libc::CLONE_NEWUSER) != 0 {
                 self.fail("entering the run's user namespace");
             }
@@ -432,31 +490,21 @@ impl ChildState {
     }
 
     /// Binds each `(source, target)` read-only (and without set-uid, devices or execution).
-    unsafe fn bind_read_only(&self, binds: &[(CString, CString)]) {
-        let none = std::ptr::null::<libc::c_char>();
+    fn bind_read_only(&self, binds: &[(CString, CString)]) {
         for (src, dst) in binds {
-            // SAFETY: mount(2) with NUL-terminated paths, in the run's own mount namespace.
-            let ok = unsafe {
-                libc::mount(
-                    src.as_ptr(),
-                    dst.as_ptr(),
-                    none,
-                    libc::MS_BIND,
-                    std::ptr::null(),
-                ) == 0
-                    && libc::mount(
-                        none,
-                        dst.as_ptr(),
-                        none,
-                        libc::MS_REMOUNT
-                            | libc::MS_BIND
-                            | libc::MS_RDONLY
-                            | libc::MS_NOSUID
-                            | libc::MS_NODEV
-                            | libc::MS_NOEXEC,
-                        std::ptr::null(),
-                    ) == 0
-            };
+            let ok = try_mount(Some(src), dst, None, libc::MS_BIND, None)
+                && try_mount(
+                    None,
+                    dst,
+                    None,
+                    libc::MS_REMOUNT
+                        | libc::MS_BIND
+                        | libc::MS_RDONLY
+                        | libc::MS_NOSUID
+                        | libc::MS_NODEV
+                        | libc::MS_NOEXEC,
+                    None,
+                );
             if !ok {
                 self.fail("binding the job's published data read-only");
             }
@@ -548,19 +596,9 @@ impl ChildState {
     /// I's mounts, in a mount namespace of its own (nothing propagates back to the host).
     unsafe fn mounts(&self) {
         let p = &self.plan;
-        let none = std::ptr::null::<libc::c_char>();
         // SAFETY: as in `supervisor`; every path is a NUL-terminated string made before the fork.
         unsafe {
-            if libc::mount(
-                none,
-                c"/".as_ptr(),
-                none,
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            ) != 0
-            {
-                self.fail("making the run's mounts private");
-            }
+            self.make_mounts_private();
             // The host read-only (Linux 5.12+; older kernels keep the host's own modes).
             let attr = MountAttr {
                 attr_set: MOUNT_ATTR_RDONLY,
@@ -575,52 +613,37 @@ impl ChildState {
                 size_of::<MountAttr>(),
             );
             if let Some((work, target)) = &p.work_dir {
-                if libc::mount(
-                    work.as_ptr(),
-                    target.as_ptr(),
-                    none,
+                self.mount(
+                    Some(work),
+                    target,
+                    None,
                     libc::MS_BIND | libc::MS_REC,
-                    std::ptr::null(),
-                ) != 0
-                {
-                    self.fail("binding the run's work directory");
-                }
-                if libc::mount(
-                    none,
-                    target.as_ptr(),
-                    none,
+                    "binding the run's work directory",
+                );
+                self.mount(
+                    None,
+                    target,
+                    None,
                     libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NOSUID | libc::MS_NODEV,
-                    std::ptr::null(),
-                ) != 0
-                {
-                    self.fail("making the run's work directory writable");
-                }
+                    "making the run's work directory writable",
+                );
             }
             // Before the private directories: a source may be under the host's /tmp.
             self.bind_read_only(&p.read_only);
             for (src, dst) in &p.binds {
-                if libc::mount(
-                    src.as_ptr(),
-                    dst.as_ptr(),
-                    none,
-                    libc::MS_BIND,
-                    std::ptr::null(),
-                ) != 0
+                if !try_mount(Some(src), dst, None, libc::MS_BIND, None)
                     && io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT)
                 {
                     self.fail("binding the run's temporary directories");
                 }
             }
-            if libc::mount(
-                c"proc".as_ptr(),
-                c"/proc".as_ptr(),
-                c"proc".as_ptr(),
+            self.mount(
+                Some(c"proc"),
+                c"/proc",
+                Some(c"proc"),
                 libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                std::ptr::null(),
-            ) != 0
-            {
-                self.fail("mounting the run's /proc");
-            }
+                "mounting the run's /proc",
+            );
         }
     }
 
@@ -630,18 +653,8 @@ impl ChildState {
         let p = &self.plan;
         // SAFETY: as in `supervisor`.
         unsafe {
-            for s in SHIELDED {
-                libc::signal(s, libc::SIG_DFL);
-            }
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-            for &(res, v) in &p.rlimits {
-                let l = libc::rlimit {
-                    rlim_cur: v,
-                    rlim_max: v,
-                };
-                if libc::setrlimit(res, &l) != 0 {
-                    self.fail("setting the run's resource limits");
-                }
+            if !job_process_defaults(p.rlimits.iter().copied()) {
+                self.fail("setting the run's resource limits");
             }
             if let Some((uid, gid)) = p.ids {
                 if libc::setgroups(0, std::ptr::null()) != 0 {

@@ -54,13 +54,8 @@ impl UidBlocks {
     ///
     /// [`Error::Config`] naming `setting` when the text is not such a range.
     pub fn parse(setting: &str, s: &str) -> Result<Self> {
-        let bad = |why: &str| Error::config(setting, format!("{s:?}: {why}"));
-        let (a, b) = s
-            .trim()
-            .split_once('-')
-            .ok_or_else(|| bad("write the range as FIRST-LAST, e.g. 1880096768-2147483647"))?;
-        let first: u64 = a.trim().parse().map_err(|_| bad("FIRST is not a number"))?;
-        let last: u64 = b.trim().parse().map_err(|_| bad("LAST is not a number"))?;
+        let bad = |why: &str| super::identity::range_error(setting, s, why);
+        let (first, last) = super::identity::uid_span(setting, s, "1880096768-2147483647")?;
         let size = u64::from(BLOCK_SIZE);
         if first == 0 || !first.is_multiple_of(size) {
             return Err(bad("FIRST must be a non-zero multiple of 65536"));
