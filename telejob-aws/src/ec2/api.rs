@@ -157,20 +157,31 @@ pub(crate) async fn find_tagged(
     policy: RetryPolicy,
     run: Option<&str>,
 ) -> std::result::Result<Vec<Instance>, ApiError> {
+    find_live(client, policy, super::tags::RUN, run).await
+}
+
+/// Instances in a live state carrying the tag `key` with the value `value` (or any value, for
+/// `None`), over every page of DescribeInstances.
+pub(crate) async fn find_live(
+    client: &Client,
+    policy: RetryPolicy,
+    key: &str,
+    value: Option<&str>,
+) -> std::result::Result<Vec<Instance>, ApiError> {
+    let tag_filter = match value {
+        Some(v) => Filter::builder()
+            .name(format!("tag:{key}"))
+            .values(v)
+            .build(),
+        None => Filter::builder().name("tag-key").values(key).build(),
+    };
+    let states = Filter::builder()
+        .name("instance-state-name")
+        .set_values(Some(LIVE_STATES.iter().map(|s| s.to_string()).collect()))
+        .build();
     let mut out = Vec::new();
     let mut token: Option<String> = None;
     loop {
-        let tag_filter = match run {
-            Some(r) => Filter::builder().name("tag:telejob:run").values(r).build(),
-            None => Filter::builder()
-                .name("tag-key")
-                .values("telejob:run")
-                .build(),
-        };
-        let states = Filter::builder()
-            .name("instance-state-name")
-            .set_values(Some(LIVE_STATES.iter().map(|s| s.to_string()).collect()))
-            .build();
         let page = with_retries(policy, "DescribeInstances", || {
             client
                 .describe_instances()

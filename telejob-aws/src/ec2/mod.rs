@@ -321,22 +321,13 @@ impl Ec2Compute {
             .private
             .put_json(&credentials_key, &creds)
             .await?;
-        let credentials_url = self
-            .inner
-            .private
-            .presign_get(&credentials_key, PRESIGN_FOR)
-            .await?;
         let agent_key = self.agent_key().await?;
-        let agent_url = self
-            .inner
-            .private
-            .presign_get(&agent_key, PRESIGN_FOR)
-            .await?;
-        let request_url = self
-            .inner
-            .private
-            .presign_get(&request_key, PRESIGN_FOR)
-            .await?;
+        let private = &self.inner.private;
+        let (credentials_url, agent_url, request_url) = (
+            private.presign_get(&credentials_key, PRESIGN_FOR).await?,
+            private.presign_get(&agent_key, PRESIGN_FOR).await?,
+            private.presign_get(&request_key, PRESIGN_FOR).await?,
+        );
         let dead_man =
             (deadline - Utc::now()).to_std().unwrap_or_default() + Duration::from_secs(120);
         let user_data = userdata::script(&userdata::Bootstrap {

@@ -191,6 +191,16 @@ mod tests {
         r
     }
 
+    /// The session policy of a run of `code` with `visibility`, between `s3://pub/` and
+    /// `private`, in `region`.
+    async fn policy(region: &str, private: &str, code: &str, visibility: Visibility) -> Value {
+        let (public, private) = (
+            store("s3://pub/", region).await,
+            store(private, region).await,
+        );
+        session_policy(&public, &private, &req(code, visibility))
+    }
+
     fn resources(policy: &Value, sid: &str) -> Vec<String> {
         policy["Statement"]
             .as_array()
@@ -210,15 +220,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_public_runs_policy_reaches_its_records_its_data_and_its_code_only() {
-        let (public, private) = (
-            store("s3://pub/", "us-east-1").await,
-            store("s3://priv/telejob/", "us-east-1").await,
-        );
-        let p = session_policy(
-            &public,
-            &private,
-            &req("store:slowsql/runs/r-0001/code.tar.gz", Visibility::Public),
-        );
+        let p = policy(
+            "us-east-1",
+            "s3://priv/telejob/",
+            "store:slowsql/runs/r-0001/code.tar.gz",
+            Visibility::Public,
+        )
+        .await;
         assert_eq!(
             resources(&p, "WriteTheRunsRecordsAndData"),
             [
@@ -246,15 +254,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_private_runs_data_stays_in_the_private_store_and_url_code_needs_no_read() {
-        let (public, private) = (
-            store("s3://pub/", "cn-north-1").await,
-            store("s3://priv/", "cn-north-1").await,
-        );
-        let p = session_policy(
-            &public,
-            &private,
-            &req("https://example.com/c.tgz", Visibility::Private),
-        );
+        let p = policy(
+            "cn-north-1",
+            "s3://priv/",
+            "https://example.com/c.tgz",
+            Visibility::Private,
+        )
+        .await;
         assert_eq!(
             resources(&p, "WriteTheRunsRecordsAndData"),
             [

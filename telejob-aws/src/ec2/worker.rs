@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use aws_sdk_ec2::Client;
-use aws_sdk_ec2::types::{Filter, Instance, Tag};
+use aws_sdk_ec2::types::{Instance, Tag};
 use chrono::{DateTime, SecondsFormat, Utc};
 use telejob_core::worker::{
     LOGIN_USER, MachineTypes, SshPublicKey, WorkerBackend, WorkerInstance, WorkerLaunch,
@@ -118,44 +118,10 @@ impl Ec2Workers {
     }
 
     async fn find(&self, name: Option<&str>) -> Result<Vec<WorkerInstance>> {
-        let tag = match name {
-            Some(n) => Filter::builder()
-                .name(format!("tag:{}", tags::WORKER))
-                .values(n)
-                .build(),
-            None => Filter::builder()
-                .name("tag-key")
-                .values(tags::WORKER)
-                .build(),
-        };
-        let states = Filter::builder()
-            .name("instance-state-name")
-            .set_values(Some(
-                api::LIVE_STATES.iter().map(|s| s.to_string()).collect(),
-            ))
-            .build();
-        let client = &self.client;
-        let mut out = Vec::new();
-        let mut next: Option<String> = None;
-        loop {
-            let page = api::with_retries(self.retry, "DescribeInstances", || {
-                client
-                    .describe_instances()
-                    .filters(tag.clone())
-                    .filters(states.clone())
-                    .set_next_token(next.clone())
-                    .send()
-            })
+        let found = api::find_live(&self.client, self.retry, tags::WORKER, name)
             .await
             .map_err(|e| e.into_error("list workers"))?;
-            for r in page.reservations() {
-                out.extend(r.instances().iter().filter_map(worker_of));
-            }
-            next = page.next_token().map(str::to_string);
-            if next.is_none() {
-                return Ok(out);
-            }
-        }
+        Ok(found.iter().filter_map(worker_of).collect())
     }
 
     /// The machine types workers may ask for (those of the runs).
