@@ -246,13 +246,12 @@ fn dst_warnings(job: &ValidJob, now: DateTime<Utc>, out: &mut Vec<Warning>) {
             _ => {}
         }
     }
+    let (time, zone) = (spec.time_of_day, tz.name());
     if let Some(d) = gap {
         out.push(Warning::new(
             "schedule.time_of_day",
             format!(
-                "{} does not exist in {} on {d} (the clocks go forward): that day the job runs an hour later by the clock; choose a time outside 01:00–03:00 to avoid it",
-                spec.time_of_day,
-                tz.name()
+                "{time} does not exist in {zone} on {d} (the clocks go forward): that day the job runs an hour later by the clock; choose a time outside 01:00–03:00 to avoid it"
             ),
         ));
     }
@@ -260,9 +259,7 @@ fn dst_warnings(job: &ValidJob, now: DateTime<Utc>, out: &mut Vec<Warning>) {
         out.push(Warning::new(
             "schedule.time_of_day",
             format!(
-                "{} happens twice in {} on {d} (the clocks go back): the job runs once, at the first",
-                spec.time_of_day,
-                tz.name()
+                "{time} happens twice in {zone} on {d} (the clocks go back): the job runs once, at the first"
             ),
         ));
     }

@@ -328,16 +328,22 @@ struct Unpacker<'a> {
     buf: Vec<u8>,
 }
 
+/// The target a link entry names (empty when it names none).
+fn link_target<R: Read>(entry: &tar::Entry<'_, R>) -> Vec<u8> {
+    entry
+        .link_name_bytes()
+        .map(|b| b.into_owned())
+        .unwrap_or_default()
+}
+
 impl Unpacker<'_> {
     fn add_bytes(&mut self, name: &str, n: u64) -> Result<()> {
         self.summary.bytes += n;
-        if self.summary.bytes > self.limits.max_total_bytes {
+        let max = self.limits.max_total_bytes;
+        if self.summary.bytes > max {
             return Err(Error::unsafe_entry(
                 name,
-                format!(
-                    "the archive unpacks to more than {} bytes (max_total_bytes)",
-                    self.limits.max_total_bytes
-                ),
+                format!("the archive unpacks to more than {max} bytes (max_total_bytes)"),
             ));
         }
         Ok(())
@@ -346,13 +352,11 @@ impl Unpacker<'_> {
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
         let name = entry_name(entry);
         self.summary.entries += 1;
-        if self.summary.entries > self.limits.max_entries {
+        let max = self.limits.max_entries;
+        if self.summary.entries > max {
             return Err(Error::unsafe_entry(
                 name,
-                format!(
-                    "the archive has more than {} entries (max_entries)",
-                    self.limits.max_entries
-                ),
+                format!("the archive has more than {max} entries (max_entries)"),
             ));
         }
         let kind = entry.header().entry_type();
@@ -393,20 +397,8 @@ impl Unpacker<'_> {
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 self.make_file(&name, &rel, mode, entry)
             }
-            EntryType::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|b| b.into_owned())
-                    .unwrap_or_default();
-                self.make_symlink(&name, &rel, &target)
-            }
-            EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|b| b.into_owned())
-                    .unwrap_or_default();
-                self.make_hardlink(&name, &rel, &target)
-            }
+            EntryType::Symlink => self.make_symlink(&name, &rel, &link_target(entry)),
+            EntryType::Link => self.make_hardlink(&name, &rel, &link_target(entry)),
             EntryType::Char | EntryType::Block => Err(Error::unsafe_entry(
                 name,
                 "device nodes are not allowed in code archives",
@@ -548,6 +540,15 @@ impl Unpacker<'_> {
         Ok(())
     }
 
+    /// The path of `rel`, with its parents made and the way cleared for a link there (see
+    /// [`Self::make_parents`] and [`Self::clear_slot`]).
+    fn free_slot(&mut self, name: &str, rel: &Path) -> Result<PathBuf> {
+        self.make_parents(name, rel)?;
+        let path = self.root.join(rel);
+        self.clear_slot(name, &path)?;
+        Ok(path)
+    }
+
     /// Clears the way for a non-directory at `path`: an existing file or symlink is unlinked
     /// (never followed); a directory there is an error.
     fn clear_slot(&self, name: &str, path: &Path) -> Result<()> {
@@ -665,9 +666,7 @@ impl Unpacker<'_> {
                 ));
             }
         }
-        self.make_parents(name, rel)?;
-        let path = self.root.join(rel);
-        self.clear_slot(name, &path)?;
+        let path = self.free_slot(name, rel)?;
         std::os::unix::fs::symlink(OsStr::from_bytes(target), &path)
             .map_err(|e| Error::io(&path, e))?;
         self.symlinks.push((rel.to_path_buf(), name.to_string()));
@@ -710,9 +709,7 @@ impl Unpacker<'_> {
                 format!("the hard link target {shown:?} is not a regular file"),
             ));
         }
-        self.make_parents(name, rel)?;
-        let path = self.root.join(rel);
-        self.clear_slot(name, &path)?;
+        let path = self.free_slot(name, rel)?;
         fs::hard_link(&cur, &path).map_err(|e| Error::io(&path, e))?;
         self.summary.files += 1;
         Ok(())
