@@ -100,6 +100,12 @@ impl Client {
         }
     }
 
+    /// `POST path`, which starts a run (run now, replay): the run's id.
+    pub(super) async fn start_run(&self, path: &str) -> anyhow::Result<String> {
+        let r = self.json(self.http.post(self.url(path))).await?;
+        Ok(r["run_id"].as_str().unwrap_or_default().to_string())
+    }
+
     pub(super) async fn json(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
         Ok(self.send(req).await?.json().await?)
     }
@@ -140,13 +146,19 @@ pub(super) fn print(v: &Value) {
     say!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
+/// The string `key` of the object `v`, or `default` when it has none.
+pub(super) fn text_or<'a>(v: &'a Value, key: &str, default: &'a str) -> &'a str {
+    v[key].as_str().unwrap_or(default)
+}
+
 pub(super) fn run_line(r: &Value) -> String {
+    let t = |k| text_or(r, k, "");
     format!(
         "{}  {:<11} {:<9} {}{}",
-        r["id"].as_str().unwrap_or(""),
-        r["state"].as_str().unwrap_or(""),
-        r["trigger"].as_str().unwrap_or(""),
-        r["scheduled_for"].as_str().unwrap_or(""),
+        t("id"),
+        t("state"),
+        t("trigger"),
+        t("scheduled_for"),
         r["error"]
             .as_str()
             .map(|e| format!("  {e}"))

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use clap::{Args, ValueEnum};
 use telejob_core::agent::fetch::CodeSource;
 use telejob_core::agent::pipeline::{FailureKind, RunStores};
@@ -372,16 +371,8 @@ fn request(a: &RunArgs) -> anyhow::Result<RunRequest> {
         validate_env_var(name, &value).map_err(|e| bad(format!("--secret {e}")))?;
         secrets.0.insert(name.clone(), value);
     }
-    let scheduled_for = match &a.scheduled_for {
-        Some(s) => DateTime::parse_from_rfc3339(s)
-            .map_err(|e| {
-                bad(format!(
-                    "--scheduled-for {s:?}: {e}; use RFC 3339, e.g. 2014-03-08T12:00:00Z"
-                ))
-            })?
-            .with_timezone(&Utc),
-        None => Utc::now(),
-    };
+    let scheduled_for =
+        crate::error::instant_or_now("--scheduled-for", a.scheduled_for.as_deref())?;
     let limits = a.limits.limits();
     if let Err(errs) = limits.validate() {
         return Err(bad(format!(

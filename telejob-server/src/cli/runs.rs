@@ -82,10 +82,7 @@ pub async fn runs(a: ServerArgs, cmd: RunsCmd) -> anyhow::Result<ExitCode> {
             output.output,
         ),
         RunsCmd::Replay { id, wait } => {
-            let r = c
-                .json(c.http.post(c.url(&format!("/api/runs/{id}/replay"))))
-                .await?;
-            let new = r["run_id"].as_str().unwrap_or_default().to_string();
+            let new = c.start_run(&format!("/api/runs/{id}/replay")).await?;
             say!("{new}");
             if wait > 0 {
                 print(

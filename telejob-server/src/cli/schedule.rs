@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::SecondsFormat;
 use clap::{ArgGroup, Args};
 use telejob_core::schedule::{Frequency, ScheduleSpec, TimeOfDay, parse_weekday};
 
@@ -58,16 +58,7 @@ pub fn schedule(a: ScheduleArgs) -> anyhow::Result<ExitCode> {
     }
     spec.timezone = a.tz.clone();
     let schedule = spec.compile().map_err(|e| bad(e.to_string()))?;
-    let from = match &a.from {
-        Some(s) => DateTime::parse_from_rfc3339(s)
-            .map_err(|e| {
-                bad(format!(
-                    "--from {s:?}: {e}; use RFC 3339, e.g. 2014-03-08T12:00:00Z"
-                ))
-            })?
-            .with_timezone(&Utc),
-        None => Utc::now(),
-    };
+    let from = crate::error::instant_or_now("--from", a.from.as_deref())?;
     eprintln!("{} — cron: {}", schedule.describe(), schedule.cron_line());
     let tz = schedule.timezone();
     for t in schedule.preview(from, a.next) {

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use telejob_core::worker::{self, SshPublicKey, WorkerInstance, WorkerLaunch};
 
-use super::client::{Client, ServerArgs};
+use super::client::{Client, ServerArgs, text_or};
 use super::out::{Format, OutputArg};
 use crate::error::bad;
 
@@ -117,11 +117,11 @@ fn read_key(path: &std::path::Path) -> anyhow::Result<String> {
 fn line(w: &Value) -> String {
     format!(
         "{:<24} {:<10} {:<12} {:<16} ends {}",
-        w["name"].as_str().unwrap_or(""),
-        w["state"].as_str().unwrap_or(""),
-        w["instance_type"].as_str().unwrap_or(""),
-        w["address"].as_str().unwrap_or("-"),
-        w["deadline"].as_str().unwrap_or("-")
+        text_or(w, "name", ""),
+        text_or(w, "state", ""),
+        text_or(w, "instance_type", ""),
+        text_or(w, "address", "-"),
+        text_or(w, "deadline", "-")
     )
 }
 
@@ -183,33 +183,24 @@ pub async fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
 async fn through_server(remote: Remote, cmd: WorkerCmd) -> anyhow::Result<ExitCode> {
     let c = Client::new(&remote.server)?;
     match cmd {
-        WorkerCmd::Launch(LaunchArgs {
-            name,
-            ssh_key,
-            lifetime,
-            instance_type,
-            webhook,
-            email,
-            no_wait,
-            ..
-        }) => {
-            let key = read_key(&ssh_key)?;
-            let mut body = json!({"ssh_key": key, "lifetime": lifetime});
-            if let Some(n) = name {
+        WorkerCmd::Launch(l) => {
+            let key = read_key(&l.ssh_key)?;
+            let mut body = json!({"ssh_key": key, "lifetime": l.lifetime});
+            if let Some(n) = l.name {
                 body["name"] = json!(n);
             }
-            if let Some(t) = instance_type {
+            if let Some(t) = l.instance_type {
                 body["instance_type"] = json!(t);
             }
-            if webhook.is_some() || !email.is_empty() {
-                body["notify"] = json!({"webhook": webhook, "email": email});
+            if l.webhook.is_some() || !l.email.is_empty() {
+                body["notify"] = json!({"webhook": l.webhook, "email": l.email});
             }
             let w = c
                 .json(c.http.post(c.url("/api/workers")).json(&body))
                 .await?;
             let name = w["name"].as_str().unwrap_or_default().to_string();
             eprintln!("launched worker {name}; waiting for its address…");
-            let w = if no_wait {
+            let w = if l.no_wait {
                 w
             } else {
                 let deadline = Instant::now() + Duration::from_secs(600);
@@ -288,18 +279,11 @@ async fn direct(remote: Remote, cmd: WorkerCmd) -> anyhow::Result<ExitCode> {
         w.ok_or_else(|| bad(format!("no live worker is named {name:?}")))
     };
     match cmd {
-        WorkerCmd::Launch(LaunchArgs {
-            name,
-            ssh_key,
-            lifetime,
-            instance_type,
-            no_wait,
-            ..
-        }) => {
-            let key = SshPublicKey::parse(&read_key(&ssh_key)?)?;
-            let life = worker::parse_lifetime("lifetime", &lifetime)?;
+        WorkerCmd::Launch(l) => {
+            let key = SshPublicKey::parse(&read_key(&l.ssh_key)?)?;
+            let life = worker::parse_lifetime("lifetime", &l.lifetime)?;
             worker::check_lifetime("lifetime", life, policy.max_lifetime)?;
-            let name = name.unwrap_or_else(worker::made_up_name);
+            let name = l.name.unwrap_or_else(worker::made_up_name);
             let owner = std::env::var("USER").unwrap_or_else(|_| "cli".into());
             let mut w = ec2
                 .launch(&WorkerLaunch {
@@ -309,11 +293,11 @@ async fn direct(remote: Remote, cmd: WorkerCmd) -> anyhow::Result<ExitCode> {
                     deadline: chrono::Utc::now()
                         + chrono::Duration::from_std(life).unwrap_or_default(),
                     hard_stop: policy.max_lifetime,
-                    instance_type: instance_type.as_deref(),
+                    instance_type: l.instance_type.as_deref(),
                 })
                 .await?;
             let deadline = Instant::now() + Duration::from_secs(600);
-            while !no_wait && (w.state != "running" || w.address.is_none()) {
+            while !l.no_wait && (w.state != "running" || w.address.is_none()) {
                 if Instant::now() > deadline {
                     return Err(anyhow::anyhow!(
                         "worker {name} is not running after 10 minutes"

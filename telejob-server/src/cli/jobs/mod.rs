@@ -138,10 +138,7 @@ pub async fn jobs(a: ServerArgs, cmd: JobsCmd) -> anyhow::Result<ExitCode> {
             );
         }
         JobsCmd::RunNow { name, wait } => {
-            let r = c
-                .json(c.http.post(c.url(&format!("/api/jobs/{name}/runs"))))
-                .await?;
-            let id = r["run_id"].as_str().unwrap_or_default().to_string();
+            let id = c.start_run(&format!("/api/jobs/{name}/runs")).await?;
             say!("{id}");
             if wait {
                 let run = c.wait_run(&id).await?;

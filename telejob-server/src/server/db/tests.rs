@@ -171,18 +171,9 @@ async fn interrupted(db: Db) {
     let (run, trigger, attempt) = in_flight.into_iter().next().expect("one");
     assert_eq!((trigger, attempt), (r.trigger, r.attempt));
     db.interrupt(run, "restart").await.expect("interrupt");
-    let (back, _) = db
-        .run(r.run.id.as_str())
-        .await
-        .expect("get")
-        .expect("exists");
-    assert_eq!(back.state, RunState::Interrupted);
-    let (other, _) = db
-        .run(done.run.id.as_str())
-        .await
-        .expect("get")
-        .expect("exists");
-    assert_eq!(other.state, RunState::Succeeded);
+    let state = async |id: &str| db.run(id).await.expect("get").expect("exists").0.state;
+    assert_eq!(state(r.run.id.as_str()).await, RunState::Interrupted);
+    assert_eq!(state(done.run.id.as_str()).await, RunState::Succeeded);
 }
 
 on_both_databases!(
@@ -223,15 +214,34 @@ fn scheduled(job: &str, slot: &str, attempt: u32) -> RunRow {
     r
 }
 
+/// Ann's worker `name` (id `id`), launching at `t0` for an hour (at most a day), not yet
+/// on a machine.
+fn worker_row(id: &str, name: &str, t0: chrono::DateTime<chrono::Utc>) -> super::WorkerRow {
+    super::WorkerRow {
+        id: id.into(),
+        name: name.into(),
+        owner: "ann".into(),
+        instance_id: None,
+        instance_type: "t3.small".into(),
+        ssh_key: "ssh-ed25519 AAAA".into(),
+        state: "launching".into(),
+        address: None,
+        created_at: t0,
+        deadline: t0 + chrono::Duration::hours(1),
+        max_deadline: t0 + chrono::Duration::hours(24),
+        ended_at: None,
+        end_reason: None,
+        notify: Default::default(),
+        warned: false,
+    }
+}
+
 /// Stores user `ann` and her job `name` (cursor 2014-03-08T00:00:00Z).
 async fn with_job(db: &Db, name: &str) {
     db.ensure_user("ann", false).await.expect("user");
     let t0 = parse_ts("t", "2014-03-08T00:00:00Z").expect("time");
-    assert!(
-        db.insert_job(&JobSpec::new(name), "ann", t0)
-            .await
-            .expect("job")
-    );
+    let inserted = db.insert_job(&JobSpec::new(name), "ann", t0).await;
+    assert!(inserted.expect("job"), "job {name} is new");
 }
 
 #[tokio::test]
@@ -589,21 +599,11 @@ async fn db_copy_moves_every_table_and_checks_the_counts() {
     .expect("session");
     src.check_secrets_key("k").await.expect("setting");
     let worker = super::WorkerRow {
-        id: "w1".into(),
-        name: "dev".into(),
-        owner: "ann".into(),
         instance_id: Some("i-1".into()),
-        instance_type: "t3.small".into(),
-        ssh_key: "ssh-ed25519 AAAA".into(),
         state: "running".into(),
         address: Some("10.0.0.1".into()),
-        created_at: t0,
         deadline: t0 + chrono::Duration::hours(4),
-        max_deadline: t0 + chrono::Duration::hours(24),
-        ended_at: None,
-        end_reason: None,
-        notify: Default::default(),
-        warned: false,
+        ..worker_row("w1", "dev", t0)
     };
     assert_eq!(
         src.insert_worker_within(&worker, 2).await.expect("worker"),
@@ -700,23 +700,7 @@ async fn a_worker_insert_keeps_the_cap_and_live_names_even_when_launches_race() 
     for (db, _keep) in databases().await {
         db.ensure_user("ann", false).await.expect("user");
         let t0 = chrono::Utc::now();
-        let w = |n: usize| super::WorkerRow {
-            id: format!("id{n}"),
-            name: format!("w{n}"),
-            owner: "ann".into(),
-            instance_id: None,
-            instance_type: "t3.small".into(),
-            ssh_key: "ssh-ed25519 AAAA".into(),
-            state: "launching".into(),
-            address: None,
-            created_at: t0,
-            deadline: t0 + chrono::Duration::hours(1),
-            max_deadline: t0 + chrono::Duration::hours(24),
-            ended_at: None,
-            end_reason: None,
-            notify: Default::default(),
-            warned: false,
-        };
+        let w = |n: usize| worker_row(&format!("id{n}"), &format!("w{n}"), t0);
         // Ten launches at once, a cap of 3: exactly three recorded.
         let all = futures::future::join_all((0..10).map(|n| {
             let db = db.clone();

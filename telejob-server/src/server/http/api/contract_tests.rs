@@ -101,6 +101,11 @@ impl App {
         self._dir.path().join("data")
     }
 
+    /// `POST /api/jobs` with `spec`, as the admin.
+    async fn create(&self, spec: Value) -> (StatusCode, Value) {
+        self.admin("POST", "/api/jobs", Some(spec)).await
+    }
+
     async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         self.call(method, path, Some(&self.admin.clone()), body)
             .await
@@ -139,27 +144,17 @@ async fn every_mutating_call_needs_a_token_and_reads_of_health_do_not() {
 async fn a_job_is_created_read_and_refused_with_the_field_named() {
     let app = App::new().await;
     let (s, v) = app
-        .admin(
-            "POST",
-            "/api/jobs",
-            Some(json!({"name": "slowsql", "timeout_minutes": 175})),
-        )
+        .create(json!({"name": "slowsql", "timeout_minutes": 175}))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let (s, v) = app.admin("GET", "/api/jobs/slowsql", None).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["schedule_description"], "daily at 12:00 UTC");
     // The same name again, and bad fields: refused, saying what.
-    let (s, v) = app
-        .admin("POST", "/api/jobs", Some(json!({"name": "slowsql"})))
-        .await;
+    let (s, v) = app.create(json!({"name": "slowsql"})).await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     let (s, v) = app
-        .admin(
-            "POST",
-            "/api/jobs",
-            Some(json!({"name": "Bad Name", "timeout_minutes": 0})),
-        )
+        .create(json!({"name": "Bad Name", "timeout_minutes": 0}))
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     let text = v.to_string();
@@ -180,9 +175,7 @@ async fn a_job_is_created_read_and_refused_with_the_field_named() {
 #[tokio::test]
 async fn another_users_job_is_not_theirs_to_change() {
     let app = App::new().await;
-    let (s, _) = app
-        .admin("POST", "/api/jobs", Some(json!({"name": "mine"})))
-        .await;
+    let (s, _) = app.create(json!({"name": "mine"})).await;
     assert_eq!(s, StatusCode::CREATED);
     let (s, t) = app
         .admin("POST", "/api/tokens", Some(json!({"user": "mallory"})))
@@ -236,11 +229,7 @@ async fn the_schedule_preview_and_the_openapi_document_answer() {
 async fn an_email_target_on_a_server_without_smtp_is_refused_naming_it() {
     let app = App::new().await;
     let (s, v) = app
-        .admin(
-            "POST",
-            "/api/jobs",
-            Some(json!({"name": "mailed", "notify": {"email": ["ops@example.com"]}})),
-        )
+        .create(json!({"name": "mailed", "notify": {"email": ["ops@example.com"]}}))
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert_eq!(v["field"], "notify.email", "{v}");

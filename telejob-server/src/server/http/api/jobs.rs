@@ -386,23 +386,13 @@ pub async fn preview(
     ))
 }
 
-/// `POST /api/jobs/{name}/pause`.
-pub async fn pause(
+/// `POST /api/jobs/{name}/pause` (`PAUSED`) and `…/resume` (not `PAUSED`).
+pub async fn set_paused<const PAUSED: bool>(
     State(s): State<AppState>,
     Caller(caller): Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<JobView>> {
-    let row = jobs::set_paused(&s, &caller, &name, true).await?;
-    Ok(Json(view(&s, &row)))
-}
-
-/// `POST /api/jobs/{name}/resume`.
-pub async fn resume(
-    State(s): State<AppState>,
-    Caller(caller): Caller,
-    Path(name): Path<String>,
-) -> ApiResult<Json<JobView>> {
-    let row = jobs::set_paused(&s, &caller, &name, false).await?;
+    let row = jobs::set_paused(&s, &caller, &name, PAUSED).await?;
     Ok(Json(view(&s, &row)))
 }
 

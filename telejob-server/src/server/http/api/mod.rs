@@ -39,8 +39,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/jobs/{name}/schedule", get(jobs::preview))
         .route("/api/jobs/{name}/files", get(jobs::files))
-        .route("/api/jobs/{name}/pause", post(jobs::pause))
-        .route("/api/jobs/{name}/resume", post(jobs::resume))
+        .route("/api/jobs/{name}/pause", post(jobs::set_paused::<true>))
+        .route("/api/jobs/{name}/resume", post(jobs::set_paused::<false>))
         .route("/api/jobs/{name}/runs", get(runs::list).post(jobs::run_now))
         .route(
             "/api/jobs/{name}/backfill",

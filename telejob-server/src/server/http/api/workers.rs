@@ -25,6 +25,12 @@ fn not_found(e: JobError) -> ApiError {
     }
 }
 
+/// The worker an operation answered as the API shows it, or its error (404 for a worker the
+/// caller cannot see).
+fn shown(w: Result<crate::server::db::WorkerRow, JobError>) -> ApiResult<Json<WorkerView>> {
+    Ok(Json(WorkerView::from(&w.map_err(not_found)?)))
+}
+
 /// `POST /api/workers`: 201 with the worker (usually `pending`, its address comes once it runs).
 pub async fn launch(
     State(s): State<AppState>,
@@ -51,12 +57,7 @@ pub async fn show(
     Caller(caller): Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<WorkerView>> {
-    let w = s
-        .workers
-        .visible(&s.db, &caller, &name)
-        .await
-        .map_err(not_found)?;
-    Ok(Json(WorkerView::from(&w)))
+    shown(s.workers.visible(&s.db, &caller, &name).await)
 }
 
 /// The body of `POST /api/workers/{name}/extend`.
@@ -79,12 +80,7 @@ pub async fn extend(
         .await
         .map_err(not_found)?;
     let b: ExtendBody = parse_json(&body)?;
-    let w = s
-        .workers
-        .extend(&s.db, &caller, &name, &b.by)
-        .await
-        .map_err(not_found)?;
-    Ok(Json(WorkerView::from(&w)))
+    shown(s.workers.extend(&s.db, &caller, &name, &b.by).await)
 }
 
 /// `DELETE /api/workers/{name}`: ends it now.
@@ -93,12 +89,11 @@ pub async fn terminate(
     Caller(caller): Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<WorkerView>> {
-    let w = s
-        .workers
-        .terminate(&s.db, &*s.notifier, &caller, &name)
-        .await
-        .map_err(not_found)?;
-    Ok(Json(WorkerView::from(&w)))
+    shown(
+        s.workers
+            .terminate(&s.db, &*s.notifier, &caller, &name)
+            .await,
+    )
 }
 
 /// A user as `/api/me` shows them.

@@ -158,31 +158,17 @@ impl JobForm {
                 .collect::<Vec<_>>()
                 .join("\n"),
         );
+        // A limit as the form takes it back: empty when unset, sizes without spaces ("2GiB").
+        fn text(v: Option<impl std::fmt::Display>) -> String {
+            v.map(|v| v.to_string().replace(' ', ""))
+                .unwrap_or_default()
+        }
         let l = &spec.limits;
-        set(
-            "limit_memory",
-            l.memory
-                .map(|b| b.to_string().replace(' ', ""))
-                .unwrap_or_default(),
-        );
-        set(
-            "limit_cpu",
-            l.cpu.map(|c| c.to_string()).unwrap_or_default(),
-        );
-        set(
-            "limit_processes",
-            l.processes.map(|p| p.to_string()).unwrap_or_default(),
-        );
-        set(
-            "limit_disk",
-            l.disk
-                .map(|b| b.to_string().replace(' ', ""))
-                .unwrap_or_default(),
-        );
-        set(
-            "limit_network",
-            l.network.map(|n| n.to_string()).unwrap_or_default(),
-        );
+        set("limit_memory", text(l.memory));
+        set("limit_cpu", text(l.cpu));
+        set("limit_processes", text(l.processes));
+        set("limit_disk", text(l.disk));
+        set("limit_network", text(l.network));
         f
     }
 

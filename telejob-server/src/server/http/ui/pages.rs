@@ -150,6 +150,23 @@ fn field_error(f: &JobForm, k: &str) -> Markup {
     html! { @if let Some(e) = f.errors.get(k) { p.error id={ "error-" (k) } { (e) } } }
 }
 
+/// A text field of the form: its label, the input showing `placeholder` when empty, a line of
+/// help if any, and the field's error.
+fn text_field(
+    f: &JobForm,
+    name: &str,
+    label: &str,
+    placeholder: &str,
+    help: Option<&str>,
+) -> Markup {
+    html! {
+        label for=(name) { (label) }
+        input #(name) name=(name) value=(f.get(name)) placeholder=(placeholder);
+        @if let Some(h) = help { p.help { (h) } }
+        (field_error(f, name))
+    }
+}
+
 fn select(f: &JobForm, name: &str, options: &[(&str, &str)]) -> Markup {
     html! {
         select #(name) name=(name) {
@@ -243,14 +260,9 @@ pub fn job_form(
                         (field_error(f, "time_of_day"))
                     }
                     div #field-cron data-for="cron" {
-                        label for="cron" { "Cron expression" }
-                        input #cron name="cron" value=(f.get("cron")) placeholder="0 12 * * *";
-                        p.help { "Five fields: minute hour day-of-month month day-of-week." }
-                        (field_error(f, "cron"))
+                        (text_field(f, "cron", "Cron expression", "0 12 * * *", Some("Five fields: minute hour day-of-month month day-of-week.")))
                     }
-                    label for="timezone" { "Time zone" }
-                    input #timezone name="timezone" value=(f.get("timezone")) placeholder="UTC";
-                    (field_error(f, "timezone"))
+                    (text_field(f, "timezone", "Time zone", "UTC", None))
                     p.help { "Next runs: " span #preview { "…" } }
                 }
                 div.card.warnings #form-warnings hidden {
@@ -299,26 +311,13 @@ pub fn job_form(
                     label for="backfill_concurrency" { "Backfill runs at once" }
                     input #backfill_concurrency name="backfill_concurrency" type="number" min="1" max="16" value=(f.get("backfill_concurrency"));
                     (field_error(f, "backfill_concurrency"))
-                    label for="start_at" { "Start (optional)" }
-                    input #start_at name="start_at" value=(f.get("start_at")) placeholder="2026-12-01T00:00:00Z";
-                    (field_error(f, "start_at"))
-                    label for="end_at" { "End (optional)" }
-                    input #end_at name="end_at" value=(f.get("end_at")) placeholder="2027-12-01T00:00:00Z";
-                    p.help { "After its end the job is marked expired and runs no more." }
-                    (field_error(f, "end_at"))
+                    (text_field(f, "start_at", "Start (optional)", "2026-12-01T00:00:00Z", None))
+                    (text_field(f, "end_at", "End (optional)", "2027-12-01T00:00:00Z", Some("After its end the job is marked expired and runs no more.")))
                 }
                 div.card {
-                    label for="maintainers" { "Maintainers (optional)" }
-                    input #maintainers name="maintainers" value=(f.get("maintainers")) placeholder="bob, carol";
-                    p.help { "Users who may edit, run and read the logs of this job besides you." }
-                    (field_error(f, "maintainers"))
-                    label for="notify_webhook" { "Webhook for failures (optional)" }
-                    input #notify_webhook name="notify_webhook" value=(f.get("notify_webhook")) placeholder="https://hooks.example.com/telejob";
-                    (field_error(f, "notify_webhook"))
-                    label for="notify_email" { "Email for failures (optional)" }
-                    input #notify_email name="notify_email" value=(f.get("notify_email")) placeholder="team@example.com";
-                    p.help { "Sent on failure, timeout, missed run, expiry, and the first success after failures." }
-                    (field_error(f, "notify_email"))
+                    (text_field(f, "maintainers", "Maintainers (optional)", "bob, carol", Some("Users who may edit, run and read the logs of this job besides you.")))
+                    (text_field(f, "notify_webhook", "Webhook for failures (optional)", "https://hooks.example.com/telejob", None))
+                    (text_field(f, "notify_email", "Email for failures (optional)", "team@example.com", Some("Sent on failure, timeout, missed run, expiry, and the first success after failures.")))
                 }
                 div.card {
                     label for="env" { "Environment variables (optional)" }

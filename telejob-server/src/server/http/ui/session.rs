@@ -131,37 +131,74 @@ mod tests {
 
     #[test]
     fn origins_match_on_scheme_host_and_port() {
-        assert!(check("127.0.0.1:8080", Some("http://127.0.0.1:8080"), None));
-        assert!(check("Example.com", Some("http://example.com:80"), None));
-        assert!(check(
-            "example.com",
-            Some("https://example.com"),
-            Some("https")
-        ));
-        assert!(
-            check("example.com", None, None),
-            "no Origin: the CSRF token decides"
-        );
-        assert!(
-            !check("127.0.0.1:8080", Some("http://127.0.0.1:9090"), None),
-            "port"
-        );
-        assert!(
-            !check("example.com", Some("https://example.com"), None),
-            "scheme"
-        );
-        assert!(
-            !check("example.com", Some("http://example.com"), Some("https")),
-            "scheme"
-        );
-        assert!(
-            !check("example.com", Some("http://evil.example"), None),
-            "host"
-        );
-        assert!(
-            !check("example.com", Some("http://example.com.evil"), None),
-            "host"
-        );
-        assert!(!check("example.com", Some("null"), None), "opaque origin");
+        // (host, Origin, X-Forwarded-Proto, accepted, why)
+        for (host, origin, proto, ok, why) in [
+            (
+                "127.0.0.1:8080",
+                Some("http://127.0.0.1:8080"),
+                None,
+                true,
+                "same",
+            ),
+            (
+                "Example.com",
+                Some("http://example.com:80"),
+                None,
+                true,
+                "case, port",
+            ),
+            (
+                "example.com",
+                Some("https://example.com"),
+                Some("https"),
+                true,
+                "proxy",
+            ),
+            (
+                "example.com",
+                None,
+                None,
+                true,
+                "no Origin: the CSRF token decides",
+            ),
+            (
+                "127.0.0.1:8080",
+                Some("http://127.0.0.1:9090"),
+                None,
+                false,
+                "port",
+            ),
+            (
+                "example.com",
+                Some("https://example.com"),
+                None,
+                false,
+                "scheme",
+            ),
+            (
+                "example.com",
+                Some("http://example.com"),
+                Some("https"),
+                false,
+                "scheme",
+            ),
+            (
+                "example.com",
+                Some("http://evil.example"),
+                None,
+                false,
+                "host",
+            ),
+            (
+                "example.com",
+                Some("http://example.com.evil"),
+                None,
+                false,
+                "host",
+            ),
+            ("example.com", Some("null"), None, false, "opaque origin"),
+        ] {
+            assert_eq!(check(host, origin, proto), ok, "{why}: {host} {origin:?}");
+        }
     }
 }
