@@ -357,6 +357,19 @@ fn throughput(a: &Server, token: &str) -> Option<serde_json::Value> {
     )
 }
 
+/// Waits until `next` leads and prints how long it took since `t0`, when the leader was
+/// ended `how`.
+async fn report_takeover(http: &reqwest::Client, next: &Server, t0: Instant, how: &str, o: &Opts) {
+    while role(http, next).await != "leader" {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "{}",
+        serde_json::json!({"bench": "takeover", "database": "postgres", "how": how,
+            "jobs": o.jobs, "seconds": t0.elapsed().as_secs_f64()})
+    );
+}
+
 async fn takeover(bin: &Path, dir: &Path, database: &str, a: Server, o: &Opts) {
     let http = reqwest::Client::new();
     let mut a = a;
@@ -365,27 +378,13 @@ async fn takeover(bin: &Path, dir: &Path, database: &str, a: Server, o: &Opts) {
     let _ = a.child.kill();
     let t0 = Instant::now();
     let _ = a.child.wait();
-    while role(&http, &b).await != "leader" {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    println!(
-        "{}",
-        serde_json::json!({"bench": "takeover", "database": "postgres", "how": "kill -9",
-            "jobs": o.jobs, "seconds": t0.elapsed().as_secs_f64()})
-    );
+    report_takeover(&http, &b, t0, "kill -9", o).await;
     let c = serve(bin, dir, 2, database);
     sleep_until(next_second(30)).await;
     let pid = b.child.id().to_string();
     let _ = Command::new("kill").args(["-STOP", &pid]).status();
     let t0 = Instant::now();
-    while role(&http, &c).await != "leader" {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    println!(
-        "{}",
-        serde_json::json!({"bench": "takeover", "database": "postgres", "how": "SIGSTOP (lease expiry)",
-            "jobs": o.jobs, "seconds": t0.elapsed().as_secs_f64()})
-    );
+    report_takeover(&http, &c, t0, "SIGSTOP (lease expiry)", o).await;
     let _ = Command::new("kill").args(["-CONT", &pid]).status();
 }
 

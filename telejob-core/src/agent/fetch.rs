@@ -263,26 +263,18 @@ mod tests {
 
     #[test]
     fn parses_locations() {
-        assert_eq!(
-            CodeSource::parse("dist/x.tgz").ok(),
-            Some(CodeSource::Path("dist/x.tgz".into()))
-        );
-        assert_eq!(
-            CodeSource::parse("file:///a%20b/x.tgz").ok(),
-            Some(CodeSource::Path("/a b/x.tgz".into()))
-        );
-        assert_eq!(
-            CodeSource::parse("store:slowsql/code/ab.tar.gz").ok(),
-            Some(CodeSource::Store("slowsql/code/ab.tar.gz".into()))
-        );
-        assert_eq!(
-            CodeSource::parse("https://h/x.tgz").ok(),
-            Some(CodeSource::Url("https://h/x.tgz".into()))
-        );
-        assert_eq!(
-            CodeSource::parse("s3://b/k.tgz").ok(),
-            Some(CodeSource::Url("s3://b/k.tgz".into()))
-        );
+        for (text, want) in [
+            ("dist/x.tgz", CodeSource::Path("dist/x.tgz".into())),
+            ("file:///a%20b/x.tgz", CodeSource::Path("/a b/x.tgz".into())),
+            (
+                "store:slowsql/code/ab.tar.gz",
+                CodeSource::Store("slowsql/code/ab.tar.gz".into()),
+            ),
+            ("https://h/x.tgz", CodeSource::Url("https://h/x.tgz".into())),
+            ("s3://b/k.tgz", CodeSource::Url("s3://b/k.tgz".into())),
+        ] {
+            assert_eq!(CodeSource::parse(text).ok(), Some(want), "{text}");
+        }
         assert!(CodeSource::parse("file://relative").is_err());
         assert!(CodeSource::parse("  ").is_err());
     }

@@ -39,22 +39,6 @@ impl Fx {
         path.display().to_string()
     }
 
-    /// Runs `command` as job `job` on a tarball `name` of `files`, under `timeout`: the
-    /// request and its outcome.
-    async fn run_code(
-        &self,
-        name: &str,
-        files: &[(&str, &str, u32)],
-        job: &str,
-        command: &str,
-        timeout: Duration,
-    ) -> (RunRequest, RunOutcome) {
-        let code = self.tarball(name, files);
-        let req = request(job, &code, command, timeout);
-        let out = self.run(&req).await;
-        (req, out)
-    }
-
     /// The sample tarball ([`sample_tarball`]) written out: its path.
     fn sample(&self) -> String {
         let path = self.tmp.path().join("sample.tgz");
@@ -67,10 +51,31 @@ impl Fx {
         request(job, &self.sample(), "./run.sh", Duration::from_secs(30))
     }
 
+    /// A request of job `job` to run `./run.sh` holding `script` under 30 s (the tarball
+    /// written as `<job>.tgz`).
+    fn script_request(&self, job: &str, script: &str) -> RunRequest {
+        let code = self.tarball(&format!("{job}.tgz"), &[("run.sh", script, 0o755)]);
+        request(job, &code, "./run.sh", Duration::from_secs(30))
+    }
+
+    /// A new fixture and its [`Fx::script_request`].
+    fn with_script(job: &str, script: &str) -> (Self, RunRequest) {
+        let fx = Self::new();
+        let req = fx.script_request(job, script);
+        (fx, req)
+    }
+
     /// Runs `./run.sh` holding `script` as job `job`, under 30 s.
     async fn script(&self, job: &str, script: &str) -> (RunRequest, RunOutcome) {
-        let files = [("run.sh", script, 0o755)];
-        self.run_code("c.tgz", &files, job, "./run.sh", Duration::from_secs(30))
+        let req = self.script_request(job, script);
+        let out = self.run(&req).await;
+        (req, out)
+    }
+
+    /// Runs `command` as job `job` on the code at `path` (a file or directory), under 30 s.
+    async fn run_at(&self, job: &str, path: &std::path::Path, command: &str) -> RunOutcome {
+        let code = path.display().to_string();
+        self.run(&request(job, &code, command, Duration::from_secs(30)))
             .await
     }
 
@@ -95,6 +100,14 @@ impl Fx {
     }
 }
 
+/// Asserts that `out` is a failed run whose error mentions `words`.
+#[track_caller]
+fn assert_failed_with(out: &RunOutcome, words: &str) {
+    assert_eq!(out.run.state, RunState::Failed, "{:?}", out.error);
+    let error = out.run.error.as_deref().unwrap_or_default();
+    assert!(error.contains(words), "{words:?} in {error:?}");
+}
+
 #[tokio::test]
 async fn reference_backends_pass_the_compute_conformance_suite() {
     let fx = Fx::new();
@@ -113,19 +126,10 @@ async fn reference_backends_pass_the_compute_conformance_suite() {
 #[tokio::test]
 async fn the_job_gets_its_slot_and_runs_in_a_single_top_level_directory() {
     let fx = Fx::new();
-    let (req, out) = fx
-        .run_code(
-            "proj.tgz",
-            &[(
-                "proj-1.0/run.sh",
-                "mkdir -p output; echo \"$TELEJOB_SCHEDULED_FOR $TELEJOB_RUN_ID $(basename $PWD)\" > output/env.txt; test \"$TELEJOB_OUTPUT_DIR\" = \"$PWD/output\"",
-                0o755,
-            )],
-            "slot",
-            "./run.sh",
-            Duration::from_secs(30),
-        )
-        .await;
+    let script = "mkdir -p output; echo \"$TELEJOB_SCHEDULED_FOR $TELEJOB_RUN_ID $(basename $PWD)\" > output/env.txt; test \"$TELEJOB_OUTPUT_DIR\" = \"$PWD/output\"";
+    let code = fx.tarball("proj.tgz", &[("proj-1.0/run.sh", script, 0o755)]);
+    let req = request("slot", &code, "./run.sh", Duration::from_secs(30));
+    let out = fx.run(&req).await;
     assert_eq!(out.run.state, RunState::Succeeded, "{:?}", out.error);
     let body = fx.public.get("slot/data/env.txt").await.expect("published");
     assert_eq!(
@@ -184,14 +188,7 @@ async fn an_unsafe_archive_names_the_entry() {
     b.append(&h, &[][..]).expect("append");
     let path = fx.tmp.path().join("evil.tar");
     std::fs::write(&path, b.into_inner().expect("tar")).expect("write");
-    let out = fx
-        .run(&request(
-            "evil",
-            &path.display().to_string(),
-            "true",
-            Duration::from_secs(30),
-        ))
-        .await;
+    let out = fx.run_at("evil", &path, "true").await;
     assert_eq!(out.failure, Some(FailureKind::BadInput));
     assert!(
         matches!(out.error, Some(Error::UnsafeArchive { ref entry, .. }) if entry == "passwd"),
@@ -204,22 +201,12 @@ async fn an_unsafe_archive_names_the_entry() {
 #[tokio::test]
 async fn links_to_secrets_in_the_output_are_not_published() {
     let fx = Fx::new();
-    let code = fx.tarball(
-        "c.tgz",
-        &[(
-            "run.sh",
-            "mkdir -p output/d; echo data > output/a.csv; ln -s /etc/passwd output/passwd; ln -s a.csv output/latest.csv; \
-             ln -s ../run.sh output/code; ln -s d output/dirlink; mkfifo output/fifo; echo k > output/.env; echo x > output/d/id_rsa",
-            0o755,
-        )],
-    );
-    let out = fx
-        .run(&request(
+    let (_, out) = fx
+        .script(
             "links",
-            &code,
-            "./run.sh",
-            Duration::from_secs(30),
-        ))
+                "mkdir -p output/d; echo data > output/a.csv; ln -s /etc/passwd output/passwd; ln -s a.csv output/latest.csv; \
+                 ln -s ../run.sh output/code; ln -s d output/dirlink; mkfifo output/fifo; echo k > output/.env; echo x > output/d/id_rsa",
+        )
         .await;
     assert_eq!(out.run.state, RunState::Succeeded, "{:?}", out.error);
     assert_eq!(
@@ -247,16 +234,7 @@ async fn links_to_secrets_in_the_output_are_not_published() {
 async fn an_output_directory_that_links_outside_publishes_nothing() {
     let fx = Fx::new();
     let (_, out) = fx.script("outlink", "ln -s /etc output").await;
-    assert_eq!(out.run.state, RunState::Failed);
-    assert!(
-        out.run
-            .error
-            .as_deref()
-            .unwrap_or_default()
-            .contains("outside the code"),
-        "{:?}",
-        out.run.error
-    );
+    assert_failed_with(&out, "outside the code");
     assert!(fx.data_keys("outlink").await.is_empty());
 }
 
@@ -302,14 +280,7 @@ async fn a_directory_source_is_packed_and_run_the_same_way() {
     std::fs::create_dir_all(dir.join(".git")).expect("mkdir");
     std::fs::write(dir.join(".git/config"), "secret").expect("write");
     std::fs::write(dir.join("run.sh"), "mkdir output; ls -a > output/ls.txt").expect("write");
-    let out = fx
-        .run(&request(
-            "dir",
-            &dir.display().to_string(),
-            "bash run.sh",
-            Duration::from_secs(30),
-        ))
-        .await;
+    let out = fx.run_at("dir", &dir, "bash run.sh").await;
     assert_eq!(out.run.state, RunState::Succeeded, "{:?}", out.error);
     let ls = fx.public.get("dir/data/ls.txt").await.expect("get");
     let ls = String::from_utf8_lossy(&ls);
@@ -318,20 +289,12 @@ async fn a_directory_source_is_packed_and_run_the_same_way() {
 
 #[tokio::test]
 async fn timeouts_and_failures_publish_nothing_and_keep_the_log() {
-    let fx = Fx::new();
-    let (req, out) = fx
-        .run_code(
-            "c.tgz",
-            &[(
-                "run.sh",
-                "mkdir output; echo partial > output/x; echo working; sleep 600",
-                0o755,
-            )],
-            "slow",
-            "./run.sh",
-            Duration::from_secs(1),
-        )
-        .await;
+    let (fx, req) = Fx::with_script(
+        "slow",
+        "mkdir output; echo partial > output/x; echo working; sleep 600",
+    );
+    let req = req.with_timeout(Duration::from_secs(1));
+    let out = fx.run(&req).await;
     assert_eq!(out.run.state, RunState::TimedOut);
     assert!(matches!(out.error, Some(Error::Timeout(_))));
     assert!(fx.data_keys("slow").await.is_empty());
@@ -397,14 +360,7 @@ async fn a_failing_store_fails_the_publish_and_writes_no_manifest() {
     fx.pipeline.stores.public = broken.clone();
     let req = fx.sample_request("broken");
     let out = fx.run(&req).await;
-    assert_eq!(out.run.state, RunState::Failed);
-    assert!(
-        out.run
-            .error
-            .as_deref()
-            .unwrap_or_default()
-            .contains("disk on fire")
-    );
+    assert_failed_with(&out, "disk on fire");
     assert!(!exists(&*broken, &keys::manifest(&req.job, &req.run_id)).await);
 }
 
@@ -432,11 +388,7 @@ async fn runs_beyond_the_concurrency_limit_wait_in_a_queue() {
         .await
         .expect("launch");
     tokio::task::yield_now().await;
-    let queued = compute
-        .status(&second.run_id)
-        .await
-        .expect("status")
-        .expect("known");
+    let queued = crate::testing::known_status(&compute, &second.run_id).await;
     assert_eq!(
         queued.state,
         RunState::Pending,
@@ -458,16 +410,11 @@ async fn runs_beyond_the_concurrency_limit_wait_in_a_queue() {
 /// firing on time meanwhile. Before the fix the removal stalled the runtime for its whole length.
 #[tokio::test(flavor = "current_thread")]
 async fn removing_a_big_workspace_does_not_stall_the_runtime() {
-    let fx = Fx::new();
-    let code = fx.tarball(
-        "many.tar.gz",
-        &[(
-            "run.sh",
-            "#!/bin/bash\nset -e\nmkdir -p output many\n(cd many && seq 1 50000 | xargs touch)\necho ok > output/x\n",
-            0o755,
-        )],
+    let (fx, req) = Fx::with_script(
+        "many",
+        "#!/bin/bash\nset -e\nmkdir -p output many\n(cd many && seq 1 50000 | xargs touch)\necho ok > output/x\n",
     );
-    let req = request("many", &code, "./run.sh", Duration::from_secs(120));
+    let req = req.with_timeout(Duration::from_secs(120));
     let done = CancellationToken::new();
     let probe = tokio::spawn({
         let done = done.clone();
@@ -495,16 +442,10 @@ async fn removing_a_big_workspace_does_not_stall_the_runtime() {
 
 #[tokio::test]
 async fn secrets_reach_the_job_and_are_masked_in_its_log() {
-    let fx = Fx::new();
-    let code = fx.tarball(
-        "s.tgz",
-        &[(
-            "run.sh",
-            "mkdir -p output; echo \"token=$API_TOKEN\"; printf %s \"$API_TOKEN\" | wc -c > output/len.txt",
-            0o755,
-        )],
+    let (fx, mut req) = Fx::with_script(
+        "sec",
+        "mkdir -p output; echo \"token=$API_TOKEN\"; printf %s \"$API_TOKEN\" | wc -c > output/len.txt",
     );
-    let mut req = request("sec", &code, "./run.sh", Duration::from_secs(30));
     req.secrets
         .0
         .insert("API_TOKEN".into(), "hunter2-abc".into());
@@ -530,15 +471,7 @@ async fn secrets_reach_the_job_and_are_masked_in_its_log() {
 async fn the_log_of_a_run_in_flight_is_in_the_store_before_it_ends() {
     let mut fx = Fx::new();
     fx.pipeline.log_ship_every = Duration::from_millis(100);
-    let code = fx.tarball(
-        "l.tgz",
-        &[(
-            "run.sh",
-            "mkdir -p output; echo first; sleep 3; echo second",
-            0o755,
-        )],
-    );
-    let req = request("live", &code, "./run.sh", Duration::from_secs(30));
+    let req = fx.script_request("live", "mkdir -p output; echo first; sleep 3; echo second");
     let key = keys::log(&req.job, &req.run_id);
     let run = fx.run(&req);
     let watch = async {
@@ -579,16 +512,8 @@ async fn a_sweep_removes_only_abandoned_workspaces() {
 
 #[tokio::test]
 async fn a_run_records_what_it_ran_with_and_its_manifest_says_how_the_data_was_made() {
-    let fx = Fx::new();
-    let code = fx.tarball(
-        "prov.tgz",
-        &[(
-            "run.sh",
-            "mkdir -p output; echo \"$GREETING\" > output/a.txt",
-            0o755,
-        )],
-    );
-    let mut req = request("prov", &code, "./run.sh", Duration::from_secs(30));
+    let (fx, mut req) =
+        Fx::with_script("prov", "mkdir -p output; echo \"$GREETING\" > output/a.txt");
     req.env.insert("GREETING".into(), "hello".into());
     req.secrets.0.insert("TOKEN".into(), "s3cr3t-value".into());
     let out = fx.run(&req).await;

@@ -127,6 +127,17 @@ impl Sandbox {
     }
 }
 
+/// Unpacks a file of each mode `given` and asserts the mode it got: `(name, given, got)`.
+#[track_caller]
+fn assert_modes(files: &[(&'static str, u32, u32)]) {
+    let s = Sandbox::new();
+    let entries: Vec<E> = files.iter().map(|&(p, m, _)| E::FileMode(p, m)).collect();
+    s.unpack(&entries).expect("unpacks");
+    for &(path, given, got) in files {
+        assert_eq!(s.mode(path), got, "{path}: {given:o}");
+    }
+}
+
 fn expect_unsafe(r: Result<UnpackSummary>, entry: &str, reason: &str) {
     match r {
         Err(Error::UnsafeArchive {
@@ -268,28 +279,16 @@ fn a_file_entry_replaces_a_link_instead_of_writing_through_it() {
 
 #[test]
 fn link_chains_that_escape_are_caught() {
-    // Each link is lexically inside, but l2 resolves above the root through l1.
-    expect_unsafe(
-        Sandbox::new().unpack(&[
-            E::Dir("a/"),
-            E::Sym("a/b", ".."),
-            E::Sym("l1", "a/b"),
-            E::Sym("l2", "l1/.."),
-        ]),
-        "l2",
-        "outside",
-    );
-    // The same, with the link that makes it escape coming after.
-    expect_unsafe(
-        Sandbox::new().unpack(&[
-            E::Dir("a/"),
-            E::Sym("a/b", ".."),
-            E::Sym("l2", "x/.."),
-            E::Sym("x", "a/b"),
-        ]),
-        "l2",
-        "outside",
-    );
+    for links in [
+        // Each link is lexically inside, but l2 resolves above the root through l1.
+        [("a/b", ".."), ("l1", "a/b"), ("l2", "l1/..")],
+        // The same, with the link that makes it escape coming after.
+        [("a/b", ".."), ("l2", "x/.."), ("x", "a/b")],
+    ] {
+        let mut entries = vec![E::Dir("a/")];
+        entries.extend(links.iter().map(|&(path, target)| E::Sym(path, target)));
+        expect_unsafe(Sandbox::new().unpack(&entries), "l2", "outside");
+    }
 }
 
 #[test]
@@ -313,16 +312,12 @@ fn devices_and_fifos_fail() {
 
 #[test]
 fn setuid_and_setgid_bits_are_dropped() {
-    let s = Sandbox::new();
-    s.unpack(&[
-        E::FileMode("suid", 0o4755),
-        E::FileMode("sgid", 0o2755),
-        E::FileMode("ro", 0o400),
-    ])
-    .expect("unpacks");
-    assert_eq!(s.mode("suid"), 0o755);
-    assert_eq!(s.mode("sgid"), 0o755);
-    assert_eq!(s.mode("ro"), 0o600, "owner can always read and write");
+    // The owner can always read and write.
+    assert_modes(&[
+        ("suid", 0o4755, 0o755),
+        ("sgid", 0o2755, 0o755),
+        ("ro", 0o400, 0o600),
+    ]);
 }
 
 #[test]
@@ -681,16 +676,11 @@ fn corrupt_or_refused_compressed_streams_stop_the_read_ahead_thread() {
 #[test]
 fn modes_survive_the_umask() {
     // Files are created with their final mode; bits the umask strips are put back.
-    let s = Sandbox::new();
-    s.unpack(&[
-        E::FileMode("rw-all", 0o666),
-        E::FileMode("rwx-all", 0o777),
-        E::FileMode("group", 0o640),
-        E::FileMode("exec", 0o755),
-    ])
-    .expect("unpacks");
-    assert_eq!(s.mode("rw-all"), 0o666);
-    assert_eq!(s.mode("rwx-all"), 0o777);
-    assert_eq!(s.mode("group"), 0o640);
-    assert_eq!(s.mode("exec"), 0o755);
+    let kept = [
+        ("rw-all", 0o666),
+        ("rwx-all", 0o777),
+        ("group", 0o640),
+        ("exec", 0o755),
+    ];
+    assert_modes(&kept.map(|(path, mode)| (path, mode, mode)));
 }

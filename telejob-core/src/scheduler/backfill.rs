@@ -405,39 +405,17 @@ mod tests {
         let p = plan(&daily(), &req, t("2026-03-03T05:00:00Z"), &[]).expect("plan");
         assert_eq!(p.len(), 1);
         let now = t("2027-06-01T00:00:00Z");
-        let e = plan(
-            &daily(),
-            &BackfillRequest::new(d("2026-01-01"), d("2027-01-02")),
-            now,
-            &[],
-        )
-        .expect_err("367 days");
-        assert!(e.to_string().contains("366"), "{e}");
-        assert!(
-            plan(
-                &daily(),
-                &BackfillRequest::new(d("2026-01-01"), d("2026-12-31")),
-                now,
-                &[]
-            )
-            .is_ok()
-        );
-        let e = plan(
-            &daily(),
-            &BackfillRequest::new(d("2026-03-05"), d("2026-03-04")),
-            now,
-            &[],
-        )
-        .expect_err("reversed");
-        assert!(e.to_string().contains("to"), "{e}");
-        let e = plan(
-            &daily(),
-            &BackfillRequest::new(d("2027-07-01"), d("2027-07-02")),
-            now,
-            &[],
-        )
-        .expect_err("future");
-        assert!(e.to_string().contains("from"), "{e}");
+        let range =
+            |from: &str, to: &str| plan(&daily(), &BackfillRequest::new(d(from), d(to)), now, &[]);
+        for (from, to, named) in [
+            ("2026-01-01", "2027-01-02", "366"),
+            ("2026-03-05", "2026-03-04", "to"),
+            ("2027-07-01", "2027-07-02", "from"),
+        ] {
+            let e = range(from, to).expect_err(from);
+            assert!(e.to_string().contains(named), "{from}..{to}: {e}");
+        }
+        assert!(range("2026-01-01", "2026-12-31").is_ok());
         let minutely = ScheduleSpec::cron("* * * * *").compile().expect("valid");
         let day = BackfillRequest::new(d("2026-03-01"), d("2026-03-01"));
         assert_eq!(plan(&minutely, &day, now, &[]).expect("a day").len(), 1440);

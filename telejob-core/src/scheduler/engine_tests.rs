@@ -144,6 +144,15 @@ impl Fx {
     }
 
     /// A scheduler over the fixture, started.
+    /// A scheduler started at `now` over one job `name` that runs `command` daily at noon,
+    /// its cursor at 11:00 on 2014-03-08.
+    async fn started_noon(now: &str, name: &str, command: &str) -> (Self, Scheduler) {
+        let fx = Self::new(now);
+        fx.add(noon(name, command), "2014-03-08T11:00:00Z");
+        let s = fx.started().await;
+        (fx, s)
+    }
+
     async fn started(&self) -> Scheduler {
         let s = self.scheduler();
         s.start().await.expect("start");
@@ -224,19 +233,13 @@ async fn advance_to(fx: &Fx, to: &str) {
 
 #[tokio::test(start_paused = true)]
 async fn a_daily_job_fires_once_a_day_on_time() {
-    let fx = Fx::new("2014-03-08T11:00:00Z");
-    fx.add(noon("daily", "ok 60"), "2014-03-08T11:00:00Z");
-    let s = fx.started().await;
+    let (fx, s) = Fx::started_noon("2014-03-08T11:00:00Z", "daily", "ok 60").await;
     advance_to(&fx, "2014-03-10T13:00:00Z").await;
-    use RunState::Succeeded as S;
-    assert_eq!(
-        fx.runs("daily"),
-        vec![
-            ("03-08T12:00:00".into(), S),
-            ("03-09T12:00:00".into(), S),
-            ("03-10T12:00:00".into(), S)
-        ]
-    );
+    let want: Vec<(String, RunState)> = ["03-08", "03-09", "03-10"]
+        .iter()
+        .map(|d| (format!("{d}T12:00:00"), RunState::Succeeded))
+        .collect();
+    assert_eq!(fx.runs("daily"), want);
     let launched = fx.compute.launched.lock().expect("lock").len();
     assert_eq!(launched, 3);
     s.shutdown().await;
@@ -244,9 +247,7 @@ async fn a_daily_job_fires_once_a_day_on_time() {
 
 #[tokio::test(start_paused = true)]
 async fn a_slot_never_runs_twice_across_a_restart() {
-    let fx = Fx::new("2014-03-08T11:59:00Z");
-    fx.add(noon("once", "ok 10"), "2014-03-08T11:00:00Z");
-    let s1 = fx.started().await;
+    let (fx, s1) = Fx::started_noon("2014-03-08T11:59:00Z", "once", "ok 10").await;
     advance_to(&fx, "2014-03-08T12:00:30Z").await;
     s1.shutdown().await;
     // A second scheduler over the same store: the cursor says the slot is handled, and even a
@@ -344,8 +345,7 @@ async fn overlap_policies() {
 #[tokio::test(start_paused = true)]
 async fn failures_retry_with_exponential_backoff_and_timeouts_only_when_asked() {
     let fx = Fx::new("2014-03-08T11:59:00Z");
-    let spec = retried("r", "fail 1", 2);
-    fx.add(spec, "2014-03-08T11:00:00Z");
+    fx.add(retried("r", "fail 1", 2), "2014-03-08T11:00:00Z");
     let mut spec = noon("t", "timeout 1");
     spec.max_retries = 2;
     fx.add(spec, "2014-03-08T11:00:00Z");
@@ -402,8 +402,7 @@ async fn failures_retry_with_exponential_backoff_and_timeouts_only_when_asked() 
 #[tokio::test(start_paused = true)]
 async fn retries_wait_out_their_backoff() {
     let fx = Fx::new("2014-03-08T11:59:00Z");
-    let spec = retried("b", "fail 1", 2);
-    fx.add(spec, "2014-03-08T11:00:00Z");
+    fx.add(retried("b", "fail 1", 2), "2014-03-08T11:00:00Z");
     let s = fx.started().await;
     // Attempt 0 at 12:00:00 fails at :01; retry 1 at 12:01:01 fails at :02; retry 2 at 12:03:02.
     advance_to(&fx, "2014-03-08T12:03:00Z").await;
@@ -431,9 +430,7 @@ async fn end_dates_expire_jobs_and_start_dates_hold_them() {
 
 #[tokio::test(start_paused = true)]
 async fn pause_resume_and_run_now() {
-    let fx = Fx::new("2014-03-08T11:00:00Z");
-    fx.add(noon("p", "ok 1"), "2014-03-08T11:00:00Z");
-    let s = fx.started().await;
+    let (fx, s) = Fx::started_noon("2014-03-08T11:00:00Z", "p", "ok 1").await;
     let name = JobName::new("p").expect("name");
     s.set_paused(&name, true).await.expect("pause");
     advance_to(&fx, "2014-03-09T11:00:00Z").await;
@@ -457,9 +454,7 @@ async fn pause_resume_and_run_now() {
 
 #[tokio::test(start_paused = true)]
 async fn failure_then_recovery_notifies_once_each() {
-    let fx = Fx::new("2014-03-08T11:00:00Z");
-    fx.add(noon("n", "fail 1"), "2014-03-08T11:00:00Z");
-    let s = fx.started().await;
+    let (fx, s) = Fx::started_noon("2014-03-08T11:00:00Z", "n", "fail 1").await;
     advance_to(&fx, "2014-03-08T13:00:00Z").await;
     let mut js = fx.store.job("n").expect("job");
     js.spec.command = "ok 1".into();
@@ -472,9 +467,7 @@ async fn failure_then_recovery_notifies_once_each() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_cancels_runs_in_flight_and_records_it() {
-    let fx = Fx::new("2014-03-08T11:59:59Z");
-    fx.add(noon("s", "ok 3600"), "2014-03-08T11:00:00Z");
-    let s = fx.started().await;
+    let (fx, s) = Fx::started_noon("2014-03-08T11:59:59Z", "s", "ok 3600").await;
     advance_to(&fx, "2014-03-08T12:00:10Z").await;
     assert_eq!(
         fx.runs("s"),
@@ -519,20 +512,13 @@ async fn a_burst_shared_between_worker_threads_fires_every_job_once() {
 
 #[tokio::test(start_paused = true)]
 async fn an_abandoning_scheduler_kills_its_runs_but_records_nothing_more() {
-    let fx = Fx::new("2014-03-08T11:59:59Z");
-    fx.add(noon("a", "ok 3600"), "2014-03-08T11:00:00Z");
-    let s = fx.started().await;
+    let (fx, s) = Fx::started_noon("2014-03-08T11:59:59Z", "a", "ok 3600").await;
     advance_to(&fx, "2014-03-08T12:00:10Z").await;
     let (_, run) = fx.store.runs("a").pop().expect("a run");
     s.abandon().await;
     // The run was killed, but its row stays in flight for the next owner to interrupt.
     advance_to(&fx, "2014-03-08T12:00:20Z").await;
-    let status = fx
-        .compute
-        .status(&run.id)
-        .await
-        .expect("status")
-        .expect("known");
+    let status = crate::testing::known_status(&*fx.compute, &run.id).await;
     assert_eq!(
         status.state,
         RunState::Cancelled,
@@ -551,8 +537,7 @@ async fn an_abandoning_scheduler_kills_its_runs_but_records_nothing_more() {
 #[tokio::test(start_paused = true)]
 async fn a_recovered_interrupted_run_is_retried_per_policy_and_a_manual_one_is_not() {
     let fx = Fx::new("2014-03-08T12:00:30Z");
-    let spec = retried("i", "ok 1", 1);
-    fx.add(spec, "2014-03-08T12:00:00Z");
+    fx.add(retried("i", "ok 1", 1), "2014-03-08T12:00:00Z");
     let s = fx.started().await;
     let mut run = Run::pending(
         &RunRequest::new(JobName::new("i").expect("name"), "/code.tgz", "ok 1")

@@ -85,13 +85,18 @@ mod tests {
     use super::*;
     use crate::schedule::{ScheduleSpec, TimeOfDay};
 
+    /// Daily at noon, UTC.
+    fn noon() -> crate::schedule::Schedule {
+        ScheduleSpec::daily(TimeOfDay::NOON)
+            .compile()
+            .expect("valid")
+    }
+
     use crate::testing::at as t;
 
     #[test]
     fn policies_table() {
-        let daily = ScheduleSpec::daily(TimeOfDay::NOON)
-            .compile()
-            .expect("valid");
+        let daily = noon();
         let cursor = t("2014-03-01T12:00:00Z");
         let now = t("2014-03-05T13:00:00Z"); // down 4 days: slots 2, 3, 4, 5 due; 5 is 1 h late
         let run = |d: &str| SlotAction::Run(t(&format!("2014-03-{d}T12:00:00Z")));
@@ -127,34 +132,17 @@ mod tests {
 
     #[test]
     fn on_time_slots_always_run_and_nothing_runs_twice() {
-        let daily = ScheduleSpec::daily(TimeOfDay::NOON)
-            .compile()
-            .expect("valid");
-        let (a, c, _) = plan_due(
-            &daily,
-            t("2014-03-04T12:00:00Z"),
-            t("2014-03-05T12:00:01Z"),
-            None,
-            MissedPolicy::Skip,
-            1,
-        );
+        let daily = noon();
+        let due = |cursor, now| plan_due(&daily, cursor, now, None, MissedPolicy::Skip, 1);
+        let (a, c, _) = due(t("2014-03-04T12:00:00Z"), t("2014-03-05T12:00:01Z"));
         assert_eq!(a, vec![SlotAction::Run(t("2014-03-05T12:00:00Z"))]);
-        let (a, _, _) = plan_due(
-            &daily,
-            c,
-            t("2014-03-05T12:30:00Z"),
-            None,
-            MissedPolicy::Skip,
-            1,
-        );
+        let (a, _, _) = due(c, t("2014-03-05T12:30:00Z"));
         assert!(a.is_empty(), "the cursor makes a slot due once");
     }
 
     #[test]
     fn the_end_date_bounds_due_slots() {
-        let daily = ScheduleSpec::daily(TimeOfDay::NOON)
-            .compile()
-            .expect("valid");
+        let daily = noon();
         let (a, _, _) = plan_due(
             &daily,
             t("2014-03-01T12:00:00Z"),

@@ -120,11 +120,7 @@ pub async fn compute_run_publishes(
         .await
         .expect("status is stored");
     assert_eq!(status.state, RunState::Succeeded, "stored status is final");
-    let again = compute
-        .status(&req.run_id)
-        .await
-        .expect("status")
-        .expect("known run");
+    let again = known_status(compute, &req.run_id).await;
     assert_eq!(again.state, RunState::Succeeded);
 }
 
@@ -149,6 +145,36 @@ async fn launch(compute: &dyn Compute, req: RunRequest) -> RunRequest {
     req
 }
 
+/// Launches `command` as job `job` on `code` under 60 s and waits for it to end: the request and
+/// the run.
+async fn finished(
+    compute: &dyn Compute,
+    job: &str,
+    code: &str,
+    command: &str,
+) -> (RunRequest, crate::run::Run) {
+    let req = launch(
+        compute,
+        request(job, code, command, Duration::from_secs(60)),
+    )
+    .await;
+    let run = compute.wait(&req.run_id).await.expect("wait");
+    (req, run)
+}
+
+/// What `compute` reports of the run `id`, which it must know.
+///
+/// # Panics
+///
+/// When the status cannot be read or the run is unknown.
+pub async fn known_status(compute: &dyn Compute, id: &RunId) -> crate::run::Run {
+    compute
+        .status(id)
+        .await
+        .expect("status")
+        .unwrap_or_else(|| panic!("run {id} is unknown to {}", compute.capabilities().name))
+}
+
 /// Whether `store` holds `key`.
 ///
 /// # Panics
@@ -165,17 +191,7 @@ pub async fn compute_failure(
     public: &dyn Store,
     private: &dyn Store,
 ) {
-    let req = launch(
-        compute,
-        request(
-            "conformance-fail",
-            code,
-            "./fail.sh",
-            Duration::from_secs(60),
-        ),
-    )
-    .await;
-    let run = compute.wait(&req.run_id).await.expect("wait");
+    let (req, run) = finished(compute, "conformance-fail", code, "./fail.sh").await;
     assert_eq!(run.state, RunState::Failed);
     assert_eq!(run.exit_code, Some(3));
     assert!(
@@ -232,11 +248,7 @@ pub async fn compute_cancel(compute: &dyn Compute, code: &str) {
     .await;
     // Wait until it runs.
     loop {
-        let s = compute
-            .status(&req.run_id)
-            .await
-            .expect("status")
-            .expect("known");
+        let s = known_status(compute, &req.run_id).await;
         if s.state == RunState::Running || s.state.is_terminal() {
             break;
         }
@@ -267,26 +279,12 @@ pub async fn compute_reattach(compute: &dyn Compute, code: &str) {
         "reattach: a run that was never launched is not found"
     );
     if compute.capabilities().reattach {
-        let req = launch(
-            compute,
-            request(
-                "conformance-reattach",
-                code,
-                "./run.sh",
-                Duration::from_secs(60),
-            ),
-        )
-        .await;
-        let run = compute.wait(&req.run_id).await.expect("wait");
+        let (req, run) = finished(compute, "conformance-reattach", code, "./run.sh").await;
         assert!(
             compute.reattach(&run).await.expect("reattach"),
             "reattach: a launched run is found again"
         );
-        let again = compute
-            .status(&req.run_id)
-            .await
-            .expect("status")
-            .expect("reattach: a reattached run has a status");
+        let again = known_status(compute, &req.run_id).await;
         assert_eq!(again.state, run.state, "reattach: the final state");
     }
 }

@@ -114,29 +114,36 @@ pub async fn scheduler_store_jobs_load(fx: &dyn SchedulerStoreFixture) {
 /// same key of another job and another key of the same job are free.
 pub async fn scheduler_store_slot_once(fx: &dyn SchedulerStoreFixture) {
     let (a, b, store) = two_jobs(fx, "once").await;
-    let first = slot_row(&a, "2014-03-08T12:00:00Z", 0, Trigger::Scheduled);
-    assert!(
-        store.insert_run(&first).await.expect("insert"),
-        "slot_once: a new slot is recorded"
-    );
-    let again = slot_row(&a, "2014-03-08T12:00:00Z", 0, Trigger::Scheduled);
-    assert!(
-        !store.insert_run(&again).await.expect("insert again"),
-        "slot_once: a second row for the same slot is refused"
-    );
+    let slot = "2014-03-08T12:00:00Z";
+    let again = slot_row(&a, slot, 0, Trigger::Scheduled);
+    for (row, recorded, what) in [
+        (
+            slot_row(&a, slot, 0, Trigger::Scheduled),
+            true,
+            "a new slot is recorded",
+        ),
+        (
+            again.clone(),
+            false,
+            "a second row for the same slot is refused",
+        ),
+        (
+            slot_row(&b, slot, 0, Trigger::Scheduled),
+            true,
+            "another job's same slot is its own",
+        ),
+        (
+            slot_row(&a, slot, 1, Trigger::Retry),
+            true,
+            "the slot's next attempt has a key of its own",
+        ),
+    ] {
+        let inserted = store.insert_run(&row).await.expect("insert");
+        assert_eq!(inserted, recorded, "slot_once: {what}");
+    }
     assert!(
         fx.run(&again.run.id).await.is_none(),
         "slot_once: the refused row is not stored"
-    );
-    let other_job = slot_row(&b, "2014-03-08T12:00:00Z", 0, Trigger::Scheduled);
-    assert!(
-        store.insert_run(&other_job).await.expect("insert"),
-        "slot_once: another job's same slot is its own"
-    );
-    let retry = slot_row(&a, "2014-03-08T12:00:00Z", 1, Trigger::Retry);
-    assert!(
-        store.insert_run(&retry).await.expect("insert"),
-        "slot_once: the slot's next attempt has a key of its own"
     );
 }
 

@@ -309,6 +309,13 @@ struct Isolated {
 }
 
 impl Isolated {
+    /// [`Isolated::new`] where memory and process limits can be set too (see
+    /// [`limit_controllers`]).
+    fn with_limits() -> Option<Self> {
+        let iso = Self::new()?;
+        limit_controllers().then_some(iso)
+    }
+
     fn new() -> Option<Self> {
         if !super::super::supervise::namespaces_available() {
             assert!(
@@ -423,32 +430,21 @@ async fn network_off_cuts_even_the_hosts_loopback() {
     let cmd = format!(
         "exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected || {{ echo refused; exit 7; }}"
     );
-    let on = iso
-        .run(
-            &cmd,
-            crate::limits::ResourceLimits {
-                network: Some(Network::On),
-                ..Default::default()
-            },
-        )
-        .await;
+    let network = |n| crate::limits::ResourceLimits {
+        network: Some(n),
+        ..Default::default()
+    };
+    let on = iso.run(&cmd, network(Network::On)).await;
     assert_eq!(on.exit, ExitKind::Exited(0), "control: {}", iso.f.log());
-    let off = iso
-        .run(
-            &cmd,
-            crate::limits::ResourceLimits {
-                network: Some(Network::Off),
-                ..Default::default()
-            },
-        )
-        .await;
+    let off = iso.run(&cmd, network(Network::Off)).await;
     assert_eq!(off.exit, ExitKind::Exited(7), "{}", iso.f.log());
     // Loopback inside the namespace works.
-    let own = iso.run("python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\", 0)); s.listen(); c=socket.create_connection(s.getsockname()); print(\"loopback-ok\")'",
-            crate::limits::ResourceLimits {
-                network: Some(Network::Off),
-                ..Default::default()
-            },).await;
+    let own = iso
+        .run(
+            "python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\", 0)); s.listen(); c=socket.create_connection(s.getsockname()); print(\"loopback-ok\")'",
+            network(Network::Off),
+        )
+        .await;
     assert_eq!(own.exit, ExitKind::Exited(0), "{}", iso.f.log());
 }
 
@@ -468,10 +464,9 @@ fn limit_controllers() -> bool {
 
 #[tokio::test]
 async fn a_memory_hog_ends_with_its_reason() {
-    let Some(iso) = Isolated::new() else { return };
-    if !limit_controllers() {
+    let Some(iso) = Isolated::with_limits() else {
         return;
-    }
+    };
     let limits = crate::limits::ResourceLimits {
         memory: Some(Bytes::mib(64)),
         ..Default::default()
@@ -497,10 +492,9 @@ async fn a_memory_hog_ends_with_its_reason() {
 
 #[tokio::test]
 async fn a_fork_bomb_ends_with_its_reason() {
-    let Some(iso) = Isolated::new() else { return };
-    if !limit_controllers() {
+    let Some(iso) = Isolated::with_limits() else {
         return;
-    }
+    };
     let limits = crate::limits::ResourceLimits {
         processes: Some(20),
         ..Default::default()
