@@ -60,7 +60,18 @@ async fn compute(e: &Env, launcher: &str, margin: u64) -> Ec2Compute {
 /// A compute of the `telejob` launcher with `margin` seconds past each deadline, and run
 /// `job` (of `timeout` seconds) launched on it.
 async fn launched(e: &Env, margin: u64, job: &str, timeout: u64) -> (Ec2Compute, RunRequest) {
-    let c = compute(e, "telejob", margin).await;
+    launched_by(e, "telejob", margin, job, timeout).await
+}
+
+/// [`launched`], by the launcher `launcher`.
+async fn launched_by(
+    e: &Env,
+    launcher: &str,
+    margin: u64,
+    job: &str,
+    timeout: u64,
+) -> (Ec2Compute, RunRequest) {
+    let c = compute(e, launcher, margin).await;
     let r = req(job, Duration::from_secs(timeout));
     c.launch(r.clone(), LaunchOptions::default())
         .await
@@ -281,19 +292,9 @@ async fn after_a_restart_runs_are_reattached_and_the_rest_reaped() {
             .expect("launch");
     }
     // Another launcher's instance, within its deadline: not ours to reap.
-    let other = compute(&e, "someone-else", 900).await;
-    let foreign = req("foreign", Duration::from_secs(600));
-    other
-        .launch(foreign.clone(), LaunchOptions::default())
-        .await
-        .expect("launch");
+    let (other, foreign) = launched_by(&e, "someone-else", 900, "foreign", 600).await;
     // Another launcher's instance past its deadline: anyone reaps it.
-    let stale_launcher = compute(&e, "someone-else", 0).await;
-    let stale = req("stale", Duration::from_secs(1));
-    stale_launcher
-        .launch(stale.clone(), LaunchOptions::default())
-        .await
-        .expect("launch");
+    let (stale_launcher, stale) = launched_by(&e, "someone-else", 0, "stale", 1).await;
     // "kill -9": nobody follows these runs any more.
     for c in [&before, &other, &stale_launcher] {
         c.forget_all();

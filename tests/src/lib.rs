@@ -36,6 +36,17 @@ pub fn run_code(bin: &Path, cwd: &Path, more: &[&str]) -> Output {
     run_bin(bin, cwd, &args)
 }
 
+/// Asserts that the command of `o` exited with `code`, showing `what` and its stderr if not.
+#[track_caller]
+pub fn assert_exit(o: &Output, code: i32, what: &str) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "{what}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 /// Runs `bin args…` in `cwd` and returns its output.
 pub fn run_bin(bin: &Path, cwd: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(bin);
@@ -130,13 +141,25 @@ pub fn assert_refused(
     );
 }
 
+/// The string `key` of each object of the JSON array `v`, in order (those without it left
+/// out).
+///
+/// # Panics
+///
+/// When `v` is not an array.
+pub fn strings_of<'a>(v: &'a serde_json::Value, key: &str) -> Vec<&'a str> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .filter_map(|o| o[key].as_str())
+        .collect()
+}
+
 /// The run ids of a backfill's answer (`slots[].run_id`), in its order.
 pub fn slot_run_ids(v: &serde_json::Value) -> Vec<String> {
-    v["slots"]
-        .as_array()
-        .expect("slots")
-        .iter()
-        .filter_map(|s| s["run_id"].as_str().map(str::to_string))
+    strings_of(&v["slots"], "run_id")
+        .into_iter()
+        .map(str::to_string)
         .collect()
 }
 

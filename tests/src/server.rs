@@ -297,6 +297,12 @@ impl Api {
         (s, v)
     }
 
+    /// `DELETE path`.
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        let (s, v, _) = self.call("DELETE", path, None).await;
+        (s, v)
+    }
+
     /// Creates the job `spec` (without code).
     ///
     /// # Panics
@@ -327,6 +333,16 @@ impl Api {
     pub async fn create_with_script(&self, spec: Value, script: &str) {
         self.create_with_code(spec, &[("run.sh", script, 0o755)])
             .await;
+    }
+
+    /// Creates the job `spec` with code whose `run.sh` does nothing, for a `command` of its
+    /// own to run.
+    ///
+    /// # Panics
+    ///
+    /// When it is refused.
+    pub async fn create_runnable(&self, spec: Value) {
+        self.create_with_script(spec, "true").await;
     }
 
     /// `POST /api/jobs/{job}/backfill` with `body`.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use telejob_aws::testing::Moto;
 use telejob_aws::{Ec2ComputeBuilder, Ec2Settings, S3StoreBuilder};
-use telejob_e2e::{tarball, telejob_bin, write_script_tarball};
+use telejob_e2e::{Api, assert_refused, tarball, telejob_bin, write_script_tarball};
 
 fn write_config(dir: &Path, moto: &Moto, ami: &str, margin: u64) -> std::path::PathBuf {
     let cfg = dir.join("aws.toml");
@@ -71,6 +71,14 @@ fn setup() -> Option<(Moto, String, tempfile::TempDir)> {
         .trim()
         .to_string();
     Some((moto, ami, tempfile::tempdir().expect("tmp")))
+}
+
+/// [`setup`] with the configuration of `telejob run --compute ec2` written (a run margin of
+/// `margin` seconds).
+fn setup_run(margin: u64) -> Option<(Moto, tempfile::TempDir, std::path::PathBuf)> {
+    let (moto, ami, tmp) = setup()?;
+    let cfg = write_config(tmp.path(), &moto, &ami, margin);
+    Some((moto, tmp, cfg))
 }
 
 /// Spawns `telejob run --compute ec2 …` with the test's AWS credentials.
@@ -126,11 +134,10 @@ fn state_of(moto: &Moto, id: &str) -> String {
 
 #[test]
 fn an_ec2_run_boots_from_its_user_data_and_publishes_to_s3() {
-    let Some((moto, ami, tmp)) = setup() else {
+    let Some((moto, tmp, cfg)) = setup_run(600) else {
         return;
     };
     let dir = tmp.path();
-    let cfg = write_config(dir, &moto, &ami, 600);
     let code = write_script_tarball(
         dir.join("bootjob-1.0.tar.gz"),
         "#!/bin/bash\nset -e\nmkdir -p output\necho \"day,$TELEJOB_JOB\" > output/result.csv\n\
@@ -201,19 +208,11 @@ fn an_ec2_run_boots_from_its_user_data_and_publishes_to_s3() {
     );
     let shutdowns =
         std::fs::read_to_string(machine.join("shutdown.calls")).expect("shutdown called");
+    let calls: Vec<&str> = shutdowns.lines().collect();
     assert!(
-        shutdowns
-            .lines()
-            .next()
-            .is_some_and(|l| l.starts_with("-h +")),
-        "{shutdowns}"
-    );
-    assert!(
-        shutdowns
-            .lines()
-            .last()
-            .is_some_and(|l| l.starts_with("-h now")),
-        "{shutdowns}"
+        calls.first().is_some_and(|l| l.starts_with("-h +"))
+            && calls.last().is_some_and(|l| l.starts_with("-h now")),
+        "the dead-man shutdown first, the one at the end last: {shutdowns}"
     );
     let fw = std::fs::read_to_string(machine.join("iptables.calls")).unwrap_or_default();
     assert!(
@@ -235,24 +234,18 @@ fn an_ec2_run_boots_from_its_user_data_and_publishes_to_s3() {
     let listing = moto.boto3(
         "print('\\n'.join(o['Key'] for b in ['pub', 'priv'] for o in s3.list_objects_v2(Bucket=b).get('Contents', [])))",
     );
-    assert!(
-        listing
-            .lines()
-            .any(|k| k.starts_with("bootjob/runs/") && k.ends_with("/manifest.json")),
-        "{listing}"
-    );
-    assert!(
-        listing
-            .lines()
-            .any(|k| k.starts_with("telejob/bootjob/runs/") && k.ends_with("/status.json")),
-        "{listing}"
-    );
-    assert!(
-        listing
-            .lines()
-            .any(|k| k.starts_with("telejob/bootjob/runs/") && k.ends_with("/log.txt")),
-        "{listing}"
-    );
+    for (prefix, file) in [
+        ("bootjob/runs/", "/manifest.json"),
+        ("telejob/bootjob/runs/", "/status.json"),
+        ("telejob/bootjob/runs/", "/log.txt"),
+    ] {
+        assert!(
+            listing
+                .lines()
+                .any(|k| k.starts_with(prefix) && k.ends_with(file)),
+            "{prefix}…{file} in {listing}"
+        );
+    }
     assert!(
         !listing
             .lines()
@@ -276,11 +269,10 @@ fn an_ec2_run_boots_from_its_user_data_and_publishes_to_s3() {
 
 #[test]
 fn an_ec2_run_that_never_reports_is_terminated_at_its_deadline() {
-    let Some((moto, ami, tmp)) = setup() else {
+    let Some((moto, tmp, cfg)) = setup_run(1) else {
         return;
     };
     let dir = tmp.path();
-    let cfg = write_config(dir, &moto, &ami, 1);
     let code = write_script_tarball(dir.join("stuck.tar.gz"), "#!/bin/bash\nsleep 1000\n");
     let child = spawn_run(&moto, dir, &cfg, &code, "1s");
     let id = instance_for(&moto, "stuck");
@@ -546,80 +538,38 @@ async fn a_new_leader_re_adopts_the_dead_leaders_ec2_runs() {
         .expect("token")
         .trim()
         .to_string();
-    let http = reqwest::Client::new();
-    let call = |method: reqwest::Method, url: String, body: Option<Vec<u8>>| {
-        let mut r = http.request(method, url).bearer_auth(&token);
-        if let Some(b) = body {
-            r = r.body(b);
-        }
-        async move {
-            let resp = r.send().await.expect("request");
-            let status = resp.status().as_u16();
-            (
-                status,
-                resp.json::<serde_json::Value>().await.unwrap_or_default(),
-            )
-        }
+    let (api_a, api_b) = (
+        Api::at(&a_base, Some(&token)),
+        Api::at(&b_base, Some(&token)),
+    );
+    let role = |api: &Api| {
+        let api = api.clone();
+        async move { api.get("/healthz").await.1["role"].clone() }
     };
-    let role = |base: String| {
-        let http = http.clone();
-        async move {
-            http.get(format!("{base}/healthz"))
-                .send()
-                .await
-                .expect("healthz")
-                .json::<serde_json::Value>()
-                .await
-                .expect("json")["role"]
-                .clone()
-        }
-    };
-    assert_eq!(role(a_base.clone()).await, "leader");
+    assert_eq!(role(&api_a).await, "leader");
     let spec = serde_json::json!({"name": "adopted", "command": "./run.sh", "output_dir": "output",
         "schedule": {"frequency": "daily", "time_of_day": "06:00"}});
-    let (s, v) = http
-        .post(format!("{a_base}/api/jobs"))
-        .bearer_auth(&token)
-        .json(&spec)
-        .send()
-        .await
-        .map(|r| (r.status().as_u16(), r))
-        .expect("create");
-    assert_eq!(s, 201, "{:?}", v.text().await);
+    let (s, v) = api_a.post_json("/api/jobs", &spec).await;
+    assert_eq!(s, 201, "{v}");
     let code = tarball(&[(
         "run.sh",
         "#!/bin/bash\nmkdir -p output\necho adopted > output/x\n",
         0o755,
     )]);
-    let (s, v) = call(
-        reqwest::Method::PUT,
-        format!("{a_base}/api/jobs/adopted/code"),
-        Some(code),
-    )
-    .await;
+    let (s, v) = api_a.put_code("adopted", code).await;
     assert_eq!(s, 200, "{v}");
-    let (s, v) = call(
-        reqwest::Method::POST,
-        format!("{a_base}/api/jobs/adopted/runs"),
-        None,
-    )
-    .await;
+    let (s, v, _) = api_a.call("POST", "/api/jobs/adopted/runs", None).await;
     assert_eq!(s, 202, "{v}");
     let id = v["run_id"].as_str().expect("id").to_string();
     let instance = instance_for(&moto, "adopted");
     // The leader dies with its run's instance up; the other replica takes over.
     a.kill_now();
     let t0 = Instant::now();
-    while role(b_base.clone()).await != "leader" {
+    while role(&api_b).await != "leader" {
         assert!(t0.elapsed() < Duration::from_secs(10), "no takeover");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (_, run) = call(
-        reqwest::Method::GET,
-        format!("{b_base}/api/runs/{id}"),
-        None,
-    )
-    .await;
+    let (_, run) = api_b.get(&format!("/api/runs/{id}")).await;
     assert_ne!(run["state"], "interrupted", "{run}");
     assert_eq!(
         state_of(&moto, &instance),
@@ -629,23 +579,11 @@ async fn a_new_leader_re_adopts_the_dead_leaders_ec2_runs() {
     // Now the machine boots and runs the job; the new leader records the outcome.
     let moto = Arc::new(moto);
     let _machines = Machines::start(moto.clone(), dir.join("machines"));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (_, run) = call(
-            reqwest::Method::GET,
-            format!("{b_base}/api/runs/{id}"),
-            None,
-        )
-        .await;
-        if run["state"] == "succeeded" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the adopted run never finished: {run}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let run = api_b.wait_run(&id).await;
+    assert_eq!(
+        run["state"], "succeeded",
+        "the adopted run never finished: {run}"
+    );
     let log = std::fs::read_to_string(dir.join("b.log")).expect("log");
     assert!(
         log.contains(&format!("run {id} of adopted reattached")),
@@ -675,38 +613,25 @@ async fn an_ec2_job_chooses_an_allowed_instance_type_and_is_told_its_cost() {
         .expect("token")
         .trim()
         .to_string();
-    let http = reqwest::Client::new();
-    let post = |path: &str, body: serde_json::Value| {
-        http.post(format!("{base}{path}"))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-    };
+    let admin = Api::at(&base, Some(&token));
     // Outside the allowlist: refused, naming the field.
-    let r = post(
-        "/api/jobs",
-        serde_json::json!({"name": "big", "instance_type": "m5.large"}),
-    )
-    .await
-    .expect("create");
-    assert_eq!(r.status().as_u16(), 422);
-    let v: serde_json::Value = r.json().await.expect("json");
-    assert_eq!(v["field"], "instance_type", "{v}");
-    assert!(
-        v["error"].as_str().is_some_and(|e| e.contains("t3.small")),
-        "{v}"
-    );
+    let (s, v) = admin
+        .post_json(
+            "/api/jobs",
+            &serde_json::json!({"name": "big", "instance_type": "m5.large"}),
+        )
+        .await;
+    assert_refused((s, &v), 422, Some("instance_type"), "t3.small");
     // Allowed: saved, with the cost estimate from the operator's price (a daily job of 60
     // minutes: 30 runs of 62 minutes at $0.25/h is at most $7.75 a month).
-    let r = post(
-        "/api/jobs",
-        serde_json::json!({"name": "sized", "instance_type": "t3.small", "timeout_minutes": 60,
-            "command": "mkdir -p output && echo hi > output/x"}),
-    )
-    .await
-    .expect("create");
-    assert_eq!(r.status().as_u16(), 201);
-    let v: serde_json::Value = r.json().await.expect("json");
+    let (s, v) = admin
+        .post_json(
+            "/api/jobs",
+            &serde_json::json!({"name": "sized", "instance_type": "t3.small", "timeout_minutes": 60,
+                "command": "mkdir -p output && echo hi > output/x"}),
+        )
+        .await;
+    assert_eq!(s, 201);
     let cost = v["warnings"]
         .as_array()
         .expect("warnings")
@@ -720,18 +645,14 @@ async fn an_ec2_job_chooses_an_allowed_instance_type_and_is_told_its_cost() {
         "{cost}"
     );
     // Its runs launch that type.
-    let r = http
-        .put(format!("{base}/api/jobs/sized/code"))
-        .bearer_auth(&token)
-        .body(tarball(&[("run.sh", "true", 0o755)]))
-        .send()
-        .await
-        .expect("code");
-    assert_eq!(r.status().as_u16(), 200);
-    let r = post("/api/jobs/sized/runs", serde_json::json!({}))
-        .await
-        .expect("run");
-    assert_eq!(r.status().as_u16(), 202);
+    let (s, _) = admin
+        .put_code("sized", tarball(&[("run.sh", "true", 0o755)]))
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = admin
+        .post_json("/api/jobs/sized/runs", &serde_json::json!({}))
+        .await;
+    assert_eq!(s, 202);
     let id = instance_for(&moto, "sized");
     let kind = moto.boto3(&format!(
         "print(ec2.describe_instances(InstanceIds=['{id}'])['Reservations'][0]['Instances'][0]['InstanceType'])"
@@ -739,37 +660,16 @@ async fn an_ec2_job_chooses_an_allowed_instance_type_and_is_told_its_cost() {
     assert_eq!(kind.trim(), "t3.small");
     // Purged while its run is in flight: the run stops, but the credentials it was given stay
     // valid for its timeout and margin, so nobody else may take the name until then.
-    let r = http
-        .delete(format!("{base}/api/jobs/sized?public_data=purge"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(r.status().as_u16(), 204, "{:?}", r.text().await);
+    let (s, _, body) = admin
+        .call("DELETE", "/api/jobs/sized?public_data=purge", None)
+        .await;
+    assert_eq!(s, 204, "{}", String::from_utf8_lossy(&body));
     let bob = telejob_e2e::token_for(telejob_bin!(), &dir.join("data"), "bob");
-    let r = http
-        .post(format!("{base}/api/jobs"))
-        .bearer_auth(&bob)
-        .json(&serde_json::json!({"name": "sized"}))
-        .send()
-        .await
-        .expect("create");
-    assert_eq!(r.status().as_u16(), 409);
-    let v: serde_json::Value = r.json().await.expect("json");
-    assert_eq!(v["field"], "name", "{v}");
-    assert!(
-        v["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("valid until")),
-        "{v}"
-    );
-    let r = http
-        .get(format!("{base}/api/tombstones"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("tombstones");
-    let v: serde_json::Value = r.json().await.expect("json");
+    let (s, v) = Api::at(&base, Some(&bob))
+        .post_json("/api/jobs", &serde_json::json!({"name": "sized"}))
+        .await;
+    assert_refused((s, &v), 409, Some("name"), "valid until");
+    let (_, v) = admin.get("/api/tombstones").await;
     let until: chrono::DateTime<chrono::Utc> = v[0]["free_after"]
         .as_str()
         .and_then(|t| t.parse().ok())
@@ -823,23 +723,7 @@ async fn workers_launch_with_the_owners_key_and_end_at_their_deadline() {
     );
     let (mut server, base) = serve_ec2(&moto, dir, &cfg, "data", &[], &[]);
     let (alice, bob) = (token(dir, "alice"), token(dir, "bob"));
-    let http = reqwest::Client::new();
-    let call = |method: &str, path: &str, who: &str, body: Option<serde_json::Value>| {
-        let mut r = http
-            .request(method.parse().expect("method"), format!("{base}{path}"))
-            .bearer_auth(who);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        async move {
-            let resp = r.send().await.expect("request");
-            let status = resp.status().as_u16();
-            (
-                status,
-                resp.json::<serde_json::Value>().await.unwrap_or_default(),
-            )
-        }
-    };
+    let (alice_api, bob_api) = (Api::at(&base, Some(&alice)), Api::at(&base, Some(&bob)));
     let (hook, events) = telejob_e2e::webhook_sink();
     // Bad input names the field and launches nothing.
     let private = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
@@ -863,7 +747,7 @@ async fn workers_launch_with_the_owners_key_and_end_at_their_deadline() {
             "name",
         ),
     ] {
-        let (s, v) = call("POST", "/api/workers", &alice, Some(body)).await;
+        let (s, v) = alice_api.post_json("/api/workers", &body).await;
         assert_eq!(s, 422, "{v}");
         assert_eq!(v["field"], field, "{v}");
         assert!(
@@ -872,16 +756,8 @@ async fn workers_launch_with_the_owners_key_and_end_at_their_deadline() {
         );
     }
     // A launch: tags, no instance profile, the key in user data, a ready ssh line.
-    let (s, w) = call(
-        "POST",
-        "/api/workers",
-        &alice,
-        Some(
-            serde_json::json!({"name": "dev", "ssh_key": format!("{ALICE_KEY}\n"), "lifetime": "3h",
-            "notify": {"webhook": hook}}),
-        ),
-    )
-    .await;
+    let (s, w) = alice_api.post_json("/api/workers", &serde_json::json!({"name": "dev", "ssh_key": format!("{ALICE_KEY}\n"), "lifetime": "3h",
+            "notify": {"webhook": hook}}),).await;
     assert_eq!(s, 201, "{w}");
     let id = w["instance_id"].as_str().expect("instance").to_string();
     let describe = moto.boto3(&format!(
@@ -958,7 +834,7 @@ async fn workers_launch_with_the_owners_key_and_end_at_their_deadline() {
     // Running, with an address and a ready ssh line.
     let started = Instant::now();
     let w = loop {
-        let (_, w) = call("GET", "/api/workers/dev", &alice, None).await;
+        let (_, w) = alice_api.get("/api/workers/dev").await;
         if w["state"] == "running" && w["ssh"].is_string() {
             break w;
         }
@@ -970,58 +846,44 @@ async fn workers_launch_with_the_owners_key_and_end_at_their_deadline() {
         "{w}"
     );
     // Another user neither sees nor ends it.
-    let (s, v) = call("GET", "/api/workers/dev", &bob, None).await;
+    let (s, v) = bob_api.get("/api/workers/dev").await;
     assert_eq!(s, 404, "{v}");
-    let (s, _) = call("DELETE", "/api/workers/dev", &bob, None).await;
+    let (s, _) = bob_api.delete("/api/workers/dev").await;
     assert_eq!(s, 404);
-    let (_, list) = call("GET", "/api/workers", &bob, None).await;
+    let (_, list) = bob_api.get("/api/workers").await;
     assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
     // A name in use, and the per-user cap.
-    let (s, v) = call(
-        "POST",
-        "/api/workers",
-        &alice,
-        Some(serde_json::json!({"name": "dev", "ssh_key": ALICE_KEY})),
-    )
-    .await;
+    let (s, v) = alice_api
+        .post_json(
+            "/api/workers",
+            &serde_json::json!({"name": "dev", "ssh_key": ALICE_KEY}),
+        )
+        .await;
     assert_eq!((s, v["field"].as_str()), (422, Some("name")), "{v}");
     // "brief" names no channel: its notifications go to alice's profile.
-    let (s, v) = call(
-        "PUT",
-        "/api/me",
-        &alice,
-        Some(serde_json::json!({"notify": {"webhook": hook}})),
-    )
-    .await;
+    let (s, v) = alice_api
+        .put_json("/api/me", &serde_json::json!({"notify": {"webhook": hook}}))
+        .await;
     assert_eq!(s, 200, "{v}");
-    let (s, v) = call(
-        "POST",
-        "/api/workers",
-        &alice,
-        Some(serde_json::json!({"name": "brief", "ssh_key": ALICE_KEY, "lifetime": "1m"})),
-    )
-    .await;
+    let (s, v) = alice_api
+        .post_json(
+            "/api/workers",
+            &serde_json::json!({"name": "brief", "ssh_key": ALICE_KEY, "lifetime": "1m"}),
+        )
+        .await;
     assert_eq!(s, 201, "{v}");
-    let (s, v) = call(
-        "POST",
-        "/api/workers",
-        &alice,
-        Some(serde_json::json!({"ssh_key": ALICE_KEY})),
-    )
-    .await;
+    let (s, v) = alice_api
+        .post_json("/api/workers", &serde_json::json!({"ssh_key": ALICE_KEY}))
+        .await;
     assert_eq!(
         (s, v["field"].as_str()),
         (422, Some("workers")),
         "the cap: {v}"
     );
     // Extend moves the deadline tag, within the maximum.
-    let (s, v) = call(
-        "POST",
-        "/api/workers/dev/extend",
-        &alice,
-        Some(serde_json::json!({"by": "2h"})),
-    )
-    .await;
+    let (s, v) = alice_api
+        .post_json("/api/workers/dev/extend", &serde_json::json!({"by": "2h"}))
+        .await;
     assert_eq!(s, 200, "{v}");
     let deadline = v["deadline"].as_str().expect("deadline").to_string();
     let tag = moto.boto3(&format!(
@@ -1033,26 +895,14 @@ async fn workers_launch_with_the_owners_key_and_end_at_their_deadline() {
         (parse(&deadline) - parse(&tag)).num_seconds().abs() <= 1,
         "the tag says {tag}, the server {deadline}"
     );
-    let (s, v) = call(
-        "POST",
-        "/api/workers/dev/extend",
-        &alice,
-        Some(serde_json::json!({"by": "30h"})),
-    )
-    .await;
+    let (s, v) = alice_api
+        .post_json("/api/workers/dev/extend", &serde_json::json!({"by": "30h"}))
+        .await;
     assert_eq!((s, v["field"].as_str()), (422, Some("by")), "{v}");
     // A restart (kill -9): the workers are still followed.
     server.kill_now();
     let (mut server, base2) = serve_ec2(&moto, dir, &cfg, "data", &[], &[]);
-    let again = reqwest::Client::new()
-        .get(format!("{base2}/api/workers/dev"))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .expect("show")
-        .json::<serde_json::Value>()
-        .await
-        .expect("json");
+    let (_, again) = Api::at(&base2, Some(&alice)).get("/api/workers/dev").await;
     assert_eq!(again["instance_id"], id.as_str(), "{again}");
     // "brief" lives a minute: warned at once (it ends within the hour), ended at its deadline.
     let mut seen = Vec::new();
@@ -1127,13 +977,14 @@ async fn workers_launch_with_the_owners_key_and_end_at_their_deadline() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("dev "), "{o:?}");
     let cfg_arg = cfg.to_str().expect("utf8");
     let key_arg = keyfile.to_str().expect("utf8");
-    let o = cli(&[
+    let direct = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--compute", "ec2", "--config", cfg_arg]);
+        cli(&all)
+    };
+    let o = direct(&[
         "worker",
         "launch",
-        "--compute",
-        "ec2",
-        "--config",
-        cfg_arg,
         "--ssh-key",
         key_arg,
         "--name",
@@ -1147,11 +998,6 @@ async fn workers_launch_with_the_owners_key_and_end_at_their_deadline() {
         out.contains("from-cli-2") && out.contains("ssh analyst@"),
         "{out}"
     );
-    let direct = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend(["--compute", "ec2", "--config", cfg_arg]);
-        cli(&all)
-    };
     let o = direct(&["worker", "extend", "from-cli-2", "--by", "1h"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = direct(&["worker", "extend", "from-cli-2", "--by", "30h"]);

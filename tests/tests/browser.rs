@@ -119,12 +119,7 @@ async fn start_browser(chromium: &Path, driver: &Path) -> (Kill, Client) {
 async fn sign_in(c: &Client, base: &str, token: &str) {
     c.goto(&format!("{base}/login")).await.expect("login page");
     type_into(c, "token", token).await;
-    c.find(Locator::Css("button[type=submit]"))
-        .await
-        .expect("button")
-        .click()
-        .await
-        .expect("click");
+    click_css(c, "button[type=submit]").await;
     c.wait()
         .for_element(Locator::Css("header .who"))
         .await
@@ -155,6 +150,35 @@ async fn click(c: &Client, id: &str) {
 /// The value of the form field with id `id`.
 async fn value(c: &Client, id: &str) -> Option<String> {
     element(c, id).await.prop("value").await.expect("value")
+}
+
+/// How many elements match `css` now.
+async fn count(c: &Client, css: &str) -> usize {
+    c.find_all(Locator::Css(css)).await.expect(css).len()
+}
+
+/// Asserts that `text` holds every one of `parts`.
+#[track_caller]
+fn assert_holds(text: &str, parts: &[&str]) {
+    for p in parts {
+        assert!(text.contains(p), "{p:?} in {text:?}");
+    }
+}
+
+/// Whether the element with id `id` is shown.
+async fn shown(c: &Client, id: &str) -> bool {
+    element(c, id).await.is_displayed().await.expect("shown?")
+}
+
+/// Clicks the element `css` (an option of a select, a button of a row).
+async fn click_css(c: &Client, css: &str) {
+    c.wait()
+        .for_element(Locator::Css(css))
+        .await
+        .expect(css)
+        .click()
+        .await
+        .expect("click");
 }
 
 /// The text of the element `css`, waiting for it to appear (pages load after clicks). A page
@@ -216,54 +240,22 @@ async fn a_user_schedules_and_runs_a_job_from_the_form() {
     // what the server gives.
     let advanced = c.find(Locator::Id("advanced")).await.expect("advanced");
     assert_eq!(advanced.attr("open").await.expect("open"), None, "folded");
-    assert!(
-        !c.find(Locator::Id("limit_memory"))
-            .await
-            .expect("memory")
-            .is_displayed()
-            .await
-            .expect("shown?")
-    );
+    assert!(!shown(&c, "limit_memory").await);
     assert!(
         c.find(Locator::Id("instance_type")).await.is_err(),
         "no EC2 field here"
     );
-    let processes = c
-        .find(Locator::Id("limit_processes"))
-        .await
-        .expect("processes");
+    let processes = element(&c, "limit_processes").await;
+    let placeholder = processes.attr("placeholder").await.expect("placeholder");
     assert_eq!(
-        processes
-            .attr("placeholder")
-            .await
-            .expect("placeholder")
-            .as_deref(),
+        placeholder.as_deref(),
         Some("4096"),
         "the server's default processes limit"
     );
     // Fields that do not apply are hidden; choosing weekly shows the day.
-    assert!(
-        !c.find(Locator::Id("field-day_of_week"))
-            .await
-            .expect("dow")
-            .is_displayed()
-            .await
-            .expect("shown?")
-    );
-    c.find(Locator::Css("#frequency option[value=weekly]"))
-        .await
-        .expect("weekly")
-        .click()
-        .await
-        .expect("choose");
-    assert!(
-        c.find(Locator::Id("field-day_of_week"))
-            .await
-            .expect("dow")
-            .is_displayed()
-            .await
-            .expect("shown?")
-    );
+    assert!(!shown(&c, "field-day_of_week").await);
+    click_css(&c, "#frequency option[value=weekly]").await;
+    assert!(shown(&c, "field-day_of_week").await);
     c.wait()
         .for_element(Locator::XPath(
             "//span[@id='preview'][contains(., 'weekly on monday')]",
@@ -292,11 +284,13 @@ async fn a_user_schedules_and_runs_a_job_from_the_form() {
     type_into(&c, "code", code.to_str().expect("utf8")).await;
     click(&c, "submit").await;
     let what = text(&c, "#what-happens").await;
-    assert!(
-        what.contains("weekly on monday at 12:00 UTC")
-            && what.contains("120 minutes")
-            && what.contains("browserjob/data/"),
-        "{what}"
+    assert_holds(
+        &what,
+        &[
+            "weekly on monday at 12:00 UTC",
+            "120 minutes",
+            "browserjob/data/",
+        ],
     );
 
     // Run it now and watch it succeed with its file listed.
@@ -377,13 +371,8 @@ async fn a_user_schedules_and_runs_a_job_from_the_form() {
         .find(Locator::Id("duration-chart"))
         .await
         .expect("the chart");
-    let bars = c
-        .find_all(Locator::Css(
-            "#duration-chart rect.bar[data-state=succeeded]",
-        ))
-        .await
-        .expect("bars");
-    assert_eq!(bars.len(), 2, "the run and its replay");
+    let bars = count(&c, "#duration-chart rect.bar[data-state=succeeded]").await;
+    assert_eq!(bars, 2, "the run and its replay");
     let off = c
         .find(Locator::Id("timeout-off-scale"))
         .await
@@ -444,12 +433,9 @@ async fn a_user_schedules_and_runs_a_job_from_the_form() {
         rows.contains("missed") && rows.contains("12:00 UTC"),
         "{rows}"
     );
-    let slots = c
-        .find_all(Locator::Css("#backfill-slots tr.slot"))
-        .await
-        .expect("slots");
+    let slots = count(&c, "#backfill-slots tr.slot").await;
     assert!(
-        (2..=3).contains(&slots.len()),
+        (2..=3).contains(&slots),
         "two weeks hold two or three mondays: {rows}"
     );
     std::fs::write(
@@ -462,18 +448,13 @@ async fn a_user_schedules_and_runs_a_job_from_the_form() {
     let runs = text(&c, "#runs").await;
     assert_eq!(
         runs.matches("backfill").count(),
-        slots.len(),
+        slots,
         "one backfill run per slot: {runs}"
     );
 
     // Warnings under the form, live: every minute is more than 24 runs a day.
     c.goto(&format!("{base}/jobs/new")).await.expect("form");
-    c.find(Locator::Css("#frequency option[value=cron]"))
-        .await
-        .expect("cron")
-        .click()
-        .await
-        .expect("choose");
+    click_css(&c, "#frequency option[value=cron]").await;
     set_field(&c, "cron", "* * * * *").await;
     let w = c
         .wait()
@@ -599,12 +580,7 @@ async fn a_user_launches_a_worker_from_the_form_and_terminates_it() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     set_field(&c, "lifetime", "2h").await;
-    c.find(Locator::Css("#instance_type option[value='t3.small']"))
-        .await
-        .expect("type")
-        .click()
-        .await
-        .expect("choose");
+    click_css(&c, "#instance_type option[value='t3.small']").await;
     click(&c, "launch").await;
     // In "My workers", running, with its ssh line.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -644,14 +620,11 @@ async fn a_user_launches_a_worker_from_the_form_and_terminates_it() {
     );
     assert_eq!(kind, "t3.small");
     // Terminate, confirmed in the page's dialog.
-    c.find(Locator::Css(
+    click_css(
+        &c,
         "#workers tr.worker[data-name='browser-dev'] button.terminate",
-    ))
-    .await
-    .expect("terminate")
-    .click()
-    .await
-    .expect("click");
+    )
+    .await;
     c.accept_alert().await.expect("confirm");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -674,9 +647,9 @@ async fn a_user_launches_a_worker_from_the_form_and_terminates_it() {
     c.close().await.expect("close");
 }
 
-/// Waits (without reloading the page) until the text of `css` satisfies `ok`.
-async fn until_text(c: &Client, css: &str, ok: impl Fn(&str) -> bool, within: Duration) -> String {
-    let deadline = Instant::now() + within;
+/// Waits (without reloading the page, at most `seconds`) until the text of `css` satisfies `ok`.
+async fn until_text(c: &Client, css: &str, ok: impl Fn(&str) -> bool, seconds: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
     loop {
         let t = text(c, css).await;
         if ok(&t) {
@@ -728,19 +701,14 @@ async fn the_dashboard_shows_every_setting_rolls_back_code_and_follows_a_run_liv
         "{limits}"
     );
     let policies = text(&c, "#settings-policies").await;
-    assert!(
-        policies.contains("overlap allow")
-            && policies.contains("missed slots skip")
-            && policies.contains("retries 2"),
-        "{policies}"
+    assert_holds(
+        &policies,
+        &["overlap allow", "missed slots skip", "retries 2"],
     );
     assert!(text(&c, "#settings").await.contains("bob"));
     // Rollback: the older version made current again.
-    let marked = c
-        .find_all(Locator::Css("#code-versions tr .current-marker"))
-        .await
-        .expect("markers");
-    assert_eq!(marked.len(), 1, "one current version");
+    let marked = count(&c, "#code-versions tr .current-marker").await;
+    assert_eq!(marked, 1, "one current version");
     let current = text(&c, "#code-versions tr.current").await;
     assert!(
         !current.contains(&first_sha),
@@ -764,56 +732,23 @@ async fn the_dashboard_shows_every_setting_rolls_back_code_and_follows_a_run_liv
     c.goto(&format!("{base}/runs/{id}"))
         .await
         .expect("run page");
-    until_text(
-        &c,
-        "#log",
-        |t| t.contains("tick 1"),
-        Duration::from_secs(30),
-    )
-    .await;
+    until_text(&c, "#log", |t| t.contains("tick 1"), 30).await;
     let state = text(&c, "#run-state").await;
     assert_eq!(state, "running", "the first lines come while it runs");
-    until_text(
-        &c,
-        "#run-state",
-        |t| t == "succeeded",
-        Duration::from_secs(30),
-    )
-    .await;
+    until_text(&c, "#run-state", |t| t == "succeeded", 30).await;
     assert!(text(&c, "#log").await.contains("done"));
-    until_text(
-        &c,
-        "#run-published",
-        |t| t.contains("r.csv"),
-        Duration::from_secs(5),
-    )
-    .await;
+    until_text(&c, "#run-published", |t| t.contains("r.csv"), 5).await;
     // Cancel, from the page of a run in flight.
-    api.create_with_script(
-        serde_json::json!({"name": "sleepy", "command": "sleep 300"}),
-        "true",
-    )
-    .await;
+    api.create_runnable(serde_json::json!({"name": "sleepy", "command": "sleep 300"}))
+        .await;
     let id = api.start_run("sleepy").await;
     c.goto(&format!("{base}/runs/{id}"))
         .await
         .expect("run page");
-    until_text(
-        &c,
-        "#run-state",
-        |t| t == "running",
-        Duration::from_secs(30),
-    )
-    .await;
+    until_text(&c, "#run-state", |t| t == "running", 30).await;
     click(&c, "cancel").await;
     c.accept_alert().await.expect("confirm");
-    until_text(
-        &c,
-        "#run-state",
-        |t| t == "cancelled",
-        Duration::from_secs(30),
-    )
-    .await;
+    until_text(&c, "#run-state", |t| t == "cancelled", 30).await;
     // Signed out, the published data is there to browse.
     c.goto(&format!("{base}/logout")).await.ok();
     c.delete_all_cookies().await.expect("sign out");

@@ -339,6 +339,44 @@ fn serve_on_a_taken_port_stops_before_creating_the_admin() {
 /// Runs `telejob args…` on a fresh pseudo-terminal (its controlling terminal), typing each
 /// line of `input` once `ready` shows; returns everything the terminal showed and the exit
 /// status.
+/// A worker shell's code: the folder `code/` holding `files` (path, text), beside a scratch
+/// folder, in a temporary directory.
+struct ShellCode {
+    dir: tempfile::TempDir,
+    code: std::path::PathBuf,
+    scratch: std::path::PathBuf,
+}
+
+impl ShellCode {
+    fn new(files: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (code, scratch) = (dir.path().join("code"), dir.path().join("scratch"));
+        for (path, text) in files {
+            let file = code.join(path);
+            std::fs::create_dir_all(file.parent().expect("folder")).expect("mkdir");
+            std::fs::write(file, text).expect("write");
+        }
+        std::fs::create_dir_all(&scratch).expect("scratch");
+        Self { dir, code, scratch }
+    }
+
+    /// The code folder as `--code` takes it.
+    fn arg(&self) -> &str {
+        self.code.to_str().expect("utf8")
+    }
+
+    /// TMPDIR in the scratch folder. As root with a built image (TELEJOB_IMAGES_DIR), the
+    /// shell is a machine of its own; without one, the host's root (never a first-use image
+    /// build in a test).
+    fn env(&self) -> Vec<(&'static str, &std::path::Path)> {
+        let mut env = vec![("TMPDIR", self.scratch.as_path())];
+        if std::env::var_os("TELEJOB_IMAGES_DIR").is_none() {
+            env.push(("TELEJOB_IMAGE", std::path::Path::new("host")));
+        }
+        env
+    }
+}
+
 fn on_a_terminal(
     args: &[&str],
     env: &[(&str, &std::path::Path)],
@@ -429,34 +467,25 @@ fn on_a_terminal(
 
 #[test]
 fn worker_shell_opens_a_sandboxed_shell_and_lists_the_output_on_exit() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let code = dir.path().join("code");
-    std::fs::create_dir_all(&code).expect("code");
-    std::fs::write(code.join("run.sh"), "echo wrapper\n").expect("script");
-    std::fs::write(code.join("marker.txt"), "the-code-is-here\n").expect("marker");
-    let scratch = dir.path().join("scratch");
-    std::fs::create_dir_all(&scratch).expect("scratch");
-    let code_arg = code.to_str().expect("utf8");
-    // As root with a built image (TELEJOB_IMAGES_DIR), the shell is a machine of its own;
-    // without one, the host's root (never a first-use image build in a test).
+    let fx = ShellCode::new(&[
+        ("run.sh", "echo wrapper\n"),
+        ("marker.txt", "the-code-is-here\n"),
+    ]);
+    let (code_arg, scratch, env) = (fx.arg(), &fx.scratch, fx.env());
     let machine = std::env::var_os("TELEJOB_IMAGES_DIR").is_some();
-    let host = std::path::Path::new("host");
-    let mut env = vec![("TMPDIR", scratch.as_path())];
-    if !machine {
-        env.push(("TELEJOB_IMAGE", host));
-    }
+    let typed = [
+        "echo uid=$(id -u)",
+        "cat marker.txt",
+        "echo TJ=${#TELEJOB_RUN_ID}",
+        "mkdir -p output && echo 1,2 > output/result.csv",
+        "false",
+        "exit",
+    ];
     let (shown, status) = on_a_terminal(
         &["worker", "shell", "--code", code_arg, "--lifetime", "60s"],
         &env,
         "[telejob worker]",
-        &[
-            "echo uid=$(id -u)",
-            "cat marker.txt",
-            "echo TJ=${#TELEJOB_RUN_ID}",
-            "mkdir -p output && echo 1,2 > output/result.csv",
-            "false",
-            "exit",
-        ],
+        &typed,
         Duration::from_secs(60),
     );
     assert_eq!(status, Some(0), "{shown}");
@@ -479,29 +508,26 @@ fn worker_shell_opens_a_sandboxed_shell_and_lists_the_output_on_exit() {
     }
     assert!(shown.contains("the-code-is-here"), "{shown}");
     assert!(shown.contains("TJ=36"), "the TELEJOB_* variables: {shown}");
-    assert!(
-        shown.contains("would publish 1 file") && shown.contains("result.csv"),
-        "the listing on exit: {shown}"
-    );
-    assert_workspace_gone(&scratch);
+    for listed in ["would publish 1 file", "result.csv"] {
+        assert!(shown.contains(listed), "the listing on exit: {shown}");
+    }
+    assert_workspace_gone(scratch);
 }
 
 #[test]
 fn worker_shell_saves_the_work_back_and_warns_before_its_end() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let code = dir.path().join("code");
-    std::fs::create_dir_all(code.join(".git")).expect("code");
-    std::fs::write(code.join("run.sh"), "echo old\n").expect("script");
-    std::fs::write(code.join(".git/HEAD"), "ref: refs/heads/main\n").expect("git");
-    let scratch = dir.path().join("scratch");
-    std::fs::create_dir_all(&scratch).expect("scratch");
-    let code_arg = code.to_str().expect("utf8");
-    let tarball = dir.path().join("work.tar.gz");
-    let host = std::path::Path::new("host");
-    let mut env = vec![("TMPDIR", scratch.as_path())];
-    if std::env::var_os("TELEJOB_IMAGES_DIR").is_none() {
-        env.push(("TELEJOB_IMAGE", host));
-    }
+    let fx = ShellCode::new(&[
+        ("run.sh", "echo old\n"),
+        (".git/HEAD", "ref: refs/heads/main\n"),
+    ]);
+    let (code, code_arg, scratch, env) = (&fx.code, fx.arg(), &fx.scratch, fx.env());
+    let tarball = fx.dir.path().join("work.tar.gz");
+    let typed = [
+        "mkdir -p output",
+        "echo 'echo new' > run.sh",
+        "mkdir -p lib && echo 'x = 1' > lib/helper.py",
+        "exit",
+    ];
     // A lifetime of 65 s: the one-minute warning comes after 5 s.
     let (shown, status) = on_a_terminal(
         &[
@@ -518,12 +544,7 @@ fn worker_shell_saves_the_work_back_and_warns_before_its_end() {
         ],
         &env,
         "this worker ends in 1m",
-        &[
-            "mkdir -p output",
-            "echo 'echo new' > run.sh",
-            "mkdir -p lib && echo 'x = 1' > lib/helper.py",
-            "exit",
-        ],
+        &typed,
         Duration::from_secs(60),
     );
     assert_eq!(status, Some(0), "{shown}");
@@ -546,20 +567,16 @@ fn worker_shell_saves_the_work_back_and_warns_before_its_end() {
         listed.contains("lib/helper.py") && listed.contains("run.sh"),
         "{listed}"
     );
-    assert_workspace_gone(&scratch);
+    assert_workspace_gone(scratch);
 }
 
 #[test]
 fn worker_shell_ends_with_everything_it_started_at_its_lifetime() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let code = dir.path().join("code");
-    std::fs::create_dir_all(&code).expect("code");
-    std::fs::write(code.join("run.sh"), "true\n").expect("script");
-    let code_arg = code.to_str().expect("utf8");
+    let fx = ShellCode::new(&[("run.sh", "true\n")]);
     let started = Instant::now();
     let (shown, status) = on_a_terminal(
-        &["worker", "shell", "--code", code_arg, "--lifetime", "4s"],
-        &[("TMPDIR", dir.path())],
+        &["worker", "shell", "--code", fx.arg(), "--lifetime", "4s"],
+        &[("TMPDIR", fx.dir.path())],
         "[telejob worker]",
         &["(sleep 1000.4343 &) ; sleep 1000.4344"],
         Duration::from_secs(60),

@@ -458,20 +458,35 @@ fn no_crate_has_a_module_cycle() {
     assert!(all.is_empty(), "module cycles:\n{}", all.join("\n"));
 }
 
+/// Writes `text` as `src/<path>` of the crate at `root`, making its folders.
+fn write_source(root: &Path, path: &str, text: &str) {
+    let file = root.join("src").join(path);
+    std::fs::create_dir_all(file.parent().expect("a folder")).expect("mkdir");
+    std::fs::write(file, text).expect("write");
+}
+
+/// A crate in a temporary directory whose `src/` holds `files` (path, text).
+fn fake_crate(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (path, text) in files {
+        write_source(dir.path(), path, text);
+    }
+    dir
+}
+
 #[test]
 fn the_check_finds_a_cycle_and_follows_re_exports() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(src.join("b")).expect("mkdir");
-    let write = |p: &str, t: &str| std::fs::write(src.join(p), t).expect("write");
     // a uses b's item through a re-export in b/mod.rs; b::c uses a: a cycle a -> b::c -> a.
-    write("lib.rs", "pub mod a;\npub mod b;\npub use a::A;\n");
-    write("a.rs", "use crate::b::C;\npub struct A(C);\n");
-    write("b/mod.rs", "mod c;\npub use c::C;\n");
-    write(
-        "b/c.rs",
-        "pub struct C;\nfn f() { let _ = crate::A::default; }\n#[cfg(test)]\nmod tests { use crate::b; }\n",
-    );
+    let dir = fake_crate(&[
+        ("lib.rs", "pub mod a;\npub mod b;\npub use a::A;\n"),
+        ("a.rs", "use crate::b::C;\npub struct A(C);\n"),
+        ("b/mod.rs", "mod c;\npub use c::C;\n"),
+        (
+            "b/c.rs",
+            "pub struct C;\nfn f() { let _ = crate::A::default; }\n#[cfg(test)]\nmod tests { use crate::b; }\n",
+        ),
+    ]);
+    let write = |p: &str, t: &str| write_source(dir.path(), p, t);
     let found = cycles(&crate_graph(dir.path()));
     assert_eq!(
         found,
@@ -512,12 +527,16 @@ fn every_import_keeps_the_documented_module_rules() {
     );
 }
 
+/// The imports of the crate at `root` that break `rules`.
+fn broken_rules(root: &Path, rules: &[Rule]) -> Vec<String> {
+    let graph = crate_graph(root);
+    rules.iter().flat_map(|r| violations(&graph, r)).collect()
+}
+
 #[test]
 fn the_rules_check_fails_on_a_wrong_import() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(src.join("app")).expect("mkdir");
-    let write = |p: &str, t: &str| std::fs::write(src.join(p), t).expect("write");
+    let write = |p: &str, t: &str| write_source(dir.path(), p, t);
     write("lib.rs", "pub mod app;\npub mod db;\npub mod wiring;\n");
     write("app/mod.rs", "pub mod jobs;\n");
     write("app/jobs.rs", "pub struct Job(pub crate::db::Row);\n");
@@ -533,8 +552,7 @@ fn the_rules_check_fails_on_a_wrong_import() {
     let doc = "```module-rules\nx: db -/-> app  # the database knows no service\n\
                x: * -/-> extern:telejob_aws except wiring\n```\n";
     let rules = parse_rules(doc);
-    let graph = crate_graph(dir.path());
-    let found: Vec<String> = rules.iter().flat_map(|r| violations(&graph, r)).collect();
+    let found = broken_rules(dir.path(), &rules);
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(
         found[0].starts_with("crate::db -> crate::app::jobs"),
@@ -546,8 +564,7 @@ fn the_rules_check_fails_on_a_wrong_import() {
         "pub struct Job(pub crate::db::Row, telejob_aws::S3Store);\n",
     );
     write("db.rs", "pub struct Row;\n");
-    let graph = crate_graph(dir.path());
-    let found: Vec<String> = rules.iter().flat_map(|r| violations(&graph, r)).collect();
+    let found = broken_rules(dir.path(), &rules);
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(
         found[0].starts_with("crate::app::jobs -> telejob_aws"),

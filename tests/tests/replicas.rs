@@ -106,6 +106,13 @@ fn two_replicas(url: &str) -> (tempfile::TempDir, Replica, Replica, Api) {
     (tmp, a, b, api)
 }
 
+/// [`two_replicas`], the first one the leader (asserted).
+async fn leader_and_follower(url: &str) -> (tempfile::TempDir, Replica, Replica, Api) {
+    let (tmp, a, b, api) = two_replicas(url);
+    assert!(a.is_leader().await && !b.is_leader().await);
+    (tmp, a, b, api)
+}
+
 fn admin(dir: &Path) -> Api {
     Api {
         token: std::fs::read_to_string(dir.join("data0/admin.token"))
@@ -539,9 +546,8 @@ async fn db_copy_moves_an_installation_and_token_create_takes_database() {
 async fn a_purge_asked_of_a_follower_during_a_publish_leaves_nothing_behind() {
     let Some(pg) = postgres() else { return };
     let url = pg.new_database();
-    let (tmp, a, b, api) = two_replicas(&url);
+    let (tmp, a, b, api) = leader_and_follower(&url).await;
     let dir = tmp.path();
-    assert!(a.is_leader().await && !b.is_leader().await);
     let id = api
         .start_script(
             &a,
@@ -570,8 +576,7 @@ async fn a_purge_asked_of_a_follower_during_a_publish_leaves_nothing_behind() {
 async fn a_follower_streams_the_log_of_a_run_on_the_leader_as_it_prints() {
     let Some(pg) = postgres() else { return };
     let url = pg.new_database();
-    let (_tmp, a, b, api) = two_replicas(&url);
-    assert!(a.is_leader().await && !b.is_leader().await);
+    let (_tmp, a, b, api) = leader_and_follower(&url).await;
     let id = api
         .start_script(
             &a,

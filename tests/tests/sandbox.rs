@@ -3,7 +3,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use telejob_e2e::{tarball, telejob_bin, telejob_run, write_script_tarball};
+use telejob_e2e::{assert_exit, tarball, telejob_bin, telejob_run, write_script_tarball};
 
 fn is_root() -> bool {
     std::fs::metadata("/proc/self")
@@ -45,12 +45,7 @@ fn a_host_image_run_is_a_uid_of_its_own_and_cannot_read_root_files() {
             "host",
         ]
     );
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "the read must fail: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_exit(&o, 1, "the read must fail");
     let log_dir = dir.path().join("telejob-private/thief/runs");
     let run = std::fs::read_dir(&log_dir)
         .expect("runs")
@@ -100,12 +95,7 @@ fn a_same_user_job_cannot_read_telejobs_environment() {
         .env("AWS_SECRET_ACCESS_KEY", "hunter2-aws")
         .output()
         .expect("run telejob as nobody");
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_exit(&o, 0, "telejob run as nobody");
     let data = dir.path().join("telejob-output/peek/data");
     let env = std::fs::read_to_string(data.join("env.txt")).expect("env.txt");
     let parent = std::fs::read_to_string(data.join("parent.txt")).expect("parent.txt");

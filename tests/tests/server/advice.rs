@@ -2,6 +2,13 @@
 
 use super::*;
 
+/// The message of the first warning of a save's answer `v`.
+fn first_warning(v: &Value) -> &str {
+    v["warnings"][0]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no warning in {v}"))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn saving_a_job_returns_warnings_that_never_block() {
     let (_dir, _srv, api) = fresh();
@@ -22,12 +29,7 @@ async fn saving_a_job_returns_warnings_that_never_block() {
         .await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(fields(&v), ["schedule.cron"], "{v}");
-    assert!(
-        v["warnings"][0]["message"]
-            .as_str()
-            .expect("message")
-            .contains("more than 24")
-    );
+    assert!(first_warning(&v).contains("more than 24"), "{v}");
     // The form's defaults: none.
     let (s, v) = api.post_json("/api/jobs", &json!({"name": "plain"})).await;
     assert_eq!(s, 201, "{v}");
@@ -73,18 +75,10 @@ async fn saving_a_job_returns_warnings_that_never_block() {
         ),
         (vec![("run.sh", "true", 0o644)], "not executable"),
     ] {
-        let (s, v, _) = api
-            .call("PUT", "/api/jobs/plain/code", Some(tarball(&files)))
-            .await;
+        let (s, v) = api.put_code("plain", tarball(&files)).await;
         assert_eq!(s, 200, "{v}");
         assert_eq!(fields(&v), ["command"], "{v}");
-        assert!(
-            v["warnings"][0]["message"]
-                .as_str()
-                .expect("m")
-                .contains(words),
-            "{v}"
-        );
+        assert!(first_warning(&v).contains(words), "{v}");
     }
     let (s, v) = api
         .put_code("plain", tarball(&[("pkg/run.sh", "true", 0o755)]))

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use telejob_e2e::{
-    assert_refused, csrf_of, days_ago, processes_with, slot_run_ids, tarball, telejob_bin,
-    webhook_sink, write_script_tarball,
+    assert_refused, csrf_of, days_ago, processes_with, slot_run_ids, strings_of, tarball,
+    telejob_bin, webhook_sink, write_script_tarball,
 };
 
 use telejob_e2e::{Api, Server};

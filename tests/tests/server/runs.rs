@@ -70,13 +70,7 @@ async fn a_run_now_publishes_and_only_owners_read_logs() {
     assert_eq!(bob.get("/api/jobs/priv").await.0, 404);
     assert_eq!(bob.get("/api/jobs/priv/runs").await.0, 404);
     let (_, list) = bob.get("/api/jobs").await;
-    let names: Vec<&str> = list
-        .as_array()
-        .expect("list")
-        .iter()
-        .filter_map(|j| j["name"].as_str())
-        .collect();
-    assert_eq!(names, vec!["pub"]);
+    assert_eq!(strings_of(&list, "name"), vec!["pub"]);
     assert_eq!(
         bob.post_json("/api/tokens", &json!({"user": "mallory", "admin": true}))
             .await
@@ -332,21 +326,19 @@ async fn a_backfill_runs_a_weeks_gap_in_order_with_its_own_dates_and_skips_what_
         }
         body
     };
+    // Backfills "gap" from `from` to `to` days ago, with `extra` in the body.
+    let gap = async |from: i64, to: i64, extra: Value| {
+        api.backfill("gap", &backfill(days_ago(from), days_ago(to), extra))
+            .await
+    };
     // One day of the gap ran already, and succeeded.
-    let (s, v) = api
-        .backfill("gap", &backfill(days_ago(6), days_ago(6), json!({})))
-        .await;
+    let (s, v) = gap(6, 6, json!({})).await;
     assert_eq!(s, 202, "{v}");
     let first = slot_run_ids(&v);
     assert_eq!(first.len(), 1, "{v}");
     assert_eq!(api.wait_run(&first[0]).await["state"], "succeeded");
     // A dry run says what the week would do, and runs nothing.
-    let (s, plan) = api
-        .backfill(
-            "gap",
-            &backfill(days_ago(9), days_ago(3), json!({"dry_run": true})),
-        )
-        .await;
+    let (s, plan) = gap(9, 3, json!({"dry_run": true})).await;
     assert_eq!(s, 200, "{plan}");
     let statuses: Vec<&str> = plan["slots"]
         .as_array()
@@ -368,9 +360,7 @@ async fn a_backfill_runs_a_weeks_gap_in_order_with_its_own_dates_and_skips_what_
     );
     assert!(slot_run_ids(&plan).is_empty(), "a dry run starts nothing");
     // The week: 7 slots, the succeeded one skipped, the others run oldest first.
-    let (s, v) = api
-        .backfill("gap", &backfill(days_ago(9), days_ago(3), json!({})))
-        .await;
+    let (s, v) = gap(9, 3, json!({})).await;
     assert_eq!(s, 202, "{v}");
     let week = slot_run_ids(&v);
     assert_eq!(week.len(), 6, "{v}");
@@ -420,20 +410,10 @@ async fn a_backfill_runs_a_weeks_gap_in_order_with_its_own_dates_and_skips_what_
     }
     // Nothing is left to do; --only failed finds nothing, --force runs the day again as its
     // next attempt (not a second first attempt).
-    let (s, v) = api
-        .backfill(
-            "gap",
-            &backfill(days_ago(9), days_ago(3), json!({"only": "failed"})),
-        )
-        .await;
+    let (s, v) = gap(9, 3, json!({"only": "failed"})).await;
     assert_eq!(s, 202, "{v}");
     assert!(slot_run_ids(&v).is_empty(), "{v}");
-    let (s, v) = api
-        .backfill(
-            "gap",
-            &backfill(days_ago(6), days_ago(6), json!({"force": true})),
-        )
-        .await;
+    let (s, v) = gap(6, 6, json!({"force": true})).await;
     assert_eq!(s, 202, "{v}");
     assert_eq!(v["slots"][0]["attempt"], 1, "{v}");
     let again = api.wait_run(&slot_run_ids(&v)[0]).await;
@@ -498,13 +478,7 @@ async fn published_data_can_be_browsed_signed_out_and_private_jobs_are_never_lis
     assert_eq!(jobs, json!([{"job": "open", "data": "/public/open/data/"}]));
     let (s, files) = json("/public/open/data/").await;
     assert_eq!(s, 200, "{files}");
-    let names: Vec<&str> = files
-        .as_array()
-        .expect("files")
-        .iter()
-        .filter_map(|f| f["name"].as_str())
-        .collect();
-    assert_eq!(names, ["agg.csv", "sub/x.txt"]);
+    assert_eq!(strings_of(&files, "name"), ["agg.csv", "sub/x.txt"]);
     assert_eq!(files[0]["size"], 4);
     assert_eq!(files[0]["sha256"], run["published"][0]["sha256"], "{files}");
     let (s, manifest) = json("/public/open/latest/manifest.json").await;

@@ -349,17 +349,13 @@ async fn runs_over_their_limits_fail_with_the_reason_beside_a_good_run() {
             continue;
         }
         admin
-            .create_with_script(
-                json!({"name": name, "command": cmd, "limits": limits}),
-                "true",
-            )
+            .create_runnable(json!({"name": name, "command": cmd, "limits": limits}))
             .await;
         started.push((*name, admin.start_run(name).await));
     }
     admin
-        .create_with_script(
+        .create_runnable(
             json!({"name": "good", "command": "mkdir -p output && echo fine > output/ok.txt"}),
-            "true",
         )
         .await;
     let good = admin.start_run("good").await;
