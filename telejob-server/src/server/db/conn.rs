@@ -273,6 +273,10 @@ pub struct Fence {
     pub epoch: i64,
 }
 
+/// SQLite's page cache on the batch writer's connection, KiB (at most; filled as pages are
+/// read).
+const BULK_CACHE_KIB: u32 = 65_536;
+
 /// The database.
 #[derive(Debug, Clone)]
 pub struct Db {
@@ -290,6 +294,10 @@ pub struct Db {
     /// rather than at the file lock, whose busy handler sleeps and retries: a chunk that
     /// waits behind another starts the moment it ends.
     pub(super) bulk_writes: Arc<tokio::sync::Mutex<()>>,
+    /// Where batch writes go: on SQLite one connection of their own, whose page cache keeps
+    /// the run indexes a burst writes to (another connection's write would make a pool
+    /// connection's cache stale); on PostgreSQL the pool.
+    pub(super) bulk_pool: AnyPool,
     /// SQLite's checkpoints, in the background (see [`Checkpointer`]); held only to stop them
     /// with the last handle.
     _checkpointer: Option<Arc<Checkpointer>>,
@@ -372,7 +380,8 @@ impl Db {
             Location::Sqlite(p) => (sqlite_url(p), Backend::Sqlite),
             Location::Postgres(u) => (u.clone(), Backend::Postgres),
         };
-        let opts = |max: u32| {
+        // `cache_kib`: SQLite's page cache per connection (its default is 2,000 KiB).
+        let opts = |max: u32, cache_kib: u32| {
             AnyPoolOptions::new()
                 .max_connections(max)
                 .acquire_timeout(std::time::Duration::from_secs(10))
@@ -381,9 +390,12 @@ impl Db {
                         if backend == Backend::Sqlite {
                             use sqlx::Executor;
                             conn.execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
-                                 PRAGMA wal_autocheckpoint = 0;",
+                                format!(
+                                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
+                                     PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -{cache_kib};"
+                                )
+                                .as_str(),
                             )
                             .await?;
                         }
@@ -412,10 +424,10 @@ impl Db {
             Ok(Err(e)) => return Err(cannot(e.to_string())),
             Err(_) => return Err(cannot("no answer within 10 s".into())),
         }
-        let open = |max: u32| {
+        let open = |max: u32, cache_kib: u32| {
             let url = url.clone();
             async move {
-                opts(max).connect(&url).await.map_err(|e| {
+                opts(max, cache_kib).connect(&url).await.map_err(|e| {
                     Error::persistence(
                         "connect",
                         format!("cannot open the database at {at}: {e}"),
@@ -424,7 +436,7 @@ impl Db {
                 })
             }
         };
-        let pool = open(if backend == Backend::Sqlite { 8 } else { 16 }).await?;
+        let pool = open(if backend == Backend::Sqlite { 8 } else { 16 }, 2_000).await?;
         let migrator = match backend {
             Backend::Sqlite => &*super::migrations::SQLITE_MIGRATIONS,
             Backend::Postgres => &*super::migrations::POSTGRES_MIGRATIONS,
@@ -442,7 +454,12 @@ impl Db {
             };
             Error::persistence("migrate", why, false)
         })?;
-        let lease_pool = open(1).await?;
+        let lease_pool = open(1, 2_000).await?;
+        let bulk_pool = match backend {
+            // Room for the run indexes a burst of 100,000 rows touches.
+            Backend::Sqlite => open(1, BULK_CACHE_KIB).await?,
+            Backend::Postgres => pool.clone(),
+        };
         let checkpointer =
             (backend == Backend::Sqlite).then(|| Arc::new(Checkpointer::start(pool.clone())));
         Ok(Self {
@@ -453,6 +470,7 @@ impl Db {
             secret_box: None,
             fence: None,
             bulk_writes: Arc::default(),
+            bulk_pool,
             _checkpointer: checkpointer,
         })
     }
@@ -491,5 +509,6 @@ impl Db {
     pub async fn close(&self) {
         self.pool.close().await;
         self.lease_pool.close().await;
+        self.bulk_pool.close().await;
     }
 }

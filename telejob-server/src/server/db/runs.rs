@@ -386,7 +386,7 @@ impl SchedulerStore for Db {
                     .bind(serde_json::to_string(run).unwrap_or_default());
             }
             let _turn = self.bulk_write_turn().await;
-            q.exec(&self.pool).await?;
+            q.exec(&self.bulk_pool).await?;
         }
         Ok(())
     }
@@ -528,12 +528,17 @@ impl Db {
         let (holder, epoch) = self.fence_binds();
         let fenced = self.fence.is_some();
         let n = rows.len() * WIDTH;
+        // First without RETURNING: on SQLite every returned row is a message from the
+        // connection's thread, and a chunk whose rows are all new (the usual case) needs only
+        // the count. When some are not new, the transaction is rolled back and made again with
+        // RETURNING, which names the rows this insert stored.
         let insert = format!(
             "INSERT INTO runs (id, job, slot_key, trigger, attempt, scheduled_for, state, record, created_at, epoch) \
-             SELECT * FROM (VALUES {}) AS v WHERE {} ON CONFLICT (job, slot_key) DO NOTHING RETURNING id",
+             SELECT * FROM (VALUES {}) AS v WHERE {} ON CONFLICT (job, slot_key) DO NOTHING",
             self.placeholders(rows.len(), WIDTH, 1),
             self.batch_fence(n)
         );
+        let insert_returning = format!("{insert} RETURNING id");
         // The latest first-attempt slot per job: the cursor it moves to.
         let mut cursors: std::collections::BTreeMap<&str, DateTime<Utc>> = Default::default();
         for row in rows {
@@ -551,43 +556,56 @@ impl Db {
             self.placeholders(cursors.len(), 2, 1),
             self.batch_fence(m)
         );
-        let created = ts(Utc::now());
-        let stored: std::collections::HashSet<String> = async {
-            let _turn = self.bulk_write_turn().await;
-            let mut tx = self.pool.begin().await?;
-            let mut q = sqlx::query(&insert);
+        let bind_rows = |sql| {
+            // When the database takes the rows (after any wait for the writer's turn).
+            let created = ts(Utc::now());
+            let mut q = sqlx::query(sql);
             for row in rows {
                 q = bind_row(q, row, created.clone(), epoch);
             }
             if fenced {
                 q = q.bind(holder.clone()).bind(epoch);
             }
-            let ids: Vec<String> = q
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|r| r.get::<String, _>(0))
-                .collect();
+            q
+        };
+        let move_cursors = || {
+            let mut q = sqlx::query(&cursor_sql);
+            for (job, slot) in &cursors {
+                q = q.bind(*job).bind(ts(*slot));
+            }
+            if fenced {
+                q = q.bind(holder.clone()).bind(epoch);
+            }
+            q
+        };
+        let stored: Option<std::collections::HashSet<String>> = async {
+            let _turn = self.bulk_write_turn().await;
+            let mut tx = self.bulk_pool.begin().await?;
+            let inserted = bind_rows(&insert).execute(&mut *tx).await?.rows_affected();
+            let stored = if inserted == rows.len() as u64 {
+                None
+            } else {
+                tx.rollback().await?;
+                tx = self.bulk_pool.begin().await?;
+                let ids = bind_rows(&insert_returning).fetch_all(&mut *tx).await?;
+                Some(ids.iter().map(|r| r.get::<String, _>(0)).collect())
+            };
             if !cursors.is_empty() {
-                let mut q = sqlx::query(&cursor_sql);
-                for (job, slot) in &cursors {
-                    q = q.bind(*job).bind(ts(*slot));
-                }
-                if fenced {
-                    q = q.bind(holder.clone()).bind(epoch);
-                }
-                q.execute(&mut *tx).await?;
+                move_cursors().execute(&mut *tx).await?;
             }
             tx.commit().await?;
-            Ok::<_, sqlx::Error>(ids.into_iter().collect())
+            Ok::<_, sqlx::Error>(stored)
         }
         .await
         .map_err(db_err)?;
         for job in cursors.keys() {
             self.cache.forget(job);
         }
+        let Some(stored) = stored else {
+            return Ok(vec![true; rows.len()]);
+        };
         // Fewer rows than asked: slots with their row already, or the lease lost.
-        if stored.len() < rows.len() && !self.fence_holds().await? {
+        if !self.fence_holds().await? {
             return Err(self.fenced_out());
         }
         Ok(rows
