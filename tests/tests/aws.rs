@@ -542,10 +542,7 @@ async fn a_new_leader_re_adopts_the_dead_leaders_ec2_runs() {
         Api::at(&a_base, Some(&token)),
         Api::at(&b_base, Some(&token)),
     );
-    let role = |api: &Api| {
-        let api = api.clone();
-        async move { api.get("/healthz").await.1["role"].clone() }
-    };
+    let role = async |api: &Api| api.get("/healthz").await.1["role"].clone();
     assert_eq!(role(&api_a).await, "leader");
     let spec = serde_json::json!({"name": "adopted", "command": "./run.sh", "output_dir": "output",
         "schedule": {"frequency": "daily", "time_of_day": "06:00"}});

@@ -568,16 +568,6 @@ impl Db {
             }
             q
         };
-        let move_cursors = || {
-            let mut q = sqlx::query(&cursor_sql);
-            for (job, slot) in &cursors {
-                q = q.bind(*job).bind(ts(*slot));
-            }
-            if fenced {
-                q = q.bind(holder.clone()).bind(epoch);
-            }
-            q
-        };
         let stored: Option<std::collections::HashSet<String>> = async {
             let _turn = self.bulk_write_turn().await;
             let mut tx = self.bulk_pool.begin().await?;
@@ -591,7 +581,14 @@ impl Db {
                 Some(ids.iter().map(|r| r.get::<String, _>(0)).collect())
             };
             if !cursors.is_empty() {
-                move_cursors().execute(&mut *tx).await?;
+                let mut q = sqlx::query(&cursor_sql);
+                for (job, slot) in &cursors {
+                    q = q.bind(*job).bind(ts(*slot));
+                }
+                if fenced {
+                    q = q.bind(holder.clone()).bind(epoch);
+                }
+                q.execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok::<_, sqlx::Error>(stored)
